@@ -1,0 +1,224 @@
+//! A node's settings, checked once at start-up.
+//!
+//! The binary (`src/bin/dynamo.rs`) turns command-line flags into a [`NodeConfig`]
+//! with [`NodeConfig::from_flags`]; everything below it takes the validated struct.
+//! Invalid combinations (W > N, a malformed leader address) are refused here with a
+//! message that names the flag, so the node exits before touching any data.
+//!
+//! Replication settings given to a non-leader are only a fallback: the cluster's
+//! N/W/R are the leader's and arrive with the ring.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::types::{NodeId, Replication};
+
+/// Default port of a node, as in the seed.
+pub const DEFAULT_PORT: u16 = 13337;
+/// Default host of a node.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+/// How long a coordinator waits for a quorum before giving up. Two seconds is long
+/// enough for a loaded 2-core machine to flush a batch, short enough that a client
+/// hears about a partition quickly.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// When a write's acknowledgement means "on disk".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FsyncMode {
+    /// Each write waits for its own flush.
+    Always,
+    /// Concurrent writes share one flush (group commit). The default.
+    #[default]
+    Batch,
+    /// Acknowledge from memory; sled flushes in the background.
+    Never,
+}
+
+impl FromStr for FsyncMode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "always" => Ok(FsyncMode::Always),
+            "batch" => Ok(FsyncMode::Batch),
+            "never" => Ok(FsyncMode::Never),
+            other => Err(Error::Config {
+                reason: format!("--fsync must be always, batch or never, got {other:?}"),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for FsyncMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FsyncMode::Always => "always",
+            FsyncMode::Batch => "batch",
+            FsyncMode::Never => "never",
+        })
+    }
+}
+
+/// Where a node keeps its state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataDir {
+    /// A sled database in this directory.
+    Path(PathBuf),
+    /// Nothing touches disk (`--in-memory`).
+    InMemory,
+}
+
+/// The flags of `dynamo`, as typed (see SPEC section 1).
+#[derive(Clone, Debug, Default)]
+pub struct Flags {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub leader: Option<String>,
+    pub qsize: Option<usize>,
+    pub write_n: Option<usize>,
+    pub read_n: Option<usize>,
+    pub data_dir: Option<PathBuf>,
+    pub in_memory: bool,
+    pub fsync: Option<String>,
+    pub http_port: Option<u16>,
+    pub listen: Option<String>,
+    pub request_timeout_ms: Option<u64>,
+}
+
+/// A node's validated settings.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's identity, `HOST:PORT`.
+    pub id: NodeId,
+    /// The address the listener binds (defaults to the identity).
+    pub listen: String,
+    /// The leader this node was told about (itself when it is the leader).
+    pub leader: NodeId,
+    /// N/W/R given on the command line (the leader's become the cluster's).
+    pub replication: Replication,
+    /// Where data lives.
+    pub data_dir: DataDir,
+    /// Durability of acknowledgements.
+    pub fsync: FsyncMode,
+    /// Coordinator deadline for one client request.
+    pub request_timeout: Duration,
+    /// Reserved for the HTTP API (not served yet).
+    pub http_port: Option<u16>,
+}
+
+impl NodeConfig {
+    /// Validates flags into a config.
+    pub fn from_flags(flags: Flags) -> Result<NodeConfig> {
+        let host = flags.host.unwrap_or_else(|| DEFAULT_HOST.to_string());
+        let port = flags.port.unwrap_or(DEFAULT_PORT);
+        if port == 0 {
+            return Err(Error::Config {
+                reason: "--port must be 1-65535".into(),
+            });
+        }
+        let id = NodeId::new(&host, port).map_err(|e| Error::Config {
+            reason: format!("--host/--port: {e}"),
+        })?;
+        let leader = match flags.leader.as_deref() {
+            None | Some("") => id.clone(),
+            Some(l) => parse_leader(l, port)?,
+        };
+        let replication = Replication {
+            n: flags.qsize.unwrap_or(3),
+            w: flags.write_n.unwrap_or(2),
+            r: flags.read_n.unwrap_or(2),
+        };
+        replication.validate()?;
+        let data_dir = if flags.in_memory {
+            DataDir::InMemory
+        } else {
+            DataDir::Path(flags.data_dir.unwrap_or_else(|| {
+                PathBuf::from("data").join(format!("{}_{}", id.host(), id.port()))
+            }))
+        };
+        let fsync = match flags.fsync.as_deref() {
+            None => FsyncMode::default(),
+            Some(s) => s.parse()?,
+        };
+        let request_timeout = match flags.request_timeout_ms {
+            None => DEFAULT_REQUEST_TIMEOUT,
+            Some(0) => {
+                return Err(Error::Config {
+                    reason: "--request-timeout-ms must be positive".into(),
+                })
+            }
+            Some(ms) => Duration::from_millis(ms),
+        };
+        let listen = flags.listen.unwrap_or_else(|| id.to_string());
+        Ok(NodeConfig {
+            id,
+            listen,
+            leader,
+            replication,
+            data_dir,
+            fsync,
+            request_timeout,
+            http_port: flags.http_port,
+        })
+    }
+
+    /// True when this node was told it is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.leader == self.id
+    }
+}
+
+/// `HOST` alone means `HOST` on the node's own port (the seed's convention).
+pub fn parse_leader(s: &str, own_port: u16) -> Result<NodeId> {
+    let bad = |e: Error| Error::Config {
+        reason: format!("--leader: {e}"),
+    };
+    match s.rsplit_once(':') {
+        Some((_, p)) if p.chars().all(|c| c.is_ascii_digit()) && !p.is_empty() => {
+            s.parse().map_err(bad)
+        }
+        _ => NodeId::new(s, own_port).map_err(bad),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = NodeConfig::from_flags(Flags::default()).unwrap();
+        assert_eq!(c.id.as_str(), "127.0.0.1:13337");
+        assert!(c.is_leader());
+        assert_eq!(c.replication, Replication { n: 3, w: 2, r: 2 });
+        assert_eq!(c.fsync, FsyncMode::Batch);
+        assert_eq!(c.data_dir, DataDir::Path("data/127.0.0.1_13337".into()));
+    }
+
+    #[test]
+    fn leader_host_alone_takes_own_port() {
+        assert_eq!(
+            parse_leader("leader", 14000).unwrap().as_str(),
+            "leader:14000"
+        );
+        assert_eq!(
+            parse_leader("leader:1", 14000).unwrap().as_str(),
+            "leader:1"
+        );
+        assert!(parse_leader("a b", 1).is_err());
+    }
+
+    #[test]
+    fn bad_quorums_are_refused() {
+        let flags = Flags {
+            qsize: Some(3),
+            write_n: Some(4),
+            ..Flags::default()
+        };
+        let e = NodeConfig::from_flags(flags).unwrap_err().to_string();
+        assert!(e.contains("--sq-write-n"), "{e}");
+    }
+}

@@ -1,0 +1,598 @@
+//! The request path: a node coordinating a client's put, delete or get over the
+//! key's replicas with N/W/R, sloppy quorum, hinted handoff and read repair.
+//!
+//! # Writes (SPEC 3.2, 3.3)
+//!
+//! A write is coordinated by a replica of the key: a node outside the preference
+//! list forwards it to the first replica that can be reached (a write forwarded
+//! once is never forwarded again). Only the coordinator creates the new version's
+//! dot, from its own durable state for the key, so two writes through the same
+//! node always get different dots and both survive as siblings.
+//!
+//! The coordinator applies the write to its own copy (read-modify-write under the
+//! key's lock in [`Storage::coordinate`]), then sends the resulting object to the
+//! other replicas, which merge it into theirs. Each replica that fails (connection
+//! refused, timeout, error) is replaced by the next node clockwise outside the
+//! preference list, which stores the object as a hint naming the replica it stands
+//! in for. The client hears back as soon as W nodes (the coordinator counts once
+//! its flush completes) have acknowledged durably; the other copies complete in the
+//! background. When no replica can be reached at all, the receiving node
+//! coordinates itself, as a stand-in for the first replica.
+//!
+//! # Reads (SPEC 3.4)
+//!
+//! Any node coordinates a read: it asks the N replicas (stand-ins for those that
+//! fail), merges the first R answers with the causal join and replies with every
+//! version no answer dominates. The remaining answers are collected in the
+//! background, and every replica whose answer differed from the merge is sent the
+//! merged object (read repair).
+//!
+//! # Contexts returned by put
+//!
+//! A put answers with `seen ∪ {new dot}`: what the client had seen plus its own
+//! write, so the next put with that context replaces exactly those. A version
+//! vector cannot leave a gap, so when the coordinator holds an older version of its
+//! own that the client has not seen (two blind puts through one node), the new dot
+//! would cover it; then the reply is only `seen`, and the client gets the full
+//! context from a get. No write is ever covered without being seen.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::error::{Error, ReplicaFailure, Result};
+use crate::peers::{CallError, Peers};
+use crate::ring::{Ring, RingCell};
+use crate::rpc::{ReadReply, WriteReply, WriteRequest};
+use crate::storage::Storage;
+use crate::types::{check_key, check_value, Key, NodeId, MAX_CONTEXT_ENTRIES, MAX_OBJECT_BYTES};
+use crate::vclock::{Content, Dot, Object, VersionVector};
+
+/// The coordinator of one node.
+pub struct Coordinator {
+    me: NodeId,
+    storage: Arc<Storage>,
+    peers: Arc<Peers>,
+    ring: Arc<RingCell>,
+    leader: NodeId,
+    request_timeout: Duration,
+}
+
+/// Outcome of one attempt to store the write on a node.
+struct WriteEvent {
+    node: NodeId,
+    hinted: bool,
+    result: std::result::Result<(), String>,
+}
+
+/// Outcome of one attempt to read from a node.
+struct ReadEvent {
+    node: NodeId,
+    primary: bool,
+    result: std::result::Result<Object, String>,
+}
+
+impl Coordinator {
+    /// A coordinator for node `me`. `leader` is named in errors before a ring is known.
+    pub fn new(
+        me: NodeId,
+        storage: Arc<Storage>,
+        peers: Arc<Peers>,
+        ring: Arc<RingCell>,
+        leader: NodeId,
+        request_timeout: Duration,
+    ) -> Coordinator {
+        Coordinator {
+            me,
+            storage,
+            peers,
+            ring,
+            leader,
+            request_timeout,
+        }
+    }
+
+    /// How long one replica gets before a stand-in is tried: half the request
+    /// budget, so a stand-in still has the other half.
+    fn replica_timeout(&self) -> Duration {
+        self.request_timeout / 2
+    }
+
+    fn current_ring(&self) -> Result<Arc<Ring>> {
+        match self.ring.get() {
+            Some(r) if !r.members().is_empty() => Ok(r),
+            Some(r) => Err(Error::NoRing {
+                leader: r.leader().clone(),
+            }),
+            None => Err(Error::NoRing {
+                leader: self.leader.clone(),
+            }),
+        }
+    }
+
+    /// Coordinates a put or delete.
+    pub async fn write(self: &Arc<Self>, req: WriteRequest) -> Result<WriteReply> {
+        check_key(&req.key)?;
+        if let Content::Value(v) = &req.content {
+            check_value(v)?;
+        }
+        if req.context.len() > MAX_CONTEXT_ENTRIES {
+            return Err(Error::BadContext {
+                reason: format!(
+                    "{} entries, the limit is {MAX_CONTEXT_ENTRIES}",
+                    req.context.len()
+                ),
+            });
+        }
+        let ring = self.current_ring()?;
+        let pref = ring.preference_list(req.key.as_bytes());
+        let deadline = Instant::now() + self.request_timeout;
+        let mut unreachable = Vec::new();
+        if !pref.contains(&self.me) && !req.forwarded {
+            let forwarded = WriteRequest {
+                forwarded: true,
+                ..req.clone()
+            };
+            for node in &pref {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let fwd = &forwarded;
+                let out = self
+                    .peers
+                    .call(node, left, |c, ctx| {
+                        let r = fwd.clone();
+                        async move { c.write(ctx, r).await }
+                    })
+                    .await;
+                match out {
+                    Ok(reply) => return Ok(reply),
+                    Err(CallError::Remote(e)) => return Err(e),
+                    Err(e) if e.never_delivered() => unreachable.push(ReplicaFailure {
+                        node: node.clone(),
+                        reason: e.reason(),
+                    }),
+                    Err(e) => {
+                        return Err(Error::Unreachable {
+                            node: node.clone(),
+                            reason: format!(
+                                "forwarded write did not complete ({}); it may or may not have been applied",
+                                e.reason()
+                            ),
+                        })
+                    }
+                }
+            }
+        }
+        self.coordinate(&ring, &pref, req, unreachable, deadline)
+            .await
+    }
+
+    async fn coordinate(
+        self: &Arc<Self>,
+        ring: &Ring,
+        pref: &[NodeId],
+        req: WriteRequest,
+        known_down: Vec<ReplicaFailure>,
+        deadline: Instant,
+    ) -> Result<WriteReply> {
+        let w = ring.replication().w;
+        let is_replica = pref.contains(&self.me);
+        // A node outside the preference list stands in for the first replica.
+        let stand_in_for = if is_replica {
+            None
+        } else {
+            pref.first().cloned()
+        };
+        let seen = req.context;
+        let (object, dot) = self.storage.coordinate(
+            &req.key,
+            &self.me,
+            &seen,
+            req.content,
+            stand_in_for.as_ref(),
+        )?;
+        let context = reply_context(&object, &seen, &dot);
+        let object = Arc::new(object);
+        let local_durable = self.storage.durable();
+
+        let down: HashSet<&NodeId> = known_down.iter().map(|f| &f.node).collect();
+        let slots: Vec<NodeId> = pref
+            .iter()
+            .filter(|n| **n != self.me && Some(*n) != stand_in_for.as_ref())
+            .cloned()
+            .collect();
+        let mut fallbacks: Vec<NodeId> = ring
+            .walk(req.key.as_bytes())
+            .into_iter()
+            .skip(pref.len())
+            .filter(|n| *n != self.me)
+            .collect();
+        fallbacks.reverse(); // pop() takes them in ring order
+        let (first_try, skip): (Vec<NodeId>, Vec<NodeId>) =
+            slots.into_iter().partition(|n| !down.contains(n));
+
+        let capacity = ring.members().len() * 2 + 2;
+        let (tx, mut rx) = mpsc::channel::<WriteEvent>(capacity);
+        let me = self.me.clone();
+        let local_hinted = stand_in_for.is_some();
+        let driver = WriteDriver {
+            coord: self.clone(),
+            key: req.key.clone(),
+            object: object.clone(),
+            fallbacks,
+            tx,
+        };
+        tokio::spawn(driver.run(first_try, skip, local_durable, me, local_hinted));
+
+        let mut acks = Vec::new();
+        let mut hinted = 0;
+        let mut failures = known_down;
+        loop {
+            let ev = match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(ev)) => ev,
+                Ok(None) => break,
+                Err(_) => {
+                    failures.push(ReplicaFailure {
+                        node: self.me.clone(),
+                        reason: format!(
+                            "request timed out after {} ms waiting for acks",
+                            self.request_timeout.as_millis()
+                        ),
+                    });
+                    break;
+                }
+            };
+            match ev.result {
+                Ok(()) => {
+                    acks.push(ev.node);
+                    hinted += usize::from(ev.hinted);
+                    if acks.len() >= w {
+                        return Ok(WriteReply {
+                            key: req.key,
+                            context,
+                            coordinator: self.me.clone(),
+                            acks,
+                            hinted,
+                        });
+                    }
+                }
+                Err(reason) => failures.push(ReplicaFailure {
+                    node: ev.node,
+                    reason,
+                }),
+            }
+        }
+        Err(Error::WriteQuorum {
+            needed: w,
+            acked: acks.len(),
+            failures,
+        })
+    }
+
+    /// Coordinates a get.
+    pub async fn read(self: &Arc<Self>, key: Key) -> Result<ReadReply> {
+        check_key(&key)?;
+        let ring = self.current_ring()?;
+        let r = ring.replication().r;
+        let walk = ring.walk(key.as_bytes());
+        let n = ring.preference_list(key.as_bytes()).len();
+        let deadline = Instant::now() + self.request_timeout;
+        let capacity = walk.len() * 2 + 2;
+        let (tx, mut rx) = mpsc::channel::<ReadEvent>(capacity);
+        let mut fallbacks: Vec<NodeId> = walk.iter().skip(n).cloned().collect();
+        fallbacks.reverse();
+        let primaries: Vec<NodeId> = walk.into_iter().take(n).collect();
+        tokio::spawn(
+            ReadDriver {
+                coord: self.clone(),
+                key: key.clone(),
+                fallbacks,
+                tx,
+            }
+            .run(primaries),
+        );
+
+        let mut answers: Vec<(NodeId, bool, Object)> = Vec::new();
+        let mut failures = Vec::new();
+        while answers.len() < r {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(ev)) => match ev.result {
+                    Ok(obj) => answers.push((ev.node, ev.primary, obj)),
+                    Err(reason) => failures.push(ReplicaFailure {
+                        node: ev.node,
+                        reason,
+                    }),
+                },
+                Ok(None) => break,
+                Err(_) => {
+                    failures.push(ReplicaFailure {
+                        node: self.me.clone(),
+                        reason: format!(
+                            "request timed out after {} ms waiting for answers",
+                            self.request_timeout.as_millis()
+                        ),
+                    });
+                    break;
+                }
+            }
+        }
+        if answers.len() < r {
+            return Err(Error::ReadQuorum {
+                needed: r,
+                answered: answers.len(),
+                failures,
+            });
+        }
+        let mut merged = Object::new();
+        for (_, _, obj) in &answers {
+            merged.merge(obj);
+        }
+        let reply = ReadReply {
+            key: key.clone(),
+            values: merged.values().cloned().collect(),
+            context: merged.context().clone(),
+            replicas: answers.iter().map(|(n, _, _)| n.clone()).collect(),
+        };
+        let coord = self.clone();
+        tokio::spawn(async move { coord.read_repair(key, merged, answers, rx).await });
+        Ok(reply)
+    }
+
+    /// Waits for the answers still on their way, then sends the merged object to
+    /// every replica whose answer was stale.
+    async fn read_repair(
+        self: Arc<Self>,
+        key: Key,
+        mut merged: Object,
+        mut answers: Vec<(NodeId, bool, Object)>,
+        mut rx: mpsc::Receiver<ReadEvent>,
+    ) {
+        let until = Instant::now() + self.request_timeout;
+        while let Ok(Some(ev)) = tokio::time::timeout_at(until, rx.recv()).await {
+            if let Ok(obj) = ev.result {
+                merged.merge(&obj);
+                answers.push((ev.node, ev.primary, obj));
+            }
+        }
+        if merged.is_empty() {
+            return;
+        }
+        let merged = Arc::new(merged);
+        let stale: Vec<NodeId> = answers
+            .into_iter()
+            .filter(|(_, primary, obj)| *primary && *obj != *merged)
+            .map(|(n, _, _)| n)
+            .collect();
+        let repairs: FuturesUnordered<_> = stale
+            .into_iter()
+            .map(|node| {
+                let coord = self.clone();
+                let key = key.clone();
+                let merged = merged.clone();
+                async move {
+                    let out = coord.store_on(&node, &key, &merged, None).await;
+                    match out {
+                        Ok(()) => tracing::debug!(%node, "read repair"),
+                        Err(reason) => tracing::debug!(%node, %reason, "read repair failed"),
+                    }
+                }
+            })
+            .collect();
+        repairs.collect::<Vec<_>>().await;
+    }
+
+    /// Stores `object` on `node` (locally when it is this node), durably.
+    async fn store_on(
+        &self,
+        node: &NodeId,
+        key: &str,
+        object: &Arc<Object>,
+        hint_for: Option<&NodeId>,
+    ) -> std::result::Result<(), String> {
+        if *node == self.me {
+            return self
+                .replicate(key.to_string(), object, hint_for.cloned())
+                .await
+                .map_err(|e| e.to_string());
+        }
+        let timeout = self.replica_timeout();
+        self.peers
+            .call(node, timeout, |c, ctx| {
+                let key = key.to_string();
+                let object = Object::clone(object);
+                let hint_for = hint_for.cloned();
+                async move { c.replicate(ctx, key, object, hint_for).await }
+            })
+            .await
+            .map_err(|e| e.reason())
+    }
+
+    /// Reads what `node` holds for `key` (locally when it is this node).
+    async fn fetch_from(&self, node: &NodeId, key: &str) -> std::result::Result<Object, String> {
+        if *node == self.me {
+            return self.read_replica(key).map_err(|e| e.to_string());
+        }
+        self.peers
+            .call(node, self.replica_timeout(), |c, ctx| {
+                let key = key.to_string();
+                async move { c.read_replica(ctx, key).await }
+            })
+            .await
+            .map_err(|e| e.reason())
+    }
+
+    /// Replica side of a write: merge `object` into this node's copy of `key` (or
+    /// into the hint for `hint_for`) and answer once it is durable.
+    pub async fn replicate(
+        &self,
+        key: Key,
+        object: &Object,
+        hint_for: Option<NodeId>,
+    ) -> Result<()> {
+        check_key(&key)?;
+        let size = object.approx_size();
+        if size > MAX_OBJECT_BYTES {
+            return Err(Error::ObjectTooLarge {
+                size,
+                limit: MAX_OBJECT_BYTES,
+            });
+        }
+        match hint_for {
+            Some(target) if target != self.me => self.storage.merge_hint(&target, &key, object)?,
+            _ => {
+                self.storage.merge(&key, object)?;
+            }
+        }
+        self.storage.durable().await
+    }
+
+    /// Replica side of a read.
+    pub fn read_replica(&self, key: &str) -> Result<Object> {
+        check_key(key)?;
+        self.storage.get(key)
+    }
+}
+
+/// The context a put answers with (see the module doc).
+fn reply_context(object: &Object, seen: &VersionVector, dot: &Dot) -> VersionVector {
+    let mut ctx = seen.clone();
+    ctx.add(dot);
+    let covers_unseen = object
+        .siblings()
+        .iter()
+        .any(|s| s.dot != *dot && !seen.covers(&s.dot) && ctx.covers(&s.dot));
+    if covers_unseen {
+        seen.clone()
+    } else {
+        ctx
+    }
+}
+
+/// Drives the fan-out of one write to completion, reporting each ack or failure.
+/// It outlives the client's reply so that all N copies get written.
+struct WriteDriver {
+    coord: Arc<Coordinator>,
+    key: Key,
+    object: Arc<Object>,
+    /// Nodes outside the preference list, next one last.
+    fallbacks: Vec<NodeId>,
+    tx: mpsc::Sender<WriteEvent>,
+}
+
+impl WriteDriver {
+    async fn run(
+        mut self,
+        first_try: Vec<NodeId>,
+        known_down: Vec<NodeId>,
+        local: futures::future::BoxFuture<'static, Result<()>>,
+        me: NodeId,
+        local_hinted: bool,
+    ) {
+        type Attempt = futures::future::BoxFuture<
+            'static,
+            (NodeId, NodeId, bool, std::result::Result<(), String>),
+        >;
+        let mut pending: FuturesUnordered<Attempt> = FuturesUnordered::new();
+        pending.push(Box::pin(async move {
+            let r = local.await.map_err(|e| format!("local write failed: {e}"));
+            (me.clone(), me, local_hinted, r)
+        }));
+        for node in first_try {
+            pending.push(self.attempt(node.clone(), node));
+        }
+        for slot in known_down {
+            if let Some(f) = self.fallbacks.pop() {
+                pending.push(self.attempt(slot, f));
+            }
+        }
+        while let Some((slot, node, hinted, result)) = pending.next().await {
+            let failed = result.is_err();
+            let _ = self.tx.try_send(WriteEvent {
+                node: node.clone(),
+                hinted,
+                result,
+            });
+            if failed && slot != self.coord.me {
+                if let Some(f) = self.fallbacks.pop() {
+                    pending.push(self.attempt(slot, f));
+                }
+            }
+        }
+    }
+
+    /// Stores the object on `node` for replica `slot` (a hint when they differ).
+    fn attempt(
+        &self,
+        slot: NodeId,
+        node: NodeId,
+    ) -> futures::future::BoxFuture<'static, (NodeId, NodeId, bool, std::result::Result<(), String>)>
+    {
+        let coord = self.coord.clone();
+        let key = self.key.clone();
+        let object = self.object.clone();
+        Box::pin(async move {
+            let hint_for = (slot != node).then_some(&slot);
+            let r = coord.store_on(&node, &key, &object, hint_for).await;
+            let hinted = hint_for.is_some();
+            (slot, node, hinted, r)
+        })
+    }
+}
+
+/// Drives the reads of one get, replacing failed replicas with stand-ins.
+struct ReadDriver {
+    coord: Arc<Coordinator>,
+    key: Key,
+    fallbacks: Vec<NodeId>,
+    tx: mpsc::Sender<ReadEvent>,
+}
+
+impl ReadDriver {
+    async fn run(mut self, primaries: Vec<NodeId>) {
+        type Attempt = futures::future::BoxFuture<
+            'static,
+            (NodeId, bool, std::result::Result<Object, String>),
+        >;
+        let mut pending: FuturesUnordered<Attempt> = FuturesUnordered::new();
+        for node in primaries {
+            pending.push(self.attempt(node, true));
+        }
+        while let Some((node, primary, result)) = pending.next().await {
+            let failed = result.is_err();
+            if self
+                .tx
+                .try_send(ReadEvent {
+                    node,
+                    primary,
+                    result,
+                })
+                .is_err()
+            {
+                return; // nobody listens any more
+            }
+            if failed {
+                if let Some(f) = self.fallbacks.pop() {
+                    pending.push(self.attempt(f, false));
+                }
+            }
+        }
+    }
+
+    fn attempt(
+        &self,
+        node: NodeId,
+        primary: bool,
+    ) -> futures::future::BoxFuture<'static, (NodeId, bool, std::result::Result<Object, String>)>
+    {
+        let coord = self.coord.clone();
+        let key = self.key.clone();
+        Box::pin(async move {
+            let r = coord.fetch_from(&node, &key).await;
+            (node, primary, r)
+        })
+    }
+}

@@ -1,0 +1,175 @@
+//! The one error type of dynamo. It crosses the wire inside RPC responses
+//! (`Result<T, Error>`), so every variant is serialisable and carries its data in
+//! named fields; its `Display` text is what users see after `error:` in the REPL
+//! and in the `"error"` field of `--json` output.
+//!
+//! Expected outcomes are not errors: a missing key is an empty `get`, concurrent
+//! versions are siblings. Errors are for requests that could not be carried out.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::NodeId;
+
+/// Shorthand used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why one replica (or stand-in) did not take part in a quorum.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaFailure {
+    /// The node that failed.
+    pub node: NodeId,
+    /// What went wrong, for people.
+    pub reason: String,
+}
+
+impl fmt::Display for ReplicaFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.node, self.reason)
+    }
+}
+
+/// Renders failures as `a: why; b: why`, or `no other node to try` when empty.
+fn list(failures: &[ReplicaFailure]) -> String {
+    if failures.is_empty() {
+        return "no other node to try".into();
+    }
+    failures
+        .iter()
+        .map(|f| f.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Everything that can go wrong, named after what the user asked for.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum Error {
+    /// Fewer than W nodes of the whole ring acknowledged a write.
+    #[error("write quorum not reached: {acked} of {needed} acks ({})", list(.failures))]
+    WriteQuorum {
+        needed: usize,
+        acked: usize,
+        failures: Vec<ReplicaFailure>,
+    },
+    /// Fewer than R nodes answered a read.
+    #[error("read quorum not reached: {answered} of {needed} answers ({})", list(.failures))]
+    ReadQuorum {
+        needed: usize,
+        answered: usize,
+        failures: Vec<ReplicaFailure>,
+    },
+    /// A membership change was sent to a node that is not the leader.
+    #[error("not the leader: the leader is {leader}")]
+    NotLeader { leader: NodeId },
+    /// The request was malformed (bad token, bad address, bad command).
+    #[error("{reason}")]
+    InvalidInput { reason: String },
+    /// A context could not be parsed or is out of bounds.
+    #[error("bad context: {reason}")]
+    BadContext { reason: String },
+    /// Key longer than `MAX_KEY_BYTES`.
+    #[error("key too large: {size} bytes, the limit is {limit} bytes")]
+    KeyTooLarge { size: usize, limit: usize },
+    /// Value longer than `MAX_VALUE_BYTES`.
+    #[error("value too large: {size} bytes, the limit is {limit} bytes")]
+    ValueTooLarge { size: usize, limit: usize },
+    /// The write would leave more than `MAX_SIBLINGS` versions of the key.
+    #[error(
+        "too many siblings: the key would have {count} versions, the limit is {limit}; \
+         get the key and put with its merged context to resolve them"
+    )]
+    TooManySiblings { count: usize, limit: usize },
+    /// All versions of the key together would exceed `MAX_OBJECT_BYTES`.
+    #[error(
+        "object too large: the key's versions would take {size} bytes, the limit is {limit} bytes; \
+         resolve its siblings first"
+    )]
+    ObjectTooLarge { size: usize, limit: usize },
+    /// This node does not know the ring yet (it has not been added, or the leader
+    /// has not been reached).
+    #[error("no ring yet: this node has not learned the ring from the leader {leader}")]
+    NoRing { leader: NodeId },
+    /// A membership request that cannot be carried out as asked.
+    #[error("{reason}")]
+    Membership { reason: String },
+    /// A node could not be reached or did not answer.
+    #[error("{node}: {reason}")]
+    Unreachable { node: NodeId, reason: String },
+    /// The request ran out of time.
+    #[error("timed out after {millis} ms: {what}")]
+    Timeout { what: String, millis: u64 },
+    /// A settings problem found at start-up.
+    #[error("{reason}")]
+    Config { reason: String },
+    /// The local store failed (disk full, corrupt record, ...).
+    #[error("storage error: {reason}")]
+    Storage { reason: String },
+    /// The node is shutting down and takes no new requests.
+    #[error("node is shutting down")]
+    ShuttingDown,
+    /// A bug or an impossible state, reported instead of panicking.
+    #[error("internal error: {reason}")]
+    Internal { reason: String },
+}
+
+impl Error {
+    /// Builds [`Error::InvalidInput`].
+    pub fn invalid(reason: impl Into<String>) -> Self {
+        Error::InvalidInput {
+            reason: reason.into(),
+        }
+    }
+
+    /// Builds [`Error::Storage`].
+    pub fn storage(reason: impl fmt::Display) -> Self {
+        Error::Storage {
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Builds [`Error::Internal`].
+    pub fn internal(reason: impl fmt::Display) -> Self {
+        Error::Internal {
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Error::storage(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_error_names_each_failure() {
+        let e = Error::WriteQuorum {
+            needed: 2,
+            acked: 1,
+            failures: vec![ReplicaFailure {
+                node: "127.0.0.1:13338".parse().unwrap(),
+                reason: "connection refused".into(),
+            }],
+        };
+        assert_eq!(
+            e.to_string(),
+            "write quorum not reached: 1 of 2 acks (127.0.0.1:13338: connection refused)"
+        );
+    }
+
+    #[test]
+    fn not_leader_names_the_leader() {
+        let e = Error::NotLeader {
+            leader: "10.0.0.1:13337".parse().unwrap(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "not the leader: the leader is 10.0.0.1:13337"
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! Hinted handoff (SPEC 3.3): a stand-in delivers the writes it holds for a
+//! replica once that replica answers again, then deletes them.
+//!
+//! Every [`HANDOFF_INTERVAL`] the task reads the pending hints and sends each to
+//! its target with `replicate`; the target merges it durably and acknowledges. The
+//! hint is then deleted only if it did not change meanwhile (compare-and-swap on
+//! the stored bytes), so a write that arrived during delivery is delivered on the
+//! next round. Deliveries are bounded ([`HANDOFF_CONCURRENCY`]) and a target that
+//! fails is skipped for the rest of the round.
+//!
+//! A hint whose target has left the ring goes to the key's current replicas
+//! instead (merged locally when this node is one of them).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use crate::peers::Peers;
+use crate::ring::RingCell;
+use crate::storage::{Hint, Storage};
+use crate::types::NodeId;
+
+/// How often pending hints are retried. One second: a restarted replica gets its
+/// writes back within about a second, and an idle node does one cheap scan.
+pub const HANDOFF_INTERVAL: Duration = Duration::from_secs(1);
+/// Hints delivered at once.
+pub const HANDOFF_CONCURRENCY: usize = 32;
+/// Deadline of one delivery.
+pub const HANDOFF_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The handoff task of one node.
+pub struct Handoff {
+    me: NodeId,
+    storage: Arc<Storage>,
+    peers: Arc<Peers>,
+    ring: Arc<RingCell>,
+}
+
+impl Handoff {
+    /// A handoff task for node `me`.
+    pub fn new(me: NodeId, storage: Arc<Storage>, peers: Arc<Peers>, ring: Arc<RingCell>) -> Self {
+        Handoff {
+            me,
+            storage,
+            peers,
+            ring,
+        }
+    }
+
+    /// Runs rounds until `stop` changes.
+    pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(HANDOFF_INTERVAL) => {}
+                _ = stop.changed() => return,
+            }
+            let delivered = self.round().await;
+            if delivered > 0 {
+                tracing::info!(delivered, "hinted handoff");
+            }
+        }
+    }
+
+    /// One pass over the pending hints. Returns how many were delivered.
+    pub async fn round(&self) -> usize {
+        let hints = match self.storage.hints() {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read hints");
+                return 0;
+            }
+        };
+        if hints.is_empty() {
+            return 0;
+        }
+        let failed = std::sync::Mutex::new(HashSet::<NodeId>::new());
+        let failed = &failed;
+        futures::stream::iter(hints)
+            .map(|hint| async move {
+                if failed
+                    .lock()
+                    .map(|f| f.contains(&hint.target))
+                    .unwrap_or(false)
+                {
+                    return 0;
+                }
+                match self.deliver(&hint).await {
+                    Ok(()) => match self.storage.remove_hint(&hint) {
+                        Ok(true) => 1,
+                        Ok(false) => 0,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot delete a delivered hint");
+                            0
+                        }
+                    },
+                    Err(reason) => {
+                        tracing::debug!(target = %hint.target, %reason, "hint not delivered yet");
+                        if let Ok(mut f) = failed.lock() {
+                            f.insert(hint.target.clone());
+                        }
+                        0
+                    }
+                }
+            })
+            .buffer_unordered(HANDOFF_CONCURRENCY)
+            .fold(0, |acc, n| async move { acc + n })
+            .await
+    }
+
+    async fn deliver(&self, hint: &Hint) -> Result<(), String> {
+        let ring = self.ring.get();
+        let targets = match &ring {
+            Some(r) if !r.is_member(&hint.target) => r.preference_list(hint.key.as_bytes()),
+            _ => vec![hint.target.clone()],
+        };
+        for target in targets {
+            if target == self.me {
+                self.storage
+                    .merge(&hint.key, &hint.object)
+                    .map_err(|e| e.to_string())?;
+                self.storage.durable().await.map_err(|e| e.to_string())?;
+                continue;
+            }
+            self.peers
+                .call(&target, HANDOFF_TIMEOUT, |c, ctx| {
+                    let key = hint.key.clone();
+                    let object = hint.object.clone();
+                    async move { c.replicate(ctx, key, object, None).await }
+                })
+                .await
+                .map_err(|e| e.reason())?;
+        }
+        Ok(())
+    }
+}

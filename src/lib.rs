@@ -1,0 +1,35 @@
+//! dynamo: a Dynamo-style replicated key-value database.
+//!
+//! The crate is layered; a module uses only modules below it (see ARCHITECTURE.md):
+//!
+//! | layer | modules |
+//! |---|---|
+//! | 0 | [`error`], [`types`] |
+//! | 1 | [`vclock`], [`ring`], [`config`] |
+//! | 2 | [`storage`] |
+//! | 3 | [`rpc`] |
+//! | 4 | [`peers`] |
+//! | 5 | [`coordinator`], [`membership`], [`handoff`] |
+//! | 6 | [`server`], [`client`] |
+
+pub mod error;
+pub mod types;
+
+pub mod config;
+pub mod ring;
+pub mod vclock;
+
+pub mod storage;
+
+pub mod rpc;
+
+pub mod peers;
+
+pub mod coordinator;
+pub mod handoff;
+pub mod membership;
+
+pub mod client;
+pub mod server;
+
+pub use error::{Error, Result};

@@ -1,0 +1,627 @@
+//! Tests of the ring: balance and movement measured over many keys, preference
+//! list properties (unit and proptest), the membership state, and the
+//! data-driven scripts in `testdata/` (see [`run_script`] for the format).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::*;
+
+fn node(s: &str) -> NodeId {
+    s.parse().unwrap()
+}
+
+/// The five-node local ring of `make run-db`: 127.0.0.1:13337..13341.
+fn local_nodes(count: u16) -> Vec<NodeId> {
+    (0..count)
+        .map(|i| NodeId::new("127.0.0.1", 13337 + i).unwrap())
+        .collect()
+}
+
+/// A valid state with these members, led by the smallest, at epoch 1.
+fn state_of(members: Vec<NodeId>, replication: Replication) -> RingState {
+    let mut members = members;
+    members.sort();
+    members.dedup();
+    RingState {
+        epoch: 1,
+        leader: members[0].clone(),
+        members,
+        replication,
+        tokens_per_node: DEFAULT_TOKENS_PER_NODE,
+    }
+}
+
+fn random_keys(count: usize, seed: u64) -> Vec<[u8; 16]> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..count).map(|_| rng.random()).collect()
+}
+
+const SAMPLE_KEYS: usize = 100_000;
+
+// ---- balance and movement ------------------------------------------------
+
+#[test]
+fn balance_five_nodes_default_tokens() {
+    let ring = Ring::new(state_of(local_nodes(5), Replication::default()));
+    let mut owned: BTreeMap<NodeId, usize> = BTreeMap::new();
+    for key in random_keys(SAMPLE_KEYS, 7) {
+        *owned.entry(ring.owner(&key).unwrap().clone()).or_default() += 1;
+    }
+    assert_eq!(owned.len(), 5, "every node owns something");
+    let fair = SAMPLE_KEYS as f64 / 5.0;
+    let mut worst: f64 = 0.0;
+    for (node, count) in &owned {
+        let ratio = *count as f64 / fair;
+        println!("{node}: {count} keys, {:.3}x fair share", ratio);
+        worst = worst.max(ratio);
+    }
+    println!("max share ratio: {worst:.3}");
+    assert!(worst <= 1.25, "a node owns {worst:.3}x its fair share");
+}
+
+#[test]
+fn adding_a_node_moves_about_a_sixth_of_keys_all_to_it() {
+    let five = state_of(local_nodes(5), Replication::default());
+    let new = NodeId::new("127.0.0.1", 13342).unwrap();
+    let six = five.with_member(new.clone()).unwrap();
+    let (before, after) = (Ring::new(five), Ring::new(six));
+    let keys = random_keys(SAMPLE_KEYS, 11);
+    let mut moved = 0usize;
+    for key in &keys {
+        let (old, now) = (before.owner(key).unwrap(), after.owner(key).unwrap());
+        if old != now {
+            assert_eq!(now, &new, "a key moved to an old node");
+            moved += 1;
+        }
+        // Beyond the owner: the new walk is the old walk with the new node
+        // inserted, so every preference list changes only by the new node.
+        let mut walk = after.walk(key);
+        walk.retain(|n| n != &new);
+        assert_eq!(walk, before.walk(key));
+    }
+    let fraction = moved as f64 / keys.len() as f64;
+    println!("adding a sixth node moved {fraction:.4} of keys (1/6 = 0.1667)");
+    assert!(fraction > 0.10, "too few keys moved: {fraction}");
+    assert!(fraction <= 0.25, "too many keys moved: {fraction}");
+}
+
+#[test]
+fn removing_a_node_moves_only_its_keys() {
+    let five = state_of(local_nodes(5), Replication::default());
+    let gone = NodeId::new("127.0.0.1", 13340).unwrap();
+    let four = five.without_member(&gone).unwrap();
+    let (before, after) = (Ring::new(five), Ring::new(four));
+    let mut moved = 0usize;
+    for key in random_keys(SAMPLE_KEYS, 13) {
+        let (old, now) = (before.owner(&key).unwrap(), after.owner(&key).unwrap());
+        if old == &gone {
+            moved += 1;
+        } else {
+            assert_eq!(old, now, "a key not owned by the removed node moved");
+        }
+        let mut walk = before.walk(&key);
+        walk.retain(|n| n != &gone);
+        assert_eq!(walk, after.walk(&key));
+    }
+    println!(
+        "removing a node moved {:.4} of keys (its own share)",
+        moved as f64 / SAMPLE_KEYS as f64
+    );
+}
+
+// ---- preference lists ----------------------------------------------------
+
+#[test]
+fn preference_list_has_n_distinct_nodes() {
+    let ring = Ring::new(state_of(local_nodes(5), Replication::default()));
+    for key in random_keys(1000, 17) {
+        let list = ring.preference_list(&key);
+        assert_eq!(list.len(), 3);
+        let mut sorted = list.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 3, "duplicates in {list:?}");
+        assert_eq!(ring.owner(&key), list.first());
+    }
+}
+
+#[test]
+fn fewer_members_than_n_gives_every_member() {
+    let replication = Replication { n: 3, w: 2, r: 2 };
+    for count in 1..=3 {
+        let ring = Ring::new(state_of(local_nodes(count), replication));
+        for key in [&b"a"[..], b"b", b"some longer key"] {
+            let mut list = ring.preference_list(key);
+            assert_eq!(list.len(), usize::from(count));
+            list.sort();
+            assert_eq!(list, ring.members());
+        }
+    }
+}
+
+#[test]
+fn walk_is_a_permutation_that_starts_with_the_preference_list() {
+    let ring = Ring::new(state_of(local_nodes(7), Replication::default()));
+    for key in random_keys(1000, 19) {
+        let walk = ring.walk(&key);
+        let list = ring.preference_list(&key);
+        assert_eq!(walk.get(..list.len()), Some(&list[..]));
+        let mut sorted = walk.clone();
+        sorted.sort();
+        assert_eq!(sorted, ring.members());
+    }
+}
+
+#[test]
+fn rings_are_deterministic_and_golden() {
+    let a = Ring::new(state_of(local_nodes(5), Replication::default()));
+    let b = Ring::new(state_of(local_nodes(5), Replication::default()));
+    for key in random_keys(100, 23) {
+        assert_eq!(a.walk(&key), b.walk(&key));
+    }
+    // Golden values: a change of hash function or token scheme changes where
+    // every key lives and must not happen silently (it would strand data on
+    // upgrade).
+    assert_eq!(key_position(b"key1"), GOLDEN_KEY1_POSITION);
+    let names = |list: Vec<NodeId>| list.iter().map(|n| n.port()).collect::<Vec<_>>();
+    assert_eq!(names(a.walk(b"key1")), GOLDEN_KEY1_WALK);
+    assert_eq!(names(a.walk(b"user:42")), GOLDEN_USER42_WALK);
+    assert_eq!(names(a.preference_list(b"")), GOLDEN_EMPTY_PREFLIST);
+}
+
+const GOLDEN_KEY1_POSITION: u64 = 0x384d_070c_d5d8_29e2;
+const GOLDEN_KEY1_WALK: [u16; 5] = [13340, 13341, 13339, 13337, 13338];
+const GOLDEN_USER42_WALK: [u16; 5] = [13341, 13337, 13340, 13338, 13339];
+const GOLDEN_EMPTY_PREFLIST: [u16; 3] = [13340, 13338, 13337];
+
+#[test]
+fn key_position_wraps_past_the_last_token() {
+    let ring = Ring::new(state_of(local_nodes(3), Replication::default()));
+    let first = ring.tokens.first().unwrap();
+    let last = ring.tokens.last().unwrap();
+    // A key after the last token belongs to the first token's node: find one.
+    let key = (0u64..)
+        .map(|i| i.to_be_bytes())
+        .find(|k| key_position(k) > last.position)
+        .unwrap();
+    assert_eq!(
+        ring.owner(&key),
+        ring.members().get(first.member),
+        "the walk wraps to the first token"
+    );
+    assert_eq!(ring.walk(&key).first(), ring.owner(&key));
+}
+
+#[test]
+fn empty_and_unvalidated_states_never_panic() {
+    let empty = Ring::new(RingState {
+        epoch: 1,
+        leader: node("a:1"),
+        members: vec![],
+        replication: Replication::default(),
+        tokens_per_node: 256,
+    });
+    assert!(empty.preference_list(b"k").is_empty());
+    assert!(empty.walk(b"k").is_empty());
+    assert_eq!(empty.owner(b"k"), None);
+
+    // Unsorted, duplicated members and zero tokens: normalised, still usable.
+    let messy = Ring::new(RingState {
+        epoch: 0,
+        leader: node("z:1"),
+        members: vec![node("c:1"), node("a:1"), node("c:1"), node("b:1")],
+        replication: Replication { n: 9, w: 0, r: 0 },
+        tokens_per_node: 0,
+    });
+    assert_eq!(messy.members(), [node("a:1"), node("b:1"), node("c:1")]);
+    let mut walk = messy.walk(b"k");
+    assert_eq!(messy.preference_list(b"k"), walk);
+    walk.sort();
+    assert_eq!(walk, messy.members());
+}
+
+#[test]
+fn ring_accessors() {
+    let state = state_of(local_nodes(3), Replication { n: 2, w: 1, r: 2 });
+    let ring = Ring::new(state.clone());
+    assert_eq!(ring.state(), &state);
+    assert_eq!(ring.epoch(), 1);
+    assert_eq!(ring.leader(), &node("127.0.0.1:13337"));
+    assert_eq!(ring.replication(), Replication { n: 2, w: 1, r: 2 });
+    assert!(ring.is_member(&node("127.0.0.1:13339")));
+    assert!(!ring.is_member(&node("127.0.0.1:13340")));
+    assert_eq!(ring.tokens.len(), 3 * 256);
+    assert!(ring.tokens.windows(2).all(|w| w[0] <= w[1]));
+}
+
+proptest! {
+    #[test]
+    fn preference_list_is_the_walk_prefix(
+        ports in proptest::collection::btree_set(1u16..=u16::MAX, 1..12),
+        n in 1usize..6,
+        tokens in 1u32..48,
+        keys in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..24), 1..16),
+    ) {
+        let members: Vec<NodeId> =
+            ports.iter().map(|p| NodeId::new("10.0.0.1", *p).unwrap()).collect();
+        let mut state = state_of(members, Replication { n, w: 1, r: 1 });
+        state.tokens_per_node = tokens;
+        prop_assert!(state.validate().is_ok());
+        let ring = Ring::new(state);
+        for key in keys {
+            let list = ring.preference_list(&key);
+            let walk = ring.walk(&key);
+            prop_assert_eq!(list.len(), n.min(ring.members().len()));
+            prop_assert_eq!(walk.get(..list.len()), Some(&list[..]));
+            let mut sorted = walk.clone();
+            sorted.sort();
+            prop_assert_eq!(&sorted[..], ring.members());
+            prop_assert_eq!(ring.owner(&key), list.first());
+        }
+    }
+}
+
+// ---- membership state ----------------------------------------------------
+
+#[test]
+fn bootstrap_add_remove_advance_the_epoch() {
+    let leader = node("127.0.0.1:13337");
+    let s1 = RingState::bootstrap(leader.clone(), Replication::default());
+    assert_eq!(s1.epoch, 1);
+    assert_eq!(s1.members, std::slice::from_ref(&leader));
+    assert_eq!(s1.tokens_per_node, DEFAULT_TOKENS_PER_NODE);
+    s1.validate().unwrap();
+
+    let s2 = s1.with_member(node("127.0.0.1:13339")).unwrap();
+    let s3 = s2.with_member(node("127.0.0.1:13338")).unwrap();
+    assert_eq!((s2.epoch, s3.epoch), (2, 3));
+    assert_eq!(
+        s3.members,
+        [
+            leader.clone(),
+            node("127.0.0.1:13338"),
+            node("127.0.0.1:13339")
+        ]
+    );
+    s3.validate().unwrap();
+
+    let s4 = s3.without_member(&node("127.0.0.1:13338")).unwrap();
+    assert_eq!(s4.epoch, 4);
+    assert_eq!(s4.members, [leader.clone(), node("127.0.0.1:13339")]);
+    assert_eq!(s4.leader, leader);
+    assert_eq!(s4.replication, s1.replication);
+    s4.validate().unwrap();
+}
+
+#[test]
+fn membership_errors_are_clear() {
+    let s = RingState::bootstrap(node("127.0.0.1:13337"), Replication::default())
+        .with_member(node("127.0.0.1:13338"))
+        .unwrap();
+    let reason = |r: Result<RingState>| match r {
+        Err(Error::Membership { reason }) => reason,
+        other => panic!("expected a membership error, got {other:?}"),
+    };
+    assert_eq!(
+        reason(s.with_member(node("127.0.0.1:13338"))),
+        "127.0.0.1:13338 is already a member of the ring (epoch 2)"
+    );
+    assert_eq!(
+        reason(s.without_member(&node("127.0.0.1:13339"))),
+        "127.0.0.1:13339 is not a member of the ring (epoch 2)"
+    );
+    assert!(reason(s.without_member(&node("127.0.0.1:13337")))
+        .starts_with("cannot remove the leader 127.0.0.1:13337"));
+
+    let mut full = s.clone();
+    full.members = (1..=u16::try_from(MAX_MEMBERS).unwrap())
+        .map(|p| NodeId::new("10.0.0.1", p).unwrap())
+        .collect();
+    full.members.sort();
+    assert!(reason(full.with_member(node("10.0.0.2:1"))).contains("the limit is 256"));
+
+    let mut last = s.clone();
+    last.epoch = u64::MAX;
+    assert!(reason(last.with_member(node("10.0.0.2:1"))).contains("epoch"));
+}
+
+#[test]
+fn validate_rejects_bad_states() {
+    let good = RingState::bootstrap(node("b:1"), Replication::default())
+        .with_member(node("a:1"))
+        .unwrap()
+        .with_member(node("c:1"))
+        .unwrap();
+    good.validate().unwrap();
+
+    type BreakIt = fn(&mut RingState);
+    let cases: Vec<(&str, BreakIt)> = vec![
+        ("epoch 0", |s| s.epoch = 0),
+        ("not sorted", |s| s.members.reverse()),
+        ("listed twice", |s| s.members.insert(1, node("b:1"))),
+        ("is not a member", |s| s.leader = node("d:1")),
+        ("no members", |s| s.members.clear()),
+        ("tokens_per_node is 0", |s| s.tokens_per_node = 0),
+        ("tokens_per_node is 4097", |s| s.tokens_per_node = 4097),
+        ("(W) must be between", |s| s.replication.w = 4),
+        ("(N) must be at least 1", |s| {
+            s.replication = Replication { n: 0, w: 0, r: 0 }
+        }),
+        ("members, the limit is 256", |s| {
+            s.members = (1..=257).map(|p| NodeId::new("h", p).unwrap()).collect();
+            s.members.sort();
+            s.leader = s.members[0].clone();
+        }),
+    ];
+    for (want, break_it) in cases {
+        let mut bad = good.clone();
+        break_it(&mut bad);
+        match bad.validate() {
+            Err(Error::InvalidInput { reason }) => {
+                assert!(
+                    reason.starts_with("invalid ring state") && reason.contains(want)
+                        || (want == "no members" && reason.contains("is not a member")),
+                    "{want:?} not in {reason:?}"
+                );
+            }
+            other => panic!("{want}: expected InvalidInput, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn state_json_round_trip() {
+    let state = RingState::bootstrap(node("127.0.0.1:13337"), Replication::default())
+        .with_member(node("127.0.0.1:13338"))
+        .unwrap();
+    let json = serde_json::to_string(&state).unwrap();
+    assert_eq!(
+        json,
+        r#"{"epoch":2,"leader":"127.0.0.1:13337","members":["127.0.0.1:13337","127.0.0.1:13338"],"replication":{"n":3,"w":2,"r":2},"tokens_per_node":256}"#
+    );
+    let back: RingState = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, state);
+    back.validate().unwrap();
+    // NodeId validates while decoding: a bad address never becomes a RingState.
+    let bad = serde_json::from_str::<RingState>(&json.replace("127.0.0.1:13338", "nope"));
+    assert!(bad
+        .unwrap_err()
+        .to_string()
+        .contains("bad node address \"nope\""));
+}
+
+// ---- data-driven scripts ---------------------------------------------------
+
+#[test]
+fn script_preference() {
+    run_script("preference.txt");
+}
+
+#[test]
+fn script_membership() {
+    run_script("membership.txt");
+}
+
+/// Runs `testdata/NAME` and compares its output with the expected output
+/// recorded in the file. With `UPDATE_GOLDEN=1` the file is rewritten instead.
+///
+/// Format: lines starting with `#` and blank lines are comments. Every other
+/// line is a command, followed by a `---` line and its expected output, up to
+/// the next blank line; so a new command goes after a blank line (a command
+/// right under recorded output would be read as output). Commands:
+///
+/// - `members ID... [n=N] [w=W] [r=R] [tokens=T]`: a fresh epoch-1 state led
+///   by the first ID listed (W and R default to min(2, N)).
+/// - `add ID`, `remove ID`: the next epoch (or `error: ...`).
+/// - `preflist KEY... [n=N]`: each key's preference list (n= overrides N).
+/// - `walk KEY...`: each key's walk, `|` after the preference list.
+/// - `moved COUNT`: owner changes of keys `key0..keyCOUNT` since the ring
+///   before the last change.
+/// - `balance COUNT`: owned keys per node among `key0..keyCOUNT`.
+/// - `state`: the state as JSON; `validate JSON`: decode and validate.
+fn run_script(name: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/ring/testdata")
+        .join(name);
+    let input = std::fs::read_to_string(&path).unwrap();
+    let mut script = Script::default();
+    let mut output = String::new();
+    let mut lines = input.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            output.push_str(line);
+            output.push('\n');
+            continue;
+        }
+        // Skip the recorded output, if any, up to (not including) the blank
+        // line that ends it.
+        if lines.peek() == Some(&"---") {
+            while lines.next_if(|l| !l.trim().is_empty()).is_some() {}
+        }
+        output.push_str(line);
+        output.push_str("\n---\n");
+        output.push_str(&script.run(line));
+        // A command written right after another gets its separator.
+        if lines.peek().is_some_and(|l| !l.trim().is_empty()) {
+            output.push('\n');
+        }
+    }
+    let (want, got) = (input.trim_end(), output.trim_end());
+    if want != got {
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, format!("{got}\n")).unwrap();
+        } else {
+            panic!(
+                "{name}: output differs (rerun with UPDATE_GOLDEN=1 to accept)\n\
+                 --- want\n{want}\n--- got\n{got}"
+            );
+        }
+    }
+}
+
+#[derive(Default)]
+struct Script {
+    current: Option<Ring>,
+    previous: Option<Ring>,
+}
+
+impl Script {
+    /// Runs one command; returns its output lines, each ending in `\n`.
+    fn run(&mut self, line: &str) -> String {
+        let mut words = line.split_whitespace();
+        let command = words.next().unwrap();
+        let (args, opts): (Vec<&str>, Vec<&str>) = words.partition(|w| !w.contains('='));
+        let opt = |name: &str| -> Option<usize> {
+            opts.iter()
+                .find_map(|o| o.strip_prefix(name)?.strip_prefix('='))
+                .map(|v| v.parse().unwrap())
+        };
+        let mut out = String::new();
+        match command {
+            "members" => {
+                let n = opt("n").unwrap_or(3);
+                let replication = Replication {
+                    n,
+                    w: opt("w").unwrap_or(n.min(2)),
+                    r: opt("r").unwrap_or(n.min(2)),
+                };
+                let ids: Vec<NodeId> = args.iter().map(|a| node(a)).collect();
+                let mut state = state_of(ids.clone(), replication);
+                state.leader = ids[0].clone();
+                if let Some(t) = opt("tokens") {
+                    state.tokens_per_node = u32::try_from(t).unwrap();
+                }
+                match state.validate() {
+                    Ok(()) => {
+                        out = describe(&state);
+                        self.previous = self.current.replace(Ring::new(state));
+                    }
+                    Err(e) => out = format!("error: {e}\n"),
+                }
+            }
+            "add" | "remove" => {
+                let ring = self.ring();
+                let id = node(args[0]);
+                let next = if command == "add" {
+                    ring.state().with_member(id)
+                } else {
+                    ring.state().without_member(&id)
+                };
+                match next {
+                    Ok(state) => {
+                        out = describe(&state);
+                        self.previous = self.current.replace(Ring::new(state));
+                    }
+                    Err(e) => out = format!("error: {e}\n"),
+                }
+            }
+            "preflist" => {
+                let mut ring = self.ring().clone();
+                if let Some(n) = opt("n") {
+                    let mut state = ring.state().clone();
+                    state.replication = Replication { n, w: 1, r: 1 };
+                    ring = Ring::new(state);
+                }
+                for key in args {
+                    let list = ring.preference_list(key.as_bytes());
+                    writeln!(out, "{key}: {}", join(&list)).unwrap();
+                }
+            }
+            "walk" => {
+                let ring = self.ring();
+                for key in args {
+                    let walk = ring.walk(key.as_bytes());
+                    let n = ring.replication().n.min(walk.len());
+                    let (list, fallbacks) = walk.split_at(n);
+                    let fallbacks = if fallbacks.is_empty() {
+                        "-".to_string()
+                    } else {
+                        join(fallbacks)
+                    };
+                    writeln!(out, "{key}: {} | {fallbacks}", join(list)).unwrap();
+                }
+            }
+            "moved" => {
+                let count: usize = args[0].parse().unwrap();
+                let (before, after) = (self.previous.as_ref().unwrap(), self.ring());
+                let mut moves: BTreeMap<(String, String), usize> = BTreeMap::new();
+                for i in 0..count {
+                    let key = format!("key{i}");
+                    let old = before.owner(key.as_bytes()).unwrap();
+                    let now = after.owner(key.as_bytes()).unwrap();
+                    if old != now {
+                        *moves.entry((old.to_string(), now.to_string())).or_default() += 1;
+                    }
+                }
+                let total: usize = moves.values().sum();
+                writeln!(out, "{total} of {count} keys changed owner").unwrap();
+                for ((from, to), n) in moves {
+                    writeln!(out, "  {from} -> {to}: {n}").unwrap();
+                }
+            }
+            "balance" => {
+                let count: usize = args[0].parse().unwrap();
+                let ring = self.ring();
+                let mut owned: BTreeMap<&NodeId, usize> = BTreeMap::new();
+                for i in 0..count {
+                    let key = format!("key{i}");
+                    *owned
+                        .entry(ring.owner(key.as_bytes()).unwrap())
+                        .or_default() += 1;
+                }
+                for (id, n) in owned {
+                    writeln!(out, "{id}: {n}").unwrap();
+                }
+            }
+            "state" => {
+                out = serde_json::to_string(self.ring().state()).unwrap();
+                out.push('\n');
+            }
+            "validate" => {
+                let json = line.trim_start().strip_prefix("validate").unwrap().trim();
+                out = match serde_json::from_str::<RingState>(json) {
+                    Err(e) => format!("decode error: {e}\n"),
+                    Ok(state) => match state.validate() {
+                        Ok(()) => "ok\n".into(),
+                        Err(e) => format!("error: {e}\n"),
+                    },
+                };
+            }
+            other => panic!("unknown script command {other:?}"),
+        }
+        out
+    }
+
+    fn ring(&self) -> &Ring {
+        self.current
+            .as_ref()
+            .expect("no ring yet: start with `members`")
+    }
+}
+
+fn describe(state: &RingState) -> String {
+    let r = state.replication;
+    format!(
+        "epoch={} leader={} members={} n={} w={} r={} tokens={}\n",
+        state.epoch,
+        state.leader,
+        join(&state.members),
+        r.n,
+        r.w,
+        r.r,
+        state.tokens_per_node
+    )
+}
+
+fn join(nodes: &[NodeId]) -> String {
+    nodes
+        .iter()
+        .map(NodeId::as_str)
+        .collect::<Vec<_>>()
+        .join(" ")
+}

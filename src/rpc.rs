@@ -1,0 +1,207 @@
+//! The wire contract: one tarpc service spoken by clients and by nodes, its
+//! messages, and the framing both ends use.
+//!
+//! Every node listens on one port (its identity). Client calls (`write`, `read`,
+//! `add_node`, ...) and node-to-node calls (`replicate`, `read_replica`,
+//! `install_ring`, ...) share the service so one long-lived connection between two
+//! nodes carries everything, multiplexed by tarpc.
+//!
+//! Frames are length-delimited (4-byte big-endian length) and bincode-encoded; a
+//! frame longer than [`MAX_FRAME_BYTES`] closes the connection before anything is
+//! allocated, and a frame that does not decode closes it too. Errors the node means
+//! to report travel inside responses as `Result<T, Error>`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tarpc::tokio_serde::formats::Bincode;
+use tokio::net::TcpStream;
+use tokio_util::codec::LengthDelimitedCodec;
+
+use crate::error::{Error, Result};
+use crate::ring::RingState;
+use crate::types::{Key, NodeId, Replication, MAX_FRAME_BYTES};
+use crate::vclock::{Content, Object, VersionVector};
+
+/// A put or a delete as a client sends it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WriteRequest {
+    pub key: Key,
+    /// The context the client read (`{}` for a blind write).
+    pub context: VersionVector,
+    /// The new value, or a tombstone for a delete.
+    pub content: Content,
+    /// Set by a node that forwards the write to a replica: the receiver coordinates
+    /// it and never forwards again.
+    pub forwarded: bool,
+}
+
+/// The answer to a put or delete.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WriteReply {
+    pub key: Key,
+    /// The context after the write: pass it to the next put.
+    pub context: VersionVector,
+    /// The node that coordinated the write.
+    pub coordinator: NodeId,
+    /// Nodes that acknowledged before the reply (replicas and stand-ins).
+    pub acks: Vec<NodeId>,
+    /// How many of the acks were stand-ins holding a hint.
+    pub hinted: usize,
+}
+
+/// The answer to a get.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReadReply {
+    pub key: Key,
+    /// Every version no other answer dominates (tombstones are left out).
+    pub values: Vec<crate::types::Value>,
+    /// The merged context: pass it to the next put.
+    pub context: VersionVector,
+    /// The nodes whose answers made up the reply.
+    pub replicas: Vec<NodeId>,
+}
+
+/// The answer to add-node / remove-node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MembershipReply {
+    pub epoch: u64,
+    pub members: Vec<NodeId>,
+    /// Members the new ring has not reached yet (they catch up when they return).
+    pub unreached: Vec<NodeId>,
+}
+
+/// How the answering node sees one member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    Alive,
+    Suspect,
+    Down,
+}
+
+/// One member in `status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub id: NodeId,
+    pub state: NodeState,
+    /// Keys it stores (None when it did not answer).
+    pub keys: Option<u64>,
+    /// Hints it holds for others.
+    pub hints: Option<u64>,
+    /// The ring epoch it has installed.
+    pub epoch: Option<u64>,
+}
+
+/// The answer to `status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatusReply {
+    /// The node that answered.
+    pub node: NodeId,
+    pub leader: NodeId,
+    pub epoch: u64,
+    pub replication: Replication,
+    /// The answering node's durability (`always`, `batch`, `never`).
+    pub fsync: String,
+    pub nodes: Vec<MemberStatus>,
+}
+
+/// What a node says about itself to another node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: NodeId,
+    pub epoch: u64,
+    pub keys: u64,
+    pub hints: u64,
+    pub fsync: String,
+}
+
+/// The service every node serves.
+#[tarpc::service]
+pub trait Node {
+    // ---- called by clients (any node) ----
+    /// `put` and `delete`.
+    async fn write(req: WriteRequest) -> Result<WriteReply>;
+    /// `get`.
+    async fn read(key: Key) -> Result<ReadReply>;
+    /// `add-node` (leader only).
+    async fn add_node(node: NodeId) -> Result<MembershipReply>;
+    /// `remove-node` (leader only).
+    async fn remove_node(node: NodeId) -> Result<MembershipReply>;
+    /// `status`.
+    async fn status() -> Result<StatusReply>;
+
+    // ---- called by nodes ----
+    /// Store `object` durably for `key`, as this node's replica or, with `hint_for`,
+    /// as a hint for that replica.
+    async fn replicate(key: Key, object: Object, hint_for: Option<NodeId>) -> Result<()>;
+    /// What this node holds for `key` (its replica merged with hints for the key).
+    async fn read_replica(key: Key) -> Result<Object>;
+    /// The leader commits a ring; returns the epoch the receiver now has.
+    async fn install_ring(ring: RingState) -> Result<u64>;
+    /// The ring this node has (None before it learned one).
+    async fn fetch_ring() -> Result<Option<RingState>>;
+    /// Liveness and counters.
+    async fn info() -> Result<NodeInfo>;
+}
+
+/// The framing both ends use: 4-byte length prefix, at most [`MAX_FRAME_BYTES`].
+pub fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME_BYTES)
+        .new_codec()
+}
+
+/// Wraps an accepted or connected socket in the service's transport.
+pub fn transport<Item, SinkItem>(
+    stream: TcpStream,
+) -> tarpc::serde_transport::Transport<TcpStream, Item, SinkItem, Bincode<Item, SinkItem>>
+where
+    Item: for<'de> Deserialize<'de>,
+    SinkItem: Serialize,
+{
+    let _ = stream.set_nodelay(true);
+    let framed = tokio_util::codec::Framed::new(stream, codec());
+    tarpc::serde_transport::new(framed, Bincode::default())
+}
+
+/// Opens one connection to `addr` and starts its dispatch task. The returned client
+/// is cheap to clone and multiplexes every call over the one connection.
+pub async fn connect(node: &NodeId, timeout: Duration) -> Result<NodeClient> {
+    let unreachable = |reason: String| Error::Unreachable {
+        node: node.clone(),
+        reason,
+    };
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(node.as_str())).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(unreachable(io_reason(&e))),
+        Err(_) => {
+            return Err(unreachable(format!(
+                "connect timed out after {} ms",
+                timeout.as_millis()
+            )))
+        }
+    };
+    let mut config = tarpc::client::Config::default();
+    config.max_in_flight_requests = 10_000;
+    config.pending_request_buffer = 1024;
+    Ok(NodeClient::new(config, transport(stream)).spawn())
+}
+
+/// A short, stable description of an I/O error ("connection refused").
+pub fn io_reason(e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused => "connection refused".into(),
+        ConnectionReset => "connection reset".into(),
+        TimedOut => "timed out".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// A tarpc context whose deadline is `timeout` from now.
+pub fn context(timeout: Duration) -> tarpc::context::Context {
+    let mut ctx = tarpc::context::current();
+    ctx.deadline = std::time::Instant::now() + timeout;
+    ctx
+}

@@ -1,0 +1,278 @@
+//! The node process: opens storage, loads the ring, serves the RPC port, runs the
+//! background tasks, and shuts down gracefully.
+//!
+//! One listener serves clients and peers alike. Each accepted connection becomes a
+//! tarpc channel; its requests run as tasks tracked by a [`TaskTracker`], at most
+//! [`MAX_IN_FLIGHT_PER_CONNECTION`] at a time per connection and at most
+//! [`MAX_CONNECTIONS`] connections. A connection that sends a malformed or oversized
+//! frame is closed; nothing a peer sends can stop the listener.
+//!
+//! Shutdown (SIGINT/SIGTERM in the binary, [`NodeHandle::shutdown`] in tests):
+//! stop accepting, stop reading new requests, let in-flight requests finish (up to
+//! [`SHUTDOWN_GRACE`]), flush sled, return.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tarpc::server::{BaseChannel, Channel};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_util::task::TaskTracker;
+
+use crate::config::{DataDir, NodeConfig};
+use crate::coordinator::Coordinator;
+use crate::error::{Error, Result};
+use crate::handoff::Handoff;
+use crate::membership::Membership;
+use crate::peers::Peers;
+use crate::ring::{RingCell, RingState};
+use crate::rpc::{
+    self, MembershipReply, Node as _, NodeInfo, ReadReply, StatusReply, WriteReply, WriteRequest,
+};
+use crate::storage::Storage;
+use crate::types::{Key, NodeId};
+use crate::vclock::Object;
+
+/// Open connections a node accepts at once; more are closed on accept.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Requests one connection may have in flight; more are answered with an error.
+/// A load generator multiplexing many clients over one connection stays under it.
+pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 1024;
+/// How long shutdown waits for in-flight requests.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Everything a request handler needs.
+struct State {
+    coordinator: Arc<Coordinator>,
+    membership: Arc<Membership>,
+}
+
+/// The tarpc service implementation: a cheap handle on the node's state.
+#[derive(Clone)]
+struct Handler(Arc<State>);
+
+impl rpc::Node for Handler {
+    async fn write(self, _: tarpc::context::Context, req: WriteRequest) -> Result<WriteReply> {
+        self.0.coordinator.write(req).await
+    }
+
+    async fn read(self, _: tarpc::context::Context, key: Key) -> Result<ReadReply> {
+        self.0.coordinator.read(key).await
+    }
+
+    async fn add_node(self, _: tarpc::context::Context, node: NodeId) -> Result<MembershipReply> {
+        self.0.membership.add_node(node).await
+    }
+
+    async fn remove_node(
+        self,
+        _: tarpc::context::Context,
+        node: NodeId,
+    ) -> Result<MembershipReply> {
+        self.0.membership.remove_node(node).await
+    }
+
+    async fn status(self, _: tarpc::context::Context) -> Result<StatusReply> {
+        self.0.membership.status().await
+    }
+
+    async fn replicate(
+        self,
+        _: tarpc::context::Context,
+        key: Key,
+        object: Object,
+        hint_for: Option<NodeId>,
+    ) -> Result<()> {
+        self.0.coordinator.replicate(key, &object, hint_for).await
+    }
+
+    async fn read_replica(self, _: tarpc::context::Context, key: Key) -> Result<Object> {
+        self.0.coordinator.read_replica(&key)
+    }
+
+    async fn install_ring(self, _: tarpc::context::Context, ring: RingState) -> Result<u64> {
+        self.0.membership.install(ring).await
+    }
+
+    async fn fetch_ring(self, _: tarpc::context::Context) -> Result<Option<RingState>> {
+        Ok(self.0.membership.current())
+    }
+
+    async fn info(self, _: tarpc::context::Context) -> Result<NodeInfo> {
+        Ok(self.0.membership.info())
+    }
+}
+
+/// A running node.
+pub struct NodeHandle {
+    /// The node's identity.
+    pub id: NodeId,
+    /// The address the listener is bound to.
+    pub local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    main: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl NodeHandle {
+    /// Asks the node to stop and waits until it has.
+    pub async fn shutdown(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        self.wait().await
+    }
+
+    /// Waits until the node stops.
+    pub async fn wait(self) -> Result<()> {
+        self.main
+            .await
+            .map_err(|e| Error::internal(format!("node task failed: {e}")))?
+    }
+
+    /// A sender that stops the node when `true` is sent.
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+/// Binds `config.listen` and starts the node.
+pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| Error::Config {
+            reason: format!("cannot listen on {}: {e}", config.listen),
+        })?;
+    start_on(config, listener).await
+}
+
+/// Starts the node on an already bound listener (tests bind `127.0.0.1:0`).
+pub async fn start_on(config: NodeConfig, listener: TcpListener) -> Result<NodeHandle> {
+    let local_addr = listener
+        .local_addr()
+        .map_err(|e| Error::internal(format!("listener has no address: {e}")))?;
+    let dir = match &config.data_dir {
+        DataDir::Path(p) => Some(p.clone()),
+        DataDir::InMemory => None,
+    };
+    let fsync = config.fsync;
+    let storage = Arc::new(
+        tokio::task::spawn_blocking(move || Storage::open(dir.as_deref(), fsync))
+            .await
+            .map_err(|e| Error::internal(e.to_string()))??,
+    );
+    if config.http_port.is_some() {
+        tracing::warn!("--http-port is accepted but the HTTP API is not served yet");
+    }
+    let peers = Arc::new(Peers::default());
+    let ring = Arc::new(RingCell::new());
+    let membership = Arc::new(Membership::new(
+        config.id.clone(),
+        storage.clone(),
+        peers.clone(),
+        ring.clone(),
+        config.leader.clone(),
+        config.replication,
+    ));
+    membership.load().await?;
+    let coordinator = Arc::new(Coordinator::new(
+        config.id.clone(),
+        storage.clone(),
+        peers.clone(),
+        ring.clone(),
+        config.leader.clone(),
+        config.request_timeout,
+    ));
+    let handoff = Arc::new(Handoff::new(
+        config.id.clone(),
+        storage.clone(),
+        peers.clone(),
+        ring.clone(),
+    ));
+    let state = Arc::new(State {
+        coordinator,
+        membership: membership.clone(),
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let background = TaskTracker::new();
+    background.spawn(membership.run_sync(stop_rx.clone()));
+    background.spawn(handoff.run(stop_rx.clone()));
+    tracing::info!(id = %config.id, addr = %local_addr, fsync = %storage.fsync(), "node listening");
+    let main = tokio::spawn(serve(
+        listener,
+        Handler(state),
+        storage,
+        stop_rx,
+        background,
+    ));
+    Ok(NodeHandle {
+        id: config.id,
+        local_addr,
+        stop,
+        main,
+    })
+}
+
+async fn serve(
+    listener: TcpListener,
+    handler: Handler,
+    storage: Arc<Storage>,
+    mut stop: watch::Receiver<bool>,
+    background: TaskTracker,
+) -> Result<()> {
+    let requests = TaskTracker::new();
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "too many connections; closing");
+            continue;
+        };
+        let handler = handler.clone();
+        let requests = requests.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let channel = BaseChannel::with_defaults(rpc::transport(stream))
+                .max_concurrent_requests(MAX_IN_FLIGHT_PER_CONNECTION);
+            let served = channel
+                .execute(handler.serve())
+                .take_until(async move {
+                    let _ = stop.changed().await;
+                })
+                .for_each(|response| {
+                    requests.spawn(response);
+                    async {}
+                });
+            served.await;
+            tracing::debug!(%peer, "connection closed");
+        });
+    }
+    tracing::info!("shutting down: waiting for in-flight requests");
+    drop(listener);
+    background.close();
+    requests.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, requests.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some requests did not finish in time");
+    }
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, background.wait()).await;
+    tokio::task::spawn_blocking(move || storage.flush())
+        .await
+        .map_err(|e| Error::internal(e.to_string()))??;
+    tracing::info!("stopped");
+    Ok(())
+}

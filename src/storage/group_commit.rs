@@ -1,0 +1,143 @@
+//! Group commit: one flush serves every write waiting for it.
+//!
+//! Writers first apply their change to sled (in memory), then call
+//! [`GroupCommit::wait`], which queues a oneshot sender and wakes the flusher
+//! thread. The flusher takes the whole queue, calls `Db::flush` once, and answers
+//! every waiter it took with the result. Writers that arrive while a flush runs wait
+//! for the next one, whose flush covers their change because they wrote before
+//! queueing. Under load a flush therefore serves many writes; alone, a write waits
+//! for exactly one flush.
+//!
+//! The flusher is a plain thread (this layer has no async runtime); waiters hold a
+//! runtime-agnostic `futures` oneshot. With `--fsync always` the flusher answers one
+//! waiter per flush; with `never` `wait` resolves at once.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+
+use futures::channel::oneshot;
+
+use crate::config::FsyncMode;
+use crate::error::{Error, Result};
+
+type Waiter = oneshot::Sender<Result<()>>;
+
+#[derive(Default)]
+struct Queue {
+    waiters: Vec<Waiter>,
+    stopped: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    flushes: AtomicU64,
+}
+
+/// The flusher and its queue.
+pub struct GroupCommit {
+    shared: Arc<Shared>,
+    mode: FsyncMode,
+    thread: Mutex<Option<thread::JoinHandle<()>>>,
+}
+
+impl GroupCommit {
+    /// Starts the flusher thread for `db` (none for `FsyncMode::Never`).
+    pub fn start(db: sled::Db, mode: FsyncMode) -> GroupCommit {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            flushes: AtomicU64::new(0),
+        });
+        let thread = match mode {
+            FsyncMode::Never => None,
+            _ => {
+                let shared = shared.clone();
+                thread::Builder::new()
+                    .name("group-commit".into())
+                    .spawn(move || run(db, shared, mode))
+                    .ok()
+            }
+        };
+        GroupCommit {
+            shared,
+            mode,
+            thread: Mutex::new(thread),
+        }
+    }
+
+    /// Resolves once everything written before this call is durable.
+    pub fn wait(&self) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
+        let rx = if self.mode == FsyncMode::Never {
+            None
+        } else {
+            let (tx, rx) = oneshot::channel();
+            let mut q = lock(&self.shared.queue);
+            if q.stopped {
+                drop(tx);
+            } else {
+                q.waiters.push(tx);
+            }
+            drop(q);
+            self.shared.wake.notify_one();
+            Some(rx)
+        };
+        async move {
+            match rx {
+                None => Ok(()),
+                Some(rx) => rx.await.unwrap_or(Err(Error::ShuttingDown)),
+            }
+        }
+    }
+
+    /// How many flushes have served waiters so far.
+    pub fn flushes(&self) -> u64 {
+        self.shared.flushes.load(Ordering::Relaxed)
+    }
+
+    /// Flushes what is queued, answers every waiter and stops the thread.
+    pub fn stop(&self) {
+        lock(&self.shared.queue).stopped = true;
+        self.shared.wake.notify_all();
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+fn run(db: sled::Db, shared: Arc<Shared>, mode: FsyncMode) {
+    loop {
+        let (batch, stopped) = {
+            let mut q = lock(&shared.queue);
+            while q.waiters.is_empty() && !q.stopped {
+                q = match shared.wake.wait(q) {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                };
+            }
+            let batch = match mode {
+                FsyncMode::Always if !q.waiters.is_empty() => vec![q.waiters.remove(0)],
+                _ => std::mem::take(&mut q.waiters),
+            };
+            (batch, q.stopped && q.waiters.is_empty())
+        };
+        if !batch.is_empty() {
+            let result = db.flush().map(|_| ()).map_err(Error::storage);
+            shared.flushes.fetch_add(1, Ordering::Relaxed);
+            for w in batch {
+                let _ = w.send(result.clone());
+            }
+        }
+        if stopped {
+            return;
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Shared names used by every layer: node identities, keys, values, replication
+//! settings and the documented limits.
+//!
+//! This module is layer 0: it depends on nothing else in the crate. Anything that
+//! arrives from a user, a peer or the disk is validated against the limits here
+//! before it is stored, so the numbers below are part of the user-visible contract
+//! (README "Limits").
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The longest key accepted, in bytes. Keys are single REPL tokens; 1 KiB is far
+/// beyond any sensible key and keeps the preference-list hash cheap.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// The largest value accepted, in bytes. Dynamo-style stores are built for small
+/// objects; 1 MiB keeps a full sibling set inside one RPC frame.
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// The most versions (values and tombstones) one key may hold at once. A put that
+/// would create more is refused: the client must read and write back with the
+/// merged context, which resolves the siblings (Riak's "sibling explosion" guard).
+pub const MAX_SIBLINGS: usize = 64;
+/// The most entries a context (version vector) may carry. A context names the
+/// nodes that coordinated writes of one key, so it is bounded by the ring size.
+pub const MAX_CONTEXT_ENTRIES: usize = 256;
+/// The largest encoded object (all siblings of one key) a put may produce. Keeps
+/// every object well inside [`MAX_FRAME_BYTES`].
+pub const MAX_OBJECT_BYTES: usize = 8 * 1024 * 1024;
+/// The largest RPC frame read from or written to a socket. A length prefix above
+/// this closes the connection before anything is allocated.
+pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+/// The longest node identity (`HOST:PORT`) accepted.
+pub const MAX_NODE_ID_BYTES: usize = 255;
+
+/// The stored and transported form of a value: reference-counted bytes, so the
+/// fan-out to N replicas shares one buffer instead of copying it.
+pub type Value = bytes::Bytes;
+
+/// A key as users type it: one token of UTF-8 text.
+pub type Key = String;
+
+/// A node's identity: `HOST:PORT`, the address other nodes and clients reach it at.
+///
+/// Identities are compared as strings: `localhost:13337` and `127.0.0.1:13337` are
+/// different nodes as far as the ring is concerned.
+///
+/// Deserialising validates (`try_from = "String"`), so an identity decoded from a
+/// peer, a context or the disk is always well formed.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct NodeId(String);
+
+impl TryFrom<String> for NodeId {
+    type Error = Error;
+
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+impl From<NodeId> for String {
+    fn from(id: NodeId) -> String {
+        id.0
+    }
+}
+
+impl NodeId {
+    /// Builds an identity from a host and a port.
+    pub fn new(host: &str, port: u16) -> Result<Self> {
+        format!("{host}:{port}").parse()
+    }
+
+    /// The identity as written, `HOST:PORT`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The host part (everything before the last `:`).
+    pub fn host(&self) -> &str {
+        self.0.rsplit_once(':').map(|(h, _)| h).unwrap_or(&self.0)
+    }
+
+    /// The port part. Always valid: it was checked on parse.
+    pub fn port(&self) -> u16 {
+        self.0
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl FromStr for NodeId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |why: &str| Error::InvalidInput {
+            reason: format!("bad node address {s:?}: {why} (expected HOST:PORT)"),
+        };
+        if s.len() > MAX_NODE_ID_BYTES {
+            return Err(bad("too long"));
+        }
+        let (host, port) = s.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+        if host.is_empty() {
+            return Err(bad("empty host"));
+        }
+        if host
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\')
+        {
+            return Err(bad("host has spaces, quotes or control characters"));
+        }
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => {}
+            _ => return Err(bad("port must be 1-65535")),
+        }
+        Ok(NodeId(s.to_string()))
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+/// The cluster's replication settings: N replicas per key, W acks for a write,
+/// R answers for a read. The leader's values are the cluster's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replication {
+    /// Replicas per key (`--qsize`).
+    pub n: usize,
+    /// Acknowledgements a write needs (`--sq-write-n`).
+    pub w: usize,
+    /// Answers a read needs (`--sq-read-n`).
+    pub r: usize,
+}
+
+impl Default for Replication {
+    fn default() -> Self {
+        Replication { n: 3, w: 2, r: 2 }
+    }
+}
+
+impl Replication {
+    /// Checks `1 <= W <= N` and `1 <= R <= N`.
+    pub fn validate(&self) -> Result<()> {
+        if self.n == 0 {
+            return Err(Error::Config {
+                reason: "--qsize (N) must be at least 1".into(),
+            });
+        }
+        if self.w == 0 || self.w > self.n {
+            return Err(Error::Config {
+                reason: format!(
+                    "--sq-write-n (W) must be between 1 and --qsize (N = {}), got {}",
+                    self.n, self.w
+                ),
+            });
+        }
+        if self.r == 0 || self.r > self.n {
+            return Err(Error::Config {
+                reason: format!(
+                    "--sq-read-n (R) must be between 1 and --qsize (N = {}), got {}",
+                    self.n, self.r
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Checks a key against [`MAX_KEY_BYTES`]; empty keys are refused too.
+pub fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::InvalidInput {
+            reason: "empty key".into(),
+        });
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(Error::KeyTooLarge {
+            size: key.len(),
+            limit: MAX_KEY_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a value against [`MAX_VALUE_BYTES`].
+pub fn check_value(value: &[u8]) -> Result<()> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(Error::ValueTooLarge {
+            size: value.len(),
+            limit: MAX_VALUE_BYTES,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_parse_and_reject() {
+        let id: NodeId = "127.0.0.1:13337".parse().unwrap();
+        assert_eq!(id.host(), "127.0.0.1");
+        assert_eq!(id.port(), 13337);
+        for bad in [
+            "", "host", ":1", "h:0", "h:70000", "h:x", "a b:1", "\"h\":1",
+        ] {
+            assert!(bad.parse::<NodeId>().is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn replication_bounds() {
+        assert!(Replication { n: 3, w: 2, r: 2 }.validate().is_ok());
+        assert!(Replication { n: 3, w: 4, r: 2 }.validate().is_err());
+        assert!(Replication { n: 3, w: 2, r: 0 }.validate().is_err());
+        assert!(Replication { n: 0, w: 0, r: 0 }.validate().is_err());
+    }
+}
