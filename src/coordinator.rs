@@ -286,6 +286,7 @@ impl Coordinator {
         let mut fallbacks: Vec<NodeId> = walk.iter().skip(n).cloned().collect();
         fallbacks.reverse();
         let primaries: Vec<NodeId> = walk.into_iter().take(n).collect();
+        let primaries_count = primaries.len();
         tokio::spawn(
             ReadDriver {
                 coord: self.clone(),
@@ -298,15 +299,34 @@ impl Coordinator {
 
         let mut answers: Vec<(NodeId, bool, Object)> = Vec::new();
         let mut failures = Vec::new();
-        while answers.len() < r {
+        let mut primaries_left = primaries_count;
+        // A stand-in that holds nothing for the key says little while a replica
+        // that may hold it has yet to answer: count such answers only once every
+        // replica has answered or failed.
+        let counted = |answers: &[(NodeId, bool, Object)], primaries_left: usize| {
+            if primaries_left == 0 {
+                answers.len()
+            } else {
+                answers
+                    .iter()
+                    .filter(|(_, primary, obj)| *primary || !obj.is_empty())
+                    .count()
+            }
+        };
+        while counted(&answers, primaries_left) < r {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(ev)) => match ev.result {
-                    Ok(obj) => answers.push((ev.node, ev.primary, obj)),
-                    Err(reason) => failures.push(ReplicaFailure {
-                        node: ev.node,
-                        reason,
-                    }),
-                },
+                Ok(Some(ev)) => {
+                    if ev.primary {
+                        primaries_left = primaries_left.saturating_sub(1);
+                    }
+                    match ev.result {
+                        Ok(obj) => answers.push((ev.node, ev.primary, obj)),
+                        Err(reason) => failures.push(ReplicaFailure {
+                            node: ev.node,
+                            reason,
+                        }),
+                    }
+                }
                 Ok(None) => break,
                 Err(_) => {
                     failures.push(ReplicaFailure {

@@ -1,1 +1,131 @@
-fn main() {}
+//! `dynamo`: one node of the ring. Parses flags (SPEC section 1), sets up logging,
+//! runs the node until SIGINT or SIGTERM, then shuts down gracefully.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use dynamo::config::{Flags, NodeConfig};
+
+/// A node of a Dynamo-style replicated key-value store.
+#[derive(Parser, Debug)]
+#[command(name = "dynamo", version, about)]
+struct Args {
+    /// Host part of this node's identity (the address others reach it at).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port of this node.
+    #[arg(long, default_value_t = 13337)]
+    port: u16,
+    /// The leader, HOST[:PORT]; absent or equal to this node: this node leads.
+    #[arg(long)]
+    leader: Option<String>,
+    /// N: replicas per key.
+    #[arg(long, default_value_t = 3)]
+    qsize: usize,
+    /// W: acknowledgements a write needs.
+    #[arg(long = "sq-write-n", alias = "sq_write_n", default_value_t = 2)]
+    write_n: usize,
+    /// R: answers a read needs.
+    #[arg(long = "sq-read-n", alias = "sq_read_n", default_value_t = 2)]
+    read_n: usize,
+    /// Where sled keeps data, hints and the ring (default ./data/HOST_PORT).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Keep nothing on disk.
+    #[arg(long, conflicts_with = "data_dir")]
+    in_memory: bool,
+    /// When an acknowledgement means "on disk": always, batch (group commit) or never.
+    #[arg(long, default_value = "batch", value_parser = ["always", "batch", "never"])]
+    fsync: String,
+    /// Port of the HTTP API (reserved; not served yet).
+    #[arg(long)]
+    http_port: Option<u16>,
+    /// Address to bind (default: HOST:PORT).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Coordinator deadline for one client request, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    request_timeout_ms: u64,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = match NodeConfig::from_flags(Flags {
+        host: Some(args.host),
+        port: Some(args.port),
+        leader: args.leader,
+        qsize: Some(args.qsize),
+        write_n: Some(args.write_n),
+        read_n: Some(args.read_n),
+        data_dir: args.data_dir,
+        in_memory: args.in_memory,
+        fsync: Some(args.fsync),
+        http_port: args.http_port,
+        listen: args.listen,
+        request_timeout_ms: Some(args.request_timeout_ms),
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dynamo: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("dynamo: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dynamo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: NodeConfig) -> dynamo::Result<()> {
+    let node = dynamo::server::start(config).await?;
+    let stop = node.stopper();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("signal received, shutting down");
+        let _ = stop.send(true);
+    });
+    node.wait().await
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,348 @@
+//! Helpers shared by the integration tests: an in-process cluster (nodes as tokio
+//! tasks on 127.0.0.1:0) and a cluster of real `dynamo` processes driven by the
+//! real `client` binary. Every wait is a bounded poll.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dynamo::client::Client;
+use dynamo::config::{Flags, NodeConfig};
+use dynamo::server::NodeHandle;
+use dynamo::types::NodeId;
+
+/// Polls `f` until it returns Some, for at most `limit`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Async version of [`wait_for`].
+pub async fn wait_for_async<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A free port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+// ---------------------------------------------------------------------------
+// In-process cluster
+// ---------------------------------------------------------------------------
+
+/// Nodes running as tasks of the test's runtime, each with its own data dir.
+pub struct InProcess {
+    pub dir: tempfile::TempDir,
+    pub ids: Vec<NodeId>,
+    pub handles: Vec<Option<NodeHandle>>,
+    pub nwr: (usize, usize, usize),
+}
+
+impl InProcess {
+    fn config(&self, i: usize) -> NodeConfig {
+        let id = &self.ids[i];
+        NodeConfig::from_flags(Flags {
+            host: Some(id.host().to_string()),
+            port: Some(id.port()),
+            leader: Some(self.ids[0].to_string()),
+            qsize: Some(self.nwr.0),
+            write_n: Some(self.nwr.1),
+            read_n: Some(self.nwr.2),
+            data_dir: Some(self.dir.path().join(format!("n{i}"))),
+            request_timeout_ms: Some(2000),
+            ..Flags::default()
+        })
+        .expect("config")
+    }
+
+    /// Starts `n` nodes and adds every one to the leader's (node 0's) ring.
+    pub async fn start(n: usize, nwr: (usize, usize, usize)) -> InProcess {
+        let mut listeners = Vec::new();
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            ids.push(NodeId::new("127.0.0.1", l.local_addr().unwrap().port()).unwrap());
+            listeners.push(l);
+        }
+        let mut c = InProcess {
+            dir: tempfile::tempdir().unwrap(),
+            ids,
+            handles: Vec::new(),
+            nwr,
+        };
+        for (i, l) in listeners.into_iter().enumerate() {
+            let h = dynamo::server::start_on(c.config(i), l).await.unwrap();
+            c.handles.push(Some(h));
+        }
+        let leader = c.client(0).await;
+        for id in c.ids.iter().skip(1) {
+            leader.add_node(id.clone()).await.expect("add-node");
+        }
+        c
+    }
+
+    pub async fn client(&self, i: usize) -> Client {
+        Client::connect(self.ids[i].clone()).await.expect("connect")
+    }
+
+    /// Stops node `i` (its port then refuses connections).
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(h) = self.handles[i].take() {
+            h.shutdown().await.expect("shutdown");
+        }
+    }
+
+    /// Starts node `i` again on its port and data dir.
+    pub async fn restart(&mut self, i: usize) {
+        let addr = self.ids[i].to_string();
+        // The old node's storage may still be held by a finishing background task;
+        // sled's lock tells us when it is free.
+        let h = wait_for_async("node restart", Duration::from_secs(20), || {
+            let addr = addr.clone();
+            let config = self.config(i);
+            async move {
+                let l = tokio::net::TcpListener::bind(&addr).await.ok()?;
+                dynamo::server::start_on(config, l).await.ok()
+            }
+        })
+        .await;
+        self.handles[i] = Some(h);
+    }
+
+    pub async fn shutdown(mut self) {
+        for i in 0..self.handles.len() {
+            self.stop(i).await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Real processes
+// ---------------------------------------------------------------------------
+
+/// One `dynamo` process.
+pub struct Proc {
+    pub port: u16,
+    pub id: String,
+    pub data: PathBuf,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+    pub args: Vec<String>,
+}
+
+/// A ring of real `dynamo` processes in a temporary directory.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<Proc>,
+}
+
+pub fn dynamo_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_dynamo")
+}
+
+pub fn client_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_client")
+}
+
+fn port_open(port: u16) -> bool {
+    TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    )
+    .is_ok()
+}
+
+impl Cluster {
+    /// Starts `n` processes (node 0 leads) with N/W/R = `nwr`, without adding members.
+    pub fn spawn(n: usize, nwr: (usize, usize, usize)) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let leader = format!("127.0.0.1:{}", ports[0]);
+        let nodes = ports
+            .iter()
+            .map(|&port| {
+                let data = dir.path().join(format!("data-{port}"));
+                let log = dir.path().join(format!("node-{port}.log"));
+                let args = vec![
+                    "--host".into(),
+                    "127.0.0.1".into(),
+                    "--port".into(),
+                    port.to_string(),
+                    "--leader".into(),
+                    leader.clone(),
+                    "--qsize".into(),
+                    nwr.0.to_string(),
+                    "--sq-write-n".into(),
+                    nwr.1.to_string(),
+                    "--sq-read-n".into(),
+                    nwr.2.to_string(),
+                    "--data-dir".into(),
+                    data.display().to_string(),
+                ];
+                Proc {
+                    port,
+                    id: format!("127.0.0.1:{port}"),
+                    data,
+                    log,
+                    child: None,
+                    args,
+                }
+            })
+            .collect();
+        let mut c = Cluster { dir, nodes };
+        for i in 0..n {
+            c.start(i);
+        }
+        c
+    }
+
+    /// Starts `n` processes and adds nodes 1.. to the ring at the leader.
+    pub fn ring(n: usize, nwr: (usize, usize, usize)) -> Cluster {
+        let c = Cluster::spawn(n, nwr);
+        for i in 1..n {
+            let out = c.client(0, &[&format!("add-node {}", c.nodes[i].id)]);
+            assert_eq!(out.results[0]["ok"], true, "add-node: {:?}", out.results);
+        }
+        c
+    }
+
+    /// Starts (or restarts) process `i` and waits until its port answers.
+    pub fn start(&mut self, i: usize) {
+        let p = &mut self.nodes[i];
+        assert!(p.child.is_none(), "node {i} already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p.log)
+            .unwrap();
+        let child = Command::new(dynamo_bin())
+            .args(&p.args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn dynamo");
+        p.child = Some(child);
+        let port = p.port;
+        wait_for(
+            &format!("node {i} to listen"),
+            Duration::from_secs(20),
+            || port_open(port).then_some(()),
+        );
+    }
+
+    /// `kill -9` process `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM process `i` and wait for it to exit; returns its exit status.
+    pub fn terminate(&mut self, i: usize) -> std::process::ExitStatus {
+        let mut c = self.nodes[i].child.take().expect("running");
+        let pid = c.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        wait_for("node exit", Duration::from_secs(20), || {
+            c.try_wait().ok().flatten()
+        })
+    }
+
+    /// True while process `i` runs.
+    pub fn alive(&mut self, i: usize) -> bool {
+        match self.nodes[i].child.as_mut() {
+            Some(c) => c.try_wait().ok().flatten().is_none(),
+            None => false,
+        }
+    }
+
+    /// Runs the real client against node `i` with `--json -c` for each command.
+    pub fn client(&self, i: usize, commands: &[&str]) -> ClientRun {
+        run_client(self.nodes[i].port, commands)
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
+    }
+
+    pub fn data_dir(&self, i: usize) -> &Path {
+        &self.nodes[i].data
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// What one run of the client printed.
+#[derive(Debug)]
+pub struct ClientRun {
+    pub status: i32,
+    pub results: Vec<serde_json::Value>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `client --node 127.0.0.1 --port PORT --json -c ...`.
+pub fn run_client(port: u16, commands: &[&str]) -> ClientRun {
+    let mut cmd = Command::new(client_bin());
+    cmd.args(["--node", "127.0.0.1", "--port", &port.to_string(), "--json"]);
+    for c in commands {
+        cmd.args(["-c", c]);
+    }
+    let out = cmd.stdin(Stdio::null()).output().expect("run client");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let results = stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect();
+    ClientRun {
+        status: out.status.code().unwrap_or(-1),
+        results,
+        stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The compact JSON text of a context value, ready to pass to `put`.
+pub fn ctx(v: &serde_json::Value) -> String {
+    serde_json::to_string(&v["context"]).unwrap()
+}
