@@ -10,7 +10,7 @@
 //! | 3 | [`rpc`] |
 //! | 4 | [`peers`] |
 //! | 5 | [`coordinator`], [`membership`], [`handoff`] |
-//! | 6 | [`server`], [`client`] |
+//! | 6 | [`server`], [`client`], [`repl`] |
 
 pub mod error;
 pub mod types;
@@ -30,6 +30,7 @@ pub mod handoff;
 pub mod membership;
 
 pub mod client;
+pub mod repl;
 pub mod server;
 
 pub use error::{Error, Result};

@@ -244,7 +244,7 @@ async fn serve(
         let mut stop = stop.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let channel = BaseChannel::with_defaults(rpc::transport(stream))
+            let channel = BaseChannel::with_defaults(rpc::server_transport(stream))
                 .max_concurrent_requests(MAX_IN_FLIGHT_PER_CONNECTION);
             let served = channel
                 .execute(handler.serve())

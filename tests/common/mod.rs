@@ -263,6 +263,15 @@ impl Cluster {
         );
     }
 
+    /// Changes the value of `flag` for the next start of process `i`.
+    pub fn set_arg(&mut self, i: usize, flag: &str, value: &str) {
+        let args = &mut self.nodes[i].args;
+        match args.iter().position(|a| a == flag) {
+            Some(at) => args[at + 1] = value.to_string(),
+            None => args.extend([flag.to_string(), value.to_string()]),
+        }
+    }
+
     /// `kill -9` process `i`.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The local ring of `make run-db` / `make testcase` / `make stop`:
+# a leader on 127.0.0.1:13337 and members on 13338-13341 (N=3, W=2, R=2),
+# data under ./data, logs and pid files under ./logs.
+set -euo pipefail
+
+BIN=${BIN:-target/release}
+HOST=127.0.0.1
+LEADER_PORT=13337
+MEMBER_PORTS=(13338 13339 13340 13341)
+NWR=(--qsize 3 --sq-write-n 2 --sq-read-n 2)
+DATA=${DATA:-data}
+LOGS=${LOGS:-logs}
+
+listening() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+
+running() {
+  local pidfile="$LOGS/$1.pid"
+  [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+}
+
+start_node() {
+  local port=$1
+  shift
+  if running "$port"; then
+    echo "node $HOST:$port already running (pid $(cat "$LOGS/$port.pid"))"
+    return
+  fi
+  if listening "$port"; then
+    echo "port $port is taken by another program; stop it first" >&2
+    exit 1
+  fi
+  nohup "$BIN/dynamo" --host "$HOST" --port "$port" "${NWR[@]}" \
+    --data-dir "$DATA/${HOST}_$port" "$@" >/dev/null 2>>"$LOGS/$port.log" &
+  echo $! >"$LOGS/$port.pid"
+}
+
+wait_up() {
+  local port=$1
+  for _ in $(seq 1 100); do
+    listening "$port" && return 0
+    if ! running "$port"; then
+      echo "node $HOST:$port exited; see $LOGS/$port.log:" >&2
+      tail -n 5 "$LOGS/$port.log" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  echo "node $HOST:$port did not start listening; see $LOGS/$port.log" >&2
+  exit 1
+}
+
+start() {
+  mkdir -p "$DATA" "$LOGS"
+  start_node "$LEADER_PORT"
+  for p in "${MEMBER_PORTS[@]}"; do
+    start_node "$p" --leader "$HOST:$LEADER_PORT"
+  done
+  for p in "$LEADER_PORT" "${MEMBER_PORTS[@]}"; do wait_up "$p"; done
+  echo "ring up: leader $HOST:$LEADER_PORT, members ${MEMBER_PORTS[*]/#/$HOST:} (logs in $LOGS/)"
+}
+
+add_members() {
+  for p in "${MEMBER_PORTS[@]}"; do
+    echo "> add-node $HOST:$p"
+    "$BIN/client" --node "$HOST" --port "$LEADER_PORT" -c "add-node $HOST:$p" || true
+  done
+}
+
+stop() {
+  local any=0
+  for f in "$LOGS"/*.pid; do
+    [[ -e $f ]] || continue
+    local pid
+    pid=$(cat "$f")
+    if kill -TERM "$pid" 2>/dev/null; then
+      any=1
+      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$f"
+  done
+  [[ $any == 1 ]] && echo "ring stopped" || echo "no ring running"
+}
+
+case ${1:-} in
+  start) start ;;
+  add-members) add_members ;;
+  stop) stop ;;
+  *) echo "usage: $0 start|add-members|stop" >&2; exit 2 ;;
+esac

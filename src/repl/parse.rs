@@ -1,0 +1,561 @@
+//! Turning one line a person typed into a [`Command`].
+//!
+//! # Tokens (SPEC section 2)
+//!
+//! Tokens are separated by spaces (a tab counts as a space). A token that begins
+//! with a double quote runs to the matching closing quote and may hold spaces;
+//! inside it `\"` stands for a quote and `\\` for a backslash (any other backslash
+//! is kept as written, so `"C:\dir"` needs no doubling). The closing quote must end
+//! the token: `"a"b` is refused rather than guessed at. A token that does *not*
+//! begin with a quote runs to the next space and every character in it is literal,
+//! which is what lets a context such as `{"127.0.0.1:13337":2}` be typed, and
+//! pasted back from `get`, as one token without escaping.
+//!
+//! # Positional, not split-then-parse
+//!
+//! `put`'s VALUE is either one quoted token or *the rest of the line, verbatim*:
+//! `put k {} hello   world` stores `hello   world` with its three spaces. Splitting
+//! the whole line into tokens first would lose that spacing, so the [`Lexer`] is a
+//! cursor: the parser takes the tokens it needs one at a time and, for a VALUE,
+//! asks for the untouched remainder of the line instead. A quoted VALUE must be
+//! the last thing on the line; text after it is an error, since silently dropping
+//! or concatenating it would store something the user did not write.
+//!
+//! # Validation happens here
+//!
+//! Everything that can be checked without a node is checked before anything is
+//! sent: arity (errors name the usage line), the context's syntax
+//! ([`VersionVector::parse_context`]), key and value sizes ([`check_key`],
+//! [`check_value`]) and node addresses. The node checks again; this only makes the
+//! common mistakes fast and local. Errors are [`Error::InvalidInput`] (or the more
+//! specific variant the checker returns), so they print like any other error.
+//!
+//! Left out: variables, pipes, multi-line input, and escapes beyond `\"` and `\\`.
+
+use crate::error::{Error, Result};
+use crate::types::{check_key, check_value, Key, NodeId, Value};
+use crate::vclock::VersionVector;
+
+/// One command, parsed and checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `put KEY CONTEXT VALUE`.
+    Put {
+        key: Key,
+        context: VersionVector,
+        value: Value,
+    },
+    /// `get KEY`.
+    Get { key: Key },
+    /// `delete KEY CONTEXT`.
+    Delete { key: Key, context: VersionVector },
+    /// `add-node HOST:PORT`.
+    AddNode { node: NodeId },
+    /// `remove-node HOST:PORT`.
+    RemoveNode { node: NodeId },
+    /// `status`.
+    Status,
+    /// `help [COMMAND]`.
+    Help { topic: Option<String> },
+    /// `quit` or `exit`.
+    Quit,
+}
+
+impl Command {
+    /// True if running the command needs a connection to the node.
+    pub fn needs_node(&self) -> bool {
+        !matches!(self, Command::Help { .. } | Command::Quit)
+    }
+}
+
+/// A command name, its usage line and what it does: the source of `help`, the
+/// usage errors and tab completion.
+pub struct CommandInfo {
+    pub name: &'static str,
+    pub usage: &'static str,
+    pub summary: &'static str,
+}
+
+/// Every command, in the order `help` lists them.
+pub const COMMANDS: &[CommandInfo] = &[
+    CommandInfo {
+        name: "put",
+        usage: "put KEY CONTEXT VALUE",
+        summary: "store VALUE under KEY; CONTEXT is {} or the context printed by get",
+    },
+    CommandInfo {
+        name: "get",
+        usage: "get KEY",
+        summary: "every current version (sibling) of KEY and their merged context",
+    },
+    CommandInfo {
+        name: "delete",
+        usage: "delete KEY CONTEXT",
+        summary: "delete the versions of KEY that CONTEXT has seen",
+    },
+    CommandInfo {
+        name: "add-node",
+        usage: "add-node HOST:PORT",
+        summary: "add a running node to the ring (leader only)",
+    },
+    CommandInfo {
+        name: "remove-node",
+        usage: "remove-node HOST:PORT",
+        summary: "remove a node from the ring; its data moves to the new owners (leader only)",
+    },
+    CommandInfo {
+        name: "status",
+        usage: "status",
+        summary: "leader, ring epoch, N/W/R and every member with its state and key count",
+    },
+    CommandInfo {
+        name: "help",
+        usage: "help [COMMAND]",
+        summary: "this text, or the usage of one command",
+    },
+    CommandInfo {
+        name: "quit",
+        usage: "quit",
+        summary: "leave (also exit, or Ctrl-D)",
+    },
+    CommandInfo {
+        name: "exit",
+        usage: "exit",
+        summary: "leave",
+    },
+];
+
+/// The entry of `name` in [`COMMANDS`].
+pub fn command_info(name: &str) -> Option<&'static CommandInfo> {
+    COMMANDS.iter().find(|c| c.name == name)
+}
+
+/// One token and whether it was written in quotes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Token {
+    pub text: String,
+    pub quoted: bool,
+}
+
+/// A cursor over one line. See the module docs for the token rules.
+pub struct Lexer<'a> {
+    line: &'a str,
+    /// Byte offset of the next unread character; always on a char boundary.
+    pos: usize,
+}
+
+fn is_separator(c: char) -> bool {
+    c == ' ' || c == '\t'
+}
+
+impl<'a> Lexer<'a> {
+    /// A lexer at the start of `line` (which carries no line terminator).
+    pub fn new(line: &'a str) -> Self {
+        Lexer { line, pos: 0 }
+    }
+
+    /// What is left of the line, from the cursor on.
+    fn remaining(&self) -> &'a str {
+        self.line.get(self.pos..).unwrap_or("")
+    }
+
+    fn skip_separators(&mut self) {
+        let rest = self.remaining();
+        let trimmed = rest.trim_start_matches(is_separator);
+        self.pos += rest.len() - trimmed.len();
+    }
+
+    /// True if only separators are left.
+    pub fn at_end(&self) -> bool {
+        self.remaining().trim_start_matches(is_separator).is_empty()
+    }
+
+    /// The next token, or `None` at the end of the line.
+    pub fn next_token(&mut self) -> Result<Option<Token>> {
+        self.skip_separators();
+        let rest = self.remaining();
+        if rest.is_empty() {
+            return Ok(None);
+        }
+        if let Some(body) = rest.strip_prefix('"') {
+            let (text, used) = unquote(body)?;
+            // `used` counts the bytes of body up to and including the closing quote.
+            let after = body.get(used..).unwrap_or("");
+            if let Some(c) = after.chars().next() {
+                if !is_separator(c) {
+                    return Err(Error::invalid(format!(
+                        "unexpected {c:?} right after a closing quote; \
+                         put a space between tokens"
+                    )));
+                }
+            }
+            self.pos += 1 + used;
+            return Ok(Some(Token { text, quoted: true }));
+        }
+        let end = rest.find(is_separator).unwrap_or(rest.len());
+        let text = rest.get(..end).unwrap_or(rest).to_string();
+        self.pos += end;
+        Ok(Some(Token {
+            text,
+            quoted: false,
+        }))
+    }
+
+    /// The rest of the line after the separators that follow the last token,
+    /// verbatim (inner and trailing spacing kept); the cursor moves to the end.
+    pub fn rest_of_line(&mut self) -> &'a str {
+        self.skip_separators();
+        let rest = self.remaining();
+        self.pos = self.line.len();
+        rest
+    }
+
+    /// True if the next token would begin with a quote.
+    fn next_is_quoted(&self) -> bool {
+        self.remaining()
+            .trim_start_matches(is_separator)
+            .starts_with('"')
+    }
+}
+
+/// Reads a quoted token's body (the text after the opening quote) up to the
+/// closing quote. Returns the unescaped text and the bytes consumed, closing quote
+/// included.
+fn unquote(body: &str) -> Result<(String, usize)> {
+    let mut text = String::new();
+    let mut chars = body.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Ok((text, i + c.len_utf8())),
+            '\\' => match chars.clone().next() {
+                Some((_, next @ ('"' | '\\'))) => {
+                    text.push(next);
+                    chars.next();
+                }
+                // Any other backslash is literal.
+                _ => text.push('\\'),
+            },
+            c => text.push(c),
+        }
+    }
+    Err(Error::invalid(
+        "unterminated quote: a token that begins with \" must end with \"",
+    ))
+}
+
+/// The usage error of the command `name`.
+fn usage(name: &str) -> Error {
+    match command_info(name) {
+        Some(info) => Error::invalid(format!("usage: {}", info.usage)),
+        None => unknown(name),
+    }
+}
+
+fn unknown(name: &str) -> Error {
+    Error::invalid(format!("unknown command {name:?}; type help"))
+}
+
+/// True if the line holds no command: blank, or a `#` comment.
+pub fn is_blank_or_comment(line: &str) -> bool {
+    let trimmed = line.trim();
+    trimmed.is_empty() || trimmed.starts_with('#')
+}
+
+/// Parses one line. The caller skips blank and comment lines
+/// ([`is_blank_or_comment`]); here they are a usage error.
+pub fn parse(line: &str) -> Result<Command> {
+    let mut lexer = Lexer::new(line);
+    let Some(name) = lexer.next_token()? else {
+        return Err(Error::invalid("empty command; type help"));
+    };
+    let name = name.text;
+    let command = match name.as_str() {
+        "put" => {
+            let key = take_key(&mut lexer, &name)?;
+            let context = take_context(&mut lexer, &name)?;
+            let value = take_value(&mut lexer)?;
+            return Ok(Command::Put {
+                key,
+                context,
+                value,
+            });
+        }
+        "get" => Command::Get {
+            key: take_key(&mut lexer, &name)?,
+        },
+        "delete" => {
+            let key = take_key(&mut lexer, &name)?;
+            let context = take_context(&mut lexer, &name)?;
+            Command::Delete { key, context }
+        }
+        "add-node" => Command::AddNode {
+            node: take_node(&mut lexer, &name)?,
+        },
+        "remove-node" => Command::RemoveNode {
+            node: take_node(&mut lexer, &name)?,
+        },
+        "status" => Command::Status,
+        "help" => {
+            let topic = lexer.next_token()?.map(|t| t.text);
+            if let Some(topic) = &topic {
+                if command_info(topic).is_none() {
+                    return Err(unknown(topic));
+                }
+            }
+            Command::Help { topic }
+        }
+        "quit" | "exit" => Command::Quit,
+        _ => return Err(unknown(&name)),
+    };
+    if !lexer.at_end() {
+        return Err(usage(&name));
+    }
+    Ok(command)
+}
+
+fn take(lexer: &mut Lexer<'_>, name: &str) -> Result<Token> {
+    lexer.next_token()?.ok_or_else(|| usage(name))
+}
+
+fn take_key(lexer: &mut Lexer<'_>, name: &str) -> Result<Key> {
+    let key = take(lexer, name)?.text;
+    check_key(&key)?;
+    Ok(key)
+}
+
+fn take_context(lexer: &mut Lexer<'_>, name: &str) -> Result<VersionVector> {
+    VersionVector::parse_context(&take(lexer, name)?.text)
+}
+
+fn take_node(lexer: &mut Lexer<'_>, name: &str) -> Result<NodeId> {
+    take(lexer, name)?.text.parse()
+}
+
+/// A VALUE: one quoted token that ends the line, or the rest of the line.
+fn take_value(lexer: &mut Lexer<'_>) -> Result<Value> {
+    let text = if lexer.next_is_quoted() {
+        let token = take(lexer, "put")?;
+        if !lexer.at_end() {
+            return Err(Error::invalid(
+                "text after the quoted VALUE; quote the whole value, or leave it unquoted \
+                 to store the rest of the line",
+            ));
+        }
+        token.text
+    } else {
+        let rest = lexer.rest_of_line();
+        if rest.is_empty() {
+            return Err(Error::invalid(
+                "usage: put KEY CONTEXT VALUE (VALUE is missing; write \"\" to store an empty value)",
+            ));
+        }
+        rest.to_string()
+    };
+    check_value(text.as_bytes())?;
+    Ok(Value::from(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
+
+    fn tokens(line: &str) -> Result<Vec<String>> {
+        let mut lexer = Lexer::new(line);
+        let mut out = Vec::new();
+        while let Some(t) = lexer.next_token()? {
+            out.push(t.text);
+        }
+        Ok(out)
+    }
+
+    fn err(line: &str) -> String {
+        match parse(line) {
+            Ok(c) => panic!("{line:?} parsed as {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn vv(s: &str) -> VersionVector {
+        VersionVector::parse_context(s).unwrap()
+    }
+
+    fn put(key: &str, context: &str, value: &str) -> Command {
+        Command::Put {
+            key: key.into(),
+            context: vv(context),
+            value: Value::from(value.to_string()),
+        }
+    }
+
+    #[test]
+    fn tokens_split_on_spaces_and_tabs() {
+        assert_eq!(tokens("  a  b\tc ").unwrap(), ["a", "b", "c"]);
+        assert_eq!(tokens("").unwrap(), Vec::<String>::new());
+        assert_eq!(tokens("   ").unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn quoted_tokens_hold_spaces_and_escapes() {
+        assert_eq!(tokens(r#""a b" c"#).unwrap(), ["a b", "c"]);
+        assert_eq!(tokens(r#""say \"hi\"""#).unwrap(), [r#"say "hi""#]);
+        assert_eq!(tokens(r#""back\\slash""#).unwrap(), [r"back\slash"]);
+        assert_eq!(tokens(r#""C:\dir""#).unwrap(), [r"C:\dir"]);
+        assert_eq!(tokens(r#""""#).unwrap(), [""]);
+        assert_eq!(tokens(r#""é ü""#).unwrap(), ["é ü"]);
+    }
+
+    #[test]
+    fn quotes_inside_other_tokens_are_literal() {
+        assert_eq!(
+            tokens(r#"{"127.0.0.1:13337":2} x"y"#).unwrap(),
+            [r#"{"127.0.0.1:13337":2}"#, r#"x"y"#]
+        );
+    }
+
+    #[test]
+    fn bad_quoting_is_an_error() {
+        assert!(tokens(r#""open"#)
+            .unwrap_err()
+            .to_string()
+            .contains("unterminated quote"));
+        assert!(tokens(r#""ends with backslash\""#)
+            .unwrap_err()
+            .to_string()
+            .contains("unterminated quote"));
+        assert!(tokens(r#""a"b"#)
+            .unwrap_err()
+            .to_string()
+            .contains("after a closing quote"));
+    }
+
+    #[test]
+    fn put_takes_the_rest_of_the_line_verbatim() {
+        assert_eq!(
+            parse("put k {} hello   world").unwrap(),
+            put("k", "{}", "hello   world")
+        );
+        assert_eq!(
+            parse("put k {}    he said \"hi\"  ").unwrap(),
+            put("k", "{}", "he said \"hi\"  ")
+        );
+        assert_eq!(
+            parse("put k {\"127.0.0.1:13337\":2,\"127.0.0.1:13338\":1} v").unwrap(),
+            put("k", r#"{"127.0.0.1:13338":1,"127.0.0.1:13337":2}"#, "v")
+        );
+    }
+
+    #[test]
+    fn put_takes_one_quoted_value() {
+        assert_eq!(
+            parse(r#"put "a key" {} "  padded \"v\"  ""#).unwrap(),
+            put("a key", "{}", r#"  padded "v"  "#)
+        );
+        assert_eq!(parse(r#"put k {} """#).unwrap(), put("k", "{}", ""));
+        assert_eq!(parse("put k {} \"x\"   ").unwrap(), put("k", "{}", "x"));
+    }
+
+    #[test]
+    fn put_errors() {
+        assert_eq!(err("put"), "usage: put KEY CONTEXT VALUE");
+        assert_eq!(err("put k"), "usage: put KEY CONTEXT VALUE");
+        assert!(err("put k {}").starts_with("usage: put KEY CONTEXT VALUE (VALUE is missing"));
+        assert!(err("put k {}   ").starts_with("usage: put KEY CONTEXT VALUE (VALUE is missing"));
+        assert!(err(r#"put k {} "a" b"#).starts_with("text after the quoted VALUE"));
+        assert!(err(r#"put k {} "a"#).starts_with("unterminated quote"));
+        assert!(err("put k nope v").starts_with("bad context:"));
+        assert!(err(r#"put k {"x":1} v"#).starts_with("bad context:"));
+        assert_eq!(err(r#"put "" {} v"#), "empty key");
+        let long_key = "k".repeat(MAX_KEY_BYTES + 1);
+        assert!(err(&format!("put {long_key} {{}} v")).starts_with("key too large"));
+        let long_value = "v".repeat(MAX_VALUE_BYTES + 1);
+        assert!(err(&format!("put k {{}} {long_value}")).starts_with("value too large"));
+    }
+
+    #[test]
+    fn other_commands_parse() {
+        assert_eq!(parse("get k").unwrap(), Command::Get { key: "k".into() });
+        assert_eq!(
+            parse(r#"get "a b""#).unwrap(),
+            Command::Get { key: "a b".into() }
+        );
+        assert_eq!(
+            parse(r#"delete k {"127.0.0.1:13337":1}"#).unwrap(),
+            Command::Delete {
+                key: "k".into(),
+                context: vv(r#"{"127.0.0.1:13337":1}"#)
+            }
+        );
+        assert_eq!(
+            parse("add-node 127.0.0.1:13338").unwrap(),
+            Command::AddNode {
+                node: "127.0.0.1:13338".parse().unwrap()
+            }
+        );
+        assert_eq!(
+            parse("  remove-node   h:1  ").unwrap(),
+            Command::RemoveNode {
+                node: "h:1".parse().unwrap()
+            }
+        );
+        assert_eq!(parse("status").unwrap(), Command::Status);
+        assert_eq!(parse("help").unwrap(), Command::Help { topic: None });
+        assert_eq!(
+            parse("help put").unwrap(),
+            Command::Help {
+                topic: Some("put".into())
+            }
+        );
+        assert_eq!(parse("quit").unwrap(), Command::Quit);
+        assert_eq!(parse("exit").unwrap(), Command::Quit);
+    }
+
+    #[test]
+    fn usage_errors_name_the_usage() {
+        for (line, want) in [
+            ("get", "usage: get KEY"),
+            ("get a b", "usage: get KEY"),
+            ("delete", "usage: delete KEY CONTEXT"),
+            ("delete k", "usage: delete KEY CONTEXT"),
+            ("delete k {} x", "usage: delete KEY CONTEXT"),
+            ("add-node", "usage: add-node HOST:PORT"),
+            ("add-node a:1 b:2", "usage: add-node HOST:PORT"),
+            ("remove-node", "usage: remove-node HOST:PORT"),
+            ("remove-node a:1 b:2", "usage: remove-node HOST:PORT"),
+            ("status now", "usage: status"),
+            ("help put get", "usage: help [COMMAND]"),
+            ("quit now", "usage: quit"),
+            ("exit now", "usage: exit"),
+        ] {
+            assert_eq!(err(line), want, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_and_malformed_commands() {
+        assert_eq!(err("foo"), r#"unknown command "foo"; type help"#);
+        assert_eq!(err("GET k"), r#"unknown command "GET"; type help"#);
+        assert_eq!(err("help foo"), r#"unknown command "foo"; type help"#);
+        assert_eq!(err(""), "empty command; type help");
+        assert!(err("add-node nohost").starts_with("bad node address"));
+        assert!(err("add-node h:0").starts_with("bad node address"));
+        assert!(err("delete k [1]").starts_with("bad context:"));
+    }
+
+    #[test]
+    fn blank_and_comment_lines() {
+        assert!(is_blank_or_comment(""));
+        assert!(is_blank_or_comment("   \t"));
+        assert!(is_blank_or_comment("# a comment"));
+        assert!(is_blank_or_comment("  # indented"));
+        assert!(!is_blank_or_comment("get k # not a comment"));
+    }
+
+    #[test]
+    fn only_data_and_membership_commands_need_the_node() {
+        assert!(parse("get k").unwrap().needs_node());
+        assert!(parse("status").unwrap().needs_node());
+        assert!(!parse("help").unwrap().needs_node());
+        assert!(!parse("quit").unwrap().needs_node());
+    }
+}
