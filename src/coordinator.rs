@@ -27,14 +27,14 @@
 //! background, and every replica whose answer differed from the merge is sent the
 //! merged object (read repair).
 //!
-//! # Contexts returned by put
+//! # What a put answers
 //!
-//! A put answers with `seen ∪ {new dot}`: what the client had seen plus its own
-//! write, so the next put with that context replaces exactly those. A version
-//! vector cannot leave a gap, so when the coordinator holds an older version of its
-//! own that the client has not seen (two blind puts through one node), the new dot
-//! would cover it; then the reply is only `seen`, and the client gets the full
-//! context from a get. No write is ever covered without being seen.
+//! A put answers like Riak's `return_body`: the coordinator's copy of the key
+//! after the write, every value still current (the new one and any siblings the
+//! client had not seen) with the context that covers them. Because the client is
+//! shown every version the context covers, a next put with that context replaces
+//! only versions the client has seen, and two blind puts through one node still
+//! leave two siblings.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -51,7 +51,7 @@ use crate::ring::{Ring, RingCell};
 use crate::rpc::{ReadReply, WriteReply, WriteRequest};
 use crate::storage::Storage;
 use crate::types::{check_key, check_value, Key, NodeId, MAX_CONTEXT_ENTRIES, MAX_OBJECT_BYTES};
-use crate::vclock::{Content, Dot, Object, VersionVector};
+use crate::vclock::{Content, Object};
 
 /// The coordinator of one node.
 pub struct Coordinator {
@@ -188,14 +188,15 @@ impl Coordinator {
             pref.first().cloned()
         };
         let seen = req.context;
-        let (object, dot) = self.storage.coordinate(
+        let (object, _dot) = self.storage.coordinate(
             &req.key,
             &self.me,
             &seen,
             req.content,
             stand_in_for.as_ref(),
         )?;
-        let context = reply_context(&object, &seen, &dot);
+        let context = object.context().clone();
+        let values: Vec<crate::types::Value> = object.values().cloned().collect();
         let object = Arc::new(object);
         let local_durable = self.storage.durable();
 
@@ -254,6 +255,7 @@ impl Coordinator {
                         return Ok(WriteReply {
                             key: req.key,
                             context,
+                            values,
                             coordinator: self.me.clone(),
                             acks,
                             hinted,
@@ -474,21 +476,6 @@ impl Coordinator {
     pub fn read_replica(&self, key: &str) -> Result<Object> {
         check_key(key)?;
         self.storage.get(key)
-    }
-}
-
-/// The context a put answers with (see the module doc).
-fn reply_context(object: &Object, seen: &VersionVector, dot: &Dot) -> VersionVector {
-    let mut ctx = seen.clone();
-    ctx.add(dot);
-    let covers_unseen = object
-        .siblings()
-        .iter()
-        .any(|s| s.dot != *dot && !seen.covers(&s.dot) && ctx.covers(&s.dot));
-    if covers_unseen {
-        seen.clone()
-    } else {
-        ctx
     }
 }
 

@@ -41,8 +41,12 @@ pub struct WriteRequest {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WriteReply {
     pub key: Key,
-    /// The context after the write: pass it to the next put.
+    /// The context after the write: it covers exactly `values`; pass it to the
+    /// next put to replace them.
     pub context: VersionVector,
+    /// Every current version of the key at the coordinator after the write: the
+    /// new value (none for a delete) and any sibling the client had not seen.
+    pub values: Vec<crate::types::Value>,
     /// The node that coordinated the write.
     pub coordinator: NodeId,
     /// Nodes that acknowledged before the reply (replicas and stand-ins).

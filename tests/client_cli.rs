@@ -123,15 +123,15 @@ get missing
     assert_eq!(
         lines[0],
         format!(
-            r#"{{"ok":true,"key":"k","context":{{"{id}":1}},"coordinator":"{id}","acks":["{id}"],"hinted":0}}"#
+            r#"{{"ok":true,"key":"k","context":{{"{id}":1}},"values":["v1"],"coordinator":"{id}","acks":["{id}"],"hinted":0}}"#
         )
     );
-    // The second blind put's new version would cover v1, which this client never
-    // saw, so its reply carries only what was sent; the get has the full context.
+    // The second blind put does not replace v1: its answer shows both versions,
+    // and the context that covers them.
     assert_eq!(
         lines[1],
         format!(
-            r#"{{"ok":true,"key":"k","context":{{}},"coordinator":"{id}","acks":["{id}"],"hinted":0}}"#
+            r#"{{"ok":true,"key":"k","context":{{"{id}":2}},"values":["v1","v2"],"coordinator":"{id}","acks":["{id}"],"hinted":0}}"#
         )
     );
     let get = &run.json()[2];
@@ -239,16 +239,16 @@ async fn human_output_with_dash_c() {
     assert_eq!(lines[8..10], ["ok", c1.as_str()]);
     assert_eq!(lines[10], "ok");
     assert!(
-        lines[11].starts_with("note: the key has versions"),
+        lines[11].starts_with("2 siblings now (concurrent writes"),
         "{}",
         lines[11]
     );
-    assert_eq!(lines[12], "context: {}");
-    assert_eq!(lines[13], "2 siblings:");
-    let mut siblings = [lines[14], lines[15]];
+    assert_eq!(lines[12..15], ["one", "two", c2.as_str()]);
+    assert_eq!(lines[15], "2 siblings:");
+    let mut siblings = [lines[16], lines[17]];
     siblings.sort_unstable();
     assert_eq!(siblings, ["one", "two"]);
-    assert_eq!(lines[16..], [c2.as_str(), "(not found)", "context: {}"]);
+    assert_eq!(lines[18..], [c2.as_str(), "(not found)", "context: {}"]);
     node.shutdown().await.expect("shutdown");
 }
 

@@ -34,12 +34,15 @@ async fn put_get_and_blind_puts_make_siblings() {
         .await
         .unwrap();
     assert!(w1.acks.len() >= 2);
+    assert_eq!(strs(&w1.values), vec!["v1"]);
     let w2 = cl
         .put("k".into(), VersionVector::new(), b("v2"))
         .await
         .unwrap();
-    // The second blind put's context must not claim the first write.
-    assert!(!w2.context.descends(&w1.context) || w1.context.is_empty());
+    // The second blind put does not replace the first: its answer shows both,
+    // with the context that covers them.
+    assert_eq!(strs(&w2.values), vec!["v1", "v2"]);
+    assert!(w2.context.descends(&w1.context));
     let r = cl.get("k".into()).await.unwrap();
     assert_eq!(strs(&r.values), vec!["v1", "v2"]);
     let w3 = cl

@@ -37,18 +37,10 @@ use super::parse::COMMANDS;
 /// What one command produced.
 #[derive(Clone, Debug)]
 pub enum Outcome {
-    /// `put`; `partial` when the reply's context is only what the client sent,
-    /// because the key holds versions the client has not seen (see
-    /// [`Outcome::write`]).
-    Put {
-        reply: WriteReply,
-        partial: bool,
-    },
-    /// `delete`, with `partial` as for `put`.
-    Delete {
-        reply: WriteReply,
-        partial: bool,
-    },
+    /// `put`.
+    Put(WriteReply),
+    /// `delete`.
+    Delete(WriteReply),
     Get(ReadReply),
     /// `add-node` or `remove-node`.
     Membership(MembershipReply),
@@ -59,19 +51,12 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The outcome of a put (`delete == false`) or delete that sent `sent`.
-    ///
-    /// A put answers with the client's context plus its own new version, unless
-    /// that would also cover a version the client never saw (two blind puts
-    /// through one node); then it answers with the client's context alone, and
-    /// only a `get` gives a context that covers every sibling. The reply is then
-    /// exactly `sent`, which is how the client notices and tells the person.
-    pub fn write(reply: WriteReply, sent: &VersionVector, delete: bool) -> Outcome {
-        let partial = reply.context == *sent;
+    /// The outcome of a put (`delete == false`) or delete.
+    pub fn write(reply: WriteReply, delete: bool) -> Outcome {
         if delete {
-            Outcome::Delete { reply, partial }
+            Outcome::Delete(reply)
         } else {
-            Outcome::Put { reply, partial }
+            Outcome::Put(reply)
         }
     }
 
@@ -83,16 +68,15 @@ impl Outcome {
     /// The result as one line of JSON (no trailing newline).
     pub fn to_json(&self) -> String {
         let rendered = match self {
-            Outcome::Put { reply, .. } | Outcome::Delete { reply, .. } => {
-                serde_json::to_string(&JsonWrite {
-                    ok: true,
-                    key: &reply.key,
-                    context: &reply.context,
-                    coordinator: &reply.coordinator,
-                    acks: &reply.acks,
-                    hinted: reply.hinted,
-                })
-            }
+            Outcome::Put(reply) | Outcome::Delete(reply) => serde_json::to_string(&JsonWrite {
+                ok: true,
+                key: &reply.key,
+                context: &reply.context,
+                values: reply.values.iter().map(lossy).collect(),
+                coordinator: &reply.coordinator,
+                acks: &reply.acks,
+                hinted: reply.hinted,
+            }),
             Outcome::Get(reply) => serde_json::to_string(&JsonRead {
                 ok: true,
                 key: &reply.key,
@@ -131,8 +115,8 @@ impl Outcome {
     /// The result for people: one or more lines, without the final newline.
     pub fn to_human(&self) -> String {
         match self {
-            Outcome::Put { reply, partial } => write_human("ok", reply, *partial),
-            Outcome::Delete { reply, partial } => write_human("deleted", reply, *partial),
+            Outcome::Put(reply) => write_human("ok", reply, false),
+            Outcome::Delete(reply) => write_human("deleted", reply, true),
             Outcome::Get(reply) => read_human(reply),
             Outcome::Membership(reply) => membership_human(reply),
             Outcome::Status(reply) => status_human(reply),
@@ -176,6 +160,7 @@ struct JsonWrite<'a> {
     ok: bool,
     key: &'a Key,
     context: &'a VersionVector,
+    values: Vec<String>,
     coordinator: &'a NodeId,
     acks: &'a [NodeId],
     hinted: usize,
@@ -222,7 +207,7 @@ fn context_line(context: &VersionVector) -> String {
     format!("context: {}", context.to_json())
 }
 
-fn write_human(verb: &str, reply: &WriteReply, partial: bool) -> String {
+fn write_human(verb: &str, reply: &WriteReply, delete: bool) -> String {
     let mut head = verb.to_string();
     if reply.hinted > 0 {
         head.push_str(&format!(
@@ -232,24 +217,24 @@ fn write_human(verb: &str, reply: &WriteReply, partial: bool) -> String {
         ));
     }
     let mut lines = vec![head];
-    if partial {
+    // A put's own value is the one just typed; show the versions only when others
+    // (writes this context had not seen) stand beside it.
+    let shown_from = if delete { 1 } else { 2 };
+    if reply.values.len() >= shown_from {
         lines.push(format!(
-            "note: the key has versions this context had not seen; they stay as siblings \
-             (get {} for a context that covers them all)",
-            quote_token(&reply.key)
+            "{} {} now (concurrent writes this context had not seen stay beside {}):",
+            reply.values.len(),
+            if reply.values.len() == 1 {
+                "version"
+            } else {
+                "siblings"
+            },
+            if delete { "the delete" } else { "yours" },
         ));
+        lines.extend(reply.values.iter().map(lossy));
     }
     lines.push(context_line(&reply.context));
     lines.join("\n")
-}
-
-/// `key` written as one REPL token: as is, or quoted when it must be.
-fn quote_token(key: &str) -> String {
-    if !key.is_empty() && !key.starts_with('"') && !key.contains([' ', '\t']) {
-        return key.to_string();
-    }
-    let escaped = key.replace('\\', r"\\").replace('"', r#"\""#);
-    format!("\"{escaped}\"")
 }
 
 fn read_human(reply: &ReadReply) -> String {
@@ -384,10 +369,14 @@ mod tests {
         VersionVector::parse_context(s).unwrap()
     }
 
-    fn write(context: &str, hinted: usize) -> WriteReply {
+    fn write(context: &str, values: &[&str], hinted: usize) -> WriteReply {
         WriteReply {
             key: "k".into(),
             context: vv(context),
+            values: values
+                .iter()
+                .map(|v| Value::copy_from_slice(v.as_bytes()))
+                .collect(),
             coordinator: id("127.0.0.1:13337"),
             acks: vec![id("127.0.0.1:13337"), id("127.0.0.1:13338")],
             hinted,
@@ -432,12 +421,12 @@ mod tests {
     #[test]
     fn put_and_delete_json() {
         assert_eq!(
-            Outcome::write(write(r#"{"127.0.0.1:13337":1}"#, 0), &vv("{}"), false).to_json(),
-            r#"{"ok":true,"key":"k","context":{"127.0.0.1:13337":1},"coordinator":"127.0.0.1:13337","acks":["127.0.0.1:13337","127.0.0.1:13338"],"hinted":0}"#
+            Outcome::write(write(r#"{"127.0.0.1:13337":1}"#, &["v"], 0), false).to_json(),
+            r#"{"ok":true,"key":"k","context":{"127.0.0.1:13337":1},"values":["v"],"coordinator":"127.0.0.1:13337","acks":["127.0.0.1:13337","127.0.0.1:13338"],"hinted":0}"#
         );
         assert_eq!(
-            Outcome::write(write(r#"{"127.0.0.1:13337":2}"#, 1), &vv("{}"), true).to_json(),
-            r#"{"ok":true,"key":"k","context":{"127.0.0.1:13337":2},"coordinator":"127.0.0.1:13337","acks":["127.0.0.1:13337","127.0.0.1:13338"],"hinted":1}"#
+            Outcome::write(write(r#"{"127.0.0.1:13337":2}"#, &[], 1), true).to_json(),
+            r#"{"ok":true,"key":"k","context":{"127.0.0.1:13337":2},"values":[],"coordinator":"127.0.0.1:13337","acks":["127.0.0.1:13337","127.0.0.1:13338"],"hinted":1}"#
         );
     }
 
@@ -526,17 +515,22 @@ mod tests {
     #[test]
     fn human_write_and_read() {
         assert_eq!(
-            Outcome::write(write(r#"{"127.0.0.1:13337":1}"#, 0), &vv("{}"), false).to_human(),
+            Outcome::write(write(r#"{"127.0.0.1:13337":1}"#, &["v"], 0), false).to_human(),
             "ok\ncontext: {\"127.0.0.1:13337\":1}"
         );
         assert_eq!(
-            Outcome::write(write("{}", 0), &vv("{}"), false).to_human(),
-            "ok\nnote: the key has versions this context had not seen; they stay as siblings \
-             (get k for a context that covers them all)\ncontext: {}"
+            Outcome::write(write(r#"{"127.0.0.1:13337":2}"#, &["a", "b"], 0), false).to_human(),
+            "ok\n2 siblings now (concurrent writes this context had not seen stay beside yours):\n\
+             a\nb\ncontext: {\"127.0.0.1:13337\":2}"
         );
         assert_eq!(
-            Outcome::write(write(r#"{"127.0.0.1:13337":2}"#, 1), &vv("{}"), true).to_human(),
+            Outcome::write(write(r#"{"127.0.0.1:13337":2}"#, &[], 1), true).to_human(),
             "deleted (1 of 2 acks from stand-ins holding a hint)\ncontext: {\"127.0.0.1:13337\":2}"
+        );
+        assert_eq!(
+            Outcome::write(write(r#"{"127.0.0.1:13337":3}"#, &["x"], 0), true).to_human(),
+            "deleted\n1 version now (concurrent writes this context had not seen stay beside the delete):\n\
+             x\ncontext: {\"127.0.0.1:13337\":3}"
         );
         assert_eq!(
             Outcome::Get(read("k", &[b"hello   world"], r#"{"127.0.0.1:13337":1}"#)).to_human(),
@@ -590,14 +584,6 @@ mod tests {
             "ok: ring epoch 3, 2 members: a:1, b:1\n\
              not reached yet (they learn the ring when they return): b:1"
         );
-    }
-
-    #[test]
-    fn keys_are_quoted_only_when_needed() {
-        assert_eq!(quote_token("k"), "k");
-        assert_eq!(quote_token("a b"), r#""a b""#);
-        assert_eq!(quote_token(r#""q\"#), r#""\"q\\""#);
-        assert_eq!(quote_token(""), r#""""#);
     }
 
     #[test]

@@ -138,14 +138,10 @@ impl Session {
                 key,
                 context,
                 value,
-            } => Outcome::write(
-                client.put(key, context.clone(), value).await?,
-                &context,
-                false,
-            ),
+            } => Outcome::write(client.put(key, context, value).await?, false),
             Command::Get { key } => Outcome::Get(client.get(key).await?),
             Command::Delete { key, context } => {
-                Outcome::write(client.delete(key, context.clone()).await?, &context, true)
+                Outcome::write(client.delete(key, context).await?, true)
             }
             Command::AddNode { node } => Outcome::Membership(client.add_node(node).await?),
             Command::RemoveNode { node } => Outcome::Membership(client.remove_node(node).await?),
