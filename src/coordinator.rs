@@ -425,7 +425,7 @@ impl Coordinator {
         self.peers
             .call(node, timeout, |c, ctx| {
                 let key = key.to_string();
-                let object = Object::clone(object);
+                let object = object.clone();
                 let hint_for = hint_for.cloned();
                 async move { c.replicate(ctx, key, object, hint_for).await }
             })

@@ -115,6 +115,7 @@ impl Handoff {
             Some(r) if !r.is_member(&hint.target) => r.preference_list(hint.key.as_bytes()),
             _ => vec![hint.target.clone()],
         };
+        let object = std::sync::Arc::new(hint.object.clone());
         for target in targets {
             if target == self.me {
                 self.storage
@@ -126,7 +127,7 @@ impl Handoff {
             self.peers
                 .call(&target, HANDOFF_TIMEOUT, |c, ctx| {
                     let key = hint.key.clone();
-                    let object = hint.object.clone();
+                    let object = object.clone();
                     async move { c.replicate(ctx, key, object, None).await }
                 })
                 .await

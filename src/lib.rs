@@ -29,6 +29,7 @@ pub mod coordinator;
 pub mod handoff;
 pub mod membership;
 
+pub mod bench;
 pub mod client;
 pub mod repl;
 pub mod server;

@@ -11,6 +11,7 @@
 //! allocated, and a frame that does not decode closes it too. Errors the node means
 //! to report travel inside responses as `Result<T, Error>`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -139,7 +140,7 @@ pub trait Node {
     // ---- called by nodes ----
     /// Store `object` durably for `key`, as this node's replica or, with `hint_for`,
     /// as a hint for that replica.
-    async fn replicate(key: Key, object: Object, hint_for: Option<NodeId>) -> Result<()>;
+    async fn replicate(key: Key, object: Arc<Object>, hint_for: Option<NodeId>) -> Result<()>;
     /// What this node holds for `key` (its replica merged with hints for the key).
     async fn read_replica(key: Key) -> Result<Object>;
     /// The leader commits a ring; returns the epoch the receiver now has.

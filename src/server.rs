@@ -82,7 +82,7 @@ impl rpc::Node for Handler {
         self,
         _: tarpc::context::Context,
         key: Key,
-        object: Object,
+        object: Arc<Object>,
         hint_for: Option<NodeId>,
     ) -> Result<()> {
         self.0.coordinator.replicate(key, &object, hint_for).await

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -47,23 +48,23 @@ pub type Key = String;
 /// Identities are compared as strings: `localhost:13337` and `127.0.0.1:13337` are
 /// different nodes as far as the ring is concerned.
 ///
-/// Deserialising validates (`try_from = "String"`), so an identity decoded from a
-/// peer, a context or the disk is always well formed.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct NodeId(String);
+/// Deserialising validates, so an identity decoded from a peer, a context or the
+/// disk is always well formed. The text is shared (`Arc<str>`): identities are
+/// cloned into every preference list, context and reply, and a clone must not
+/// allocate.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(Arc<str>);
 
-impl TryFrom<String> for NodeId {
-    type Error = Error;
-
-    fn try_from(s: String) -> Result<Self> {
-        s.parse()
+impl Serialize for NodeId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
     }
 }
 
-impl From<NodeId> for String {
-    fn from(id: NodeId) -> String {
-        id.0
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -116,7 +117,7 @@ impl FromStr for NodeId {
             Ok(p) if p > 0 => {}
             _ => return Err(bad("port must be 1-65535")),
         }
-        Ok(NodeId(s.to_string()))
+        Ok(NodeId(Arc::from(s)))
     }
 }
 

@@ -1,11 +1,20 @@
 //! `dynamo`: one node of the ring. Parses flags (SPEC section 1), sets up logging,
 //! runs the node until SIGINT or SIGTERM, then shuts down gracefully.
 
+/// mimalloc: the request path allocates many small, short-lived buffers, which
+/// glibc malloc serves markedly slower (it topped the node's profile).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use dynamo::config::{Flags, NodeConfig};
+
+/// Logging when `RUST_LOG` is unset: our own events at info; tarpc's per-request
+/// spans are off, because building them costs more than the request itself.
+const DEFAULT_LOG_FILTER: &str = "info,tarpc=warn";
 
 /// A node of a Dynamo-style replicated key-value store.
 #[derive(Parser, Debug)]
@@ -55,7 +64,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .init();
     let config = match NodeConfig::from_flags(Flags {

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# `make bench`: fresh local rings, the benchmark suite, the table, the JSON.
+#
+# 1. A 3-node ring (N=3, W=2, R=2, --fsync batch, data on disk under target/bench):
+#    YCSB A and B (64 clients, uniform and Zipfian, 100 B and 1 KiB), put-only
+#    (64 clients), one client sequential put and get, an open-loop YCSB A run,
+#    then 1,000,000 keys of 100 B loaded and each node's resident memory read.
+# 2. The seed-style baseline: one unreplicated node (N=W=R=1) with the same
+#    YCSB A / put-only runs.
+# 3. Redis (redis-server from Debian's packages, if installed) with the same runs.
+# Results: target/bench/results.json (an array of runs); the table and the
+# ratios are printed at the end. BENCH_QUICK=1 shortens every run (for a smoke test).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=target/release
+OUT=target/bench
+RESULTS=$OUT/results.json
+DUR=${BENCH_DURATION:-10}
+WARM=2
+MEM_KEYS=${BENCH_MEM_KEYS:-1000000}
+if [[ ${BENCH_QUICK:-0} == 1 ]]; then DUR=2; WARM=0.5; MEM_KEYS=20000; fi
+BASE=14337
+PIDS=()
+
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [[ -n $p ]] && kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]:-}"; do [[ -n $p ]] && wait "$p" 2>/dev/null || true; done
+  PIDS=()
+}
+trap cleanup EXIT
+
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+start_ring() { # start_ring COUNT N W R
+  local count=$1 n=$2 w=$3 r=$4
+  rm -rf "$OUT/data"
+  mkdir -p "$OUT/data" "$OUT/logs"
+  for ((i = 0; i < count; i++)); do
+    local port=$((BASE + i))
+    "$BIN/dynamo" --port "$port" --leader "127.0.0.1:$BASE" --qsize "$n" --sq-write-n "$w" \
+      --sq-read-n "$r" --fsync batch --data-dir "$OUT/data/$port" \
+      2>"$OUT/logs/$port.log" &
+    PIDS+=($!)
+  done
+  for ((i = 0; i < count; i++)); do
+    for _ in $(seq 1 100); do listening $((BASE + i)) && break; sleep 0.1; done
+  done
+  for ((i = 1; i < count; i++)); do
+    "$BIN/client" --port "$BASE" -c "add-node 127.0.0.1:$((BASE + i))" >/dev/null
+  done
+}
+
+nodes_args() { # every node of the ring as --node flags
+  local count=$1
+  for ((i = 0; i < count; i++)); do printf -- '--node 127.0.0.1:%d ' $((BASE + i)); done
+}
+
+bench() { "$BIN/dynamo-bench" run --out "$RESULTS" --duration "$DUR" --warmup "$WARM" "$@"; }
+
+mkdir -p "$OUT"
+rm -f "$RESULTS"
+machine="$(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r)"
+
+echo "== dynamo: 3 nodes, N=3 W=2 R=2, fsync batch"
+start_ring 3 3 2 2
+NODES=$(nodes_args 3)
+note=(--note "3 nodes N=3 W=2 R=2 fsync=batch; $machine")
+# shellcheck disable=SC2086
+bench $NODES --label "dynamo N=3" --workload ycsb-a --clients 64 --load "${note[@]}"
+# shellcheck disable=SC2086
+bench $NODES --label "dynamo N=3" --workload ycsb-b --clients 64 "${note[@]}"
+# shellcheck disable=SC2086
+bench $NODES --label "dynamo N=3 zipf" --workload ycsb-a --clients 64 --distribution zipfian "${note[@]}"
+# shellcheck disable=SC2086
+bench $NODES --label "dynamo N=3 1KiB" --workload ycsb-a --clients 64 --value-size 1024 "${note[@]}"
+# shellcheck disable=SC2086
+bench $NODES --label "dynamo N=3" --workload put-only --clients 64 "${note[@]}"
+# shellcheck disable=SC2086
+bench $NODES --label "dynamo N=3 seq" --workload put-only --clients 1 --connections 1 "${note[@]}"
+# shellcheck disable=SC2086
+bench $NODES --label "dynamo N=3 seq" --workload get-only --clients 1 --connections 1 "${note[@]}"
+# shellcheck disable=SC2086
+bench $NODES --label "dynamo N=3 open" --workload ycsb-a --clients 64 --rate 10000 "${note[@]}"
+echo "== dynamo: memory after loading $MEM_KEYS keys of 100 B"
+# shellcheck disable=SC2086
+bench $NODES --label "dynamo N=3 mem" --workload load --keys "$MEM_KEYS" --clients 64 \
+  $(printf -- '--rss-pid %s ' "${PIDS[@]}") "${note[@]}"
+cleanup
+
+echo "== baseline: one unreplicated node (N=W=R=1)"
+start_ring 1 1 1 1
+note=(--note "1 node N=1 W=1 R=1 fsync=batch; $machine")
+bench --node "127.0.0.1:$BASE" --label "single node" --workload ycsb-a --clients 64 --load "${note[@]}"
+bench --node "127.0.0.1:$BASE" --label "single node" --workload put-only --clients 64 "${note[@]}"
+bench --node "127.0.0.1:$BASE" --label "single node seq" --workload put-only --clients 1 --connections 1 "${note[@]}"
+bench --node "127.0.0.1:$BASE" --label "single node seq" --workload get-only --clients 1 --connections 1 "${note[@]}"
+cleanup
+
+if ! command -v redis-server >/dev/null && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+  echo "== installing redis-server from Debian's packages for the side-by-side runs"
+  (apt-get install -y -q redis-server >/dev/null 2>&1 ||
+    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q redis-server >/dev/null 2>&1; }) || true
+fi
+if command -v redis-server >/dev/null; then
+  echo "== redis (appendonly everysec)"
+  redis-server --port 16379 --save '' --appendonly yes --appendfsync everysec \
+    --dir "$OUT" --daemonize no >"$OUT/logs/redis.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 50); do listening 16379 && break; sleep 0.1; done
+  note=(--note "redis-server appendonly everysec; $machine")
+  bench --redis redis://127.0.0.1:16379 --label redis --workload ycsb-a --clients 64 --load "${note[@]}"
+  bench --redis redis://127.0.0.1:16379 --label redis --workload put-only --clients 64 "${note[@]}"
+  bench --redis redis://127.0.0.1:16379 --label "redis seq" --workload put-only --clients 1 --connections 1 "${note[@]}"
+  bench --redis redis://127.0.0.1:16379 --label "redis seq" --workload get-only --clients 1 --connections 1 "${note[@]}"
+  cleanup
+else
+  echo "== redis-server not installed (apt-get install redis-server): side-by-side skipped"
+fi
+
+echo
+echo "== results ($RESULTS)"
+"$BIN/dynamo-bench" report --file "$RESULTS" --against "dynamo N=3"
