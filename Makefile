@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/release
 
-.PHONY: build test lint check run-db testcase run-client stop clean
+.PHONY: build test lint check run-db testcase run-client stop clean bench
 
 ## release build of both binaries
 build:
@@ -42,3 +42,46 @@ stop:
 ## stop, then remove data and logs
 clean: stop
 	rm -rf data logs
+
+## the benchmark: fresh local rings, workloads, table, target/bench/results.json
+bench: build
+	@scripts/bench.sh
+
+# The same ring in containers (docker-compose.yaml): `docker compose` (v2) when present,
+# else `docker-compose` (v1); the image is built from target/release, nothing is pulled.
+DOCKER := scripts/docker.sh
+
+.PHONY: docker-image run-db-docker testcase-docker run-client-docker stop-docker clean-docker logs-docker test-docker
+
+## the image dynamo:local: the release binaries and their shared libraries, FROM scratch
+docker-image: build
+	@$(DOCKER) image
+
+## the ring in containers, detached: leader and member1-4 (port 13337 each), data in volumes
+run-db-docker: docker-image
+	@$(DOCKER) up
+
+## run-db-docker, add every member at the leader, then the REPL on the leader
+testcase-docker: run-db-docker
+	@$(DOCKER) add-members
+	@$(DOCKER) client
+
+## the REPL on the leader, in the client container
+run-client-docker:
+	@$(DOCKER) client
+
+## stop and remove the containers; the volumes (the data) are kept
+stop-docker:
+	@$(DOCKER) down
+
+## stop-docker, then remove the volumes too
+clean-docker:
+	@$(DOCKER) clean
+
+## the nodes' recent logs
+logs-docker:
+	@$(DOCKER) compose logs --tail=50
+
+## the docker ring end to end (tests/docker.sh, its own compose project)
+test-docker: docker-image
+	@tests/docker.sh
