@@ -40,9 +40,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::error::{Error, ReplicaFailure, Result};
@@ -61,20 +61,6 @@ pub struct Coordinator {
     ring: Arc<RingCell>,
     leader: NodeId,
     request_timeout: Duration,
-}
-
-/// Outcome of one attempt to store the write on a node.
-struct WriteEvent {
-    node: NodeId,
-    hinted: bool,
-    result: std::result::Result<(), String>,
-}
-
-/// Outcome of one attempt to read from a node.
-struct ReadEvent {
-    node: NodeId,
-    primary: bool,
-    result: std::result::Result<Object, String>,
 }
 
 impl Coordinator {
@@ -187,25 +173,17 @@ impl Coordinator {
         } else {
             pref.first().cloned()
         };
-        let seen = req.context;
         let (object, _dot) = self.storage.coordinate(
             &req.key,
             &self.me,
-            &seen,
+            &req.context,
             req.content,
             stand_in_for.as_ref(),
         )?;
         let context = object.context().clone();
         let values: Vec<crate::types::Value> = object.values().cloned().collect();
-        let object = Arc::new(object);
         let local_durable = self.storage.durable();
 
-        let down: HashSet<&NodeId> = known_down.iter().map(|f| &f.node).collect();
-        let slots: Vec<NodeId> = pref
-            .iter()
-            .filter(|n| **n != self.me && Some(*n) != stand_in_for.as_ref())
-            .cloned()
-            .collect();
         let mut fallbacks: Vec<NodeId> = ring
             .walk(req.key.as_bytes())
             .into_iter()
@@ -213,45 +191,62 @@ impl Coordinator {
             .filter(|n| *n != self.me)
             .collect();
         fallbacks.reverse(); // pop() takes them in ring order
-        let (first_try, skip): (Vec<NodeId>, Vec<NodeId>) =
-            slots.into_iter().partition(|n| !down.contains(n));
-
-        let capacity = ring.members().len() * 2 + 2;
-        let (tx, mut rx) = mpsc::channel::<WriteEvent>(capacity);
-        let me = self.me.clone();
-        let local_hinted = stand_in_for.is_some();
-        let driver = WriteDriver {
+        let mut fanout = WriteFanout {
             coord: self.clone(),
             key: req.key.clone(),
-            object: object.clone(),
+            object: Arc::new(object),
             fallbacks,
-            tx,
+            pending: FuturesUnordered::new(),
         };
-        tokio::spawn(driver.run(first_try, skip, local_durable, me, local_hinted));
+        let me = self.me.clone();
+        let local_hinted = stand_in_for.is_some();
+        fanout.pending.push(Box::pin(async move {
+            let r = local_durable
+                .await
+                .map_err(|e| format!("local write failed: {e}"));
+            (me.clone(), me, local_hinted, r)
+        }));
+        let down: HashSet<&NodeId> = known_down.iter().map(|f| &f.node).collect();
+        for slot in pref
+            .iter()
+            .filter(|n| **n != self.me && Some(*n) != stand_in_for.as_ref())
+        {
+            if down.contains(slot) {
+                // Known unreachable (the forward failed): straight to a stand-in.
+                fanout.push_fallback(slot.clone());
+            } else {
+                fanout.push(slot.clone(), slot.clone());
+            }
+        }
 
         let mut acks = Vec::new();
         let mut hinted = 0;
         let mut failures = known_down;
         loop {
-            let ev = match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(ev)) => ev,
-                Ok(None) => break,
-                Err(_) => {
-                    failures.push(ReplicaFailure {
-                        node: self.me.clone(),
-                        reason: format!(
-                            "request timed out after {} ms waiting for acks",
-                            self.request_timeout.as_millis()
-                        ),
-                    });
-                    break;
-                }
-            };
-            match ev.result {
+            let (node, was_hinted, result) =
+                match tokio::time::timeout_at(deadline, fanout.next()).await {
+                    Ok(Some(ev)) => ev,
+                    Ok(None) => break,
+                    Err(_) => {
+                        failures.push(ReplicaFailure {
+                            node: self.me.clone(),
+                            reason: format!(
+                                "request timed out after {} ms waiting for acks",
+                                self.request_timeout.as_millis()
+                            ),
+                        });
+                        break;
+                    }
+                };
+            match result {
                 Ok(()) => {
-                    acks.push(ev.node);
-                    hinted += usize::from(ev.hinted);
+                    acks.push(node);
+                    hinted += usize::from(was_hinted);
                     if acks.len() >= w {
+                        // The other copies complete in the background.
+                        if !fanout.pending.is_empty() {
+                            tokio::spawn(fanout.finish());
+                        }
                         return Ok(WriteReply {
                             key: req.key,
                             context,
@@ -262,11 +257,11 @@ impl Coordinator {
                         });
                     }
                 }
-                Err(reason) => failures.push(ReplicaFailure {
-                    node: ev.node,
-                    reason,
-                }),
+                Err(reason) => failures.push(ReplicaFailure { node, reason }),
             }
+        }
+        if !fanout.pending.is_empty() {
+            tokio::spawn(fanout.finish());
         }
         Err(Error::WriteQuorum {
             needed: w,
@@ -283,25 +278,21 @@ impl Coordinator {
         let walk = ring.walk(key.as_bytes());
         let n = ring.preference_list(key.as_bytes()).len();
         let deadline = Instant::now() + self.request_timeout;
-        let capacity = walk.len() * 2 + 2;
-        let (tx, mut rx) = mpsc::channel::<ReadEvent>(capacity);
         let mut fallbacks: Vec<NodeId> = walk.iter().skip(n).cloned().collect();
         fallbacks.reverse();
-        let primaries: Vec<NodeId> = walk.into_iter().take(n).collect();
-        let primaries_count = primaries.len();
-        tokio::spawn(
-            ReadDriver {
-                coord: self.clone(),
-                key: key.clone(),
-                fallbacks,
-                tx,
-            }
-            .run(primaries),
-        );
+        let mut fanout = ReadFanout {
+            coord: self.clone(),
+            key: key.clone(),
+            fallbacks,
+            pending: FuturesUnordered::new(),
+        };
+        for node in walk.into_iter().take(n) {
+            fanout.push(node, true);
+        }
 
         let mut answers: Vec<(NodeId, bool, Object)> = Vec::new();
         let mut failures = Vec::new();
-        let mut primaries_left = primaries_count;
+        let mut primaries_left = n;
         // A stand-in that holds nothing for the key says little while a replica
         // that may hold it has yet to answer: count such answers only once every
         // replica has answered or failed.
@@ -316,17 +307,14 @@ impl Coordinator {
             }
         };
         while counted(&answers, primaries_left) < r {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(ev)) => {
-                    if ev.primary {
+            match tokio::time::timeout_at(deadline, fanout.next()).await {
+                Ok(Some((node, primary, result))) => {
+                    if primary {
                         primaries_left = primaries_left.saturating_sub(1);
                     }
-                    match ev.result {
-                        Ok(obj) => answers.push((ev.node, ev.primary, obj)),
-                        Err(reason) => failures.push(ReplicaFailure {
-                            node: ev.node,
-                            reason,
-                        }),
+                    match result {
+                        Ok(obj) => answers.push((node, primary, obj)),
+                        Err(reason) => failures.push(ReplicaFailure { node, reason }),
                     }
                 }
                 Ok(None) => break,
@@ -343,6 +331,9 @@ impl Coordinator {
             }
         }
         if answers.len() < r {
+            if !fanout.pending.is_empty() {
+                tokio::spawn(fanout.finish());
+            }
             return Err(Error::ReadQuorum {
                 needed: r,
                 answered: answers.len(),
@@ -359,8 +350,11 @@ impl Coordinator {
             context: merged.context().clone(),
             replicas: answers.iter().map(|(n, _, _)| n.clone()).collect(),
         };
-        let coord = self.clone();
-        tokio::spawn(async move { coord.read_repair(key, merged, answers, rx).await });
+        let consistent = answers.iter().all(|(_, primary, obj)| !*primary || *obj == merged);
+        if !fanout.pending.is_empty() || !consistent {
+            let coord = self.clone();
+            tokio::spawn(async move { coord.read_repair(key, merged, answers, fanout).await });
+        }
         Ok(reply)
     }
 
@@ -371,33 +365,30 @@ impl Coordinator {
         key: Key,
         mut merged: Object,
         mut answers: Vec<(NodeId, bool, Object)>,
-        mut rx: mpsc::Receiver<ReadEvent>,
+        mut fanout: ReadFanout,
     ) {
         let until = Instant::now() + self.request_timeout;
-        while let Ok(Some(ev)) = tokio::time::timeout_at(until, rx.recv()).await {
-            if let Ok(obj) = ev.result {
+        while let Ok(Some((node, primary, result))) =
+            tokio::time::timeout_at(until, fanout.next()).await
+        {
+            if let Ok(obj) = result {
                 merged.merge(&obj);
-                answers.push((ev.node, ev.primary, obj));
+                answers.push((node, primary, obj));
             }
         }
         if merged.is_empty() {
             return;
         }
         let merged = Arc::new(merged);
-        let stale: Vec<NodeId> = answers
+        let repairs: FuturesUnordered<_> = answers
             .into_iter()
             .filter(|(_, primary, obj)| *primary && *obj != *merged)
-            .map(|(n, _, _)| n)
-            .collect();
-        let repairs: FuturesUnordered<_> = stale
-            .into_iter()
-            .map(|node| {
+            .map(|(node, _, _)| {
                 let coord = self.clone();
                 let key = key.clone();
                 let merged = merged.clone();
                 async move {
-                    let out = coord.store_on(&node, &key, &merged, None).await;
-                    match out {
+                    match coord.store_on(&node, &key, &merged, None).await {
                         Ok(()) => tracing::debug!(%node, "read repair"),
                         Err(reason) => tracing::debug!(%node, %reason, "read repair failed"),
                     }
@@ -479,127 +470,88 @@ impl Coordinator {
     }
 }
 
-/// Drives the fan-out of one write to completion, reporting each ack or failure.
-/// It outlives the client's reply so that all N copies get written.
-struct WriteDriver {
+type WriteAttempt = BoxFuture<'static, (NodeId, NodeId, bool, std::result::Result<(), String>)>;
+
+/// The copies of one write in flight: each attempt stores the object on a node for
+/// a replica slot (a hint when the node stands in), and a failed attempt is
+/// replaced by the next stand-in. Polled by the request until W acks, then (if
+/// attempts remain) by a background task, so every reachable replica gets a copy.
+struct WriteFanout {
     coord: Arc<Coordinator>,
     key: Key,
     object: Arc<Object>,
     /// Nodes outside the preference list, next one last.
     fallbacks: Vec<NodeId>,
-    tx: mpsc::Sender<WriteEvent>,
+    pending: FuturesUnordered<WriteAttempt>,
 }
 
-impl WriteDriver {
-    async fn run(
-        mut self,
-        first_try: Vec<NodeId>,
-        known_down: Vec<NodeId>,
-        local: futures::future::BoxFuture<'static, Result<()>>,
-        me: NodeId,
-        local_hinted: bool,
-    ) {
-        type Attempt = futures::future::BoxFuture<
-            'static,
-            (NodeId, NodeId, bool, std::result::Result<(), String>),
-        >;
-        let mut pending: FuturesUnordered<Attempt> = FuturesUnordered::new();
-        pending.push(Box::pin(async move {
-            let r = local.await.map_err(|e| format!("local write failed: {e}"));
-            (me.clone(), me, local_hinted, r)
-        }));
-        for node in first_try {
-            pending.push(self.attempt(node.clone(), node));
-        }
-        for slot in known_down {
-            if let Some(f) = self.fallbacks.pop() {
-                pending.push(self.attempt(slot, f));
-            }
-        }
-        while let Some((slot, node, hinted, result)) = pending.next().await {
-            let failed = result.is_err();
-            let _ = self.tx.try_send(WriteEvent {
-                node: node.clone(),
-                hinted,
-                result,
-            });
-            if failed && slot != self.coord.me {
-                if let Some(f) = self.fallbacks.pop() {
-                    pending.push(self.attempt(slot, f));
-                }
-            }
-        }
-    }
-
+impl WriteFanout {
     /// Stores the object on `node` for replica `slot` (a hint when they differ).
-    fn attempt(
-        &self,
-        slot: NodeId,
-        node: NodeId,
-    ) -> futures::future::BoxFuture<'static, (NodeId, NodeId, bool, std::result::Result<(), String>)>
-    {
+    fn push(&mut self, slot: NodeId, node: NodeId) {
         let coord = self.coord.clone();
         let key = self.key.clone();
         let object = self.object.clone();
-        Box::pin(async move {
+        self.pending.push(Box::pin(async move {
             let hint_for = (slot != node).then_some(&slot);
             let r = coord.store_on(&node, &key, &object, hint_for).await;
             let hinted = hint_for.is_some();
             (slot, node, hinted, r)
-        })
+        }));
+    }
+
+    /// Sends the copy for `slot` to the next stand-in, if any is left.
+    fn push_fallback(&mut self, slot: NodeId) {
+        if let Some(f) = self.fallbacks.pop() {
+            self.push(slot, f);
+        }
+    }
+
+    /// The next outcome: the node, whether it held a hint, and its result.
+    async fn next(&mut self) -> Option<(NodeId, bool, std::result::Result<(), String>)> {
+        let (slot, node, hinted, result) = self.pending.next().await?;
+        if result.is_err() && slot != self.coord.me {
+            self.push_fallback(slot);
+        }
+        Some((node, hinted, result))
+    }
+
+    /// Drives the remaining attempts to completion.
+    async fn finish(mut self) {
+        while self.next().await.is_some() {}
     }
 }
 
-/// Drives the reads of one get, replacing failed replicas with stand-ins.
-struct ReadDriver {
+type ReadAttempt = BoxFuture<'static, (NodeId, bool, std::result::Result<Object, String>)>;
+
+/// The reads of one get in flight; a failed read is replaced by the next stand-in.
+struct ReadFanout {
     coord: Arc<Coordinator>,
     key: Key,
     fallbacks: Vec<NodeId>,
-    tx: mpsc::Sender<ReadEvent>,
+    pending: FuturesUnordered<ReadAttempt>,
 }
 
-impl ReadDriver {
-    async fn run(mut self, primaries: Vec<NodeId>) {
-        type Attempt = futures::future::BoxFuture<
-            'static,
-            (NodeId, bool, std::result::Result<Object, String>),
-        >;
-        let mut pending: FuturesUnordered<Attempt> = FuturesUnordered::new();
-        for node in primaries {
-            pending.push(self.attempt(node, true));
-        }
-        while let Some((node, primary, result)) = pending.next().await {
-            let failed = result.is_err();
-            if self
-                .tx
-                .try_send(ReadEvent {
-                    node,
-                    primary,
-                    result,
-                })
-                .is_err()
-            {
-                return; // nobody listens any more
-            }
-            if failed {
-                if let Some(f) = self.fallbacks.pop() {
-                    pending.push(self.attempt(f, false));
-                }
-            }
-        }
-    }
-
-    fn attempt(
-        &self,
-        node: NodeId,
-        primary: bool,
-    ) -> futures::future::BoxFuture<'static, (NodeId, bool, std::result::Result<Object, String>)>
-    {
+impl ReadFanout {
+    fn push(&mut self, node: NodeId, primary: bool) {
         let coord = self.coord.clone();
         let key = self.key.clone();
-        Box::pin(async move {
+        self.pending.push(Box::pin(async move {
             let r = coord.fetch_from(&node, &key).await;
             (node, primary, r)
-        })
+        }));
+    }
+
+    async fn next(&mut self) -> Option<(NodeId, bool, std::result::Result<Object, String>)> {
+        let (node, primary, result) = self.pending.next().await?;
+        if result.is_err() {
+            if let Some(f) = self.fallbacks.pop() {
+                self.push(f, false);
+            }
+        }
+        Some((node, primary, result))
+    }
+
+    async fn finish(mut self) {
+        while self.next().await.is_some() {}
     }
 }

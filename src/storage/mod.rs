@@ -84,6 +84,8 @@ pub struct Storage {
     meta: sled::Tree,
     floors: sled::Tree,
     keys: AtomicU64,
+    /// Pending hints; reads skip the hints tree entirely while it is zero.
+    hint_records: AtomicU64,
     stripes: Vec<Mutex<()>>,
     commit: GroupCommit,
     fsync: FsyncMode,
@@ -111,6 +113,7 @@ impl Storage {
         let meta = db.open_tree("meta")?;
         let floors = db.open_tree("floors")?;
         let keys = AtomicU64::new(values.len() as u64);
+        let hint_records = AtomicU64::new(hints.len() as u64);
         let fsync = if dir.is_none() {
             FsyncMode::Never
         } else {
@@ -125,6 +128,7 @@ impl Storage {
             meta,
             floors,
             keys,
+            hint_records,
             stripes,
             commit,
             fsync,
@@ -159,7 +163,27 @@ impl Storage {
 
     /// Number of pending hints.
     pub fn hint_count(&self) -> u64 {
-        self.hints.len() as u64
+        self.hint_records.load(Ordering::Relaxed)
+    }
+
+    /// Merges every hint this node keeps for `key` into `obj` (nothing to do, and
+    /// no tree walk, while no hint is pending).
+    fn merge_hints_for(&self, key: &str, obj: &mut Object) -> Result<()> {
+        if self.hint_count() == 0 {
+            return Ok(());
+        }
+        for item in self.hints.scan_prefix(hint_prefix(key)?) {
+            let (_, raw) = item?;
+            obj.merge(&decode::<Object>(&raw, "hints")?);
+        }
+        Ok(())
+    }
+
+    fn insert_hint(&self, hkey: Vec<u8>, obj: &Object) -> Result<()> {
+        if self.hints.insert(hkey, encode(obj)?)?.is_none() {
+            self.hint_records.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     fn stripe(&self, key: &str) -> std::sync::MutexGuard<'_, ()> {
@@ -177,10 +201,7 @@ impl Storage {
     /// keeps for the key (a stand-in answers reads with what it stands in for).
     pub fn get(&self, key: &str) -> Result<Object> {
         let mut obj = self.get_value(key)?;
-        for item in self.hints.scan_prefix(hint_prefix(key)?) {
-            let (_, raw) = item?;
-            obj.merge(&decode::<Object>(&raw, "hints")?);
-        }
+        self.merge_hints_for(key, &mut obj)?;
         Ok(obj)
     }
 
@@ -220,8 +241,7 @@ impl Storage {
             None => Object::new(),
         };
         obj.merge(incoming);
-        self.hints.insert(hkey, encode(&obj)?)?;
-        Ok(())
+        self.insert_hint(hkey, &obj)
     }
 
     /// The coordinator's read-modify-write: applies a put or delete made by `actor`
@@ -239,10 +259,7 @@ impl Storage {
     ) -> Result<(Object, Dot)> {
         let _g = self.stripe(key);
         let mut obj = self.get_value(key)?;
-        for item in self.hints.scan_prefix(hint_prefix(key)?) {
-            let (_, raw) = item?;
-            obj.merge(&decode::<Object>(&raw, "hints")?);
-        }
+        self.merge_hints_for(key, &mut obj)?;
         let floor = match self.floors.get(key.as_bytes())? {
             Some(raw) => decode::<u64>(&raw, "floors")?,
             None => 0,
@@ -261,7 +278,7 @@ impl Storage {
                 // This node may hand the hint off and forget the key: remember the
                 // counter so it never issues the same dot twice.
                 self.floors.insert(key.as_bytes(), encode(&dot.counter)?)?;
-                self.hints.insert(hint_key(key, target)?, encode(&obj)?)?;
+                self.insert_hint(hint_key(key, target)?, &obj)?;
             }
         }
         Ok((obj, dot))
@@ -292,6 +309,9 @@ impl Storage {
         let swapped = self
             .hints
             .compare_and_swap(hkey, Some(&hint.raw), None as Option<&[u8]>)?;
+        if swapped.is_ok() {
+            self.hint_records.fetch_sub(1, Ordering::Relaxed);
+        }
         Ok(swapped.is_ok())
     }
 
