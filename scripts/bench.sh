@@ -81,7 +81,7 @@ bench $NODES --label "dynamo N=3 seq" --workload put-only --clients 1 --connecti
 # shellcheck disable=SC2086
 bench $NODES --label "dynamo N=3 seq" --workload get-only --clients 1 --connections 1 "${note[@]}"
 # shellcheck disable=SC2086
-bench $NODES --label "dynamo N=3 open" --workload ycsb-a --clients 64 --rate 10000 "${note[@]}"
+bench $NODES --label "dynamo N=3 open" --workload ycsb-a --rate 10000 "${note[@]}"
 echo "== dynamo: memory after loading $MEM_KEYS keys of 100 B"
 # shellcheck disable=SC2086
 bench $NODES --label "dynamo N=3 mem" --workload load --keys "$MEM_KEYS" --clients 64 \

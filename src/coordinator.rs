@@ -350,7 +350,9 @@ impl Coordinator {
             context: merged.context().clone(),
             replicas: answers.iter().map(|(n, _, _)| n.clone()).collect(),
         };
-        let consistent = answers.iter().all(|(_, primary, obj)| !*primary || *obj == merged);
+        let consistent = answers
+            .iter()
+            .all(|(_, primary, obj)| !*primary || *obj == merged);
         if !fanout.pending.is_empty() || !consistent {
             let coord = self.clone();
             tokio::spawn(async move { coord.read_repair(key, merged, answers, fanout).await });

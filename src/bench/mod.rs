@@ -7,16 +7,18 @@
 //!
 //! * **Closed loop** (default): each worker issues its next operation when the
 //!   previous one completes; latency is the operation's own time.
-//! * **Open loop** (`rate`): operations are scheduled at fixed intended times
-//!   (worker `i` of `C` owns ticks `i, i+C, ...` of a `rate` per second clock) and
-//!   latency is measured **from the intended send time**, so a stall that delays
-//!   later sends shows up in their latency (no coordinated omission, as in wrk2).
+//! * **Open loop** (`rate`): operation `i` is started at its intended time
+//!   `start + i / rate` whether or not earlier ones have finished (up to
+//!   `MAX_OPEN_IN_FLIGHT` at once), and latency is measured **from the intended send
+//!   time**, so a stall shows up in the latency of everything scheduled behind it
+//!   (no coordinated omission, as in wrk2).
 //!
 //! Keys are `user00000042`-style names over a keyspace loaded first; their ranks are
 //! drawn uniformly or from a Zipfian distribution (s = 0.99, YCSB's constant).
-//! Puts either carry the context of an earlier reply for the key (read-modify-write,
-//! as Dynamo clients do: a worker remembers the last context it saw per key, and
-//! reads the key first when it has none) or are blind (`{}`, which leaves siblings).
+//! Puts carry the context of an earlier reply for the key, as Dynamo clients do (a
+//! worker remembers the last context it saw per key): read-modify-write reads the
+//! key first when it has none (YCSB A/B), cached puts write `{}` then (put-only), and
+//! blind puts always write `{}`, leaving a sibling beside every existing version.
 //! Errors are counted per kind and their first messages kept; none is hidden.
 
 pub mod report;
@@ -43,6 +45,8 @@ const MAX_LATENCY_US: u64 = 60_000_000;
 const CONTEXT_CACHE_ENTRIES: usize = 200_000;
 /// Error messages kept per run, for the report.
 const ERROR_SAMPLES: usize = 5;
+/// Open loop: operations in flight at once before new ones wait for a slot.
+const MAX_OPEN_IN_FLIGHT: usize = 4096;
 
 /// What the workers do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,13 +87,17 @@ pub enum KeyDistribution {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PutMode {
-    /// The last context this worker saw for the key (a get first when it has none).
+    /// The last context this session saw for the key (a get first when it has none).
     Rmw,
-    /// Always `{}`.
+    /// The last context this session saw for the key, `{}` when it has none (no
+    /// read): a write-only client that still never fights its own earlier writes.
+    Cached,
+    /// Always `{}`: every put to an existing key adds a sibling.
     Blind,
 }
 
-/// One run's settings.
+/// One run's settings. `clients` is the closed loop's concurrency; the open loop
+/// is bounded by its rate instead.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunSpec {
     /// A name for the run in reports ("dynamo N=3", "redis", ...).
@@ -267,7 +275,8 @@ impl Picker {
     }
 }
 
-struct WorkerOut {
+/// What one worker (closed loop) or the whole run (open loop) recorded.
+struct Tally {
     get: Histogram<u64>,
     put: Histogram<u64>,
     get_errors: u64,
@@ -275,9 +284,133 @@ struct WorkerOut {
     samples: Vec<String>,
 }
 
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            get: histogram(),
+            put: histogram(),
+            get_errors: 0,
+            put_errors: 0,
+            samples: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, other: Tally) {
+        let _ = self.get.add(&other.get);
+        let _ = self.put.add(&other.put);
+        self.get_errors += other.get_errors;
+        self.put_errors += other.put_errors;
+        for s in other.samples {
+            if self.samples.len() < ERROR_SAMPLES && !self.samples.contains(&s) {
+                self.samples.push(s);
+            }
+        }
+    }
+
+    fn record(&mut self, get: bool, outcome: Result<u64, String>) {
+        match (get, outcome) {
+            (true, Ok(us)) => {
+                let _ = self.get.record(us);
+            }
+            (false, Ok(us)) => {
+                let _ = self.put.record(us);
+            }
+            (get, Err(e)) => {
+                if get {
+                    self.get_errors += 1;
+                } else {
+                    self.put_errors += 1;
+                }
+                if self.samples.len() < ERROR_SAMPLES && !self.samples.contains(&e) {
+                    self.samples.push(e);
+                }
+            }
+        }
+    }
+}
+
 fn histogram() -> Histogram<u64> {
     // Constant, valid bounds: 1 us to a minute at 3 significant digits.
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
+}
+
+/// Contexts remembered per key rank (read-modify-write puts).
+type Contexts = HashMap<u64, VersionVector>;
+
+/// Everything one operation needs besides its connection.
+struct Op<'a> {
+    rank: u64,
+    get: bool,
+    /// When the operation was meant to start: latency is measured from here.
+    intended: Instant,
+    value: &'a Bytes,
+    put_mode: PutMode,
+    load: bool,
+    /// Open loop: the put of a read-modify-write is timed from `intended` (the
+    /// read delayed it). Closed loop: each request is timed on its own.
+    open: bool,
+}
+
+/// Runs one operation and returns what to record: (was it a get, latency or
+/// error) for the operation itself and, for a read-modify-write put that had no
+/// context yet, for the read it made first.
+async fn one_op(
+    conn: &mut Conn,
+    op: Op<'_>,
+    contexts: &std::sync::Mutex<Contexts>,
+) -> Vec<(bool, Result<u64, String>)> {
+    let key = key_name(op.rank);
+    let mut out = Vec::with_capacity(2);
+    let remember = |ctx: Option<VersionVector>| {
+        if op.put_mode == PutMode::Blind {
+            return;
+        }
+        if let (Some(ctx), Ok(mut c)) = (ctx, contexts.lock()) {
+            if c.len() >= CONTEXT_CACHE_ENTRIES {
+                c.clear();
+            }
+            c.insert(op.rank, ctx);
+        }
+    };
+    if op.get {
+        let r = conn.get(&key).await;
+        out.push((
+            true,
+            r.map(|ctx| {
+                remember(ctx);
+                latency_us(op.intended)
+            }),
+        ));
+        return out;
+    }
+    let mut context = VersionVector::new();
+    if op.put_mode != PutMode::Blind && !op.load {
+        let cached = contexts.lock().ok().and_then(|c| c.get(&op.rank).cloned());
+        match cached {
+            Some(c) => context = c,
+            None if op.put_mode == PutMode::Cached => {}
+            None => {
+                let started = if op.open { op.intended } else { Instant::now() };
+                match conn.get(&key).await {
+                    Ok(ctx) => {
+                        out.push((true, Ok(latency_us(started))));
+                        context = ctx.unwrap_or_default();
+                    }
+                    Err(e) => out.push((true, Err(e))),
+                }
+            }
+        }
+    }
+    let put_started = if op.open { op.intended } else { Instant::now() };
+    let r = conn.put(&key, context, op.value.clone()).await;
+    out.push((
+        false,
+        r.map(|ctx| {
+            remember(ctx);
+            latency_us(put_started)
+        }),
+    ));
+    out
 }
 
 /// Runs `spec` against `target`. `progress` is bumped once per finished operation.
@@ -287,48 +420,55 @@ pub async fn run(target: Arc<Target>, spec: RunSpec, progress: Arc<AtomicU64>) -
     let start = Instant::now();
     let measure_from = start + spec.warmup;
     let end = measure_from + spec.duration;
-    let load_next = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for w in 0..spec.clients.max(1) {
-        let conn = target.conn(w);
-        let spec = spec.clone();
-        let value = value.clone();
-        let picker = picker.clone();
-        let progress = progress.clone();
-        let load_next = load_next.clone();
-        tasks.push(tokio::spawn(async move {
-            worker(
-                w,
-                conn,
-                spec,
-                value,
-                picker,
-                progress,
-                load_next,
+    let tally = match spec.rate {
+        Some(rate) if rate > 0.0 && spec.workload != Workload::Load => {
+            open_loop(
+                &target,
+                &spec,
+                rate,
+                &value,
+                &picker,
+                &progress,
                 start,
                 measure_from,
                 end,
             )
             .await
-        }));
-    }
-    let mut get = histogram();
-    let mut put = histogram();
-    let (mut get_errors, mut put_errors) = (0, 0);
-    let mut samples: Vec<String> = Vec::new();
-    for t in tasks {
-        if let Ok(out) = t.await {
-            let _ = get.add(&out.get);
-            let _ = put.add(&out.put);
-            get_errors += out.get_errors;
-            put_errors += out.put_errors;
-            for s in out.samples {
-                if samples.len() < ERROR_SAMPLES && !samples.contains(&s) {
-                    samples.push(s);
+        }
+        _ => {
+            let load_next = Arc::new(AtomicU64::new(0));
+            let mut tasks = Vec::new();
+            for w in 0..spec.clients.max(1) {
+                let conn = target.conn(w);
+                let spec = spec.clone();
+                let value = value.clone();
+                let picker = picker.clone();
+                let progress = progress.clone();
+                let load_next = load_next.clone();
+                tasks.push(tokio::spawn(async move {
+                    closed_loop_worker(
+                        w,
+                        conn,
+                        spec,
+                        value,
+                        picker,
+                        progress,
+                        load_next,
+                        measure_from,
+                        end,
+                    )
+                    .await
+                }));
+            }
+            let mut tally = Tally::new();
+            for t in tasks {
+                if let Ok(t) = t.await {
+                    tally.add(t);
                 }
             }
+            tally
         }
-    }
+    };
     let finished = Instant::now();
     let elapsed = if spec.workload == Workload::Load {
         finished.duration_since(start)
@@ -336,15 +476,15 @@ pub async fn run(target: Arc<Target>, spec: RunSpec, progress: Arc<AtomicU64>) -
         finished.min(end).saturating_duration_since(measure_from)
     };
     let elapsed_s = elapsed.as_secs_f64().max(1e-9);
-    let ok = get.len() + put.len();
+    let ok = tally.get.len() + tally.put.len();
     RunResult {
         target: target.name().to_string(),
         elapsed_s,
         ops_per_s: ok as f64 / elapsed_s,
-        get: stats(&get, get_errors),
-        put: stats(&put, put_errors),
-        errors: get_errors + put_errors,
-        error_samples: samples,
+        get: stats(&tally.get, tally.get_errors),
+        put: stats(&tally.put, tally.put_errors),
+        errors: tally.get_errors + tally.put_errors,
+        error_samples: tally.samples,
         rss_kib: Vec::new(),
         notes: Vec::new(),
         spec,
@@ -370,7 +510,7 @@ fn stats(h: &Histogram<u64>, errors: u64) -> OpStats {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn worker(
+async fn closed_loop_worker(
     w: usize,
     mut conn: Conn,
     spec: RunSpec,
@@ -378,40 +518,21 @@ async fn worker(
     picker: Arc<Picker>,
     progress: Arc<AtomicU64>,
     load_next: Arc<AtomicU64>,
-    start: Instant,
     measure_from: Instant,
     end: Instant,
-) -> WorkerOut {
-    let mut out = WorkerOut {
-        get: histogram(),
-        put: histogram(),
-        get_errors: 0,
-        put_errors: 0,
-        samples: Vec::new(),
-    };
+) -> Tally {
+    let mut tally = Tally::new();
     let mut rng = SmallRng::seed_from_u64(spec.seed.wrapping_add(w as u64 * 0x9e37_79b9));
-    let mut contexts: HashMap<u64, VersionVector> = HashMap::new();
-    let clients = spec.clients.max(1) as u64;
-    let mut tick = w as u64;
+    // Each worker is one client session: its contexts are its own.
+    let contexts = std::sync::Mutex::new(Contexts::new());
+    let load = spec.workload == Workload::Load;
     let get_fraction = spec.workload.get_fraction();
     loop {
-        // When this operation should start.
-        let intended = match spec.rate {
-            Some(rate) if rate > 0.0 => {
-                let at = start + Duration::from_secs_f64(tick as f64 / rate);
-                tick += clients;
-                if at >= end {
-                    break;
-                }
-                tokio::time::sleep_until(at.into()).await;
-                at
-            }
-            _ => Instant::now(),
-        };
-        if spec.workload != Workload::Load && intended >= end {
+        let intended = Instant::now();
+        if !load && intended >= end {
             break;
         }
-        let (rank, is_get) = if spec.workload == Workload::Load {
+        let (rank, get) = if load {
             let i = load_next.fetch_add(1, Ordering::Relaxed);
             if i >= spec.keys {
                 break;
@@ -420,54 +541,88 @@ async fn worker(
         } else {
             (picker.pick(&mut rng), rng.random::<f64>() < get_fraction)
         };
-        let key = key_name(rank);
-        let record = spec.workload == Workload::Load || intended >= measure_from;
-        if is_get {
-            let r = conn.get(&key).await;
-            let us = latency_us(intended);
-            match r {
-                Ok(ctx) => {
-                    if record {
-                        let _ = out.get.record(us);
-                    }
-                    remember(&mut contexts, rank, ctx, spec.put_mode);
-                }
-                Err(e) => note_error(&mut out, true, e, record),
-            }
-        } else {
-            let mut context = VersionVector::new();
-            if spec.put_mode == PutMode::Rmw && spec.workload != Workload::Load {
-                match contexts.get(&rank) {
-                    Some(c) => context = c.clone(),
-                    None => match conn.get(&key).await {
-                        Ok(ctx) => {
-                            if record {
-                                let _ = out.get.record(latency_us(intended));
-                            }
-                            context = ctx.unwrap_or_default();
-                        }
-                        Err(e) => note_error(&mut out, true, e, record),
-                    },
-                }
-            }
-            let started = if spec.rate.is_some() {
-                intended
-            } else {
-                Instant::now()
-            };
-            let r = conn.put(&key, context, value.clone()).await;
-            let us = latency_us(started);
-            match r {
-                Ok(ctx) => {
-                    if record {
-                        let _ = out.put.record(us);
-                    }
-                    remember(&mut contexts, rank, ctx, spec.put_mode);
-                }
-                Err(e) => note_error(&mut out, false, e, record),
+        let op = Op {
+            rank,
+            get,
+            intended,
+            value: &value,
+            put_mode: spec.put_mode,
+            load,
+            open: false,
+        };
+        let outcomes = one_op(&mut conn, op, &contexts).await;
+        if load || intended >= measure_from {
+            for (get, outcome) in outcomes {
+                tally.record(get, outcome);
             }
         }
         progress.fetch_add(1, Ordering::Relaxed);
+    }
+    tally
+}
+
+/// Operations start at their intended times whatever the ones before them are
+/// doing (up to [`MAX_OPEN_IN_FLIGHT`] at once; past that an operation waits, and
+/// the wait counts in its latency).
+#[allow(clippy::too_many_arguments)]
+async fn open_loop(
+    target: &Arc<Target>,
+    spec: &RunSpec,
+    rate: f64,
+    value: &Bytes,
+    picker: &Arc<Picker>,
+    progress: &Arc<AtomicU64>,
+    start: Instant,
+    measure_from: Instant,
+    end: Instant,
+) -> Tally {
+    let tally = Arc::new(std::sync::Mutex::new(Tally::new()));
+    let contexts = Arc::new(std::sync::Mutex::new(Contexts::new()));
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_OPEN_IN_FLIGHT));
+    let mut rng = SmallRng::seed_from_u64(spec.seed);
+    let get_fraction = spec.workload.get_fraction();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0u64.. {
+        let intended = start + Duration::from_secs_f64(i as f64 / rate);
+        if intended >= end {
+            break;
+        }
+        tokio::time::sleep_until(intended.into()).await;
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let mut conn = target.conn(usize::try_from(i).unwrap_or(0));
+        let rank = picker.pick(&mut rng);
+        let get = rng.random::<f64>() < get_fraction;
+        let (value, put_mode) = (value.clone(), spec.put_mode);
+        let (tally, contexts, progress) = (tally.clone(), contexts.clone(), progress.clone());
+        tasks.spawn(async move {
+            let op = Op {
+                rank,
+                get,
+                intended,
+                value: &value,
+                put_mode,
+                load: false,
+                open: true,
+            };
+            let outcomes = one_op(&mut conn, op, &contexts).await;
+            if intended >= measure_from {
+                if let Ok(mut t) = tally.lock() {
+                    for (get, outcome) in outcomes {
+                        t.record(get, outcome);
+                    }
+                }
+            }
+            progress.fetch_add(1, Ordering::Relaxed);
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    let mut out = Tally::new();
+    if let Ok(mut t) = tally.lock() {
+        out.add(std::mem::replace(&mut *t, Tally::new()));
     }
     out
 }
@@ -476,37 +631,6 @@ fn latency_us(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_micros())
         .unwrap_or(MAX_LATENCY_US)
         .clamp(1, MAX_LATENCY_US)
-}
-
-fn remember(
-    contexts: &mut HashMap<u64, VersionVector>,
-    rank: u64,
-    ctx: Option<VersionVector>,
-    mode: PutMode,
-) {
-    if mode != PutMode::Rmw {
-        return;
-    }
-    if let Some(ctx) = ctx {
-        if contexts.len() >= CONTEXT_CACHE_ENTRIES {
-            contexts.clear();
-        }
-        contexts.insert(rank, ctx);
-    }
-}
-
-fn note_error(out: &mut WorkerOut, get: bool, e: String, record: bool) {
-    if !record {
-        return;
-    }
-    if get {
-        out.get_errors += 1;
-    } else {
-        out.put_errors += 1;
-    }
-    if out.samples.len() < ERROR_SAMPLES && !out.samples.contains(&e) {
-        out.samples.push(e);
-    }
 }
 
 /// Resident set size of process `pid` in KiB (Linux `/proc`).

@@ -74,7 +74,8 @@ struct RunArgs {
     /// Seconds run before measuring.
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
-    /// rmw: puts carry the context of an earlier reply; blind: {}.
+    /// rmw: context of an earlier reply, read first if none (default for YCSB);
+    /// cached: context of an earlier reply or {} (default for put-only); blind: {}.
     #[arg(long, value_enum)]
     put_mode: Option<PutModeArg>,
     /// Put every key once before the run.
@@ -112,6 +113,7 @@ enum DistArg {
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum PutModeArg {
     Rmw,
+    Cached,
     Blind,
 }
 
@@ -174,9 +176,10 @@ async fn run(a: RunArgs) -> ExitCode {
     };
     let put_mode = match a.put_mode {
         Some(PutModeArg::Rmw) => PutMode::Rmw,
+        Some(PutModeArg::Cached) => PutMode::Cached,
         Some(PutModeArg::Blind) => PutMode::Blind,
-        // Put-only measures raw writes; mixed workloads behave like Dynamo clients.
-        None if workload == Workload::PutOnly => PutMode::Blind,
+        // Put-only measures writes (no reads): contexts from the session's own replies.
+        None if workload == Workload::PutOnly => PutMode::Cached,
         None => PutMode::Rmw,
     };
     let base = RunSpec {
