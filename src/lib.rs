@@ -10,7 +10,7 @@
 //! | 3 | [`rpc`] |
 //! | 4 | [`peers`] |
 //! | 5 | [`coordinator`], [`membership`], [`handoff`] |
-//! | 6 | [`server`], [`client`], [`repl`] |
+//! | 6 | [`server`], [`client`], [`repl`], [`bench`] |
 
 pub mod error;
 pub mod types;
