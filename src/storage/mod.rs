@@ -187,14 +187,14 @@ impl Storage {
     }
 
     fn stripe(&self, key: &str) -> std::sync::MutexGuard<'_, ()> {
-        let h = xxhash_rust::xxh3::xxh3_64(key.as_bytes());
-        let i = usize::try_from(h % LOCK_STRIPES as u64).unwrap_or(0);
+        let hash = xxhash_rust::xxh3::xxh3_64(key.as_bytes());
+        // The remainder is below LOCK_STRIPES, so it fits usize and indexes the
+        // stripes (an empty slice is impossible: `open` makes LOCK_STRIPES).
+        let i = usize::try_from(hash % LOCK_STRIPES as u64).unwrap_or_default();
+        let stripe = &self.stripes[i % self.stripes.len()];
         // A poisoned stripe only means another thread panicked while holding it; the
         // data under it is sled's and is consistent, so carry on.
-        match self.stripes.get(i).unwrap_or(&self.stripes[0]).lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        stripe.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// What this node holds for `key`: its own replica merged with every hint it
