@@ -3,7 +3,8 @@
 #
 # 1. A 3-node ring (N=3, W=2, R=2, --fsync batch, data on disk under target/bench):
 #    YCSB A and B (64 clients, uniform and Zipfian, 100 B and 1 KiB), put-only
-#    (64 clients), one client sequential put and get, an open-loop YCSB A run,
+#    (64 clients) over the loaded keys and over 200,000 new keys (insert), one
+#    client sequential put and get, an open-loop YCSB A run,
 #    then 1,000,000 keys of 100 B loaded and each node's resident memory read.
 # 2. The seed-style baseline: one unreplicated node (N=W=R=1) with the same
 #    YCSB A / put-only runs.
@@ -76,6 +77,9 @@ bench $NODES --label "dynamo N=3 zipf" --workload ycsb-a --clients 64 --distribu
 bench $NODES --label "dynamo N=3 1KiB" --workload ycsb-a --clients 64 --value-size 1024 "${note[@]}"
 # shellcheck disable=SC2086
 bench $NODES --label "dynamo N=3" --workload put-only --clients 64 "${note[@]}"
+# shellcheck disable=SC2086
+bench $NODES --label "dynamo N=3 insert" --workload load --keys 200000 --key-offset 10000000 \
+  --clients 64 "${note[@]}"
 # shellcheck disable=SC2086
 bench $NODES --label "dynamo N=3 seq" --workload put-only --clients 1 --connections 1 "${note[@]}"
 # shellcheck disable=SC2086

@@ -113,6 +113,10 @@ pub struct RunSpec {
     pub warmup: Duration,
     pub put_mode: PutMode,
     pub seed: u64,
+    /// Added to every key rank: a load with an offset writes keys that do not exist
+    /// yet (an insert workload, like YCSB's load phase).
+    #[serde(default)]
+    pub key_offset: u64,
 }
 
 /// Latency summary of one operation kind, in microseconds.
@@ -346,6 +350,8 @@ struct Op<'a> {
     value: &'a Bytes,
     put_mode: PutMode,
     load: bool,
+    /// Added to the rank to name the key.
+    key_offset: u64,
     /// Open loop: the put of a read-modify-write is timed from `intended` (the
     /// read delayed it). Closed loop: each request is timed on its own.
     open: bool,
@@ -359,7 +365,7 @@ async fn one_op(
     op: Op<'_>,
     contexts: &std::sync::Mutex<Contexts>,
 ) -> Vec<(bool, Result<u64, String>)> {
-    let key = key_name(op.rank);
+    let key = key_name(op.rank.saturating_add(op.key_offset));
     let mut out = Vec::with_capacity(2);
     let remember = |ctx: Option<VersionVector>| {
         if op.put_mode == PutMode::Blind {
@@ -548,6 +554,7 @@ async fn closed_loop_worker(
             value: &value,
             put_mode: spec.put_mode,
             load,
+            key_offset: spec.key_offset,
             open: false,
         };
         let outcomes = one_op(&mut conn, op, &contexts).await;
@@ -594,7 +601,7 @@ async fn open_loop(
         let mut conn = target.conn(usize::try_from(i).unwrap_or(0));
         let rank = picker.pick(&mut rng);
         let get = rng.random::<f64>() < get_fraction;
-        let (value, put_mode) = (value.clone(), spec.put_mode);
+        let (value, put_mode, key_offset) = (value.clone(), spec.put_mode, spec.key_offset);
         let (tally, contexts, progress) = (tally.clone(), contexts.clone(), progress.clone());
         tasks.spawn(async move {
             let op = Op {
@@ -604,6 +611,7 @@ async fn open_loop(
                 value: &value,
                 put_mode,
                 load: false,
+                key_offset,
                 open: true,
             };
             let outcomes = one_op(&mut conn, op, &contexts).await;

@@ -93,6 +93,9 @@ struct RunArgs {
     notes: Vec<String>,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Added to every key's rank (a load with an offset inserts new keys).
+    #[arg(long, default_value_t = 0)]
+    key_offset: u64,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -197,6 +200,7 @@ async fn run(a: RunArgs) -> ExitCode {
         warmup: Duration::from_secs_f64(a.warmup.max(0.0)),
         put_mode,
         seed: a.seed,
+        key_offset: a.key_offset,
     };
     if a.load && workload != Workload::Load {
         let load = RunSpec {
