@@ -142,6 +142,9 @@ pub struct RunResult {
     pub ops_per_s: f64,
     pub get: OpStats,
     pub put: OpStats,
+    /// Every operation of the run together (gets and puts in one histogram).
+    #[serde(default)]
+    pub all: OpStats,
     pub errors: u64,
     pub error_samples: Vec<String>,
     /// Resident memory of the server processes after the run (KiB), if asked.
@@ -483,12 +486,15 @@ pub async fn run(target: Arc<Target>, spec: RunSpec, progress: Arc<AtomicU64>) -
     };
     let elapsed_s = elapsed.as_secs_f64().max(1e-9);
     let ok = tally.get.len() + tally.put.len();
+    let mut all = tally.get.clone();
+    let _ = all.add(&tally.put);
     RunResult {
         target: target.name().to_string(),
         elapsed_s,
         ops_per_s: ok as f64 / elapsed_s,
         get: stats(&tally.get, tally.get_errors),
         put: stats(&tally.put, tally.put_errors),
+        all: stats(&all, tally.get_errors + tally.put_errors),
         errors: tally.get_errors + tally.put_errors,
         error_samples: tally.samples,
         rss_kib: Vec::new(),

@@ -58,8 +58,9 @@ pub fn table(results: &[RunResult]) -> String {
                 .unwrap_or_default(),
             if r.spec.rate.is_some() { " (open)" } else { "" }
         );
-        for (op, s) in [("get", &r.get), ("put", &r.put)] {
-            if s.count == 0 && s.errors == 0 {
+        let mixed = r.get.count > 0 && r.put.count > 0;
+        for (op, s) in [("get", &r.get), ("put", &r.put), ("all", &r.all)] {
+            if (s.count == 0 && s.errors == 0) || (op == "all" && !mixed) {
                 continue;
             }
             out.push_str(&format!(
