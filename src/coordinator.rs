@@ -276,7 +276,8 @@ impl Coordinator {
         let ring = self.current_ring()?;
         let r = ring.replication().r;
         let walk = ring.walk(key.as_bytes());
-        let n = ring.preference_list(key.as_bytes()).len();
+        // The preference list is the first N of the walk (all members when fewer).
+        let n = ring.replication().n.min(walk.len());
         let deadline = Instant::now() + self.request_timeout;
         let mut fallbacks: Vec<NodeId> = walk.iter().skip(n).cloned().collect();
         fallbacks.reverse();
