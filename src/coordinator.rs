@@ -63,6 +63,15 @@ pub struct Coordinator {
     request_timeout: Duration,
 }
 
+/// Every member clockwise from the key, and how many of them make its preference
+/// list: the preference list is the walk's first N entries (all members when there
+/// are fewer), the rest are the stand-ins in the order they are tried.
+fn walk_of(ring: &Ring, key: &str) -> (Vec<NodeId>, usize) {
+    let walk = ring.walk(key.as_bytes());
+    let n = ring.replication().n.min(walk.len());
+    (walk, n)
+}
+
 impl Coordinator {
     /// A coordinator for node `me`. `leader` is named in errors before a ring is known.
     pub fn new(
@@ -116,7 +125,8 @@ impl Coordinator {
             });
         }
         let ring = self.current_ring()?;
-        let pref = ring.preference_list(req.key.as_bytes());
+        let (walk, n) = walk_of(&ring, &req.key);
+        let (pref, outside) = walk.split_at(n);
         let deadline = Instant::now() + self.request_timeout;
         let mut unreachable = Vec::new();
         if !pref.contains(&self.me) && !req.forwarded {
@@ -124,7 +134,7 @@ impl Coordinator {
                 forwarded: true,
                 ..req.clone()
             };
-            for node in &pref {
+            for node in pref {
                 let left = deadline.saturating_duration_since(Instant::now());
                 let fwd = &forwarded;
                 let out = self
@@ -153,7 +163,7 @@ impl Coordinator {
                 }
             }
         }
-        self.coordinate(&ring, &pref, req, unreachable, deadline)
+        self.coordinate(&ring, pref, outside, req, unreachable, deadline)
             .await
     }
 
@@ -161,6 +171,7 @@ impl Coordinator {
         self: &Arc<Self>,
         ring: &Ring,
         pref: &[NodeId],
+        outside: &[NodeId],
         req: WriteRequest,
         known_down: Vec<ReplicaFailure>,
         deadline: Instant,
@@ -184,13 +195,13 @@ impl Coordinator {
         let values: Vec<crate::types::Value> = object.values().cloned().collect();
         let local_durable = self.storage.durable();
 
-        let mut fallbacks: Vec<NodeId> = ring
-            .walk(req.key.as_bytes())
-            .into_iter()
-            .skip(pref.len())
-            .filter(|n| *n != self.me)
+        // pop() takes the stand-ins in ring order.
+        let fallbacks: Vec<NodeId> = outside
+            .iter()
+            .rev()
+            .filter(|n| **n != self.me)
+            .cloned()
             .collect();
-        fallbacks.reverse(); // pop() takes them in ring order
         let mut fanout = WriteFanout {
             coord: self.clone(),
             key: req.key.clone(),
@@ -275,9 +286,7 @@ impl Coordinator {
         check_key(&key)?;
         let ring = self.current_ring()?;
         let r = ring.replication().r;
-        let walk = ring.walk(key.as_bytes());
-        // The preference list is the first N of the walk (all members when fewer).
-        let n = ring.replication().n.min(walk.len());
+        let (walk, n) = walk_of(&ring, &key);
         let deadline = Instant::now() + self.request_timeout;
         let mut fallbacks: Vec<NodeId> = walk.iter().skip(n).cloned().collect();
         fallbacks.reverse();

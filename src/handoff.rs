@@ -115,7 +115,6 @@ impl Handoff {
             Some(r) if !r.is_member(&hint.target) => r.preference_list(hint.key.as_bytes()),
             _ => vec![hint.target.clone()],
         };
-        let object = std::sync::Arc::new(hint.object.clone());
         for target in targets {
             if target == self.me {
                 self.storage
@@ -127,7 +126,7 @@ impl Handoff {
             self.peers
                 .call(&target, HANDOFF_TIMEOUT, |c, ctx| {
                     let key = hint.key.clone();
-                    let object = object.clone();
+                    let object = hint.object.clone();
                     async move { c.replicate(ctx, key, object, None).await }
                 })
                 .await

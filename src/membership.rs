@@ -26,7 +26,7 @@ use futures::StreamExt;
 
 use crate::error::{Error, Result};
 use crate::peers::Peers;
-use crate::ring::{RingCell, RingState, DEFAULT_TOKENS_PER_NODE};
+use crate::ring::{RingCell, RingState};
 use crate::rpc::{MemberStatus, MembershipReply, NodeInfo, NodeState, StatusReply};
 use crate::storage::Storage;
 use crate::types::{NodeId, Replication};
@@ -94,10 +94,6 @@ impl Membership {
             }
             None if self.configured_leader == self.me => {
                 let state = RingState::bootstrap(self.me.clone(), self.configured_replication);
-                let state = RingState {
-                    tokens_per_node: DEFAULT_TOKENS_PER_NODE,
-                    ..state
-                };
                 self.storage.save_ring(&state)?;
                 self.storage.durable().await?;
                 tracing::info!(epoch = state.epoch, "new ring, this node is the leader");

@@ -37,7 +37,7 @@ mod group_commit;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -70,8 +70,8 @@ pub struct Hint {
     pub target: NodeId,
     /// The key.
     pub key: Key,
-    /// What is held for the target.
-    pub object: Object,
+    /// What is held for the target (shared: delivery sends it as is).
+    pub object: Arc<Object>,
     /// The stored bytes, so delivery can delete the hint only if nothing changed it.
     pub raw: sled::IVec,
 }
@@ -291,7 +291,7 @@ impl Storage {
         for item in self.hints.iter() {
             let (k, raw) = item?;
             let (key, target) = split_hint_key(&k)?;
-            let object = decode(&raw, "hints")?;
+            let object = Arc::new(decode(&raw, "hints")?);
             out.push(Hint {
                 target,
                 key,

@@ -58,7 +58,7 @@ fn hints_are_kept_per_target_and_read_with_the_key() {
     assert_eq!(hints.len(), 1);
     assert_eq!(hints[0].target, target);
     assert_eq!(hints[0].key, "k");
-    assert_eq!(hints[0].object, obj);
+    assert_eq!(*hints[0].object, obj);
     // A write merged into the hint after it was read is not deleted with it.
     let mut newer = obj.clone();
     newer
