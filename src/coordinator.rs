@@ -1,40 +1,59 @@
 //! The request path: a node coordinating a client's put, delete or get over the
 //! key's replicas with N/W/R, sloppy quorum, hinted handoff and read repair.
 //!
+//! # Placement
+//!
+//! Every request starts from the key's [`Placement`] in the node's current ring:
+//! the replicas (the preference list), the pending owners while a ring change
+//! moves the key, and the fallbacks. Replicas and pending owners are *slots*;
+//! a slot whose node fails is served by the next fallback, holding a hint. A
+//! [`Quorum`] counts answers per slot: W (or R) among the current owners and,
+//! during a change, W (or R) among the owners after it too (ARCHITECTURE.md,
+//! "life of a ring change").
+//!
 //! # Writes (SPEC 3.2, 3.3)
 //!
-//! A write is coordinated by a replica of the key: a node outside the preference
-//! list forwards it to the first replica that can be reached (a write forwarded
-//! once is never forwarded again). Only the coordinator creates the new version's
-//! dot, from its own durable state for the key, so two writes through the same
-//! node always get different dots and both survive as siblings.
+//! A write is coordinated by a slot of the key: a node outside them forwards it
+//! to the first one that can be reached (a write forwarded once is never
+//! forwarded again). Only the coordinator creates the new version's dot, from its
+//! own durable state for the key, so two writes through the same node always get
+//! different dots and both survive as siblings. A forward that surely never left
+//! (connection refused) moves on to the next slot; one whose outcome is unknown
+//! is reported as such, never sent again.
 //!
 //! The coordinator applies the write to its own copy (read-modify-write under the
 //! key's lock in [`Storage::coordinate`]), then sends the resulting object to the
-//! other replicas, which merge it into theirs. Each replica that fails (connection
-//! refused, timeout, error) is replaced by the next node clockwise outside the
-//! preference list, which stores the object as a hint naming the replica it stands
-//! in for. The client hears back as soon as W nodes (the coordinator counts once
-//! its flush completes) have acknowledged durably; the other copies complete in the
-//! background. When no replica can be reached at all, the receiving node
-//! coordinates itself, as a stand-in for the first replica.
+//! other slots, which merge it into theirs. The client hears back as soon as the
+//! quorum is reached (the coordinator counts once its flush completes); the
+//! other copies complete in the background. When no slot can be reached at all,
+//! the receiving node coordinates itself, as a stand-in for the first slot.
+//!
+//! Each `replicate` carries the epoch the write was placed under. A node whose
+//! ring is newer refuses it ([`Error::StaleRing`]) and the coordinator asks for
+//! the new ring at once: a write placed under an old ring never lands on a node
+//! after that node started moving data for the new one.
 //!
 //! # Reads (SPEC 3.4)
 //!
-//! Any node coordinates a read: it asks the N replicas (stand-ins for those that
-//! fail), merges the first R answers with the causal join and replies with every
-//! version no answer dominates. The remaining answers are collected in the
-//! background, and every replica whose answer differed from the merge is sent the
-//! merged object (read repair).
+//! Any node coordinates a read: it asks every slot (stand-ins for those that
+//! fail), merges the answers with the causal join until the read quorum is
+//! reached, and replies with every version no answer dominates. The remaining
+//! answers are collected in the background, and every slot whose answer
+//! differed from the merge is sent the merged object (read repair).
 //!
 //! # What a put answers
 //!
 //! A put answers like Riak's `return_body`: the coordinator's copy of the key
 //! after the write, every value still current (the new one and any siblings the
-//! client had not seen) with the context that covers them. Because the client is
-//! shown every version the context covers, a next put with that context replaces
-//! only versions the client has seen, and two blind puts through one node still
-//! leave two siblings.
+//! client had not seen) with the context that covers them.
+//!
+//! # Background work
+//!
+//! What continues after the reply (the rest of a fan-out, read repair) runs as a
+//! task tracked by the node's [`TaskTracker`] (shutdown waits for it) and holds
+//! one of [`MAX_BACKGROUND`] permits; when none is free the remainder is dropped
+//! with a log line: the client already has its quorum, and the missing copies
+//! are restored by hinted handoff, read repair or a ring change's transfer.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -43,15 +62,22 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 use crate::error::{Error, ReplicaFailure, Result};
 use crate::peers::{CallError, Peers};
-use crate::ring::{Ring, RingCell};
-use crate::rpc::{ReadReply, WriteReply, WriteRequest};
+use crate::ring::{Placement, Quorum, Ring, RingCell};
+use crate::rpc::{Addressee, ReadReply, WriteReply, WriteRequest};
 use crate::storage::Storage;
 use crate::types::{check_key, check_value, Key, NodeId, MAX_CONTEXT_ENTRIES, MAX_OBJECT_BYTES};
 use crate::vclock::{Content, Object};
+
+/// Background continuations (fan-out remainders, read repairs) one node runs at
+/// once. Each holds at most a few RPCs; 4096 covers a saturated node's
+/// in-flight requests several times over while bounding memory under a burst.
+pub const MAX_BACKGROUND: usize = 4096;
 
 /// The coordinator of one node.
 pub struct Coordinator {
@@ -61,19 +87,17 @@ pub struct Coordinator {
     ring: Arc<RingCell>,
     leader: NodeId,
     request_timeout: Duration,
-}
-
-/// Every member clockwise from the key, and how many of them make its preference
-/// list: the preference list is the walk's first N entries (all members when there
-/// are fewer), the rest are the stand-ins in the order they are tried.
-fn walk_of(ring: &Ring, key: &str) -> (Vec<NodeId>, usize) {
-    let walk = ring.walk(key.as_bytes());
-    let n = ring.replication().n.min(walk.len());
-    (walk, n)
+    background: TaskTracker,
+    background_permits: Arc<Semaphore>,
+    /// Woken when a peer shows this node a newer ring (membership pulls it).
+    ring_news: Arc<Notify>,
 }
 
 impl Coordinator {
-    /// A coordinator for node `me`. `leader` is named in errors before a ring is known.
+    /// A coordinator for node `me`. `leader` is named in errors before a ring is
+    /// known; `background` tracks work that continues after a reply; `ring_news`
+    /// is notified when a peer has a newer ring.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         me: NodeId,
         storage: Arc<Storage>,
@@ -81,6 +105,8 @@ impl Coordinator {
         ring: Arc<RingCell>,
         leader: NodeId,
         request_timeout: Duration,
+        background: TaskTracker,
+        ring_news: Arc<Notify>,
     ) -> Coordinator {
         Coordinator {
             me,
@@ -89,6 +115,9 @@ impl Coordinator {
             ring,
             leader,
             request_timeout,
+            background,
+            background_permits: Arc::new(Semaphore::new(MAX_BACKGROUND)),
+            ring_news,
         }
     }
 
@@ -110,6 +139,31 @@ impl Coordinator {
         }
     }
 
+    /// Runs `work` after the reply, tracked and bounded (see the module docs).
+    fn in_background(
+        &self,
+        what: &'static str,
+        work: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        match self.background_permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                self.background.spawn(async move {
+                    work.await;
+                    drop(permit);
+                });
+            }
+            Err(_) => tracing::debug!(what, "background work dropped: too much in flight"),
+        }
+    }
+
+    /// The addressee of a call to `node` under `ring`.
+    fn addressee(ring: &Ring, node: &NodeId) -> Addressee {
+        Addressee {
+            node: node.clone(),
+            identity: ring.identity(node),
+        }
+    }
+
     /// Coordinates a put or delete.
     pub async fn write(self: &Arc<Self>, req: WriteRequest) -> Result<WriteReply> {
         check_key(&req.key)?;
@@ -124,17 +178,18 @@ impl Coordinator {
                 ),
             });
         }
+        // Held until the write is done: a ring change's transfer on this node
+        // waits for requests placed under an older ring (RingCell::older_in_use).
         let ring = self.current_ring()?;
-        let (walk, n) = walk_of(&ring, &req.key);
-        let (pref, outside) = walk.split_at(n);
+        let placement = ring.placement(req.key.as_bytes());
         let deadline = Instant::now() + self.request_timeout;
         let mut unreachable = Vec::new();
-        if !pref.contains(&self.me) && !req.forwarded {
+        if !placement.is_slot(&self.me) && !req.forwarded {
             let forwarded = WriteRequest {
                 forwarded: true,
                 ..req.clone()
             };
-            for node in pref {
+            for node in placement.coordinators() {
                 let left = deadline.saturating_duration_since(Instant::now());
                 let fwd = &forwarded;
                 let out = self
@@ -163,26 +218,24 @@ impl Coordinator {
                 }
             }
         }
-        self.coordinate(&ring, pref, outside, req, unreachable, deadline)
+        self.coordinate(&ring, &placement, req, unreachable, deadline)
             .await
     }
 
     async fn coordinate(
         self: &Arc<Self>,
-        ring: &Ring,
-        pref: &[NodeId],
-        outside: &[NodeId],
+        ring: &Arc<Ring>,
+        placement: &Placement,
         req: WriteRequest,
         known_down: Vec<ReplicaFailure>,
         deadline: Instant,
     ) -> Result<WriteReply> {
-        let w = ring.replication().w;
-        let is_replica = pref.contains(&self.me);
-        // A node outside the preference list stands in for the first replica.
-        let stand_in_for = if is_replica {
+        let mut quorum = Quorum::new(placement, ring.replication().w);
+        // A node outside the slots stands in for the first one.
+        let stand_in_for = if placement.is_slot(&self.me) {
             None
         } else {
-            pref.first().cloned()
+            placement.slots().next().cloned()
         };
         let (object, _dot) = self.storage.coordinate(
             &req.key,
@@ -195,31 +248,34 @@ impl Coordinator {
         let values: Vec<crate::types::Value> = object.values().cloned().collect();
         let local_durable = self.storage.durable();
 
-        // pop() takes the stand-ins in ring order.
-        let fallbacks: Vec<NodeId> = outside
-            .iter()
-            .rev()
-            .filter(|n| **n != self.me)
-            .cloned()
-            .collect();
-        let mut fanout = WriteFanout {
-            coord: self.clone(),
-            key: req.key.clone(),
-            object: Arc::new(object),
-            fallbacks,
-            pending: FuturesUnordered::new(),
+        let object = Arc::new(object);
+        let launch = {
+            let coord = self.clone();
+            let ring = ring.clone();
+            let key = req.key.clone();
+            let object = object.clone();
+            move |slot: NodeId, node: NodeId| -> Attempt<()> {
+                let coord = coord.clone();
+                let ring = ring.clone();
+                let key = key.clone();
+                let object = object.clone();
+                Box::pin(async move {
+                    let hint_for = (slot != node).then_some(&slot);
+                    let r = coord.store_on(&ring, &node, &key, &object, hint_for).await;
+                    (slot, node, r)
+                })
+            }
         };
+        let mut fanout = Fanout::new(placement, &self.me, Box::new(launch));
+        let local_slot = stand_in_for.clone().unwrap_or_else(|| self.me.clone());
         let me = self.me.clone();
-        let local_hinted = stand_in_for.is_some();
-        fanout.pending.push(Box::pin(async move {
-            let r = local_durable
-                .await
-                .map_err(|e| format!("local write failed: {e}"));
-            (me.clone(), me, local_hinted, r)
+        fanout.push_future(Box::pin(async move {
+            let r = local_durable.await.map_err(CallError::Remote);
+            (local_slot, me, r)
         }));
         let down: HashSet<&NodeId> = known_down.iter().map(|f| &f.node).collect();
-        for slot in pref
-            .iter()
+        for slot in placement
+            .slots()
             .filter(|n| **n != self.me && Some(*n) != stand_in_for.as_ref())
         {
             if down.contains(slot) {
@@ -234,29 +290,28 @@ impl Coordinator {
         let mut hinted = 0;
         let mut failures = known_down;
         loop {
-            let (node, was_hinted, result) =
-                match tokio::time::timeout_at(deadline, fanout.next()).await {
-                    Ok(Some(ev)) => ev,
-                    Ok(None) => break,
-                    Err(_) => {
-                        failures.push(ReplicaFailure {
-                            node: self.me.clone(),
-                            reason: format!(
-                                "request timed out after {} ms waiting for acks",
-                                self.request_timeout.as_millis()
-                            ),
-                        });
-                        break;
-                    }
-                };
-            match result {
+            let outcome = match tokio::time::timeout_at(deadline, fanout.next()).await {
+                Ok(Some(outcome)) => outcome,
+                Ok(None) => break,
+                Err(_) => {
+                    failures.push(ReplicaFailure {
+                        node: self.me.clone(),
+                        reason: format!(
+                            "request timed out after {} ms waiting for acks",
+                            self.request_timeout.as_millis()
+                        ),
+                    });
+                    break;
+                }
+            };
+            match outcome.result {
                 Ok(()) => {
-                    acks.push(node);
-                    hinted += usize::from(was_hinted);
-                    if acks.len() >= w {
+                    hinted += usize::from(outcome.slot != outcome.node);
+                    acks.push(outcome.node);
+                    if quorum.record(&outcome.slot) {
                         // The other copies complete in the background.
-                        if !fanout.pending.is_empty() {
-                            tokio::spawn(fanout.finish());
+                        if !fanout.is_empty() {
+                            self.in_background("write fan-out", fanout.finish());
                         }
                         return Ok(WriteReply {
                             key: req.key,
@@ -268,63 +323,97 @@ impl Coordinator {
                         });
                     }
                 }
-                Err(reason) => failures.push(ReplicaFailure { node, reason }),
+                Err(e) => {
+                    self.note_failure(&e);
+                    failures.push(ReplicaFailure {
+                        node: outcome.node,
+                        reason: e.reason(),
+                    });
+                }
             }
         }
-        if !fanout.pending.is_empty() {
-            tokio::spawn(fanout.finish());
+        if !fanout.is_empty() {
+            self.in_background("write fan-out", fanout.finish());
         }
         Err(Error::WriteQuorum {
-            needed: w,
-            acked: acks.len(),
+            needed: quorum.needed(),
+            acked: quorum.counted(),
             failures,
         })
+    }
+
+    /// Reacts to a typed failure: a peer with a newer ring makes this node pull it.
+    fn note_failure(&self, e: &CallError) {
+        if let CallError::Remote(Error::StaleRing { .. }) = e {
+            self.ring_news.notify_one();
+        }
     }
 
     /// Coordinates a get.
     pub async fn read(self: &Arc<Self>, key: Key) -> Result<ReadReply> {
         check_key(&key)?;
         let ring = self.current_ring()?;
-        let r = ring.replication().r;
-        let (walk, n) = walk_of(&ring, &key);
+        let placement = ring.placement(key.as_bytes());
         let deadline = Instant::now() + self.request_timeout;
-        let mut fallbacks: Vec<NodeId> = walk.iter().skip(n).cloned().collect();
-        fallbacks.reverse();
-        let mut fanout = ReadFanout {
-            coord: self.clone(),
-            key: key.clone(),
-            fallbacks,
-            pending: FuturesUnordered::new(),
-        };
-        for node in walk.into_iter().take(n) {
-            fanout.push(node, true);
-        }
-
-        let mut answers: Vec<(NodeId, bool, Object)> = Vec::new();
-        let mut failures = Vec::new();
-        let mut primaries_left = n;
-        // A stand-in that holds nothing for the key says little while a replica
-        // that may hold it has yet to answer: count such answers only once every
-        // replica has answered or failed.
-        let counted = |answers: &[(NodeId, bool, Object)], primaries_left: usize| {
-            if primaries_left == 0 {
-                answers.len()
-            } else {
-                answers
-                    .iter()
-                    .filter(|(_, primary, obj)| *primary || !obj.is_empty())
-                    .count()
+        let launch = {
+            let coord = self.clone();
+            let ring = ring.clone();
+            let key = key.clone();
+            move |slot: NodeId, node: NodeId| -> Attempt<Object> {
+                let coord = coord.clone();
+                let ring = ring.clone();
+                let key = key.clone();
+                Box::pin(async move {
+                    let r = coord.fetch_from(&ring, &node, &key).await;
+                    (slot, node, r)
+                })
             }
         };
-        while counted(&answers, primaries_left) < r {
+        let mut fanout = Fanout::new(&placement, &self.me, Box::new(launch));
+        for slot in placement.slots() {
+            fanout.push(slot.clone(), slot.clone());
+        }
+
+        let mut quorum = Quorum::new(&placement, ring.replication().r);
+        let mut answers: Vec<Answer> = Vec::new();
+        let mut failures = Vec::new();
+        let mut primaries_left = placement.slots().count();
+        // A stand-in that holds nothing for the key says little while a slot
+        // that may hold it has yet to answer: count such answers only once every
+        // slot has answered or failed.
+        let mut deferred: Vec<NodeId> = Vec::new();
+        while !quorum.reached() {
             match tokio::time::timeout_at(deadline, fanout.next()).await {
-                Ok(Some((node, primary, result))) => {
+                Ok(Some(outcome)) => {
+                    let primary = outcome.slot == outcome.node;
                     if primary {
                         primaries_left = primaries_left.saturating_sub(1);
                     }
-                    match result {
-                        Ok(obj) => answers.push((node, primary, obj)),
-                        Err(reason) => failures.push(ReplicaFailure { node, reason }),
+                    match outcome.result {
+                        Ok(obj) => {
+                            if primary || !obj.is_empty() {
+                                quorum.record(&outcome.slot);
+                            } else {
+                                deferred.push(outcome.slot.clone());
+                            }
+                            answers.push(Answer {
+                                slot: outcome.slot,
+                                node: outcome.node,
+                                object: obj,
+                            });
+                        }
+                        Err(e) => {
+                            self.note_failure(&e);
+                            failures.push(ReplicaFailure {
+                                node: outcome.node,
+                                reason: e.reason(),
+                            });
+                        }
+                    }
+                    if primaries_left == 0 {
+                        for slot in deferred.drain(..) {
+                            quorum.record(&slot);
+                        }
                     }
                 }
                 Ok(None) => break,
@@ -340,52 +429,63 @@ impl Coordinator {
                 }
             }
         }
-        if answers.len() < r {
-            if !fanout.pending.is_empty() {
-                tokio::spawn(fanout.finish());
+        if !quorum.reached() {
+            for slot in deferred.drain(..) {
+                quorum.record(&slot);
+            }
+        }
+        if !quorum.reached() {
+            if !fanout.is_empty() {
+                self.in_background("read fan-out", fanout.finish());
             }
             return Err(Error::ReadQuorum {
-                needed: r,
-                answered: answers.len(),
+                needed: quorum.needed(),
+                answered: quorum.counted(),
                 failures,
             });
         }
         let mut merged = Object::new();
-        for (_, _, obj) in &answers {
-            merged.merge(obj);
+        for answer in &answers {
+            merged.merge(&answer.object);
         }
         let reply = ReadReply {
             key: key.clone(),
             values: merged.values().cloned().collect(),
             context: merged.context().clone(),
-            replicas: answers.iter().map(|(n, _, _)| n.clone()).collect(),
+            replicas: answers.iter().map(|a| a.node.clone()).collect(),
         };
         let consistent = answers
             .iter()
-            .all(|(_, primary, obj)| !*primary || *obj == merged);
-        if !fanout.pending.is_empty() || !consistent {
+            .all(|a| a.slot != a.node || a.object == merged);
+        if !fanout.is_empty() || !consistent {
             let coord = self.clone();
-            tokio::spawn(async move { coord.read_repair(key, merged, answers, fanout).await });
+            self.in_background(
+                "read repair",
+                coord.read_repair(ring, key, merged, answers, fanout),
+            );
         }
         Ok(reply)
     }
 
     /// Waits for the answers still on their way, then sends the merged object to
-    /// every replica whose answer was stale.
+    /// every slot whose answer was stale.
     async fn read_repair(
         self: Arc<Self>,
+        ring: Arc<Ring>,
         key: Key,
         mut merged: Object,
-        mut answers: Vec<(NodeId, bool, Object)>,
-        mut fanout: ReadFanout,
+        mut answers: Vec<Answer>,
+        mut fanout: Fanout<Object>,
     ) {
         let until = Instant::now() + self.request_timeout;
-        while let Ok(Some((node, primary, result))) =
-            tokio::time::timeout_at(until, fanout.next()).await
-        {
-            if let Ok(obj) = result {
+        while let Ok(Some(outcome)) = tokio::time::timeout_at(until, fanout.next()).await {
+            if let Ok(obj) = outcome.result {
                 merged.merge(&obj);
-                answers.push((node, primary, obj));
+                answers.push(Answer {
+                    slot: outcome.slot,
+                    node: outcome.node,
+                    object: obj,
+                });
             }
         }
         if merged.is_empty() {
@@ -394,15 +494,18 @@ impl Coordinator {
         let merged = Arc::new(merged);
         let repairs: FuturesUnordered<_> = answers
             .into_iter()
-            .filter(|(_, primary, obj)| *primary && *obj != *merged)
-            .map(|(node, _, _)| {
+            .filter(|a| a.slot == a.node && a.object != *merged)
+            .map(|a| {
                 let coord = self.clone();
+                let ring = ring.clone();
                 let key = key.clone();
                 let merged = merged.clone();
                 async move {
-                    match coord.store_on(&node, &key, &merged, None).await {
-                        Ok(()) => tracing::debug!(%node, "read repair"),
-                        Err(reason) => tracing::debug!(%node, %reason, "read repair failed"),
+                    match coord.store_on(&ring, &a.node, &key, &merged, None).await {
+                        Ok(()) => tracing::debug!(node = %a.node, "read repair"),
+                        Err(e) => {
+                            tracing::debug!(node = %a.node, reason = %e.reason(), "read repair failed")
+                        }
                     }
                 }
             })
@@ -413,51 +516,87 @@ impl Coordinator {
     /// Stores `object` on `node` (locally when it is this node), durably.
     async fn store_on(
         &self,
+        ring: &Ring,
         node: &NodeId,
         key: &str,
         object: &Arc<Object>,
         hint_for: Option<&NodeId>,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), CallError> {
+        let to = Self::addressee(ring, node);
+        let epoch = ring.epoch();
         if *node == self.me {
             return self
-                .replicate(key.to_string(), object, hint_for.cloned())
+                .replicate(to, epoch, key.to_string(), object, hint_for.cloned())
                 .await
-                .map_err(|e| e.to_string());
-        }
-        let timeout = self.replica_timeout();
-        self.peers
-            .call(node, timeout, |c, ctx| {
-                let key = key.to_string();
-                let object = object.clone();
-                let hint_for = hint_for.cloned();
-                async move { c.replicate(ctx, key, object, hint_for).await }
-            })
-            .await
-            .map_err(|e| e.reason())
-    }
-
-    /// Reads what `node` holds for `key` (locally when it is this node).
-    async fn fetch_from(&self, node: &NodeId, key: &str) -> std::result::Result<Object, String> {
-        if *node == self.me {
-            return self.read_replica(key).map_err(|e| e.to_string());
+                .map_err(CallError::Remote);
         }
         self.peers
             .call(node, self.replica_timeout(), |c, ctx| {
+                let to = to.clone();
                 let key = key.to_string();
-                async move { c.read_replica(ctx, key).await }
+                let object = object.clone();
+                let hint_for = hint_for.cloned();
+                async move { c.replicate(ctx, to, epoch, key, object, hint_for).await }
             })
             .await
-            .map_err(|e| e.reason())
+    }
+
+    /// Reads what `node` holds for `key` (locally when it is this node).
+    async fn fetch_from(
+        &self,
+        ring: &Ring,
+        node: &NodeId,
+        key: &str,
+    ) -> std::result::Result<Object, CallError> {
+        let to = Self::addressee(ring, node);
+        if *node == self.me {
+            return self.read_replica(&to, key).map_err(CallError::Remote);
+        }
+        self.peers
+            .call(node, self.replica_timeout(), |c, ctx| {
+                let to = to.clone();
+                let key = key.to_string();
+                async move { c.read_replica(ctx, to, key).await }
+            })
+            .await
+    }
+
+    /// Refuses a node-to-node call meant for another node (see [`Addressee`]).
+    pub fn check_addressee(&self, to: &Addressee) -> Result<()> {
+        if to.node != self.me {
+            return Err(Error::Stranger {
+                node: to.node.clone(),
+                reason: format!(
+                    "the process there runs as {} (started with another --host/--port)",
+                    self.me
+                ),
+            });
+        }
+        match to.identity {
+            Some(id) if id != self.storage.uuid() => Err(Error::Stranger {
+                node: to.node.clone(),
+                reason: format!(
+                    "it has identity {}, the ring knows identity {id} (another data directory)",
+                    self.storage.uuid()
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Replica side of a write: merge `object` into this node's copy of `key` (or
-    /// into the hint for `hint_for`) and answer once it is durable.
+    /// into the hint for `hint_for`) and answer once it is durable. A write placed
+    /// under an older ring than this node's is refused (`epoch` 0 is a delivery of
+    /// data already stored elsewhere, and is not checked).
     pub async fn replicate(
         &self,
+        to: Addressee,
+        epoch: u64,
         key: Key,
         object: &Object,
         hint_for: Option<NodeId>,
     ) -> Result<()> {
+        self.check_addressee(&to)?;
         check_key(&key)?;
         let size = object.approx_size();
         if size > MAX_OBJECT_BYTES {
@@ -466,103 +605,144 @@ impl Coordinator {
                 limit: MAX_OBJECT_BYTES,
             });
         }
-        match hint_for {
-            Some(target) if target != self.me => self.storage.merge_hint(&target, &key, object)?,
-            _ => {
-                self.storage.merge(&key, object)?;
+        {
+            // The ring is held while the write is applied, so a transfer that
+            // starts for a newer ring sees this write (RingCell::older_in_use).
+            let ring = self.ring.get();
+            let current = ring.as_ref().map(|r| r.epoch()).unwrap_or(0);
+            if epoch != 0 && epoch < current {
+                return Err(Error::StaleRing {
+                    node: self.me.clone(),
+                    sent: epoch,
+                    current,
+                });
+            }
+            if epoch > current {
+                self.ring_news.notify_one();
+            }
+            match hint_for {
+                Some(target) if target != self.me => {
+                    self.storage.merge_hint(&target, &key, object)?
+                }
+                _ => {
+                    self.storage.merge(&key, object)?;
+                }
             }
         }
         self.storage.durable().await
     }
 
     /// Replica side of a read.
-    pub fn read_replica(&self, key: &str) -> Result<Object> {
+    pub fn read_replica(&self, to: &Addressee, key: &str) -> Result<Object> {
+        self.check_addressee(to)?;
         check_key(key)?;
         self.storage.get(key)
     }
+
+    /// Receiving side of a ring change's transfer: merges every object, durably.
+    pub async fn transfer(&self, to: Addressee, items: Vec<(Key, Arc<Object>)>) -> Result<u64> {
+        self.check_addressee(&to)?;
+        for (key, object) in &items {
+            check_key(key)?;
+            let size = object.approx_size();
+            if size > MAX_OBJECT_BYTES {
+                return Err(Error::ObjectTooLarge {
+                    size,
+                    limit: MAX_OBJECT_BYTES,
+                });
+            }
+        }
+        let storage = self.storage.clone();
+        let changed = tokio::task::spawn_blocking(move || storage.merge_many(&items))
+            .await
+            .map_err(|e| Error::internal(e.to_string()))??;
+        self.storage.durable().await?;
+        Ok(u64::try_from(changed).unwrap_or(u64::MAX))
+    }
 }
 
-type WriteAttempt = BoxFuture<'static, (NodeId, NodeId, bool, std::result::Result<(), String>)>;
+/// One answer to a read.
+struct Answer {
+    slot: NodeId,
+    node: NodeId,
+    object: Object,
+}
 
-/// The copies of one write in flight: each attempt stores the object on a node for
-/// a replica slot (a hint when the node stands in), and a failed attempt is
-/// replaced by the next stand-in. Polled by the request until W acks, then (if
-/// attempts remain) by a background task, so every reachable replica gets a copy.
-struct WriteFanout {
-    coord: Arc<Coordinator>,
-    key: Key,
-    object: Arc<Object>,
-    /// Nodes outside the preference list, next one last.
+/// The outcome of one attempt: the slot it served, the node that served it, and
+/// what happened.
+struct Outcome<T> {
+    slot: NodeId,
+    node: NodeId,
+    result: std::result::Result<T, CallError>,
+}
+
+type Attempt<T> = BoxFuture<'static, (NodeId, NodeId, std::result::Result<T, CallError>)>;
+type Launch<T> = Box<dyn Fn(NodeId, NodeId) -> Attempt<T> + Send + Sync>;
+
+/// The calls of one request in flight, one per slot: a failed attempt is
+/// replaced by the next stand-in, which serves the same slot. Polled by the
+/// request until its quorum, then (if attempts remain) in the background. The
+/// same machinery serves writes (`T = ()`) and reads (`T = Object`).
+struct Fanout<T> {
+    /// Stand-ins not yet used, next one last.
     fallbacks: Vec<NodeId>,
-    pending: FuturesUnordered<WriteAttempt>,
+    pending: FuturesUnordered<Attempt<T>>,
+    launch: Launch<T>,
+    /// The coordinator's own slot: a local failure is not handed to a stand-in.
+    me: NodeId,
 }
 
-impl WriteFanout {
-    /// Stores the object on `node` for replica `slot` (a hint when they differ).
-    fn push(&mut self, slot: NodeId, node: NodeId) {
-        let coord = self.coord.clone();
-        let key = self.key.clone();
-        let object = self.object.clone();
-        self.pending.push(Box::pin(async move {
-            let hint_for = (slot != node).then_some(&slot);
-            let r = coord.store_on(&node, &key, &object, hint_for).await;
-            let hinted = hint_for.is_some();
-            (slot, node, hinted, r)
-        }));
+impl<T: Send + 'static> Fanout<T> {
+    fn new(placement: &Placement, me: &NodeId, launch: Launch<T>) -> Fanout<T> {
+        Fanout {
+            fallbacks: placement
+                .fallbacks
+                .iter()
+                .rev()
+                .filter(|n| *n != me)
+                .cloned()
+                .collect(),
+            pending: FuturesUnordered::new(),
+            launch,
+            me: me.clone(),
+        }
     }
 
-    /// Sends the copy for `slot` to the next stand-in, if any is left.
+    /// Starts an attempt on `node` for `slot` (a hint when they differ).
+    fn push(&mut self, slot: NodeId, node: NodeId) {
+        self.pending.push((self.launch)(slot, node));
+    }
+
+    /// Adds an attempt made elsewhere (the coordinator's own flush).
+    fn push_future(&mut self, attempt: Attempt<T>) {
+        self.pending.push(attempt);
+    }
+
+    /// Sends `slot` to the next stand-in, if any is left.
     fn push_fallback(&mut self, slot: NodeId) {
         if let Some(f) = self.fallbacks.pop() {
             self.push(slot, f);
         }
     }
 
-    /// The next outcome: the node, whether it held a hint, and its result.
-    async fn next(&mut self) -> Option<(NodeId, bool, std::result::Result<(), String>)> {
-        let (slot, node, hinted, result) = self.pending.next().await?;
-        if result.is_err() && slot != self.coord.me {
-            self.push_fallback(slot);
+    fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// The next outcome; a failure starts the slot's next stand-in. A refusal
+    /// for a stale ring does not: every node with the newer ring would refuse.
+    async fn next(&mut self) -> Option<Outcome<T>> {
+        let (slot, node, result) = self.pending.next().await?;
+        if let Err(e) = &result {
+            let stale = matches!(e, CallError::Remote(Error::StaleRing { .. }));
+            if node != self.me && !stale {
+                self.push_fallback(slot.clone());
+            }
         }
-        Some((node, hinted, result))
+        Some(Outcome { slot, node, result })
     }
 
     /// Drives the remaining attempts to completion.
-    async fn finish(mut self) {
-        while self.next().await.is_some() {}
-    }
-}
-
-type ReadAttempt = BoxFuture<'static, (NodeId, bool, std::result::Result<Object, String>)>;
-
-/// The reads of one get in flight; a failed read is replaced by the next stand-in.
-struct ReadFanout {
-    coord: Arc<Coordinator>,
-    key: Key,
-    fallbacks: Vec<NodeId>,
-    pending: FuturesUnordered<ReadAttempt>,
-}
-
-impl ReadFanout {
-    fn push(&mut self, node: NodeId, primary: bool) {
-        let coord = self.coord.clone();
-        let key = self.key.clone();
-        self.pending.push(Box::pin(async move {
-            let r = coord.fetch_from(&node, &key).await;
-            (node, primary, r)
-        }));
-    }
-
-    async fn next(&mut self) -> Option<(NodeId, bool, std::result::Result<Object, String>)> {
-        let (node, primary, result) = self.pending.next().await?;
-        if result.is_err() {
-            if let Some(f) = self.fallbacks.pop() {
-                self.push(f, false);
-            }
-        }
-        Some((node, primary, result))
-    }
-
     async fn finish(mut self) {
         while self.next().await.is_some() {}
     }

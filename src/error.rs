@@ -105,6 +105,19 @@ pub enum Error {
     /// The local store failed (disk full, corrupt record, ...).
     #[error("storage error: {reason}")]
     Storage { reason: String },
+    /// A node-to-node write placed under an older ring than the receiver's: the
+    /// ring changed while the request ran. The coordinator learns the new ring;
+    /// the client may retry (the write may already be stored on some nodes).
+    #[error("the ring changed while the request ran: it was placed under epoch {sent}, {node} is at epoch {current}")]
+    StaleRing {
+        node: NodeId,
+        sent: u64,
+        current: u64,
+    },
+    /// A node-to-node call reached a node that is not the member it was meant
+    /// for (another data directory at the address, or another address).
+    #[error("{node} is not the member the ring knows at that address: {reason}")]
+    Stranger { node: NodeId, reason: String },
     /// The node is shutting down and takes no new requests.
     #[error("node is shutting down")]
     ShuttingDown,

@@ -19,6 +19,7 @@ use futures::StreamExt;
 
 use crate::peers::Peers;
 use crate::ring::RingCell;
+use crate::rpc::Addressee;
 use crate::storage::{Hint, Storage};
 use crate::types::NodeId;
 
@@ -110,12 +111,30 @@ impl Handoff {
     }
 
     async fn deliver(&self, hint: &Hint) -> Result<(), String> {
-        let ring = self.ring.get();
-        let targets = match &ring {
-            Some(r) if !r.is_member(&hint.target) => r.preference_list(hint.key.as_bytes()),
-            _ => vec![hint.target.clone()],
+        // Computed up front: the ring is not held across the calls (a ring
+        // change's transfer waits for requests that hold an older ring).
+        let targets: Vec<Addressee> = match self.ring.get() {
+            Some(r) => {
+                let nodes = if r.is_member(&hint.target) {
+                    vec![hint.target.clone()]
+                } else {
+                    r.preference_list(hint.key.as_bytes())
+                };
+                nodes
+                    .into_iter()
+                    .map(|node| Addressee {
+                        identity: r.identity(&node),
+                        node,
+                    })
+                    .collect()
+            }
+            None => vec![Addressee {
+                node: hint.target.clone(),
+                identity: None,
+            }],
         };
-        for target in targets {
+        for to in targets {
+            let target = to.node.clone();
             if target == self.me {
                 self.storage
                     .merge(&hint.key, &hint.object)
@@ -125,9 +144,12 @@ impl Handoff {
             }
             self.peers
                 .call(&target, HANDOFF_TIMEOUT, |c, ctx| {
+                    let to = to.clone();
                     let key = hint.key.clone();
                     let object = hint.object.clone();
-                    async move { c.replicate(ctx, key, object, None).await }
+                    // Epoch 0: a delivery of a write already acknowledged, not
+                    // placed under any ring.
+                    async move { c.replicate(ctx, to, 0, key, object, None).await }
                 })
                 .await
                 .map_err(|e| e.reason())?;

@@ -9,7 +9,7 @@
 //! | 2 | [`storage`] |
 //! | 3 | [`rpc`] |
 //! | 4 | [`peers`] |
-//! | 5 | [`coordinator`], [`membership`], [`handoff`] |
+//! | 5 | [`coordinator`], [`membership`], [`handoff`], [`rebalance`] |
 //! | 6 | [`server`], [`client`], [`repl`], [`bench`] |
 
 pub mod error;
@@ -28,6 +28,7 @@ pub mod peers;
 pub mod coordinator;
 pub mod handoff;
 pub mod membership;
+pub mod rebalance;
 
 pub mod bench;
 pub mod client;

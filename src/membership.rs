@@ -2,34 +2,62 @@
 //! makes a new epoch, persisted by the leader and committed to every member.
 //!
 //! * `add-node` / `remove-node` run only at the leader, one at a time. A node must
-//!   answer before it is added, so a typo does not join a ghost.
+//!   answer before it is added, under the address it runs as, and with an
+//!   identity (the UUID of its data directory) no other member has: one process
+//!   never counts as two replicas, and a typo does not join a ghost.
+//! * A change is a transition (see [`crate::ring`] and [`crate::rebalance`]):
+//!   `add-node` / `remove-node` commit an epoch that carries the target
+//!   membership and answer at once; data moves in the background. The leader's
+//!   [`Membership::run_transitions`] polls every node of both rings, re-sends the
+//!   ring to any that lag, and settles (another epoch) once every node reports
+//!   its transfer done, except a leaving node that has not answered for
+//!   [`LEAVING_DOWN_POLLS`] polls in a row: a dead node can be removed, its keys
+//!   come from the surviving replicas. A second change while one runs is
+//!   refused, naming the running one.
 //! * A change is durable at the leader before anyone else sees it, then pushed to
-//!   every member (and to a removed node, so it knows). Members persist a ring
-//!   before acknowledging it.
+//!   every node of both rings (and to a removed node at the settle, so it knows).
+//!   Members persist a ring before acknowledging it. The transition lives in the
+//!   persisted ring, so a leader killed in the middle resumes it at restart.
 //! * A member that missed a push catches up by pulling the ring from the leader:
-//!   at start-up and every [`RING_SYNC_INTERVAL`]. A node never installs a ring
-//!   older than the one it has (epochs only grow).
+//!   at start-up, every [`RING_SYNC_INTERVAL`], and at once when a peer shows it
+//!   a newer epoch. A node never installs a ring older than the one it has.
 //! * The leader's N/W/R travel in the ring; a member started with other values
 //!   warns and follows the leader.
 //! * A restart keeps the ring and the leader's role: a persisted ring wins over the
 //!   `--leader` flag, with a warning when they disagree.
 //!
-//! Left out here: moving data when owners change (the next issue), electing a new
-//! leader (the leader being down stops only membership changes).
+//! Left out here: electing a new leader (the leader being down stops only
+//! membership changes and the settling of a running one).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
+use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
-use crate::peers::Peers;
+use crate::peers::{CallError, Peers};
 use crate::ring::{RingCell, RingState};
-use crate::rpc::{MemberStatus, MembershipReply, NodeInfo, NodeState, StatusReply};
+use crate::rpc::{
+    LocateReply, MemberStatus, MembershipReply, NodeInfo, NodeState, SenderStatus, StatusReply,
+    TransferPhase, TransferProgress, TransitionStatus,
+};
 use crate::storage::Storage;
-use crate::types::{NodeId, Replication};
+use crate::types::{Key, NodeId, Replication};
+
+/// Where this node's part in a ring change stands (the rebalancing task's view).
+pub type ProgressSource = Arc<dyn Fn() -> Option<TransferProgress> + Send + Sync>;
+
+/// How often the leader polls the nodes of a running change. A quarter second
+/// makes an empty ring's change settle at once while costing one small RPC per
+/// node per poll, and only while a change runs.
+pub const TRANSITION_POLL: Duration = Duration::from_millis(250);
+/// Polls in a row (about two seconds) a leaving node must fail to answer before
+/// the leader settles without its report.
+pub const LEAVING_DOWN_POLLS: u32 = 8;
 
 /// How often a node asks the leader for a newer ring. Two seconds bounds how long a
 /// returning member runs on an old ring while costing one tiny RPC per interval.
@@ -47,10 +75,15 @@ pub struct Membership {
     configured_replication: Replication,
     changes: tokio::sync::Mutex<()>,
     warned_replication: AtomicBool,
+    progress: ProgressSource,
+    ring_news: Arc<Notify>,
 }
 
 impl Membership {
     /// Membership for node `me`, told `leader` and `replication` on the command line.
+    /// `progress` reports this node's part in a ring change; `ring_news` wakes the
+    /// ring sync when a peer has shown a newer epoch.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         me: NodeId,
         storage: Arc<Storage>,
@@ -58,6 +91,8 @@ impl Membership {
         ring: Arc<RingCell>,
         leader: NodeId,
         replication: Replication,
+        progress: ProgressSource,
+        ring_news: Arc<Notify>,
     ) -> Membership {
         Membership {
             me,
@@ -68,6 +103,8 @@ impl Membership {
             configured_replication: replication,
             changes: tokio::sync::Mutex::new(()),
             warned_replication: AtomicBool::new(false),
+            progress,
+            ring_news,
         }
     }
 
@@ -85,9 +122,21 @@ impl Membership {
                     );
                 }
                 self.check_replication(&state);
+                if let Some(other) = state.address_of(&self.storage.uuid()) {
+                    if *other != self.me {
+                        tracing::warn!(
+                            member = %other,
+                            this = %self.me,
+                            "this data directory belongs to the member {other}, but the node runs as {}: \
+                             it will not answer for {other}; restart it with that --host/--port",
+                            self.me
+                        );
+                    }
+                }
                 tracing::info!(
                     epoch = state.epoch,
                     members = state.members.len(),
+                    transition = state.transition.is_some(),
                     "ring loaded"
                 );
                 self.ring.install(state);
@@ -135,12 +184,13 @@ impl Membership {
         }
     }
 
-    /// `add-node`: the node, already running, joins the ring.
+    /// `add-node`: the node, already running, joins the ring. Answers once the
+    /// change has started; the data moves in the background.
     pub async fn add_node(&self, node: NodeId) -> Result<MembershipReply> {
         self.leader_ring()?;
         let _one_at_a_time = self.changes.lock().await;
         let current = self.leader_ring()?;
-        if current.members.contains(&node) {
+        if current.transition.is_none() && current.members.contains(&node) {
             return Err(Error::Membership {
                 reason: format!(
                     "{node} is already a member of the ring (epoch {})",
@@ -148,7 +198,9 @@ impl Membership {
                 ),
             });
         }
-        if node != self.me {
+        let info = if node == self.me {
+            self.info()
+        } else {
             self.peers
                 .call(&node, MEMBERSHIP_TIMEOUT, |c, ctx| async move {
                     c.info(ctx).await
@@ -159,56 +211,78 @@ impl Membership {
                         "cannot add {node}: it does not answer ({}); start it first",
                         e.reason()
                     ),
-                })?;
+                })?
+        };
+        if let Some(other) = current.address_of(&info.identity) {
+            if *other != node {
+                return Err(Error::Membership {
+                    reason: format!(
+                        "cannot add {node}: it is the node already in the ring as {other} \
+                         (same node identity {}); one process cannot be two replicas",
+                        info.identity
+                    ),
+                });
+            }
         }
-        let next = current.with_member(node)?;
-        self.commit(next, None).await
+        if info.id != node {
+            return Err(Error::Membership {
+                reason: format!(
+                    "cannot add {node}: the node answering there runs as {}; add it under \
+                     the address it was started with (--host/--port)",
+                    info.id
+                ),
+            });
+        }
+        let next = current.begin_add(node, Some(info.identity), now_ms())?;
+        self.commit(next, Vec::new()).await
     }
 
-    /// `remove-node`: the node leaves the ring.
+    /// `remove-node`: the node leaves the ring once its keys have moved. It may
+    /// be down: its keys then come from the other replicas.
     pub async fn remove_node(&self, node: NodeId) -> Result<MembershipReply> {
         self.leader_ring()?;
         let _one_at_a_time = self.changes.lock().await;
         let current = self.leader_ring()?;
-        let next = current.without_member(&node)?;
-        self.commit(next, Some(node)).await
+        let next = current.begin_remove(&node, now_ms())?;
+        self.commit(next, Vec::new()).await
     }
 
-    /// Persists `next`, installs it here and pushes it to every member (and to
-    /// `also`, a node that just left).
-    async fn commit(&self, next: RingState, also: Option<NodeId>) -> Result<MembershipReply> {
+    /// Persists `next`, installs it here and pushes it to every node of both of
+    /// its rings (and to `also`, nodes that just left).
+    async fn commit(&self, next: RingState, also: Vec<NodeId>) -> Result<MembershipReply> {
         self.storage.save_ring(&next)?;
         self.storage.durable().await?;
         self.ring.install(next.clone());
-        tracing::info!(epoch = next.epoch, members = ?next.members, "ring changed");
+        match &next.transition {
+            Some(_) => tracing::info!(
+                epoch = next.epoch,
+                change = %next.describe_change(),
+                "ring change started"
+            ),
+            None => tracing::info!(epoch = next.epoch, members = ?next.members, "ring settled"),
+        }
         let mut targets: Vec<NodeId> = next
-            .members
-            .iter()
-            .filter(|n| **n != self.me)
-            .cloned()
+            .all_nodes()
+            .into_iter()
+            .filter(|n| *n != self.me)
             .collect();
-        targets.extend(also.filter(|n| *n != self.me));
+        targets.extend(also.into_iter().filter(|n| *n != self.me));
         let pushes: FuturesUnordered<_> = targets
             .into_iter()
             .map(|node| {
                 let state = next.clone();
                 async move {
-                    let out = self
-                        .peers
-                        .call(&node, MEMBERSHIP_TIMEOUT, |c, ctx| {
-                            let s = state.clone();
-                            async move { c.install_ring(ctx, s).await }
-                        })
-                        .await;
+                    let out = self.push_ring(&node, state).await;
                     (node, out)
                 }
             })
             .collect();
         let mut unreached = Vec::new();
+        let all = next.all_nodes();
         for (node, out) in pushes.collect::<Vec<_>>().await {
             if let Err(e) = out {
                 tracing::warn!(%node, reason = %e.reason(), "ring not delivered; it will catch up");
-                if next.members.contains(&node) {
+                if all.contains(&node) {
                     unreached.push(node);
                 }
             }
@@ -216,9 +290,133 @@ impl Membership {
         unreached.sort();
         Ok(MembershipReply {
             epoch: next.epoch,
-            members: next.members,
+            joining: next.joining(),
+            leaving: next.leaving(),
+            members: next.target().to_vec(),
             unreached,
         })
+    }
+
+    async fn push_ring(
+        &self,
+        node: &NodeId,
+        state: RingState,
+    ) -> std::result::Result<u64, CallError> {
+        self.peers
+            .call(node, MEMBERSHIP_TIMEOUT, |c, ctx| {
+                let s = state.clone();
+                async move { c.install_ring(ctx, s).await }
+            })
+            .await
+    }
+
+    /// The leader's side of ring changes: while one runs, polls every node of
+    /// both rings, re-sends the ring to any that lag, and settles once every
+    /// node has reported its transfer done (see the module docs). Runs until
+    /// `stop`.
+    pub async fn run_transitions(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut silent: BTreeMap<NodeId, u32> = BTreeMap::new();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(TRANSITION_POLL) => {}
+                _ = stop.changed() => return,
+            }
+            let state = match self.ring.get() {
+                Some(r) if *r.leader() == self.me && r.transition().is_some() => r.state().clone(),
+                _ => {
+                    silent.clear();
+                    continue;
+                }
+            };
+            if self.transition_done(&state, &mut silent).await {
+                if let Err(e) = self.settle(state.epoch).await {
+                    tracing::warn!(error = %e, "cannot settle the ring change yet");
+                }
+                silent.clear();
+            }
+        }
+    }
+
+    /// Polls every node of the change in `state`: true once each has finished
+    /// its transfer (or is a leaving node that stays silent).
+    async fn transition_done(&self, state: &RingState, silent: &mut BTreeMap<NodeId, u32>) -> bool {
+        let leaving = state.leaving();
+        let mut all_done = true;
+        for (node, out) in self.probe(&state.all_nodes()).await {
+            let info = out.and_then(|info| match state.identities.get(&node) {
+                Some(id) if *id != info.identity => Err(CallError::Remote(Error::Stranger {
+                    node: node.clone(),
+                    reason: format!("it has identity {}, the ring knows {id}", info.identity),
+                })),
+                _ => Ok(info),
+            });
+            let done = match info {
+                Ok(info) => {
+                    silent.remove(&node);
+                    if info.epoch < state.epoch {
+                        if let Err(e) = self.push_ring(&node, state.clone()).await {
+                            tracing::debug!(%node, reason = %e.reason(), "ring not delivered");
+                        }
+                    }
+                    info.transfer
+                        .is_some_and(|t| t.epoch == state.epoch && t.phase == TransferPhase::Done)
+                }
+                Err(e) if leaving.contains(&node) => {
+                    let polls = silent.entry(node.clone()).or_insert(0);
+                    *polls += 1;
+                    if *polls == LEAVING_DOWN_POLLS {
+                        tracing::warn!(
+                            %node,
+                            reason = %e.reason(),
+                            "the leaving node does not answer; its keys are taken from the other replicas"
+                        );
+                    }
+                    *polls >= LEAVING_DOWN_POLLS
+                }
+                Err(_) => false,
+            };
+            all_done &= done;
+        }
+        all_done
+    }
+
+    /// Ends the running change of epoch `epoch`.
+    async fn settle(&self, epoch: u64) -> Result<()> {
+        let _one_at_a_time = self.changes.lock().await;
+        let current = self.leader_ring()?;
+        if current.epoch != epoch || current.transition.is_none() {
+            return Ok(());
+        }
+        let left = current.leaving();
+        let next = current.settle()?;
+        self.commit(next, left).await?;
+        Ok(())
+    }
+
+    /// Asks each node for its [`NodeInfo`] (this node answers locally).
+    async fn probe(
+        &self,
+        nodes: &[NodeId],
+    ) -> Vec<(NodeId, std::result::Result<NodeInfo, CallError>)> {
+        let probes: FuturesUnordered<_> = nodes
+            .iter()
+            .cloned()
+            .map(|node| async move {
+                if node == self.me {
+                    return (node, Ok(self.info()));
+                }
+                let out = self
+                    .peers
+                    .call(&node, MEMBERSHIP_TIMEOUT, |c, ctx| async move {
+                        c.info(ctx).await
+                    })
+                    .await;
+                (node, out)
+            })
+            .collect();
+        let mut out: Vec<_> = probes.collect().await;
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// A ring pushed by the leader or pulled from it: installed and persisted if
@@ -270,6 +468,7 @@ impl Membership {
             }
             tokio::select! {
                 _ = tokio::time::sleep(RING_SYNC_INTERVAL) => {}
+                _ = self.ring_news.notified() => {}
                 _ = stop.changed() => return,
             }
         }
@@ -279,70 +478,185 @@ impl Membership {
     pub fn info(&self) -> NodeInfo {
         NodeInfo {
             id: self.me.clone(),
+            identity: self.storage.uuid(),
             epoch: self.ring.epoch(),
             keys: self.storage.key_count(),
             hints: self.storage.hint_count(),
             fsync: self.storage.fsync().to_string(),
+            transfer: (self.progress)(),
         }
     }
 
-    /// `status`: the ring as this node sees it and every member's liveness.
+    /// `status`: the ring as this node sees it, every node's liveness and
+    /// counters, and the running change with its progress.
     pub async fn status(&self) -> Result<StatusReply> {
-        let ring = self.ring.get().ok_or_else(|| Error::NoRing {
-            leader: self.configured_leader.clone(),
-        })?;
-        let probes: FuturesUnordered<_> = ring
-            .members()
+        let state = self
+            .ring
+            .get()
+            .ok_or_else(|| Error::NoRing {
+                leader: self.configured_leader.clone(),
+            })?
+            .state()
+            .clone();
+        let probed = self.probe(&state.all_nodes()).await;
+        let nodes = probed
             .iter()
-            .cloned()
-            .map(|node| async move {
-                if node == self.me {
-                    return (node, Ok(self.info()));
-                }
-                let out = self
-                    .peers
-                    .call(&node, MEMBERSHIP_TIMEOUT, |c, ctx| async move {
-                        c.info(ctx).await
-                    })
-                    .await;
-                (node, out)
-            })
-            .collect();
-        let mut nodes: Vec<MemberStatus> = probes
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
             .map(|(id, out)| match out {
                 Ok(info) => MemberStatus {
-                    id,
+                    id: id.clone(),
                     state: NodeState::Alive,
                     keys: Some(info.keys),
                     hints: Some(info.hints),
                     epoch: Some(info.epoch),
                 },
                 Err(e) => MemberStatus {
-                    id,
-                    // Refused connections mean the process is gone; a timeout may be
-                    // a slow or partitioned node.
-                    state: if e.never_delivered() && !e.reason().contains("timed out") {
-                        NodeState::Down
-                    } else {
-                        NodeState::Suspect
-                    },
+                    id: id.clone(),
+                    state: liveness(e),
                     keys: None,
                     hints: None,
                     epoch: None,
                 },
             })
             .collect();
-        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        let transition = state
+            .transition
+            .as_ref()
+            .map(|t| transition_status(&state, t.started_ms, &probed));
+        let member = state.all_nodes().contains(&self.me);
         Ok(StatusReply {
             node: self.me.clone(),
-            leader: ring.leader().clone(),
-            epoch: ring.epoch(),
-            replication: ring.replication(),
+            leader: state.leader.clone(),
+            epoch: state.epoch,
+            replication: state.replication,
             fsync: self.storage.fsync().to_string(),
             nodes,
+            transition,
+            member,
         })
     }
+
+    /// `locate`: the key's placement in this node's ring and how this node sees
+    /// each node of it.
+    pub async fn locate(&self, key: Key) -> Result<LocateReply> {
+        crate::types::check_key(&key)?;
+        let ring = self.ring.get().ok_or_else(|| Error::NoRing {
+            leader: self.configured_leader.clone(),
+        })?;
+        let placement = ring.placement(key.as_bytes());
+        let epoch = ring.epoch();
+        drop(ring);
+        let nodes: Vec<NodeId> = placement
+            .slots()
+            .chain(&placement.fallbacks)
+            .cloned()
+            .collect();
+        let states = self
+            .probe(&nodes)
+            .await
+            .into_iter()
+            .map(|(node, out)| {
+                let state = match out {
+                    Ok(_) => NodeState::Alive,
+                    Err(e) => liveness(&e),
+                };
+                (node, state)
+            })
+            .collect();
+        Ok(LocateReply {
+            key,
+            epoch,
+            replicas: placement.replicas,
+            pending: placement.pending,
+            fallbacks: placement.fallbacks,
+            states,
+        })
+    }
+}
+
+/// How a failed probe reads: a refused connection means the process is gone, a
+/// timeout may be a slow or partitioned node.
+fn liveness(e: &CallError) -> NodeState {
+    match e {
+        CallError::Unreachable(r) if !r.contains("timed out") => NodeState::Down,
+        CallError::Remote(Error::Stranger { .. }) => NodeState::Down,
+        _ => NodeState::Suspect,
+    }
+}
+
+/// The running change's progress, summed from every node's report.
+fn transition_status(
+    state: &RingState,
+    started_ms: u64,
+    probed: &[(NodeId, std::result::Result<NodeInfo, CallError>)],
+) -> TransitionStatus {
+    let mut senders = Vec::new();
+    let (mut to_move, mut moved, mut bytes) = (0u64, 0u64, 0u64);
+    for (node, out) in probed {
+        let report = match out {
+            Ok(info) => info.transfer.clone().filter(|t| t.epoch == state.epoch),
+            Err(_) => None,
+        };
+        let line = match (out, report) {
+            (Err(_), _) => SenderStatus {
+                node: node.clone(),
+                state: "unreachable".into(),
+                keys_to_move: 0,
+                keys_moved: 0,
+                bytes_moved: 0,
+            },
+            (Ok(_), None) => SenderStatus {
+                node: node.clone(),
+                state: "waiting".into(),
+                keys_to_move: 0,
+                keys_moved: 0,
+                bytes_moved: 0,
+            },
+            (Ok(_), Some(t)) => SenderStatus {
+                node: node.clone(),
+                state: phase_name(t.phase).into(),
+                keys_to_move: t.keys_to_move,
+                keys_moved: t.keys_moved,
+                bytes_moved: t.bytes_moved,
+            },
+        };
+        to_move += line.keys_to_move;
+        moved += line.keys_moved;
+        bytes += line.bytes_moved;
+        senders.push(line);
+    }
+    let elapsed_ms = now_ms().saturating_sub(started_ms);
+    let keys_per_sec = moved
+        .saturating_mul(1000)
+        .checked_div(elapsed_ms)
+        .unwrap_or(0);
+    let eta_s = (keys_per_sec > 0).then(|| to_move.saturating_sub(moved) / keys_per_sec);
+    TransitionStatus {
+        epoch: state.epoch,
+        joining: state.joining(),
+        leaving: state.leaving(),
+        keys_to_move: to_move,
+        keys_moved: moved,
+        bytes_moved: bytes,
+        elapsed_ms,
+        keys_per_sec,
+        eta_s,
+        senders,
+    }
+}
+
+fn phase_name(phase: TransferPhase) -> &'static str {
+    match phase {
+        TransferPhase::Draining => "draining",
+        TransferPhase::Counting => "counting",
+        TransferPhase::Sending => "sending",
+        TransferPhase::Done => "done",
+    }
+}
+
+/// The wall clock in milliseconds since the Unix epoch (shown to operators only).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }

@@ -11,6 +11,7 @@
 //! allocated, and a frame that does not decode closes it too. Errors the node means
 //! to report travel inside responses as `Result<T, Error>`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tarpc::tokio_serde::formats::Bincode;
 use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::ring::RingState;
@@ -68,13 +70,107 @@ pub struct ReadReply {
     pub replicas: Vec<NodeId>,
 }
 
-/// The answer to add-node / remove-node.
+/// The answer to add-node / remove-node: the change has started (it settles in
+/// the background; `status` shows its progress).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MembershipReply {
+    /// The epoch that started the change.
     pub epoch: u64,
+    /// The members once the change settles.
     pub members: Vec<NodeId>,
-    /// Members the new ring has not reached yet (they catch up when they return).
+    /// Nodes the change adds.
+    pub joining: Vec<NodeId>,
+    /// Nodes the change removes.
+    pub leaving: Vec<NodeId>,
+    /// Nodes the new ring has not reached yet (they catch up when they return).
     pub unreached: Vec<NodeId>,
+}
+
+/// The node a node-to-node call is meant for: its address and, when the ring
+/// knows it, its identity. A node that is not that member refuses the call, so a
+/// stranger at a member's address (another data directory, or one process under
+/// two addresses) never counts as the member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Addressee {
+    pub node: NodeId,
+    pub identity: Option<Uuid>,
+}
+
+/// Where one sender of a ring change is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransferPhase {
+    /// Waiting for requests begun under the previous ring to finish.
+    Draining,
+    /// Counting the keys it must send.
+    Counting,
+    /// Sending keys to their new owners.
+    Sending,
+    /// Every key it holds is confirmed on its new owners.
+    Done,
+}
+
+/// One node's part in the running ring change, as it reports it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TransferProgress {
+    /// The transition epoch this is about.
+    pub epoch: u64,
+    pub phase: TransferPhase,
+    /// Keys this node holds that the change gives to new owners (each key
+    /// counts once per node that holds it).
+    pub keys_to_move: u64,
+    /// Of those, keys every new owner has acknowledged.
+    pub keys_moved: u64,
+    /// Bytes of objects sent so far.
+    pub bytes_moved: u64,
+    /// Milliseconds since this node started its part.
+    pub elapsed_ms: u64,
+}
+
+/// One node's line in `status`'s transition.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SenderStatus {
+    pub node: NodeId,
+    /// `draining`, `counting`, `sending`, `done`, or `unreachable`.
+    pub state: String,
+    pub keys_to_move: u64,
+    pub keys_moved: u64,
+    pub bytes_moved: u64,
+}
+
+/// The running ring change in `status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TransitionStatus {
+    pub epoch: u64,
+    pub joining: Vec<NodeId>,
+    pub leaving: Vec<NodeId>,
+    /// Sum over the nodes that hold data (a key held by three nodes counts three times).
+    pub keys_to_move: u64,
+    pub keys_moved: u64,
+    pub bytes_moved: u64,
+    /// Milliseconds since the leader started the change.
+    pub elapsed_ms: u64,
+    /// Keys moved per second since the start.
+    pub keys_per_sec: u64,
+    /// Seconds left at that rate (None until something moved).
+    pub eta_s: Option<u64>,
+    /// Each node's part.
+    pub senders: Vec<SenderStatus>,
+}
+
+/// The answer to `locate`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LocateReply {
+    pub key: Key,
+    pub epoch: u64,
+    /// The preference list in the current ring, in order.
+    pub replicas: Vec<NodeId>,
+    /// Owners a running change is moving the key to.
+    pub pending: Vec<NodeId>,
+    /// Stand-ins next in line, nearest first.
+    pub fallbacks: Vec<NodeId>,
+    /// How the answering node sees each of them.
+    pub states: BTreeMap<NodeId, NodeState>,
 }
 
 /// How the answering node sees one member.
@@ -110,16 +206,24 @@ pub struct StatusReply {
     /// The answering node's durability (`always`, `batch`, `never`).
     pub fsync: String,
     pub nodes: Vec<MemberStatus>,
+    /// The running ring change, with its progress (None when the ring is settled).
+    pub transition: Option<TransitionStatus>,
+    /// Whether the answering node is a member (of the current or target ring).
+    pub member: bool,
 }
 
 /// What a node says about itself to another node.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NodeInfo {
     pub id: NodeId,
+    /// The node's identity (created with its data directory).
+    pub identity: Uuid,
     pub epoch: u64,
     pub keys: u64,
     pub hints: u64,
     pub fsync: String,
+    /// Its part in the running ring change, if any.
+    pub transfer: Option<TransferProgress>,
 }
 
 /// The service every node serves.
@@ -136,13 +240,26 @@ pub trait Node {
     async fn remove_node(node: NodeId) -> Result<MembershipReply>;
     /// `status`.
     async fn status() -> Result<StatusReply>;
+    /// `locate`: where a key lives.
+    async fn locate(key: Key) -> Result<LocateReply>;
 
     // ---- called by nodes ----
     /// Store `object` durably for `key`, as this node's replica or, with `hint_for`,
-    /// as a hint for that replica.
-    async fn replicate(key: Key, object: Arc<Object>, hint_for: Option<NodeId>) -> Result<()>;
+    /// as a hint for that replica. `epoch` is the ring the coordinator placed the
+    /// write with (0: a delivery of data already stored elsewhere, not checked); a
+    /// node with a newer ring refuses it ([`Error::StaleRing`]).
+    async fn replicate(
+        to: Addressee,
+        epoch: u64,
+        key: Key,
+        object: Arc<Object>,
+        hint_for: Option<NodeId>,
+    ) -> Result<()>;
     /// What this node holds for `key` (its replica merged with hints for the key).
-    async fn read_replica(key: Key) -> Result<Object>;
+    async fn read_replica(to: Addressee, key: Key) -> Result<Object>;
+    /// Merges a batch of objects durably into this node's replica (a ring
+    /// change's transfer); returns how many keys changed.
+    async fn transfer(to: Addressee, items: Vec<(Key, Arc<Object>)>) -> Result<u64>;
     /// The leader commits a ring; returns the epoch the receiver now has.
     async fn install_ring(ring: RingState) -> Result<u64>;
     /// The ring this node has (None before it learned one).

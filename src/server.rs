@@ -28,9 +28,11 @@ use crate::error::{Error, Result};
 use crate::handoff::Handoff;
 use crate::membership::Membership;
 use crate::peers::Peers;
+use crate::rebalance::Rebalance;
 use crate::ring::{RingCell, RingState};
 use crate::rpc::{
-    self, MembershipReply, Node as _, NodeInfo, ReadReply, StatusReply, WriteReply, WriteRequest,
+    self, Addressee, LocateReply, MembershipReply, Node as _, NodeInfo, ReadReply, StatusReply,
+    WriteReply, WriteRequest,
 };
 use crate::storage::Storage;
 use crate::types::{Key, NodeId};
@@ -79,18 +81,41 @@ impl rpc::Node for Handler {
         self.0.membership.status().await
     }
 
+    async fn locate(self, _: tarpc::context::Context, key: Key) -> Result<LocateReply> {
+        self.0.membership.locate(key).await
+    }
+
     async fn replicate(
         self,
         _: tarpc::context::Context,
+        to: Addressee,
+        epoch: u64,
         key: Key,
         object: Arc<Object>,
         hint_for: Option<NodeId>,
     ) -> Result<()> {
-        self.0.coordinator.replicate(key, &object, hint_for).await
+        self.0
+            .coordinator
+            .replicate(to, epoch, key, &object, hint_for)
+            .await
     }
 
-    async fn read_replica(self, _: tarpc::context::Context, key: Key) -> Result<Object> {
-        self.0.coordinator.read_replica(&key)
+    async fn read_replica(
+        self,
+        _: tarpc::context::Context,
+        to: Addressee,
+        key: Key,
+    ) -> Result<Object> {
+        self.0.coordinator.read_replica(&to, &key)
+    }
+
+    async fn transfer(
+        self,
+        _: tarpc::context::Context,
+        to: Addressee,
+        items: Vec<(Key, Arc<Object>)>,
+    ) -> Result<u64> {
+        self.0.coordinator.transfer(to, items).await
     }
 
     async fn install_ring(self, _: tarpc::context::Context, ring: RingState) -> Result<u64> {
@@ -166,6 +191,18 @@ pub async fn start_on(config: NodeConfig, listener: TcpListener) -> Result<NodeH
     }
     let peers = Arc::new(Peers::default());
     let ring = Arc::new(RingCell::new());
+    let ring_news = Arc::new(tokio::sync::Notify::new());
+    let rebalance = Arc::new(Rebalance::new(
+        config.id.clone(),
+        storage.clone(),
+        peers.clone(),
+        ring.clone(),
+        config.transfer_rate,
+    ));
+    let progress = {
+        let rebalance = rebalance.clone();
+        Arc::new(move || rebalance.progress())
+    };
     let membership = Arc::new(Membership::new(
         config.id.clone(),
         storage.clone(),
@@ -173,8 +210,11 @@ pub async fn start_on(config: NodeConfig, listener: TcpListener) -> Result<NodeH
         ring.clone(),
         config.leader.clone(),
         config.replication,
+        progress,
+        ring_news.clone(),
     ));
     membership.load().await?;
+    let background = TaskTracker::new();
     let coordinator = Arc::new(Coordinator::new(
         config.id.clone(),
         storage.clone(),
@@ -182,6 +222,8 @@ pub async fn start_on(config: NodeConfig, listener: TcpListener) -> Result<NodeH
         ring.clone(),
         config.leader.clone(),
         config.request_timeout,
+        background.clone(),
+        ring_news,
     ));
     let handoff = Arc::new(Handoff::new(
         config.id.clone(),
@@ -194,8 +236,9 @@ pub async fn start_on(config: NodeConfig, listener: TcpListener) -> Result<NodeH
         membership: membership.clone(),
     });
     let (stop, stop_rx) = watch::channel(false);
-    let background = TaskTracker::new();
-    background.spawn(membership.run_sync(stop_rx.clone()));
+    background.spawn(membership.clone().run_sync(stop_rx.clone()));
+    background.spawn(membership.clone().run_transitions(stop_rx.clone()));
+    background.spawn(rebalance.run(stop_rx.clone()));
     background.spawn(handoff.run(stop_rx.clone()));
     tracing::info!(id = %config.id, addr = %local_addr, fsync = %storage.fsync(), "node listening");
     let main = tokio::spawn(serve(

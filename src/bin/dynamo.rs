@@ -56,6 +56,9 @@ struct Args {
     /// Coordinator deadline for one client request, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     request_timeout_ms: u64,
+    /// Keys per second this node sends to new owners during a ring change (0: no cap).
+    #[arg(long, default_value_t = dynamo::config::DEFAULT_TRANSFER_RATE)]
+    transfer_rate: u64,
 }
 
 fn main() -> ExitCode {
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         http_port: args.http_port,
         listen: args.listen,
         request_timeout_ms: Some(args.request_timeout_ms),
+        transfer_rate: Some(args.transfer_rate),
     }) {
         Ok(c) => c,
         Err(e) => {

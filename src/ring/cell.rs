@@ -2,8 +2,13 @@
 //! tasks. Readers take a cheap `Arc` clone and never hold the lock across an
 //! `.await`; a new ring replaces the old one only if its epoch is higher, so a
 //! stale push can never roll a node back.
+//!
+//! The cell also remembers the rings it replaced (weakly), so a ring change's
+//! transfer can wait until no request that began under an older ring is still
+//! running on this node ([`RingCell::older_in_use`]): from then on every write
+//! this node stores was placed with the new ring.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use super::{Ring, RingState};
 
@@ -11,6 +16,7 @@ use super::{Ring, RingState};
 #[derive(Default)]
 pub struct RingCell {
     current: RwLock<Option<Arc<Ring>>>,
+    retired: Mutex<Vec<Weak<Ring>>>,
 }
 
 impl RingCell {
@@ -38,7 +44,23 @@ impl RingCell {
         if cur.as_ref().is_some_and(|r| r.epoch() >= state.epoch) {
             return false;
         }
-        *cur = Some(Arc::new(Ring::new(state)));
+        let old = cur.replace(Arc::new(Ring::new(state)));
+        drop(cur);
+        if let Some(old) = old {
+            let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+            retired.retain(|w| w.strong_count() > 0);
+            retired.push(Arc::downgrade(&old));
+        }
         true
+    }
+
+    /// True while anything (a request, a task) still holds a ring older than
+    /// `epoch`.
+    pub fn older_in_use(&self, epoch: u64) -> bool {
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        retired.retain(|w| w.strong_count() > 0);
+        retired
+            .iter()
+            .any(|w| w.upgrade().is_some_and(|r| r.epoch() < epoch))
     }
 }

@@ -57,13 +57,39 @@
 //!
 //! [`RingState`] is what the leader owns and commits to every member: the
 //! epoch, the leader, the sorted members, the replication settings (the
-//! leader's N/W/R are the cluster's) and the token count. Each change
-//! ([`RingState::with_member`], [`RingState::without_member`]) makes a new
-//! state with the next epoch; the state is persisted and sent as is (serde).
-//! A state read from disk or received from a peer is checked with
+//! leader's N/W/R are the cluster's), the token count, each member's
+//! identity (the UUID of its data directory), and the ring change in
+//! progress, if any. The state is persisted and sent as is (serde). A state
+//! read from disk or received from a peer is checked with
 //! [`RingState::validate`] before it is used. [`Ring`] is the immutable,
 //! precomputed form that the request path shares behind an `Arc`, built once
 //! per epoch with [`Ring::new`].
+//!
+//! # Ring changes are transitions
+//!
+//! Adding or removing a node does not switch the ring from one membership to
+//! the next in one step: data has to move first. A change is a
+//! [`Transition`]: [`RingState::begin_add`] / [`RingState::begin_remove`]
+//! make the next epoch with `members` unchanged (the ring that owns the data
+//! now) and `transition.target` the membership once the change is over. While
+//! it runs, a [`Ring`] holds two token tables, and [`Ring::placement`] gives a
+//! key's [`Placement`]:
+//!
+//! * `replicas`: the key's preference list in the current ring (its owners
+//!   now, which hold its data);
+//! * `pending`: the nodes of its preference list in the target ring that are
+//!   not replicas now (they are receiving the data);
+//! * `fallbacks`: the stand-ins for sloppy quorum, nearest first: the target
+//!   ring's walk without the replicas and pending owners, so a leaving node
+//!   never takes a hint it would carry out of the ring.
+//!
+//! A write needs W acknowledgements among the current owners **and** W among
+//! the target owners; a read needs R answers from each ([`Quorum`]). Once
+//! every moved key is confirmed on its new owners the leader makes the next
+//! epoch with [`RingState::settle`]: `members` becomes the target and the
+//! transition ends. Only then may a node drop data the settled ring gives to
+//! others. One change runs at a time: `begin_*` refuse while one runs, naming
+//! it.
 //!
 //! # Invariants
 //!
@@ -71,18 +97,22 @@
 //!   most [`MAX_MEMBERS`], `tokens_per_node` is in `1..=`[`MAX_TOKENS_PER_NODE`],
 //!   the replication settings are valid, and the epoch is at least 1
 //!   ([`RingState::validate`]).
+//! - A transition's target is sorted, unique, differs from `members`, keeps
+//!   the leader, and has at most [`MAX_MEMBERS`].
+//! - Every identity names a member of the current or the target ring, and no
+//!   two addresses share one UUID (one process never counts as two replicas).
 //! - Every member has at least one token in a [`Ring`], so a walk that has not
 //!   yet found every member always finds the next one within one lap.
-//! - The same [`RingState`] gives the same token table and the same preference
-//!   lists, in every process.
+//! - The same [`RingState`] gives the same token tables and the same
+//!   placements, in every process.
 //!
 //! # Cost per request
 //!
-//! [`Ring::new`] hashes every token once. [`Ring::preference_list`] and
-//! [`Ring::walk`] hash only the key, binary-search the table for the first
-//! token, and step clockwise at most one lap, remembering the nodes already
-//! taken in a 256-bit set on the stack. The only allocation is the result
-//! (a vector of cloned identities).
+//! [`Ring::new`] hashes every token once (twice during a change, once per
+//! table). [`Ring::preference_list`], [`Ring::walk`] and [`Ring::placement`]
+//! hash only the key, binary-search a table for the first token, and step
+//! clockwise at most one lap, remembering the nodes already taken in a
+//! 256-bit set on the stack. The only allocations are the results.
 //!
 //! # What it leaves out
 //!
@@ -95,18 +125,23 @@
 //!   enough at this scale, at the price of key ranges that are not aligned to
 //!   fixed partitions.
 //! - Failure detection and liveness: the ring knows members, not which of them
-//!   are up. Skipping down nodes is the coordinator's job, using [`Ring::walk`].
+//!   are up. Skipping down nodes is the coordinator's job, using the
+//!   placement's fallbacks.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{Error, Result};
 use crate::types::{NodeId, Replication, MAX_CONTEXT_ENTRIES};
 
 mod cell;
+mod placement;
 pub use cell::RingCell;
+pub use placement::{Placement, Quorum};
 
 #[cfg(test)]
 mod tests;
@@ -156,12 +191,31 @@ pub struct RingState {
     pub epoch: u64,
     /// The node that owns the ring and makes every change.
     pub leader: NodeId,
-    /// Every member, sorted and without duplicates.
+    /// Every member, sorted and without duplicates: the ring that owns the
+    /// data now (during a transition, the ring before the change).
     pub members: Vec<NodeId>,
     /// N/W/R: the leader's values are the cluster's.
     pub replication: Replication,
     /// Tokens (virtual nodes) per member.
     pub tokens_per_node: u32,
+    /// The identity of each node of the current and target rings: the UUID
+    /// created with its data directory. A node missing here (a ring made
+    /// before identities existed) is not checked.
+    #[serde(default)]
+    pub identities: BTreeMap<NodeId, Uuid>,
+    /// The ring change in progress, if any.
+    #[serde(default)]
+    pub transition: Option<Transition>,
+}
+
+/// A ring change in progress: the membership the ring moves to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    /// The members once the change settles, sorted and without duplicates.
+    pub target: Vec<NodeId>,
+    /// When the leader started the change (milliseconds since the Unix epoch,
+    /// the leader's clock; shown to operators, never used for decisions).
+    pub started_ms: u64,
 }
 
 impl RingState {
@@ -174,14 +228,92 @@ impl RingState {
             leader,
             replication,
             tokens_per_node: DEFAULT_TOKENS_PER_NODE,
+            identities: BTreeMap::new(),
+            transition: None,
         }
     }
 
-    /// The next epoch's state with `node` added.
+    /// The members once the running change settles (`members` when none runs).
+    pub fn target(&self) -> &[NodeId] {
+        match &self.transition {
+            Some(t) => &t.target,
+            None => &self.members,
+        }
+    }
+
+    /// Nodes the running change adds (empty when none runs).
+    pub fn joining(&self) -> Vec<NodeId> {
+        let current = &self.members;
+        self.target()
+            .iter()
+            .filter(|n| current.binary_search(n).is_err())
+            .cloned()
+            .collect()
+    }
+
+    /// Nodes the running change removes (empty when none runs).
+    pub fn leaving(&self) -> Vec<NodeId> {
+        let target = self.target();
+        self.members
+            .iter()
+            .filter(|n| target.binary_search(n).is_err())
+            .cloned()
+            .collect()
+    }
+
+    /// Every node of the current and the target ring, sorted.
+    pub fn all_nodes(&self) -> Vec<NodeId> {
+        let mut all: Vec<NodeId> = self.members.iter().chain(self.target()).cloned().collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// The address a node with this identity is known under, if any.
+    pub fn address_of(&self, uuid: &Uuid) -> Option<&NodeId> {
+        self.identities
+            .iter()
+            .find_map(|(node, id)| (id == uuid).then_some(node))
+    }
+
+    /// Describes the running change for people: `adding 127.0.0.1:13342`.
+    pub fn describe_change(&self) -> String {
+        let mut parts = Vec::new();
+        let joining = self.joining();
+        let leaving = self.leaving();
+        if !joining.is_empty() {
+            parts.push(format!("adding {}", join_ids(&joining)));
+        }
+        if !leaving.is_empty() {
+            parts.push(format!("removing {}", join_ids(&leaving)));
+        }
+        if parts.is_empty() {
+            "no change".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+
+    fn refuse_while_changing(&self) -> Result<()> {
+        match &self.transition {
+            Some(_) => Err(membership(format!(
+                "a ring change is already running (epoch {}: {}); wait until it settles \
+                 (status shows its progress)",
+                self.epoch,
+                self.describe_change()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The next epoch's state starting a change that adds `node` (with the
+    /// identity `uuid`, when known). `now_ms` is the leader's clock.
     ///
-    /// Fails with [`Error::Membership`] if `node` is already a member or the
-    /// ring already has [`MAX_MEMBERS`] members.
-    pub fn with_member(&self, node: NodeId) -> Result<RingState> {
+    /// Fails with [`Error::Membership`] if a change is running, `node` is
+    /// already a member, another member has the same identity (one process
+    /// under two addresses), or the ring is full.
+    pub fn begin_add(&self, node: NodeId, uuid: Option<Uuid>, now_ms: u64) -> Result<RingState> {
+        self.refuse_while_changing()?;
         let at = match self.members.binary_search(&node) {
             Ok(_) => {
                 return Err(membership(format!(
@@ -191,6 +323,14 @@ impl RingState {
             }
             Err(at) => at,
         };
+        if let Some(uuid) = uuid {
+            if let Some(other) = self.address_of(&uuid) {
+                return Err(membership(format!(
+                    "cannot add {node}: it is the node already in the ring as {other} \
+                     (same node identity {uuid}); one process cannot be two replicas"
+                )));
+            }
+        }
         if self.members.len() >= MAX_MEMBERS {
             return Err(membership(format!(
                 "cannot add {node}: the ring already has {} members, the limit is {MAX_MEMBERS}",
@@ -198,15 +338,26 @@ impl RingState {
             )));
         }
         let mut next = self.next_epoch()?;
-        next.members.insert(at, node);
+        let mut target = self.members.clone();
+        target.insert(at, node.clone());
+        if let Some(uuid) = uuid {
+            next.identities.insert(node, uuid);
+        }
+        next.transition = Some(Transition {
+            target,
+            started_ms: now_ms,
+        });
         Ok(next)
     }
 
-    /// The next epoch's state with `node` removed.
+    /// The next epoch's state starting a change that removes `node`.
     ///
-    /// Fails with [`Error::Membership`] if `node` is not a member or is the
-    /// leader (the leader owns the ring and cannot hand itself out of it).
-    pub fn without_member(&self, node: &NodeId) -> Result<RingState> {
+    /// Fails with [`Error::Membership`] if a change is running, `node` is not
+    /// a member, is the leader (the leader owns the ring and cannot hand
+    /// itself out of it), or if fewer members than W would be left (every
+    /// write would then fail).
+    pub fn begin_remove(&self, node: &NodeId, now_ms: u64) -> Result<RingState> {
+        self.refuse_while_changing()?;
         let Ok(at) = self.members.binary_search(node) else {
             return Err(membership(format!(
                 "{node} is not a member of the ring (epoch {})",
@@ -218,8 +369,56 @@ impl RingState {
                 "cannot remove the leader {node}: the leader owns the ring and must stay a member"
             )));
         }
+        let left = self.members.len().saturating_sub(1);
+        let need = self.replication.w.max(self.replication.r);
+        if left < need {
+            return Err(membership(format!(
+                "cannot remove {node}: {left} member(s) would be left, fewer than the {need} \
+                 that every write (W = {}) and read (R = {}) needs",
+                self.replication.w, self.replication.r
+            )));
+        }
         let mut next = self.next_epoch()?;
-        next.members.remove(at);
+        let mut target = self.members.clone();
+        target.remove(at);
+        next.transition = Some(Transition {
+            target,
+            started_ms: now_ms,
+        });
+        Ok(next)
+    }
+
+    /// The next epoch's state ending the running change: the target becomes
+    /// the ring, identities of nodes that left are forgotten.
+    ///
+    /// Fails with [`Error::Membership`] when no change runs.
+    pub fn settle(&self) -> Result<RingState> {
+        let Some(transition) = &self.transition else {
+            return Err(membership(format!(
+                "no ring change is running (epoch {})",
+                self.epoch
+            )));
+        };
+        let mut next = self.next_epoch()?;
+        next.members = transition.target.clone();
+        next.transition = None;
+        next.identities
+            .retain(|node, _| transition.target.binary_search(node).is_ok());
+        Ok(next)
+    }
+
+    /// The next epoch's state with `node` added at once, with no transition
+    /// (a ring that holds no data yet, and tests of placement).
+    pub fn with_member(&self, node: NodeId) -> Result<RingState> {
+        let mut next = self.begin_add(node, None, 0)?.settle()?;
+        next.epoch = self.epoch.saturating_add(1);
+        Ok(next)
+    }
+
+    /// The next epoch's state with `node` removed at once, with no transition.
+    pub fn without_member(&self, node: &NodeId) -> Result<RingState> {
+        let mut next = self.begin_remove(node, 0)?.settle()?;
+        next.epoch = self.epoch.saturating_add(1);
         Ok(next)
     }
 
@@ -227,7 +426,9 @@ impl RingState {
     /// peer: epoch at least 1, members sorted and unique and at most
     /// [`MAX_MEMBERS`], every identity a well-formed `HOST:PORT`, the leader a
     /// member, `tokens_per_node` in
-    /// `1..=`[`MAX_TOKENS_PER_NODE`], replication valid.
+    /// `1..=`[`MAX_TOKENS_PER_NODE`], replication valid; a transition's target
+    /// likewise, keeping the leader and differing from the members; node
+    /// identities only for nodes of either ring, and never one UUID twice.
     ///
     /// Fails with [`Error::InvalidInput`] naming the first broken invariant.
     pub fn validate(&self) -> Result<()> {
@@ -237,22 +438,7 @@ impl RingState {
         if self.epoch == 0 {
             return Err(bad("epoch 0 is never committed".into()));
         }
-        if self.members.len() > MAX_MEMBERS {
-            return Err(bad(format!(
-                "{} members, the limit is {MAX_MEMBERS}",
-                self.members.len()
-            )));
-        }
-        for pair in self.members.windows(2) {
-            if let [a, b] = pair {
-                if a == b {
-                    return Err(bad(format!("member {a} is listed twice")));
-                }
-                if a > b {
-                    return Err(bad(format!("members are not sorted ({a} before {b})")));
-                }
-            }
-        }
+        check_members(&self.members).map_err(bad)?;
         // NodeId's serde form is a bare string: a decoded id has not been
         // through its parser yet.
         for id in self.members.iter().chain([&self.leader]) {
@@ -262,6 +448,33 @@ impl RingState {
         }
         if self.members.binary_search(&self.leader).is_err() {
             return Err(bad(format!("the leader {} is not a member", self.leader)));
+        }
+        if let Some(t) = &self.transition {
+            check_members(&t.target).map_err(|why| bad(format!("transition target: {why}")))?;
+            for id in &t.target {
+                if let Err(e) = id.as_str().parse::<NodeId>() {
+                    return Err(bad(e.to_string()));
+                }
+            }
+            if t.target.binary_search(&self.leader).is_err() {
+                return Err(bad(format!(
+                    "the transition removes the leader {}",
+                    self.leader
+                )));
+            }
+            if t.target == self.members {
+                return Err(bad("the transition changes nothing".into()));
+            }
+        }
+        let all = self.all_nodes();
+        let mut uuids = std::collections::BTreeSet::new();
+        for (node, uuid) in &self.identities {
+            if all.binary_search(node).is_err() {
+                return Err(bad(format!("identity for {node}, which is not a member")));
+            }
+            if !uuids.insert(uuid) {
+                return Err(bad(format!("identity {uuid} is given to two nodes")));
+            }
         }
         if !(1..=MAX_TOKENS_PER_NODE).contains(&self.tokens_per_node) {
             return Err(bad(format!(
@@ -287,49 +500,75 @@ impl RingState {
     }
 }
 
+/// Checks that a member list is sorted, unique and within [`MAX_MEMBERS`].
+fn check_members(members: &[NodeId]) -> std::result::Result<(), String> {
+    if members.len() > MAX_MEMBERS {
+        return Err(format!(
+            "{} members, the limit is {MAX_MEMBERS}",
+            members.len()
+        ));
+    }
+    if members.is_empty() {
+        return Err("no members".into());
+    }
+    for pair in members.windows(2) {
+        if let [a, b] = pair {
+            if a == b {
+                return Err(format!("member {a} is listed twice"));
+            }
+            if a > b {
+                return Err(format!("members are not sorted ({a} before {b})"));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn membership(reason: String) -> Error {
     Error::Membership { reason }
 }
 
+/// `a b c`, for messages.
+fn join_ids(nodes: &[NodeId]) -> String {
+    nodes
+        .iter()
+        .map(NodeId::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// One virtual node: a position on the ring and the index of its member in
-/// `RingState::members`.
+/// the table's member list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Token {
     position: u64,
     member: usize,
 }
 
-/// An immutable ring built from a [`RingState`]: the sorted token table.
-///
-/// Built once per epoch and shared behind an `Arc` by the request path.
+/// The token table of one membership: every member's tokens, sorted.
 #[derive(Clone, Debug)]
-pub struct Ring {
-    state: RingState,
+struct Table {
+    /// Sorted, unique.
+    members: Vec<NodeId>,
     /// Every member's tokens, sorted by `(position, member)`. Members are
     /// sorted, so ties on position are broken by node identity.
     tokens: Vec<Token>,
 }
 
-impl Ring {
-    /// Builds the token table: token `i` of node `n` is at
-    /// `xxh3_64("{n}#{i}")` for `i` in `0..tokens_per_node`.
-    ///
-    /// Never panics. The state should have passed [`RingState::validate`];
-    /// if it has not, the ring is still made consistent: members are sorted
-    /// and deduplicated, and the token count is clamped to
-    /// `1..=`[`MAX_TOKENS_PER_NODE`] (so every member has a token and the
-    /// table stays bounded). [`Ring::state`] returns the state so adjusted.
-    pub fn new(mut state: RingState) -> Ring {
-        state.members.sort();
-        state.members.dedup();
-        let per_node = state.tokens_per_node.clamp(1, MAX_TOKENS_PER_NODE);
+impl Table {
+    /// Token `i` of node `n` is at `xxh3_64("{n}#{i}")` for `i` in
+    /// `0..per_node`.
+    fn new(mut members: Vec<NodeId>, per_node: u32) -> Table {
+        members.sort();
+        members.dedup();
+        let per_node = per_node.clamp(1, MAX_TOKENS_PER_NODE);
         let capacity = usize::try_from(per_node)
             .ok()
-            .and_then(|t| t.checked_mul(state.members.len()))
+            .and_then(|t| t.checked_mul(members.len()))
             .unwrap_or(0);
         let mut tokens = Vec::with_capacity(capacity);
         let mut label = String::new();
-        for (member, node) in state.members.iter().enumerate() {
+        for (member, node) in members.iter().enumerate() {
             for i in 0..per_node {
                 label.clear();
                 // Writing to a String cannot fail.
@@ -341,59 +580,7 @@ impl Ring {
             }
         }
         tokens.sort_unstable();
-        Ring { state, tokens }
-    }
-
-    /// The state this ring was built from.
-    pub fn state(&self) -> &RingState {
-        &self.state
-    }
-
-    /// The membership epoch.
-    pub fn epoch(&self) -> u64 {
-        self.state.epoch
-    }
-
-    /// The node that owns the ring.
-    pub fn leader(&self) -> &NodeId {
-        &self.state.leader
-    }
-
-    /// Every member, sorted.
-    pub fn members(&self) -> &[NodeId] {
-        &self.state.members
-    }
-
-    /// The cluster's N/W/R.
-    pub fn replication(&self) -> Replication {
-        self.state.replication
-    }
-
-    /// Whether `node` is a member in this epoch.
-    pub fn is_member(&self, node: &NodeId) -> bool {
-        self.state.members.binary_search(node).is_ok()
-    }
-
-    /// The key's preference list: the first N distinct physical nodes
-    /// clockwise from the key's position (every member, in ring order, when
-    /// there are fewer than N). N is `replication.n`.
-    pub fn preference_list(&self, key: &[u8]) -> Vec<NodeId> {
-        self.clockwise(key, self.state.replication.n)
-    }
-
-    /// Every member, each once, in clockwise order from the key's position:
-    /// the preference list first, then the fallbacks (the nodes that stand in
-    /// under sloppy quorum, nearest first).
-    pub fn walk(&self, key: &[u8]) -> Vec<NodeId> {
-        self.clockwise(key, self.state.members.len())
-    }
-
-    /// The first node of the key's preference list (`None` on an empty ring).
-    pub fn owner(&self, key: &[u8]) -> Option<&NodeId> {
-        let start = self.first_token_at_or_after(key_position(key));
-        // Past the last token, the ring wraps to the first.
-        let token = self.tokens.get(start).or_else(|| self.tokens.first())?;
-        self.state.members.get(token.member)
+        Table { members, tokens }
     }
 
     /// The index of the first token at or after `position`; `tokens.len()`
@@ -402,10 +589,18 @@ impl Ring {
         self.tokens.partition_point(|t| t.position < position)
     }
 
+    /// The first node clockwise from the key (`None` on an empty table).
+    fn owner(&self, key: &[u8]) -> Option<&NodeId> {
+        let start = self.first_token_at_or_after(key_position(key));
+        // Past the last token, the ring wraps to the first.
+        let token = self.tokens.get(start).or_else(|| self.tokens.first())?;
+        self.members.get(token.member)
+    }
+
     /// The first `limit` distinct members clockwise from the key's position
-    /// (fewer if the ring has fewer members).
+    /// (fewer if the table has fewer members).
     fn clockwise(&self, key: &[u8], limit: usize) -> Vec<NodeId> {
-        let members = &self.state.members;
+        let members = &self.members;
         let want = limit.min(members.len());
         let mut out = Vec::with_capacity(want);
         if want == 0 {
@@ -440,5 +635,147 @@ impl Ring {
             }
         }
         out
+    }
+}
+
+/// An immutable ring built from a [`RingState`]: the token table of the
+/// current members and, during a change, of the target members.
+///
+/// Built once per epoch and shared behind an `Arc` by the request path.
+#[derive(Clone, Debug)]
+pub struct Ring {
+    state: RingState,
+    current: Table,
+    /// The target membership's table while a change runs.
+    target: Option<Table>,
+}
+
+impl Ring {
+    /// Builds the token tables.
+    ///
+    /// Never panics. The state should have passed [`RingState::validate`];
+    /// if it has not, the ring is still made consistent: members are sorted
+    /// and deduplicated, and the token count is clamped to
+    /// `1..=`[`MAX_TOKENS_PER_NODE`] (so every member has a token and the
+    /// table stays bounded). [`Ring::state`] returns the state so adjusted.
+    pub fn new(mut state: RingState) -> Ring {
+        state.members.sort();
+        state.members.dedup();
+        state.tokens_per_node = state.tokens_per_node.clamp(1, MAX_TOKENS_PER_NODE);
+        if let Some(t) = &mut state.transition {
+            t.target.sort();
+            t.target.dedup();
+        }
+        let current = Table::new(state.members.clone(), state.tokens_per_node);
+        let target = state
+            .transition
+            .as_ref()
+            .map(|t| Table::new(t.target.clone(), state.tokens_per_node));
+        Ring {
+            state,
+            current,
+            target,
+        }
+    }
+
+    /// The state this ring was built from.
+    pub fn state(&self) -> &RingState {
+        &self.state
+    }
+
+    /// The membership epoch.
+    pub fn epoch(&self) -> u64 {
+        self.state.epoch
+    }
+
+    /// The node that owns the ring.
+    pub fn leader(&self) -> &NodeId {
+        &self.state.leader
+    }
+
+    /// Every member of the current ring, sorted.
+    pub fn members(&self) -> &[NodeId] {
+        &self.state.members
+    }
+
+    /// The change in progress, if any.
+    pub fn transition(&self) -> Option<&Transition> {
+        self.state.transition.as_ref()
+    }
+
+    /// The cluster's N/W/R.
+    pub fn replication(&self) -> Replication {
+        self.state.replication
+    }
+
+    /// Whether `node` belongs to the current or the target ring.
+    pub fn is_member(&self, node: &NodeId) -> bool {
+        self.state.members.binary_search(node).is_ok()
+            || self
+                .target
+                .as_ref()
+                .is_some_and(|t| t.members.binary_search(node).is_ok())
+    }
+
+    /// The identity `node` was added with, if the ring knows it.
+    pub fn identity(&self, node: &NodeId) -> Option<Uuid> {
+        self.state.identities.get(node).copied()
+    }
+
+    /// The key's preference list in the current ring: the first N distinct
+    /// physical nodes clockwise from the key's position (every member, in ring
+    /// order, when there are fewer than N). N is `replication.n`.
+    pub fn preference_list(&self, key: &[u8]) -> Vec<NodeId> {
+        self.current.clockwise(key, self.state.replication.n)
+    }
+
+    /// The key's owners once the running change settles (the preference list
+    /// when none runs).
+    pub fn owners_after(&self, key: &[u8]) -> Vec<NodeId> {
+        match &self.target {
+            Some(t) => t.clockwise(key, self.state.replication.n),
+            None => self.preference_list(key),
+        }
+    }
+
+    /// Every member of the current ring, each once, in clockwise order from
+    /// the key's position: the preference list first, then the fallbacks.
+    pub fn walk(&self, key: &[u8]) -> Vec<NodeId> {
+        self.current.clockwise(key, self.current.members.len())
+    }
+
+    /// The first node of the key's preference list (`None` on an empty ring).
+    pub fn owner(&self, key: &[u8]) -> Option<&NodeId> {
+        self.current.owner(key)
+    }
+
+    /// Where the key lives in this epoch: its replicas, the pending owners a
+    /// running change is moving it to, and the stand-ins (see the module
+    /// documentation).
+    pub fn placement(&self, key: &[u8]) -> Placement {
+        let n = self.state.replication.n;
+        match &self.target {
+            None => {
+                let mut walk = self.walk(key);
+                let fallbacks = walk.split_off(n.min(walk.len()));
+                Placement::settled(walk, fallbacks)
+            }
+            Some(target) => {
+                let replicas = self.preference_list(key);
+                let mut walk = target.clockwise(key, target.members.len());
+                let rest = walk.split_off(n.min(walk.len()));
+                let next = walk;
+                let pending: Vec<NodeId> = next
+                    .iter()
+                    .filter(|node| !replicas.contains(node))
+                    .cloned()
+                    .collect();
+                let fallbacks: Vec<NodeId> = rest
+                    .into_iter()
+                    .filter(|node| !replicas.contains(node))
+                    .collect();
+                Placement::moving(replicas, pending, next, fallbacks)
+            }
+        }
     }
 }

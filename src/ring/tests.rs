@@ -33,6 +33,8 @@ fn state_of(members: Vec<NodeId>, replication: Replication) -> RingState {
         members,
         replication,
         tokens_per_node: DEFAULT_TOKENS_PER_NODE,
+        identities: BTreeMap::new(),
+        transition: None,
     }
 }
 
@@ -182,8 +184,8 @@ const GOLDEN_EMPTY_PREFLIST: [u16; 3] = [13340, 13338, 13337];
 #[test]
 fn key_position_wraps_past_the_last_token() {
     let ring = Ring::new(state_of(local_nodes(3), Replication::default()));
-    let first = ring.tokens.first().unwrap();
-    let last = ring.tokens.last().unwrap();
+    let first = *ring.current.tokens.first().unwrap();
+    let last = *ring.current.tokens.last().unwrap();
     // A key after the last token belongs to the first token's node: find one.
     let key = (0u64..)
         .map(|i| i.to_be_bytes())
@@ -205,6 +207,8 @@ fn empty_and_unvalidated_states_never_panic() {
         members: vec![],
         replication: Replication::default(),
         tokens_per_node: 256,
+        identities: BTreeMap::new(),
+        transition: None,
     });
     assert!(empty.preference_list(b"k").is_empty());
     assert!(empty.walk(b"k").is_empty());
@@ -217,6 +221,8 @@ fn empty_and_unvalidated_states_never_panic() {
         members: vec![node("c:1"), node("a:1"), node("c:1"), node("b:1")],
         replication: Replication { n: 9, w: 0, r: 0 },
         tokens_per_node: 0,
+        identities: BTreeMap::new(),
+        transition: None,
     });
     assert_eq!(messy.members(), [node("a:1"), node("b:1"), node("c:1")]);
     let mut walk = messy.walk(b"k");
@@ -235,8 +241,8 @@ fn ring_accessors() {
     assert_eq!(ring.replication(), Replication { n: 2, w: 1, r: 2 });
     assert!(ring.is_member(&node("127.0.0.1:13339")));
     assert!(!ring.is_member(&node("127.0.0.1:13340")));
-    assert_eq!(ring.tokens.len(), 3 * 256);
-    assert!(ring.tokens.windows(2).all(|w| w[0] <= w[1]));
+    assert_eq!(ring.current.tokens.len(), 3 * 256);
+    assert!(ring.current.tokens.windows(2).all(|w| w[0] <= w[1]));
 }
 
 proptest! {
@@ -382,7 +388,7 @@ fn state_json_round_trip() {
     let json = serde_json::to_string(&state).unwrap();
     assert_eq!(
         json,
-        r#"{"epoch":2,"leader":"127.0.0.1:13337","members":["127.0.0.1:13337","127.0.0.1:13338"],"replication":{"n":3,"w":2,"r":2},"tokens_per_node":256}"#
+        r#"{"epoch":2,"leader":"127.0.0.1:13337","members":["127.0.0.1:13337","127.0.0.1:13338"],"replication":{"n":3,"w":2,"r":2},"tokens_per_node":256,"identities":{},"transition":null}"#
     );
     let back: RingState = serde_json::from_str(&json).unwrap();
     assert_eq!(back, state);
@@ -400,6 +406,11 @@ fn state_json_round_trip() {
 #[test]
 fn script_preference() {
     run_script("preference.txt");
+}
+
+#[test]
+fn script_transition() {
+    run_script("transition.txt");
 }
 
 #[test]
@@ -520,6 +531,98 @@ impl Script {
                     Err(e) => out = format!("error: {e}\n"),
                 }
             }
+            "begin-add" | "begin-remove" => {
+                let ring = self.ring();
+                let id = node(args[0]);
+                let next = if command == "begin-add" {
+                    let uuid = opts
+                        .iter()
+                        .find_map(|o| o.strip_prefix("uuid="))
+                        .map(|u| uuid::Uuid::parse_str(u).unwrap());
+                    ring.state().begin_add(id, uuid, 0)
+                } else {
+                    ring.state().begin_remove(&id, 0)
+                };
+                match next {
+                    Ok(state) => {
+                        out = describe(&state);
+                        self.previous = self.current.replace(Ring::new(state));
+                    }
+                    Err(e) => out = format!("error: {e}\n"),
+                }
+            }
+            "settle" => match self.ring().state().settle() {
+                Ok(state) => {
+                    out = describe(&state);
+                    self.previous = self.current.replace(Ring::new(state));
+                }
+                Err(e) => out = format!("error: {e}\n"),
+            },
+            "placement" => {
+                let ring = self.ring();
+                for key in args {
+                    let p = ring.placement(key.as_bytes());
+                    let list = |l: &[NodeId]| {
+                        if l.is_empty() {
+                            "-".to_string()
+                        } else {
+                            join(l)
+                        }
+                    };
+                    writeln!(
+                        out,
+                        "{key}: replicas {} | pending {} | fallbacks {}{}",
+                        list(&p.replicas),
+                        list(&p.pending),
+                        list(&p.fallbacks),
+                        if p.moves() { " (moves)" } else { "" }
+                    )
+                    .unwrap();
+                }
+            }
+            "quorum" => {
+                // quorum KEY need=W acks=a:1,b:1
+                let ring = self.ring();
+                let p = ring.placement(args[0].as_bytes());
+                let mut q = Quorum::new(&p, opt("need").unwrap());
+                let acks = opts
+                    .iter()
+                    .find_map(|o| o.strip_prefix("acks="))
+                    .unwrap_or("");
+                for a in acks.split(',').filter(|a| !a.is_empty()) {
+                    q.record(&node(a));
+                }
+                writeln!(
+                    out,
+                    "now {} next {} counted {} reached {}",
+                    q.now(),
+                    q.next(),
+                    q.counted(),
+                    q.reached()
+                )
+                .unwrap();
+            }
+            "moving" => {
+                // How many of COUNT keys the change moves, and to whom.
+                let count: usize = args[0].parse().unwrap();
+                let ring = self.ring();
+                let mut to: BTreeMap<NodeId, usize> = BTreeMap::new();
+                let mut moved = 0;
+                for i in 0..count {
+                    let key = format!("key{i}");
+                    let p = ring.placement(key.as_bytes());
+                    if p.moves() {
+                        moved += 1;
+                        for n in &p.pending {
+                            *to.entry(n.clone()).or_default() += 1;
+                        }
+                    }
+                }
+                writeln!(out, "{moved} of {count} keys move").unwrap();
+                for (n, c) in to {
+                    writeln!(out, "  to {n}: {c}").unwrap();
+                }
+            }
             "preflist" => {
                 let mut ring = self.ring().clone();
                 if let Some(n) = opt("n") {
@@ -606,7 +709,7 @@ impl Script {
 
 fn describe(state: &RingState) -> String {
     let r = state.replication;
-    format!(
+    let mut out = format!(
         "epoch={} leader={} members={} n={} w={} r={} tokens={}\n",
         state.epoch,
         state.leader,
@@ -615,7 +718,19 @@ fn describe(state: &RingState) -> String {
         r.w,
         r.r,
         state.tokens_per_node
-    )
+    );
+    if let Some(t) = &state.transition {
+        out.push_str(&format!(
+            "transition: target={} joining={} leaving={}\n",
+            join(&t.target),
+            join(&state.joining()),
+            join(&state.leaving())
+        ));
+    }
+    for (n, id) in &state.identities {
+        out.push_str(&format!("identity {n} {id}\n"));
+    }
+    out
 }
 
 fn join(nodes: &[NodeId]) -> String {

@@ -7,10 +7,15 @@
 //! | `values` | the key's bytes | the key's [`Object`] (all siblings and the causal context) |
 //! | `hints` | `u16 BE key length, key, target node id` | an [`Object`] held for a replica that was down |
 //! | `meta` | `ring` | the [`RingState`] this node last installed |
-//! | `floors` | the key's bytes | the highest dot counter this node issued for the key while it held the key only as a hint |
+//! | `meta` | `node_uuid` | this node's identity, created with the data directory |
+//! | `meta` | `transfer_done`, `cleanup_done` | the last epoch whose ring-change transfer / clean-up this node finished |
+//! | `meta` | `transfer_cursor` | `(epoch, key)`: how far the transfer of a running change got |
+//! | `floors` | the key's bytes | the highest dot counter this node issued for the key while it did not keep the key as its own replica (a hint, or a key it handed to new owners) |
 //!
 //! Every record starts with a one-byte format version ([`RECORD_FORMAT`]) followed by
-//! bincode. A record with an unknown version is reported, never guessed at.
+//! bincode. A record with an unknown version is reported, never guessed at. The ring
+//! record is at version [`RING_FORMAT`] (it gained the transition and node
+//! identities); version 1 rings are still read.
 //!
 //! # Atomicity
 //!
@@ -27,11 +32,18 @@
 //! waiter gets a flush of its own; with `never` it resolves at once and sled flushes
 //! in the background. See [`group_commit`].
 //!
+//! # Removing keys
+//!
+//! A node removes a key only when a settled ring gives it to others, and only
+//! after those owners acknowledged its copy ([`Storage::drop_value`] is a
+//! compare-and-swap against the bytes that were sent, so a write that landed
+//! meanwhile keeps the key). Before the record goes, the key's floor records the
+//! highest counter this node issued for it, so a coordinator never reuses a dot
+//! counter if the key comes back.
+//!
 //! # Left out here
 //!
-//! Removing records (tombstone collection, handing keys to new owners) comes with
-//! data movement; whoever removes a `values` record must first record the key's
-//! floor so that a coordinator never reuses a dot counter.
+//! Tombstone collection and Merkle trees (anti-entropy) come later.
 
 mod group_commit;
 
@@ -55,6 +67,8 @@ pub use group_commit::GroupCommit;
 /// First byte of every stored record. Bump it when the encoding changes and keep a
 /// decoder for every older version.
 pub const RECORD_FORMAT: u8 = 1;
+/// Format version of the ring record: 2 added node identities and the transition.
+pub const RING_FORMAT: u8 = 2;
 /// How many mutexes guard per-key read-modify-write. 1024 makes two hot keys share a
 /// stripe rarely while costing 1024 small mutexes per node.
 pub const LOCK_STRIPES: usize = 1024;
@@ -62,6 +76,37 @@ pub const LOCK_STRIPES: usize = 1024;
 pub const CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
 const RING_KEY: &[u8] = b"ring";
+const UUID_KEY: &[u8] = b"node_uuid";
+const CURSOR_KEY: &[u8] = b"transfer_cursor";
+
+/// A progress marker kept in the `meta` tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Marker {
+    /// The last transition epoch whose transfer this node finished.
+    TransferDone,
+    /// The last settled epoch whose clean-up (dropping keys owned by others) finished.
+    CleanupDone,
+}
+
+impl Marker {
+    fn key(self) -> &'static [u8] {
+        match self {
+            Marker::TransferDone => b"transfer_done",
+            Marker::CleanupDone => b"cleanup_done",
+        }
+    }
+}
+
+/// One stored key as a scan returns it.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    /// The key.
+    pub key: Key,
+    /// Its object (shared: a transfer sends it as is).
+    pub object: Arc<Object>,
+    /// The stored bytes, so a later drop can check nothing changed.
+    pub raw: sled::IVec,
+}
 
 /// One pending hint: a write held for `target`.
 #[derive(Clone, Debug)]
@@ -89,6 +134,7 @@ pub struct Storage {
     stripes: Vec<Mutex<()>>,
     commit: GroupCommit,
     fsync: FsyncMode,
+    uuid: uuid::Uuid,
 }
 
 impl Storage {
@@ -119,9 +165,21 @@ impl Storage {
         } else {
             fsync
         };
+        let uuid = match meta.get(UUID_KEY)? {
+            Some(raw) => decode::<uuid::Uuid>(&raw, "meta")?,
+            None => {
+                // A new data directory: a new identity, on disk before anything
+                // is acknowledged under it.
+                let uuid = uuid::Uuid::new_v4();
+                meta.insert(UUID_KEY, encode(&uuid)?)?;
+                db.flush()?;
+                uuid
+            }
+        };
         let commit = GroupCommit::start(db.clone(), fsync);
         let stripes = (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
         Ok(Storage {
+            uuid,
             db,
             values,
             hints,
@@ -133,6 +191,12 @@ impl Storage {
             commit,
             fsync,
         })
+    }
+
+    /// This node's identity: a UUID created with the data directory (a new one for
+    /// every in-memory store).
+    pub fn uuid(&self) -> uuid::Uuid {
+        self.uuid
     }
 
     /// The durability this store gives (`never` for in-memory stores).
@@ -318,15 +382,174 @@ impl Storage {
     /// The ring this node last installed.
     pub fn ring(&self) -> Result<Option<RingState>> {
         match self.meta.get(RING_KEY)? {
-            Some(raw) => Ok(Some(decode(&raw, "meta")?)),
+            Some(raw) => Ok(Some(decode_ring(&raw)?)),
             None => Ok(None),
         }
     }
 
     /// Persists a ring. Call [`Storage::durable`] before relying on it.
     pub fn save_ring(&self, ring: &RingState) -> Result<()> {
-        self.meta.insert(RING_KEY, encode(ring)?)?;
+        let mut out = vec![RING_FORMAT];
+        bincode::serialize_into(&mut out, ring).map_err(Error::storage)?;
+        self.meta.insert(RING_KEY, out)?;
         Ok(())
+    }
+
+    /// The epoch stored under a progress marker (0 when never set).
+    pub fn marker(&self, marker: Marker) -> Result<u64> {
+        match self.meta.get(marker.key())? {
+            Some(raw) => decode(&raw, "meta"),
+            None => Ok(0),
+        }
+    }
+
+    /// Sets a progress marker. Call [`Storage::durable`] before relying on it.
+    pub fn set_marker(&self, marker: Marker, epoch: u64) -> Result<()> {
+        self.meta.insert(marker.key(), encode(&epoch)?)?;
+        Ok(())
+    }
+
+    /// How far the transfer of a ring change got: `(epoch, last key confirmed)`.
+    pub fn transfer_cursor(&self) -> Result<Option<(u64, Key)>> {
+        match self.meta.get(CURSOR_KEY)? {
+            Some(raw) => Ok(Some(decode(&raw, "meta")?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records how far the transfer of epoch `epoch` got.
+    pub fn set_transfer_cursor(&self, epoch: u64, key: &str) -> Result<()> {
+        self.meta
+            .insert(CURSOR_KEY, encode(&(epoch, key.to_string()))?)?;
+        Ok(())
+    }
+
+    /// Up to `limit` keys of this node's own replica after `after` (from the start
+    /// when `None`), in key order, with their objects. A record that does not decode
+    /// is returned in `corrupt` instead (the caller logs it), never silently lost.
+    pub fn scan(&self, after: Option<&str>, limit: usize) -> Result<Scan> {
+        let range = match after {
+            Some(k) => self.values.range::<&[u8], _>((
+                std::ops::Bound::Excluded(k.as_bytes()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => self.values.iter(),
+        };
+        let mut out = Scan::default();
+        for item in range {
+            if out.items.len() + out.corrupt.len() >= limit {
+                out.more = true;
+                break;
+            }
+            let (k, raw) = item?;
+            let key = match std::str::from_utf8(&k) {
+                Ok(key) => key.to_string(),
+                Err(_) => {
+                    out.corrupt.push(format!(
+                        "key {:?} is not UTF-8",
+                        String::from_utf8_lossy(&k)
+                    ));
+                    continue;
+                }
+            };
+            match decode::<Object>(&raw, "values") {
+                Ok(object) => out.items.push(Stored {
+                    key,
+                    object: Arc::new(object),
+                    raw,
+                }),
+                Err(e) => out.corrupt.push(format!("key {key:?}: {e}")),
+            }
+            out.last = Some(String::from_utf8_lossy(&k).into_owned());
+        }
+        Ok(out)
+    }
+
+    /// Merges many objects (a transfer batch) into this node's replica. Returns how
+    /// many keys changed. Call [`Storage::durable`] before acknowledging.
+    pub fn merge_many(&self, items: &[(Key, Arc<Object>)]) -> Result<usize> {
+        let mut changed = 0;
+        for (key, object) in items {
+            if self.merge(key, object)? {
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Removes `stored` from this node's replica if its bytes are still the ones
+    /// scanned (a write that landed since keeps the key), after recording in the
+    /// key's floor the highest counter `me` issued for it. Returns true if removed.
+    pub fn drop_value(&self, me: &NodeId, stored: &Stored) -> Result<bool> {
+        let _g = self.stripe(&stored.key);
+        let issued = stored.object.counter_of(me);
+        if issued > 0 {
+            let floor = match self.floors.get(stored.key.as_bytes())? {
+                Some(raw) => decode::<u64>(&raw, "floors")?,
+                None => 0,
+            };
+            if issued > floor {
+                self.floors
+                    .insert(stored.key.as_bytes(), encode(&issued)?)?;
+            }
+        }
+        let swapped = self.values.compare_and_swap(
+            stored.key.as_bytes(),
+            Some(&stored.raw),
+            None as Option<&[u8]>,
+        )?;
+        if swapped.is_ok() {
+            self.keys.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(swapped.is_ok())
+    }
+}
+
+/// One page of [`Storage::scan`].
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// The keys that decoded, in key order.
+    pub items: Vec<Stored>,
+    /// Records that did not decode, described for the log.
+    pub corrupt: Vec<String>,
+    /// The last key read (decoded or not): where the next page starts.
+    pub last: Option<Key>,
+    /// True if the scan stopped at `limit` (more keys follow).
+    pub more: bool,
+}
+
+/// The ring record as version 1 wrote it (before identities and transitions).
+#[derive(serde::Deserialize)]
+struct RingStateV1 {
+    epoch: u64,
+    leader: NodeId,
+    members: Vec<NodeId>,
+    replication: crate::types::Replication,
+    tokens_per_node: u32,
+}
+
+/// Decodes the ring record, of version 1 or [`RING_FORMAT`].
+fn decode_ring(raw: &[u8]) -> Result<RingState> {
+    match raw.split_first() {
+        Some((1, _)) => {
+            let v1: RingStateV1 = decode(raw, "meta")?;
+            Ok(RingState {
+                epoch: v1.epoch,
+                leader: v1.leader,
+                members: v1.members,
+                replication: v1.replication,
+                tokens_per_node: v1.tokens_per_node,
+                identities: Default::default(),
+                transition: None,
+            })
+        }
+        Some((&RING_FORMAT, body)) => bincode::deserialize(body)
+            .map_err(|e| Error::storage(format!("corrupt ring record: {e}"))),
+        Some((v, _)) => Err(Error::storage(format!(
+            "the ring record has format version {v}, this dynamo reads versions 1 and {RING_FORMAT}: \
+             was the data written by a newer dynamo?"
+        ))),
+        None => Err(Error::storage("empty ring record")),
     }
 }
 

@@ -162,3 +162,154 @@ fn always_flushes_once_per_write() {
     }
     assert_eq!(s.flush_count(), 5);
 }
+
+#[test]
+fn identity_is_created_once_with_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Storage::open(Some(dir.path()), FsyncMode::Never)
+        .unwrap()
+        .uuid();
+    let again = Storage::open(Some(dir.path()), FsyncMode::Never)
+        .unwrap()
+        .uuid();
+    assert_eq!(first, again, "a restart keeps the identity");
+    let other = tempfile::tempdir().unwrap();
+    let fresh = Storage::open(Some(other.path()), FsyncMode::Never)
+        .unwrap()
+        .uuid();
+    assert_ne!(first, fresh, "a new data directory is a new identity");
+}
+
+#[test]
+fn version_1_rings_are_still_read() {
+    #[derive(serde::Serialize)]
+    struct V1 {
+        epoch: u64,
+        leader: NodeId,
+        members: Vec<NodeId>,
+        replication: crate::types::Replication,
+        tokens_per_node: u32,
+    }
+    let s = Storage::open(None, FsyncMode::Never).unwrap();
+    let v1 = V1 {
+        epoch: 3,
+        leader: id("127.0.0.1:1"),
+        members: vec![id("127.0.0.1:1"), id("127.0.0.1:2")],
+        replication: crate::types::Replication::default(),
+        tokens_per_node: 256,
+    };
+    let mut raw = vec![1u8];
+    bincode::serialize_into(&mut raw, &v1).unwrap();
+    s.meta.insert(RING_KEY, raw).unwrap();
+    let ring = s.ring().unwrap().unwrap();
+    assert_eq!(ring.epoch, 3);
+    assert_eq!(ring.members, v1.members);
+    assert_eq!(ring.transition, None);
+    assert!(ring.identities.is_empty());
+    s.meta.insert(RING_KEY, vec![7u8, 1, 2]).unwrap();
+    let e = s.ring().unwrap_err().to_string();
+    assert!(e.contains("format version 7"), "{e}");
+}
+
+#[test]
+fn a_ring_with_a_transition_persists() {
+    let dir = tempfile::tempdir().unwrap();
+    let uuid = uuid::Uuid::new_v4();
+    let state = RingState::bootstrap(id("127.0.0.1:1"), crate::types::Replication::default())
+        .begin_add(id("127.0.0.1:2"), Some(uuid), 42)
+        .unwrap();
+    {
+        let s = Storage::open(Some(dir.path()), FsyncMode::Always).unwrap();
+        s.save_ring(&state).unwrap();
+        s.set_marker(Marker::TransferDone, 2).unwrap();
+        s.set_transfer_cursor(2, "k9").unwrap();
+        block_on(s.durable()).unwrap();
+    }
+    let s = Storage::open(Some(dir.path()), FsyncMode::Always).unwrap();
+    assert_eq!(s.ring().unwrap(), Some(state));
+    assert_eq!(s.marker(Marker::TransferDone).unwrap(), 2);
+    assert_eq!(s.marker(Marker::CleanupDone).unwrap(), 0);
+    assert_eq!(s.transfer_cursor().unwrap(), Some((2, "k9".to_string())));
+}
+
+#[test]
+fn scans_page_in_key_order_and_report_corrupt_records() {
+    let s = Storage::open(None, FsyncMode::Never).unwrap();
+    let me = id("127.0.0.1:1");
+    for i in 0..10 {
+        s.coordinate(&format!("k{i}"), &me, &VersionVector::new(), val("v"), None)
+            .unwrap();
+    }
+    s.values.insert("k5x", vec![RECORD_FORMAT, 0xff]).unwrap();
+    let mut seen = Vec::new();
+    let mut corrupt = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = s.scan(after.as_deref(), 4).unwrap();
+        seen.extend(page.items.iter().map(|i| i.key.clone()));
+        corrupt.extend(page.corrupt);
+        if !page.more {
+            break;
+        }
+        after = page.last;
+    }
+    let want: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+    assert_eq!(seen, want);
+    assert_eq!(corrupt.len(), 1, "{corrupt:?}");
+    assert!(corrupt[0].contains("k5x"), "{corrupt:?}");
+}
+
+#[test]
+fn dropping_a_key_is_refused_if_it_changed_and_keeps_its_dot_floor() {
+    let s = Storage::open(None, FsyncMode::Never).unwrap();
+    let me = id("127.0.0.1:1");
+    for v in ["a", "b", "c"] {
+        let ctx = s.get("k").unwrap().context().clone();
+        s.coordinate("k", &me, &ctx, val(v), None).unwrap();
+    }
+    let page = s.scan(None, 10).unwrap();
+    let stored = page.items[0].clone();
+    assert_eq!(stored.object.counter_of(&me), 3);
+
+    // A write lands after the scan: the drop must not lose it.
+    s.coordinate("k", &me, &VersionVector::new(), val("late"), None)
+        .unwrap();
+    assert!(!s.drop_value(&me, &stored).unwrap());
+    assert_eq!(values(&s.get("k").unwrap()), vec!["c", "late"]);
+
+    let stored = s.scan(None, 10).unwrap().items[0].clone();
+    assert!(s.drop_value(&me, &stored).unwrap());
+    assert_eq!(s.key_count(), 0);
+    assert!(s.get("k").unwrap().is_empty());
+    // The key comes back (a later change gives it to this node again): the next
+    // dot this node issues is above every dot it issued before the drop.
+    let (_, dot) = s
+        .coordinate("k", &me, &VersionVector::new(), val("again"), None)
+        .unwrap();
+    assert_eq!(dot.counter, 5);
+}
+
+#[test]
+fn merge_many_counts_changed_keys() {
+    let a = Storage::open(None, FsyncMode::Never).unwrap();
+    let b = Storage::open(None, FsyncMode::Never).unwrap();
+    let me = id("127.0.0.1:1");
+    for i in 0..5 {
+        a.coordinate(&format!("k{i}"), &me, &VersionVector::new(), val("v"), None)
+            .unwrap();
+    }
+    let items: Vec<(Key, Arc<Object>)> = a
+        .scan(None, 100)
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|s| (s.key, s.object))
+        .collect();
+    assert_eq!(b.merge_many(&items).unwrap(), 5);
+    assert_eq!(
+        b.merge_many(&items).unwrap(),
+        0,
+        "a second copy changes nothing"
+    );
+    assert_eq!(b.key_count(), 5);
+}

@@ -1,0 +1,620 @@
+//! Rebalancing: each node's part in a ring change (SPEC 3.6). While a change
+//! runs, the node sends every key it holds that the change gives to new owners
+//! to those owners; once the leader has settled the ring, it hands off and drops
+//! the keys the settled ring gives to others.
+//!
+//! # The invariant
+//!
+//! **A write acknowledged before or during a change is, when the change settles,
+//! on the owners of the settled ring; a node removes a key only after the owners
+//! of the settled ring acknowledged its copy.** It rests on four rules:
+//!
+//! 1. *Writes during a change reach both rings.* The coordinator needs W acks
+//!    among the key's current owners and W among its owners after the change
+//!    ([`crate::ring::Quorum`]).
+//! 2. *A node's transfer sees every write placed under an older ring.* Each
+//!    replica write carries the epoch it was placed under, and a node with a
+//!    newer ring refuses it ([`crate::error::Error::StaleRing`]). Requests hold
+//!    the ring they were placed with until they finish, and the transfer of
+//!    epoch E starts only when no ring older than E is held on this node
+//!    ([`crate::ring::RingCell::older_in_use`]). So a write this node stores
+//!    either came before the scan started (the scan sees it) or was placed
+//!    under E or later (its coordinator also wrote the new owners).
+//! 3. *Every live holder sends.* Each node of either ring scans its whole
+//!    replica and its hints and sends every key whose owners change to each of
+//!    the key's pending owners (the new owners that are not owners now), in
+//!    batches that the receiver merges durably before it answers. A write
+//!    acknowledged by W nodes has a live copy to send unless all W are gone;
+//!    removing a dead node works because the surviving replicas send its keys.
+//!    Sending from every holder costs redundant traffic (the receiver's merge
+//!    of a copy it already has writes nothing) and buys not depending on any
+//!    one sender.
+//! 4. *The leader settles only on proof.* It settles once every node of both
+//!    rings reports its transfer of this epoch done, except a leaving node that
+//!    has not answered for [`crate::membership::LEAVING_DOWN_POLLS`] polls (its
+//!    keys come from the other replicas). A node that drops a key after the
+//!    settle first sends it to every owner of the settled ring and then removes
+//!    it with a compare-and-swap, so a write that arrived meanwhile keeps it,
+//!    and a node that missed the change (down throughout) hands off what only
+//!    it had instead of losing it.
+//!
+//! # Progress and restarts
+//!
+//! The scan runs in key order in chunks of [`CHUNK_KEYS`]; after each chunk is
+//! confirmed the node records `(epoch, last key)` on disk, so after a
+//! `kill -9` it resumes where it stopped, and it records the epoch when its
+//! whole transfer is done. A receiver that is down is retried with backoff
+//! until it returns or the change is replaced. Progress (keys to move, keys
+//! moved, bytes) is reported to `status` through [`Rebalance::progress`].
+//!
+//! # Cost
+//!
+//! At most [`TRANSFER_CONCURRENCY`] batches of at most [`BATCH_KEYS`] keys or
+//! [`BATCH_BYTES`] bytes are in flight per node, and a token bucket holds the
+//! node to `--transfer-rate` keys per second ([`crate::config::DEFAULT_TRANSFER_RATE`] by default), so foreground requests keep their
+//! latency. The receiver merges a batch on a blocking thread and answers after
+//! one group-commit flush.
+//!
+//! # Left out
+//!
+//! Keys whose owners do not change are not compared here: converging replicas
+//! that missed writes is anti-entropy's job.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use crate::peers::Peers;
+use crate::ring::{Ring, RingCell};
+use crate::rpc::{Addressee, TransferPhase, TransferProgress};
+use crate::storage::{Marker, Storage, Stored};
+use crate::types::{Key, NodeId};
+use crate::vclock::Object;
+
+/// Keys read from disk per step of a scan; the transfer cursor advances per chunk.
+pub const CHUNK_KEYS: usize = 4096;
+/// Most keys in one transfer batch.
+pub const BATCH_KEYS: usize = 256;
+/// Most bytes (approximate object size) in one transfer batch: well under the
+/// 16 MiB frame limit, small enough that a batch is a few milliseconds of work.
+pub const BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Batches one node has in flight at once.
+pub const TRANSFER_CONCURRENCY: usize = 4;
+/// Deadline of one batch: a receiver merging 256 keys and flushing takes
+/// milliseconds; ten seconds means it is gone or overloaded.
+pub const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the task looks for a new ring when idle.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Backoff between retries of a batch whose receiver failed.
+pub const RETRY_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Why a pass stopped before the end.
+#[derive(Debug)]
+enum Stop {
+    /// The ring changed (or the node is stopping): start over with the new one.
+    Superseded,
+    /// Something failed; retry the pass later.
+    Failed(String),
+}
+
+/// The rebalancing task of one node.
+pub struct Rebalance {
+    me: NodeId,
+    storage: Arc<Storage>,
+    peers: Arc<Peers>,
+    ring: Arc<RingCell>,
+    /// Keys per second this node may send (0: no cap).
+    rate: u64,
+    progress: Mutex<Option<Tracked>>,
+}
+
+/// Progress of the current pass, with its start time.
+#[derive(Clone, Debug)]
+struct Tracked {
+    report: TransferProgress,
+    started: Instant,
+}
+
+impl Rebalance {
+    /// The task for node `me`, sending at most `rate` keys per second (0: no cap).
+    pub fn new(
+        me: NodeId,
+        storage: Arc<Storage>,
+        peers: Arc<Peers>,
+        ring: Arc<RingCell>,
+        rate: u64,
+    ) -> Rebalance {
+        Rebalance {
+            me,
+            storage,
+            peers,
+            ring,
+            rate,
+            progress: Mutex::new(None),
+        }
+    }
+
+    /// This node's part in the running change, for `status`.
+    pub fn progress(&self) -> Option<TransferProgress> {
+        let ring = self.ring.get()?;
+        ring.transition()?;
+        let tracked = self.lock().clone();
+        match tracked {
+            Some(t) if t.report.epoch == ring.epoch() => {
+                let mut report = t.report;
+                report.elapsed_ms = u64::try_from(t.started.elapsed().as_millis()).unwrap_or(0);
+                Some(report)
+            }
+            _ => {
+                // Not started yet (or finished before a restart).
+                let done = self.storage.marker(Marker::TransferDone).ok() == Some(ring.epoch());
+                Some(TransferProgress {
+                    epoch: ring.epoch(),
+                    phase: if done {
+                        TransferPhase::Done
+                    } else {
+                        TransferPhase::Draining
+                    },
+                    keys_to_move: 0,
+                    keys_moved: 0,
+                    bytes_moved: 0,
+                    elapsed_ms: 0,
+                })
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Tracked>> {
+        self.progress.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn update(&self, f: impl FnOnce(&mut TransferProgress)) {
+        if let Some(t) = self.lock().as_mut() {
+            f(&mut t.report);
+        }
+    }
+
+    /// Runs until `stop` changes: a transfer whenever a change runs that this
+    /// node has not finished, a clean-up whenever a settled ring has not been
+    /// cleaned up.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let pass = match self.ring.get() {
+                Some(ring) => self.pass(ring, &stop).await,
+                None => Ok(false),
+            };
+            let pause = match pass {
+                Ok(true) => Duration::ZERO,
+                Ok(false) => POLL_INTERVAL,
+                Err(Stop::Superseded) => Duration::ZERO,
+                Err(Stop::Failed(reason)) => {
+                    tracing::warn!(%reason, "rebalancing pass failed; retrying");
+                    RETRY_BACKOFF
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// Does whatever the current ring asks of this node. Ok(true) if it did
+    /// something.
+    async fn pass(&self, ring: Arc<Ring>, stop: &watch::Receiver<bool>) -> Result<bool, Stop> {
+        let epoch = ring.epoch();
+        let failed = |e: crate::Error| Stop::Failed(e.to_string());
+        if ring.transition().is_some() {
+            if self.storage.marker(Marker::TransferDone).map_err(failed)? >= epoch {
+                return Ok(false);
+            }
+            self.transfer(ring, stop).await?;
+            self.storage
+                .set_marker(Marker::TransferDone, epoch)
+                .map_err(failed)?;
+            self.storage.durable().await.map_err(failed)?;
+            Ok(true)
+        } else {
+            if self.storage.marker(Marker::CleanupDone).map_err(failed)? >= epoch {
+                return Ok(false);
+            }
+            self.cleanup(ring, stop).await?;
+            self.storage
+                .set_marker(Marker::CleanupDone, epoch)
+                .map_err(failed)?;
+            self.storage.durable().await.map_err(failed)?;
+            Ok(true)
+        }
+    }
+
+    /// Stops the pass if the ring moved on or the node is stopping.
+    fn check(&self, ring: &Ring, stop: &watch::Receiver<bool>) -> Result<(), Stop> {
+        if *stop.borrow() || self.ring.epoch() != ring.epoch() {
+            return Err(Stop::Superseded);
+        }
+        Ok(())
+    }
+
+    /// Waits until no request placed under a ring older than `ring` runs here.
+    async fn drain(&self, ring: &Ring, stop: &watch::Receiver<bool>) -> Result<(), Stop> {
+        let started = Instant::now();
+        let mut warned = false;
+        while self.ring.older_in_use(ring.epoch()) {
+            self.check(ring, stop)?;
+            if !warned && started.elapsed() > Duration::from_secs(10) {
+                tracing::warn!("still waiting for requests begun under the previous ring");
+                warned = true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    /// The pending owners of `key` this node must send it to (empty when the
+    /// change does not move it).
+    fn targets(&self, ring: &Ring, key: &str) -> Vec<NodeId> {
+        let placement = ring.placement(key.as_bytes());
+        if !placement.moves() {
+            return Vec::new();
+        }
+        placement
+            .pending
+            .into_iter()
+            .filter(|n| *n != self.me)
+            .collect()
+    }
+
+    /// This node's transfer for the change in `ring`.
+    async fn transfer(&self, ring: Arc<Ring>, stop: &watch::Receiver<bool>) -> Result<(), Stop> {
+        let epoch = ring.epoch();
+        let failed = |e: crate::Error| Stop::Failed(e.to_string());
+        *self.lock() = Some(Tracked {
+            report: TransferProgress {
+                epoch,
+                phase: TransferPhase::Draining,
+                keys_to_move: 0,
+                keys_moved: 0,
+                bytes_moved: 0,
+                elapsed_ms: 0,
+            },
+            started: Instant::now(),
+        });
+        self.drain(&ring, stop).await?;
+
+        // Where a previous run of this transfer stopped.
+        let resume = match self.storage.transfer_cursor().map_err(failed)? {
+            Some((e, key)) if e == epoch => Some(key),
+            _ => None,
+        };
+        self.update(|p| p.phase = TransferPhase::Counting);
+        let (to_move, already) = self.count(&ring, resume.as_deref(), stop).await?;
+        self.update(|p| {
+            p.phase = TransferPhase::Sending;
+            p.keys_to_move = to_move;
+            p.keys_moved = already;
+        });
+        tracing::info!(
+            epoch,
+            change = %ring.state().describe_change(),
+            keys_to_move = to_move,
+            resumed_at = already,
+            "ring change: sending keys to their new owners"
+        );
+
+        let mut bucket = Bucket::new(self.rate);
+        let mut after = resume;
+        loop {
+            self.check(&ring, stop)?;
+            let storage = self.storage.clone();
+            let from = after.clone();
+            let page =
+                tokio::task::spawn_blocking(move || storage.scan(from.as_deref(), CHUNK_KEYS))
+                    .await
+                    .map_err(|e| Stop::Failed(e.to_string()))?
+                    .map_err(failed)?;
+            for bad in &page.corrupt {
+                tracing::error!(record = %bad, "skipping an unreadable record in the transfer");
+            }
+            let mut plan = Plan::default();
+            for stored in page.items {
+                let targets = self.targets(&ring, &stored.key);
+                if !targets.is_empty() {
+                    plan.add(&targets, stored.key, stored.object);
+                }
+            }
+            let keys = plan.keys;
+            bucket.take(keys).await;
+            let bytes = self.send_plan(&ring, plan, stop).await?;
+            self.update(|p| {
+                p.keys_moved += keys;
+                p.bytes_moved += bytes;
+            });
+            if let Some(last) = &page.last {
+                self.storage
+                    .set_transfer_cursor(epoch, last)
+                    .map_err(failed)?;
+            }
+            if !page.more {
+                break;
+            }
+            after = page.last;
+        }
+
+        // Hints: writes this node holds for others are data too.
+        let hints = self.storage.hints().map_err(failed)?;
+        let mut plan = Plan::default();
+        for hint in hints {
+            let targets = self.targets(&ring, &hint.key);
+            if !targets.is_empty() {
+                plan.add(&targets, hint.key, hint.object);
+            }
+        }
+        let bytes = self.send_plan(&ring, plan, stop).await?;
+        self.update(|p| {
+            p.bytes_moved += bytes;
+            p.phase = TransferPhase::Done;
+        });
+        let done = self.lock().clone();
+        if let Some(t) = done {
+            tracing::info!(
+                epoch,
+                keys_moved = t.report.keys_moved,
+                bytes = t.report.bytes_moved,
+                secs = t.started.elapsed().as_secs_f64(),
+                "ring change: this node's keys are on their new owners"
+            );
+        }
+        Ok(())
+    }
+
+    /// Counts the keys this node must send, and those at or before the resume
+    /// point (already confirmed by an earlier run).
+    async fn count(
+        &self,
+        ring: &Ring,
+        resume: Option<&str>,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<(u64, u64), Stop> {
+        let (mut total, mut done) = (0u64, 0u64);
+        let mut after: Option<Key> = None;
+        loop {
+            self.check(ring, stop)?;
+            let storage = self.storage.clone();
+            let from = after.clone();
+            let page =
+                tokio::task::spawn_blocking(move || storage.scan(from.as_deref(), CHUNK_KEYS))
+                    .await
+                    .map_err(|e| Stop::Failed(e.to_string()))?
+                    .map_err(|e| Stop::Failed(e.to_string()))?;
+            for stored in &page.items {
+                if !self.targets(ring, &stored.key).is_empty() {
+                    total += 1;
+                    if resume.is_some_and(|r| stored.key.as_str() <= r) {
+                        done += 1;
+                    }
+                }
+            }
+            if !page.more {
+                return Ok((total, done));
+            }
+            after = page.last;
+        }
+    }
+
+    /// Sends every batch of `plan`, retrying a failed receiver until it answers
+    /// or the ring moves on. Returns the bytes sent.
+    async fn send_plan(
+        &self,
+        ring: &Ring,
+        plan: Plan,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<u64, Stop> {
+        let mut bytes = 0u64;
+        let mut batches = plan.into_batches().into_iter();
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            while in_flight.len() < TRANSFER_CONCURRENCY {
+                let Some(batch) = batches.next() else { break };
+                in_flight.push(self.send_until_acked(ring, batch, stop));
+            }
+            match in_flight.next().await {
+                Some(sent) => bytes += sent?,
+                None => return Ok(bytes),
+            }
+        }
+    }
+
+    /// Sends one batch until its receiver acknowledges it.
+    async fn send_until_acked(
+        &self,
+        ring: &Ring,
+        batch: Batch,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<u64, Stop> {
+        let to = Addressee {
+            node: batch.target.clone(),
+            identity: ring.identity(&batch.target),
+        };
+        let items = Arc::new(batch.items);
+        let mut backoff = RETRY_BACKOFF;
+        loop {
+            self.check(ring, stop)?;
+            let out = self
+                .peers
+                .call(&batch.target, BATCH_TIMEOUT, |c, ctx| {
+                    let to = to.clone();
+                    let items = (*items).clone();
+                    async move { c.transfer(ctx, to, items).await }
+                })
+                .await;
+            match out {
+                Ok(_) => return Ok(batch.bytes),
+                Err(e) => {
+                    tracing::debug!(target = %batch.target, reason = %e.reason(), "transfer batch not acknowledged; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// After a settle: every key this node holds that the ring gives to others
+    /// goes to all of its owners, then leaves this node's disk.
+    async fn cleanup(&self, ring: Arc<Ring>, stop: &watch::Receiver<bool>) -> Result<(), Stop> {
+        self.drain(&ring, stop).await?;
+        let failed = |e: crate::Error| Stop::Failed(e.to_string());
+        let mut after: Option<Key> = None;
+        let (mut dropped, mut kept) = (0u64, 0u64);
+        let mut bucket = Bucket::new(self.rate);
+        loop {
+            self.check(&ring, stop)?;
+            let storage = self.storage.clone();
+            let from = after.clone();
+            let page =
+                tokio::task::spawn_blocking(move || storage.scan(from.as_deref(), CHUNK_KEYS))
+                    .await
+                    .map_err(|e| Stop::Failed(e.to_string()))?
+                    .map_err(failed)?;
+            let mut plan = Plan::default();
+            let mut leaving: Vec<Stored> = Vec::new();
+            for stored in page.items {
+                let owners = ring.preference_list(stored.key.as_bytes());
+                if owners.contains(&self.me) || owners.is_empty() {
+                    continue;
+                }
+                plan.add(&owners, stored.key.clone(), stored.object.clone());
+                leaving.push(stored);
+            }
+            if !leaving.is_empty() {
+                bucket.take(plan.keys).await;
+                self.send_plan(&ring, plan, stop).await?;
+                for stored in &leaving {
+                    if self.storage.drop_value(&self.me, stored).map_err(failed)? {
+                        dropped += 1;
+                    } else {
+                        // Written meanwhile: the next clean-up pass takes it.
+                        kept += 1;
+                    }
+                }
+            }
+            if !page.more {
+                break;
+            }
+            after = page.last;
+        }
+        self.storage.durable().await.map_err(failed)?;
+        if dropped > 0 || kept > 0 {
+            tracing::info!(
+                epoch = ring.epoch(),
+                dropped,
+                "handed off and dropped keys the settled ring gives to other nodes"
+            );
+        }
+        if kept > 0 {
+            return Err(Stop::Failed(format!(
+                "{kept} keys changed while being handed off; another pass follows"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What one scan chunk sends, per receiver.
+#[derive(Default)]
+struct Plan {
+    per_target: BTreeMap<NodeId, Vec<(Key, Arc<Object>)>>,
+    keys: u64,
+}
+
+impl Plan {
+    fn add(&mut self, targets: &[NodeId], key: Key, object: Arc<Object>) {
+        for t in targets {
+            self.per_target
+                .entry(t.clone())
+                .or_default()
+                .push((key.clone(), object.clone()));
+        }
+        self.keys += 1;
+    }
+
+    /// Cuts each receiver's list into batches of at most [`BATCH_KEYS`] keys
+    /// and [`BATCH_BYTES`] bytes.
+    fn into_batches(self) -> Vec<Batch> {
+        let mut out = Vec::new();
+        for (target, items) in self.per_target {
+            let mut batch = Batch::new(target.clone());
+            for (key, object) in items {
+                let size = object.approx_size().saturating_add(key.len());
+                if !batch.items.is_empty()
+                    && (batch.items.len() >= BATCH_KEYS
+                        || batch.size.saturating_add(size) > BATCH_BYTES)
+                {
+                    out.push(std::mem::replace(&mut batch, Batch::new(target.clone())));
+                }
+                batch.size = batch.size.saturating_add(size);
+                batch.bytes = batch.bytes.saturating_add(size as u64);
+                batch.items.push((key, object));
+            }
+            if !batch.items.is_empty() {
+                out.push(batch);
+            }
+        }
+        out
+    }
+}
+
+/// One transfer call.
+struct Batch {
+    target: NodeId,
+    items: Vec<(Key, Arc<Object>)>,
+    size: usize,
+    bytes: u64,
+}
+
+impl Batch {
+    fn new(target: NodeId) -> Batch {
+        Batch {
+            target,
+            items: Vec::new(),
+            size: 0,
+            bytes: 0,
+        }
+    }
+}
+
+/// A token bucket over keys per second (a rate of 0 never waits).
+struct Bucket {
+    rate: u64,
+    started: Instant,
+    taken: u64,
+}
+
+impl Bucket {
+    fn new(rate: u64) -> Bucket {
+        Bucket {
+            rate,
+            started: Instant::now(),
+            taken: 0,
+        }
+    }
+
+    /// Waits until `keys` more keys fit under the rate since the start.
+    async fn take(&mut self, keys: u64) {
+        if self.rate == 0 || keys == 0 {
+            return;
+        }
+        self.taken = self.taken.saturating_add(keys);
+        let due = Duration::from_secs_f64(self.taken as f64 / self.rate as f64);
+        let elapsed = self.started.elapsed();
+        if due > elapsed {
+            tokio::time::sleep(due - elapsed).await;
+        }
+    }
+}
