@@ -1,8 +1,9 @@
 //! The client library: one connection to one node, a method per command.
 //!
 //! It depends on the wire contract ([`crate::rpc`]) only. Any node accepts data
-//! commands; membership commands must go to the leader (a non-leader answers
-//! [`Error::NotLeader`] naming it). Every call carries a deadline of
+//! commands, `status` and `locate`; membership commands must go to the leader (a
+//! non-leader answers [`Error::NotLeader`] naming it), and they only start a ring
+//! change, which settles in the background. Every call carries a deadline of
 //! [`CLIENT_TIMEOUT`]; a connection that broke (the node restarted) is reopened on
 //! the next call.
 
@@ -12,7 +13,8 @@ use tarpc::client::RpcError;
 
 use crate::error::{Error, Result};
 use crate::rpc::{
-    self, MembershipReply, NodeClient, ReadReply, StatusReply, WriteReply, WriteRequest,
+    self, LocateReply, MembershipReply, NodeClient, ReadReply, StatusReply, WriteReply,
+    WriteRequest,
 };
 use crate::types::{Key, NodeId, Value};
 use crate::vclock::{Content, VersionVector};
@@ -158,5 +160,14 @@ impl Client {
     /// `status`.
     pub async fn status(&self) -> Result<StatusReply> {
         self.call(|c, ctx| async move { c.status(ctx).await }).await
+    }
+
+    /// `locate KEY`: the key's replicas, pending owners and fallbacks (any node).
+    pub async fn locate(&self, key: Key) -> Result<LocateReply> {
+        self.call(|c, ctx| {
+            let key = key.clone();
+            async move { c.locate(ctx, key).await }
+        })
+        .await
     }
 }

@@ -23,12 +23,25 @@
 //! says `(not found)` or `(deleted)` when there is no value. Errors are
 //! `error: <message>` where the message is the [`Error`]'s `Display`.
 //!
+//! `add-node` and `remove-node` only start a ring change (the data moves in the
+//! background and the leader settles it later), so their result says what started
+//! and the members once it settles, and points at `status`. `status` prints the
+//! member table, then a line when the answering node is not a member, then either
+//! `ring settled` or the running change: overall progress (keys, bytes, rate, time
+//! left) and one line per sender. `locate` lists the key's replicas, pending owners
+//! and fallbacks, each with its state as the answering node sees it.
+//!
 //! This module only formats; it performs no I/O.
 
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::rpc::{MemberStatus, MembershipReply, NodeState, ReadReply, StatusReply, WriteReply};
+use std::collections::BTreeMap;
+
+use crate::rpc::{
+    LocateReply, MemberStatus, MembershipReply, NodeState, ReadReply, StatusReply,
+    TransitionStatus, WriteReply,
+};
 use crate::types::{Key, NodeId, Value};
 use crate::vclock::VersionVector;
 
@@ -45,6 +58,10 @@ pub enum Outcome {
     /// `add-node` or `remove-node`.
     Membership(MembershipReply),
     Status(StatusReply),
+    /// `locate`.
+    Locate(LocateReply),
+    /// `wait-settled`: the epoch of the settled ring.
+    Settled(u64),
     /// The text `help` shows.
     Help(String),
     Error(Error),
@@ -88,6 +105,8 @@ impl Outcome {
                 ok: true,
                 epoch: reply.epoch,
                 members: &reply.members,
+                joining: &reply.joining,
+                leaving: &reply.leaving,
                 unreached: &reply.unreached,
             }),
             Outcome::Status(reply) => serde_json::to_string(&JsonStatus {
@@ -100,7 +119,21 @@ impl Outcome {
                 nodes: &reply.nodes,
                 node: &reply.node,
                 fsync: &reply.fsync,
+                transition: reply.transition.as_ref(),
+                member: reply.member,
             }),
+            Outcome::Locate(reply) => serde_json::to_string(&JsonLocate {
+                ok: true,
+                key: &reply.key,
+                epoch: reply.epoch,
+                replicas: &reply.replicas,
+                pending: &reply.pending,
+                fallbacks: &reply.fallbacks,
+                states: &reply.states,
+            }),
+            Outcome::Settled(epoch) => Ok(format!(
+                "{{\"ok\":true,\"settled\":true,\"epoch\":{epoch}}}"
+            )),
             Outcome::Help(text) => serde_json::to_string(&JsonHelp {
                 ok: true,
                 help: text,
@@ -120,6 +153,8 @@ impl Outcome {
             Outcome::Get(reply) => read_human(reply),
             Outcome::Membership(reply) => membership_human(reply),
             Outcome::Status(reply) => status_human(reply),
+            Outcome::Locate(reply) => locate_human(reply),
+            Outcome::Settled(epoch) => format!("ring settled (epoch {epoch})"),
             Outcome::Help(text) => text.clone(),
             Outcome::Error(e) => format!("error: {e}"),
         }
@@ -179,7 +214,10 @@ struct JsonRead<'a> {
 struct JsonMembership<'a> {
     ok: bool,
     epoch: u64,
+    /// The members once the change settles.
     members: &'a [NodeId],
+    joining: &'a [NodeId],
+    leaving: &'a [NodeId],
     unreached: &'a [NodeId],
 }
 
@@ -195,6 +233,22 @@ struct JsonStatus<'a> {
     nodes: &'a [MemberStatus],
     node: &'a NodeId,
     fsync: &'a str,
+    /// The running ring change (null when the ring is settled).
+    transition: Option<&'a TransitionStatus>,
+    /// Whether the answering node is in the ring.
+    member: bool,
+}
+
+#[derive(Serialize)]
+struct JsonLocate<'a> {
+    ok: bool,
+    key: &'a Key,
+    epoch: u64,
+    replicas: &'a [NodeId],
+    pending: &'a [NodeId],
+    fallbacks: &'a [NodeId],
+    /// `alive`, `suspect` or `down` for each node above.
+    states: &'a BTreeMap<NodeId, NodeState>,
 }
 
 #[derive(Serialize)]
@@ -257,21 +311,47 @@ fn join_ids(ids: &[NodeId]) -> String {
         .join(", ")
 }
 
+/// `-` for an empty list, else the ids joined by commas.
+fn ids_or_dash(ids: &[NodeId]) -> String {
+    if ids.is_empty() {
+        "-".to_string()
+    } else {
+        join_ids(ids)
+    }
+}
+
+/// What a ring change does: `adding a:1`, `removing b:1`, or both.
+fn describe_change(joining: &[NodeId], leaving: &[NodeId]) -> String {
+    let mut parts = Vec::new();
+    if !joining.is_empty() {
+        parts.push(format!("adding {}", join_ids(joining)));
+    }
+    if !leaving.is_empty() {
+        parts.push(format!("removing {}", join_ids(leaving)));
+    }
+    if parts.is_empty() {
+        return "no node joins or leaves".to_string();
+    }
+    parts.join("; ")
+}
+
 fn membership_human(reply: &MembershipReply) -> String {
-    let mut out = format!(
-        "ok: ring epoch {}, {} member{}: {}",
-        reply.epoch,
-        reply.members.len(),
-        if reply.members.len() == 1 { "" } else { "s" },
-        join_ids(&reply.members)
-    );
+    let mut lines = vec![
+        format!(
+            "ring change started (epoch {}): {}",
+            reply.epoch,
+            describe_change(&reply.joining, &reply.leaving)
+        ),
+        format!("members when it settles: {}", ids_or_dash(&reply.members)),
+        "data is moving in the background; 'status' shows the progress".to_string(),
+    ];
     if !reply.unreached.is_empty() {
-        out.push_str(&format!(
-            "\nnot reached yet (they learn the ring when they return): {}",
+        lines.push(format!(
+            "not reached yet (they learn the ring when they return): {}",
             join_ids(&reply.unreached)
         ));
     }
-    out
+    lines.join("\n")
 }
 
 fn state_name(state: NodeState) -> &'static str {
@@ -325,7 +405,136 @@ fn status_human(reply: &StatusReply) -> String {
             .collect();
         lines.push(cells.join("  ").trim_end().to_string());
     }
+    lines.push(String::new());
+    if !reply.member {
+        lines.push(format!(
+            "this node ({}) is not a member of the ring",
+            reply.node
+        ));
+    }
+    match &reply.transition {
+        None => lines.push("ring settled".to_string()),
+        Some(t) => lines.extend(transition_human(t)),
+    }
     lines.join("\n")
+}
+
+/// The running change in `status`: what it does, its progress, one line per sender.
+fn transition_human(t: &TransitionStatus) -> Vec<String> {
+    let mut progress = format!(
+        "  moved {} of {} keys ({}%), {}, {} keys/s",
+        t.keys_moved,
+        t.keys_to_move,
+        percent(t.keys_moved, t.keys_to_move),
+        bytes_human(t.bytes_moved),
+        t.keys_per_sec
+    );
+    if let Some(eta) = t.eta_s {
+        progress.push_str(&format!(", about {} left", duration_human(eta)));
+    }
+    let mut lines = vec![
+        format!(
+            "ring change in progress (epoch {}): {}",
+            t.epoch,
+            describe_change(&t.joining, &t.leaving)
+        ),
+        progress,
+    ];
+    let node_width = t
+        .senders
+        .iter()
+        .map(|s| s.node.as_str().chars().count())
+        .max()
+        .unwrap_or(0);
+    let state_width = t
+        .senders
+        .iter()
+        .map(|s| s.state.chars().count())
+        .max()
+        .unwrap_or(0);
+    lines.extend(t.senders.iter().map(|s| {
+        format!(
+            "  {:<node_width$}  {:<state_width$}  {}/{} keys",
+            s.node.as_str(),
+            s.state,
+            s.keys_moved,
+            s.keys_to_move
+        )
+    }));
+    lines
+}
+
+/// `done` of `total` in whole percent, rounded down (so 100% means finished);
+/// nothing to move is 100%.
+fn percent(done: u64, total: u64) -> u64 {
+    if total == 0 {
+        return 100;
+    }
+    let p = u128::from(done.min(total)) * 100 / u128::from(total);
+    u64::try_from(p).unwrap_or(100)
+}
+
+/// A byte count for people: `512 B`, `1.2 MiB`.
+fn bytes_human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut unit_bytes: u128 = 1;
+    let mut shown = (0u128, "B");
+    for unit in UNITS {
+        unit_bytes *= 1024;
+        // Tenths of the unit, rounded to nearest.
+        let tenths = (u128::from(bytes) * 10 + unit_bytes / 2) / unit_bytes;
+        shown = (tenths, unit);
+        if tenths < 10 * 1024 {
+            break;
+        }
+    }
+    let (tenths, unit) = shown;
+    format!("{}.{} {unit}", tenths / 10, tenths % 10)
+}
+
+/// Seconds for people: `42 s`, `3 min 5 s`, `2 h 10 min`.
+fn duration_human(secs: u64) -> String {
+    match secs {
+        0..=59 => format!("{secs} s"),
+        60..=3599 => format!("{} min {} s", secs / 60, secs % 60),
+        _ => format!("{} h {} min", secs / 3600, secs % 3600 / 60),
+    }
+}
+
+/// Each id with its state as the answering node sees it, or `-` for none.
+fn ids_with_states(ids: &[NodeId], states: &BTreeMap<NodeId, NodeState>) -> String {
+    if ids.is_empty() {
+        return "-".to_string();
+    }
+    ids.iter()
+        .map(|id| {
+            let state = states.get(id).map_or("unknown", |s| state_name(*s));
+            format!("{id} ({state})")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn locate_human(reply: &LocateReply) -> String {
+    [
+        format!(
+            "replicas:  {}",
+            ids_with_states(&reply.replicas, &reply.states)
+        ),
+        format!(
+            "pending:   {}",
+            ids_with_states(&reply.pending, &reply.states)
+        ),
+        format!(
+            "fallbacks: {}",
+            ids_with_states(&reply.fallbacks, &reply.states)
+        ),
+        format!("epoch {}", reply.epoch),
+    ]
+    .join("\n")
 }
 
 /// The text of `help`, or of `help COMMAND`.
@@ -359,6 +568,7 @@ pub fn help_text(topic: Option<&str>) -> String {
 mod tests {
     use super::*;
     use crate::error::ReplicaFailure;
+    use crate::rpc::SenderStatus;
     use crate::types::Replication;
 
     fn id(s: &str) -> NodeId {
@@ -415,6 +625,59 @@ mod tests {
                     epoch: None,
                 },
             ],
+            transition: None,
+            member: true,
+        }
+    }
+
+    fn sender(node: &str, state: &str, to_move: u64, moved: u64, bytes: u64) -> SenderStatus {
+        SenderStatus {
+            node: id(node),
+            state: state.into(),
+            keys_to_move: to_move,
+            keys_moved: moved,
+            bytes_moved: bytes,
+        }
+    }
+
+    /// `status` while 127.0.0.1:13342 joins, asked of a node outside the ring.
+    fn status_moving() -> StatusReply {
+        StatusReply {
+            epoch: 8,
+            member: false,
+            transition: Some(TransitionStatus {
+                epoch: 8,
+                joining: vec![id("127.0.0.1:13342")],
+                leaving: vec![],
+                keys_to_move: 4000,
+                keys_moved: 1200,
+                bytes_moved: 1_258_291,
+                elapsed_ms: 1500,
+                keys_per_sec: 800,
+                eta_s: Some(3),
+                senders: vec![
+                    sender("127.0.0.1:13337", "sending", 4000, 1200, 1_258_291),
+                    sender("10.0.0.2:13338", "unreachable", 0, 0, 0),
+                ],
+            }),
+            ..status()
+        }
+    }
+
+    fn locate() -> LocateReply {
+        LocateReply {
+            key: "k".into(),
+            epoch: 7,
+            replicas: vec![id("127.0.0.1:13338"), id("127.0.0.1:13341")],
+            pending: vec![],
+            fallbacks: vec![id("127.0.0.1:13337")],
+            states: [
+                (id("127.0.0.1:13337"), NodeState::Suspect),
+                (id("127.0.0.1:13338"), NodeState::Alive),
+                (id("127.0.0.1:13341"), NodeState::Down),
+            ]
+            .into_iter()
+            .collect(),
         }
     }
 
@@ -481,11 +744,30 @@ mod tests {
         let reply = MembershipReply {
             epoch: 7,
             members: vec![id("127.0.0.1:13337"), id("127.0.0.1:13338")],
+            joining: vec![id("127.0.0.1:13338")],
+            leaving: vec![],
             unreached: vec![],
         };
         assert_eq!(
             Outcome::Membership(reply).to_json(),
-            r#"{"ok":true,"epoch":7,"members":["127.0.0.1:13337","127.0.0.1:13338"],"unreached":[]}"#
+            concat!(
+                r#"{"ok":true,"epoch":7,"members":["127.0.0.1:13337","127.0.0.1:13338"],"#,
+                r#""joining":["127.0.0.1:13338"],"leaving":[],"unreached":[]}"#
+            )
+        );
+        let reply = MembershipReply {
+            epoch: 9,
+            members: vec![id("127.0.0.1:13337")],
+            joining: vec![],
+            leaving: vec![id("127.0.0.1:13338")],
+            unreached: vec![id("127.0.0.1:13338")],
+        };
+        assert_eq!(
+            Outcome::Membership(reply).to_json(),
+            concat!(
+                r#"{"ok":true,"epoch":9,"members":["127.0.0.1:13337"],"joining":[],"#,
+                r#""leaving":["127.0.0.1:13338"],"unreached":["127.0.0.1:13338"]}"#
+            )
         );
     }
 
@@ -497,7 +779,62 @@ mod tests {
                 r#"{"ok":true,"leader":"127.0.0.1:13337","epoch":7,"qsize":3,"write_n":2,"read_n":2,"#,
                 r#""nodes":[{"id":"127.0.0.1:13337","state":"alive","keys":120,"hints":0,"epoch":7},"#,
                 r#"{"id":"10.0.0.2:13338","state":"down","keys":null,"hints":null,"epoch":null}],"#,
-                r#""node":"127.0.0.1:13338","fsync":"batch"}"#
+                r#""node":"127.0.0.1:13338","fsync":"batch","transition":null,"member":true}"#
+            )
+        );
+    }
+
+    #[test]
+    fn status_json_with_a_transition() {
+        assert_eq!(
+            Outcome::Status(status_moving()).to_json(),
+            concat!(
+                r#"{"ok":true,"leader":"127.0.0.1:13337","epoch":8,"qsize":3,"write_n":2,"read_n":2,"#,
+                r#""nodes":[{"id":"127.0.0.1:13337","state":"alive","keys":120,"hints":0,"epoch":7},"#,
+                r#"{"id":"10.0.0.2:13338","state":"down","keys":null,"hints":null,"epoch":null}],"#,
+                r#""node":"127.0.0.1:13338","fsync":"batch","#,
+                r#""transition":{"epoch":8,"joining":["127.0.0.1:13342"],"leaving":[],"#,
+                r#""keys_to_move":4000,"keys_moved":1200,"bytes_moved":1258291,"elapsed_ms":1500,"#,
+                r#""keys_per_sec":800,"eta_s":3,"senders":["#,
+                r#"{"node":"127.0.0.1:13337","state":"sending","keys_to_move":4000,"keys_moved":1200,"bytes_moved":1258291},"#,
+                r#"{"node":"10.0.0.2:13338","state":"unreachable","keys_to_move":0,"keys_moved":0,"bytes_moved":0}]},"#,
+                r#""member":false}"#
+            )
+        );
+        let mut early = status_moving();
+        if let Some(t) = early.transition.as_mut() {
+            t.eta_s = None;
+            t.senders.clear();
+        }
+        let json = Outcome::Status(early).to_json();
+        assert!(json.contains(r#""eta_s":null,"senders":[]}"#), "{json}");
+    }
+
+    #[test]
+    fn locate_json() {
+        assert_eq!(
+            Outcome::Locate(locate()).to_json(),
+            concat!(
+                r#"{"ok":true,"key":"k","epoch":7,"replicas":["127.0.0.1:13338","127.0.0.1:13341"],"#,
+                r#""pending":[],"fallbacks":["127.0.0.1:13337"],"#,
+                r#""states":{"127.0.0.1:13337":"suspect","127.0.0.1:13338":"alive","127.0.0.1:13341":"down"}}"#
+            )
+        );
+        let moving = LocateReply {
+            key: "a \"b\"".into(),
+            pending: vec![id("127.0.0.1:13342")],
+            states: [(id("127.0.0.1:13342"), NodeState::Alive)]
+                .into_iter()
+                .collect(),
+            replicas: vec![],
+            fallbacks: vec![],
+            ..locate()
+        };
+        assert_eq!(
+            Outcome::Locate(moving).to_json(),
+            concat!(
+                r#"{"ok":true,"key":"a \"b\"","epoch":7,"replicas":[],"#,
+                r#""pending":["127.0.0.1:13342"],"fallbacks":[],"states":{"127.0.0.1:13342":"alive"}}"#
             )
         );
     }
@@ -568,8 +905,98 @@ mod tests {
              \n\
              ID               STATE  KEYS  HINTS  EPOCH\n\
              127.0.0.1:13337  alive  120   0      7\n\
-             10.0.0.2:13338   down   -     -      -"
+             10.0.0.2:13338   down   -     -      -\n\
+             \n\
+             ring settled"
         );
+    }
+
+    #[test]
+    fn human_status_shows_a_running_change() {
+        assert_eq!(
+            Outcome::Status(status_moving()).to_human(),
+            "node:   127.0.0.1:13338 (fsync batch)\n\
+             leader: 127.0.0.1:13337\n\
+             epoch:  8\n\
+             N/W/R:  3/2/2\n\
+             \n\
+             ID               STATE  KEYS  HINTS  EPOCH\n\
+             127.0.0.1:13337  alive  120   0      7\n\
+             10.0.0.2:13338   down   -     -      -\n\
+             \n\
+             this node (127.0.0.1:13338) is not a member of the ring\n\
+             ring change in progress (epoch 8): adding 127.0.0.1:13342\n  \
+             moved 1200 of 4000 keys (30%), 1.2 MiB, 800 keys/s, about 3 s left\n  \
+             127.0.0.1:13337  sending      1200/4000 keys\n  \
+             10.0.0.2:13338   unreachable  0/0 keys"
+        );
+        // No estimate yet, nothing to move, a removal: no eta, 100%.
+        let mut removing = status_moving();
+        removing.member = true;
+        if let Some(t) = removing.transition.as_mut() {
+            t.joining = vec![];
+            t.leaving = vec![id("10.0.0.2:13338")];
+            t.keys_to_move = 0;
+            t.keys_moved = 0;
+            t.bytes_moved = 0;
+            t.keys_per_sec = 0;
+            t.eta_s = None;
+            t.senders = vec![sender("127.0.0.1:13337", "done", 0, 0, 0)];
+        }
+        let text = Outcome::Status(removing).to_human();
+        let tail: Vec<&str> = text.lines().skip(8).collect();
+        assert_eq!(
+            tail,
+            [
+                "",
+                "ring change in progress (epoch 8): removing 10.0.0.2:13338",
+                "  moved 0 of 0 keys (100%), 0 B, 0 keys/s",
+                "  127.0.0.1:13337  done  0/0 keys",
+            ]
+        );
+    }
+
+    #[test]
+    fn human_locate() {
+        assert_eq!(
+            Outcome::Locate(locate()).to_human(),
+            "replicas:  127.0.0.1:13338 (alive), 127.0.0.1:13341 (down)\n\
+             pending:   -\n\
+             fallbacks: 127.0.0.1:13337 (suspect)\n\
+             epoch 7"
+        );
+        let moving = LocateReply {
+            pending: vec![id("127.0.0.1:13342")],
+            fallbacks: vec![],
+            ..locate()
+        };
+        assert_eq!(
+            Outcome::Locate(moving).to_human(),
+            "replicas:  127.0.0.1:13338 (alive), 127.0.0.1:13341 (down)\n\
+             pending:   127.0.0.1:13342 (unknown)\n\
+             fallbacks: -\n\
+             epoch 7"
+        );
+    }
+
+    #[test]
+    fn progress_numbers_for_people() {
+        assert_eq!(percent(0, 0), 100);
+        assert_eq!(percent(1200, 4000), 30);
+        assert_eq!(percent(3999, 4000), 99);
+        assert_eq!(percent(5, 4), 100);
+        assert_eq!(percent(u64::MAX, u64::MAX), 100);
+        assert_eq!(bytes_human(0), "0 B");
+        assert_eq!(bytes_human(1023), "1023 B");
+        assert_eq!(bytes_human(1024), "1.0 KiB");
+        assert_eq!(bytes_human(1_258_291), "1.2 MiB");
+        assert_eq!(bytes_human(1024 * 1024 - 1), "1.0 MiB");
+        assert_eq!(bytes_human(5 * 1024 * 1024 * 1024), "5.0 GiB");
+        assert_eq!(bytes_human(u64::MAX), "16.0 EiB");
+        assert_eq!(duration_human(0), "0 s");
+        assert_eq!(duration_human(59), "59 s");
+        assert_eq!(duration_human(125), "2 min 5 s");
+        assert_eq!(duration_human(7800), "2 h 10 min");
     }
 
     #[test]
@@ -577,12 +1004,29 @@ mod tests {
         let reply = MembershipReply {
             epoch: 3,
             members: vec![id("a:1"), id("b:1")],
+            joining: vec![id("b:1")],
+            leaving: vec![],
             unreached: vec![id("b:1")],
         };
         assert_eq!(
             Outcome::Membership(reply).to_human(),
-            "ok: ring epoch 3, 2 members: a:1, b:1\n\
+            "ring change started (epoch 3): adding b:1\n\
+             members when it settles: a:1, b:1\n\
+             data is moving in the background; 'status' shows the progress\n\
              not reached yet (they learn the ring when they return): b:1"
+        );
+        let reply = MembershipReply {
+            epoch: 4,
+            members: vec![id("a:1")],
+            joining: vec![],
+            leaving: vec![id("b:1")],
+            unreached: vec![],
+        };
+        assert_eq!(
+            Outcome::Membership(reply).to_human(),
+            "ring change started (epoch 4): removing b:1\n\
+             members when it settles: a:1\n\
+             data is moving in the background; 'status' shows the progress"
         );
     }
 
@@ -592,5 +1036,20 @@ mod tests {
             help_text(Some("get")),
             "usage: get KEY\n  every current version (sibling) of KEY and their merged context"
         );
+        assert_eq!(
+            help_text(Some("locate")),
+            "usage: locate KEY\n  the key's preference list in order, the nodes a ring change is \
+             moving it to, the fallbacks next in line, and each one's state"
+        );
+        assert!(help_text(None).contains("\n  locate KEY  "));
+    }
+
+    #[test]
+    fn settled_renders_for_scripts_and_people() {
+        assert_eq!(
+            Outcome::Settled(9).to_json(),
+            r#"{"ok":true,"settled":true,"epoch":9}"#
+        );
+        assert_eq!(Outcome::Settled(9).to_human(), "ring settled (epoch 9)");
     }
 }

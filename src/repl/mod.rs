@@ -14,7 +14,8 @@
 //! * **Interactive**, when stdin is a terminal: a rustyline prompt naming the node,
 //!   history kept across sessions (`$DYNAMO_HISTORY`, else `~/.dynamo_history`; a
 //!   history file that cannot be read or written is a warning, never fatal), tab
-//!   completion of command names, errors printed without leaving. Ctrl-C drops the
+//!   completion of command names (which are case-insensitive), errors printed
+//!   without leaving. Ctrl-C drops the
 //!   line being typed; Ctrl-D, `quit` and `exit` leave. The exit status is 0.
 //! * **Script**, when stdin is not a terminal: one command per line, no prompt, no
 //!   echo. Blank lines and lines starting with `#` are skipped. A line that is not
@@ -57,6 +58,8 @@ pub use parse::{is_blank_or_comment, parse, Command, COMMANDS};
 pub const HISTORY_ENV: &str = "DYNAMO_HISTORY";
 /// The history file in the home directory when [`HISTORY_ENV`] is not set.
 pub const HISTORY_FILE: &str = ".dynamo_history";
+/// How often `wait-settled` asks for `status`.
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 /// Lines of history kept: enough for weeks of sessions, small enough to load at once.
 pub const HISTORY_LINES: usize = 1000;
 
@@ -146,6 +149,27 @@ impl Session {
             Command::AddNode { node } => Outcome::Membership(client.add_node(node).await?),
             Command::RemoveNode { node } => Outcome::Membership(client.remove_node(node).await?),
             Command::Status => Outcome::Status(client.status().await?),
+            Command::Locate { key } => Outcome::Locate(client.locate(key).await?),
+            Command::WaitSettled { secs } => {
+                let limit = std::time::Duration::from_secs(secs);
+                let started = std::time::Instant::now();
+                loop {
+                    let status = client.status().await?;
+                    if status.transition.is_none() {
+                        break Outcome::Settled(status.epoch);
+                    }
+                    if started.elapsed() >= limit {
+                        return Err(Error::Timeout {
+                            what: format!(
+                                "the ring change of epoch {} is still running; 'status' shows its progress",
+                                status.epoch
+                            ),
+                            millis: secs.saturating_mul(1000),
+                        });
+                    }
+                    tokio::time::sleep(WAIT_POLL).await;
+                }
+            }
             // Answered above without the node.
             Command::Help { .. } | Command::Quit => Outcome::Help(String::new()),
         })
@@ -264,7 +288,7 @@ pub fn history_path() -> Option<PathBuf> {
     }
 }
 
-/// Completes command names: the first word, and the word after `help`.
+/// Completes command names (ignoring case): the first word, and the word after `help`.
 #[derive(Helper, Highlighter, Hinter, Validator)]
 struct CommandCompleter;
 
@@ -285,13 +309,19 @@ impl Completer for CommandCompleter {
             .unwrap_or("")
             .split_whitespace()
             .collect();
-        let completes_a_command = earlier.is_empty() || earlier == ["help"];
+        let completes_a_command = match earlier.as_slice() {
+            [] => true,
+            [first] => first.eq_ignore_ascii_case("help"),
+            _ => false,
+        };
         if !completes_a_command {
             return Ok((pos, Vec::new()));
         }
+        // Names are case-insensitive, so `LO` completes to `locate`.
+        let word = word.to_lowercase();
         let candidates = COMMANDS
             .iter()
-            .filter(|c| c.name.starts_with(word))
+            .filter(|c| c.name.starts_with(&word))
             .map(|c| Pair {
                 display: c.name.to_string(),
                 replacement: format!("{} ", c.name),
@@ -392,6 +422,10 @@ mod tests {
         assert_eq!(complete("re"), (0, vec!["remove-node".to_string()]));
         assert_eq!(complete("e"), (0, vec!["exit".to_string()]));
         assert_eq!(complete("help st"), (5, vec!["status".to_string()]));
+        assert_eq!(complete("l"), (0, vec!["locate".to_string()]));
+        assert_eq!(complete("LO"), (0, vec!["locate".to_string()]));
+        assert_eq!(complete("HELP lo"), (5, vec!["locate".to_string()]));
+        assert_eq!(complete("locate k").1, Vec::<String>::new());
         assert_eq!(complete("get k").1, Vec::<String>::new());
         assert_eq!(complete("zz").1, Vec::<String>::new());
     }

@@ -11,6 +11,9 @@
 //! which is what lets a context such as `{"127.0.0.1:13337":2}` be typed, and
 //! pasted back from `get`, as one token without escaping.
 //!
+//! Command names are case-insensitive (`GET k` is `get k`, and so is `help GET`'s
+//! topic); keys, contexts, values and addresses are taken exactly as written.
+//!
 //! # Positional, not split-then-parse
 //!
 //! `put`'s VALUE is either one quoted token or *the rest of the line, verbatim*:
@@ -55,6 +58,10 @@ pub enum Command {
     RemoveNode { node: NodeId },
     /// `status`.
     Status,
+    /// `wait-settled [SECONDS]`.
+    WaitSettled { secs: u64 },
+    /// `locate KEY`.
+    Locate { key: Key },
     /// `help [COMMAND]`.
     Help { topic: Option<String> },
     /// `quit` or `exit`.
@@ -77,6 +84,12 @@ pub struct CommandInfo {
 }
 
 /// Every command, in the order `help` lists them.
+/// How long `wait-settled` waits by default: a change of a few hundred thousand
+/// keys settles well within it on this project's machine (BENCHMARKS.md).
+pub const DEFAULT_WAIT_SECS: u64 = 120;
+/// The longest `wait-settled` accepts (a day).
+pub const MAX_WAIT_SECS: u64 = 86_400;
+
 pub const COMMANDS: &[CommandInfo] = &[
     CommandInfo {
         name: "put",
@@ -96,17 +109,29 @@ pub const COMMANDS: &[CommandInfo] = &[
     CommandInfo {
         name: "add-node",
         usage: "add-node HOST:PORT",
-        summary: "add a running node to the ring (leader only)",
+        summary: "add a running node to the ring; data moves to it in the background (leader only)",
     },
     CommandInfo {
         name: "remove-node",
         usage: "remove-node HOST:PORT",
-        summary: "remove a node from the ring; its data moves to the new owners (leader only)",
+        summary: "remove a node; its data moves to the new owners in the background (leader only)",
     },
     CommandInfo {
         name: "status",
         usage: "status",
-        summary: "leader, ring epoch, N/W/R and every member with its state and key count",
+        summary: "leader, ring epoch, N/W/R, every member's state and key count, a ring change's progress",
+    },
+    CommandInfo {
+        name: "locate",
+        usage: "locate KEY",
+        summary: "the key's preference list in order, the nodes a ring change is moving it to, \
+                  the fallbacks next in line, and each one's state",
+    },
+    CommandInfo {
+        name: "wait-settled",
+        usage: "wait-settled [SECONDS]",
+        summary: "wait until no ring change is running (at most SECONDS, default 120); for scripts \
+                  that make several changes",
     },
     CommandInfo {
         name: "help",
@@ -268,7 +293,9 @@ pub fn parse(line: &str) -> Result<Command> {
     let Some(name) = lexer.next_token()? else {
         return Err(Error::invalid("empty command; type help"));
     };
-    let name = name.text;
+    // Names are case-insensitive; an unknown one is reported as typed.
+    let typed = name.text;
+    let name = typed.to_lowercase();
     let command = match name.as_str() {
         "put" => {
             let key = take_key(&mut lexer, &name)?;
@@ -295,17 +322,36 @@ pub fn parse(line: &str) -> Result<Command> {
             node: take_node(&mut lexer, &name)?,
         },
         "status" => Command::Status,
+        "locate" => Command::Locate {
+            key: take_key(&mut lexer, &name)?,
+        },
+        "wait-settled" => {
+            let secs = match lexer.next_token()? {
+                Some(t) => match t.text.parse::<u64>() {
+                    Ok(s) if (1..=MAX_WAIT_SECS).contains(&s) => s,
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "wait-settled: SECONDS must be a whole number from 1 to {MAX_WAIT_SECS}, got {:?}",
+                            t.text
+                        )))
+                    }
+                },
+                None => DEFAULT_WAIT_SECS,
+            };
+            Command::WaitSettled { secs }
+        }
         "help" => {
-            let topic = lexer.next_token()?.map(|t| t.text);
-            if let Some(topic) = &topic {
-                if command_info(topic).is_none() {
-                    return Err(unknown(topic));
-                }
-            }
+            let topic = match lexer.next_token()? {
+                Some(t) => match command_info(&t.text.to_lowercase()) {
+                    Some(info) => Some(info.name.to_string()),
+                    None => return Err(unknown(&t.text)),
+                },
+                None => None,
+            };
             Command::Help { topic }
         }
         "quit" | "exit" => Command::Quit,
-        _ => return Err(unknown(&name)),
+        _ => return Err(unknown(&typed)),
     };
     if !lexer.at_end() {
         return Err(usage(&name));
@@ -499,6 +545,14 @@ mod tests {
             }
         );
         assert_eq!(parse("status").unwrap(), Command::Status);
+        assert_eq!(
+            parse("locate k").unwrap(),
+            Command::Locate { key: "k".into() }
+        );
+        assert_eq!(
+            parse(r#"locate "a b""#).unwrap(),
+            Command::Locate { key: "a b".into() }
+        );
         assert_eq!(parse("help").unwrap(), Command::Help { topic: None });
         assert_eq!(
             parse("help put").unwrap(),
@@ -523,6 +577,9 @@ mod tests {
             ("remove-node", "usage: remove-node HOST:PORT"),
             ("remove-node a:1 b:2", "usage: remove-node HOST:PORT"),
             ("status now", "usage: status"),
+            ("locate", "usage: locate KEY"),
+            ("LOCATE", "usage: locate KEY"),
+            ("locate a b", "usage: locate KEY"),
             ("help put get", "usage: help [COMMAND]"),
             ("quit now", "usage: quit"),
             ("exit now", "usage: exit"),
@@ -534,12 +591,81 @@ mod tests {
     #[test]
     fn unknown_and_malformed_commands() {
         assert_eq!(err("foo"), r#"unknown command "foo"; type help"#);
-        assert_eq!(err("GET k"), r#"unknown command "GET"; type help"#);
+        assert_eq!(err("FOO k"), r#"unknown command "FOO"; type help"#);
         assert_eq!(err("help foo"), r#"unknown command "foo"; type help"#);
+        assert_eq!(err("help Foo"), r#"unknown command "Foo"; type help"#);
+        assert_eq!(err(r#"locate """#), "empty key");
         assert_eq!(err(""), "empty command; type help");
         assert!(err("add-node nohost").starts_with("bad node address"));
         assert!(err("add-node h:0").starts_with("bad node address"));
         assert!(err("delete k [1]").starts_with("bad context:"));
+    }
+
+    #[test]
+    fn wait_settled_takes_an_optional_number_of_seconds() {
+        assert_eq!(
+            parse("wait-settled").unwrap(),
+            Command::WaitSettled {
+                secs: DEFAULT_WAIT_SECS
+            }
+        );
+        assert_eq!(
+            parse("WAIT-SETTLED 5").unwrap(),
+            Command::WaitSettled { secs: 5 }
+        );
+        for bad in ["wait-settled 0", "wait-settled x", "wait-settled 99999999"] {
+            assert!(
+                err(bad).starts_with("wait-settled: SECONDS must be"),
+                "{bad}"
+            );
+        }
+        assert_eq!(err("wait-settled 5 6"), "usage: wait-settled [SECONDS]");
+    }
+
+    #[test]
+    fn command_names_are_case_insensitive_and_the_rest_is_not() {
+        assert_eq!(
+            parse("LOCATE k").unwrap(),
+            Command::Locate { key: "k".into() }
+        );
+        assert_eq!(
+            parse("locate K").unwrap(),
+            Command::Locate { key: "K".into() }
+        );
+        assert_eq!(
+            parse("GET Key").unwrap(),
+            Command::Get { key: "Key".into() }
+        );
+        assert_eq!(parse("Put K {} Hello").unwrap(), put("K", "{}", "Hello"));
+        assert_eq!(
+            parse(r#"DELETE k {"127.0.0.1:13337":1}"#).unwrap(),
+            Command::Delete {
+                key: "k".into(),
+                context: vv(r#"{"127.0.0.1:13337":1}"#)
+            }
+        );
+        assert_eq!(
+            parse("Add-Node h:1").unwrap(),
+            Command::AddNode {
+                node: "h:1".parse().unwrap()
+            }
+        );
+        assert_eq!(
+            parse("REMOVE-NODE h:1").unwrap(),
+            Command::RemoveNode {
+                node: "h:1".parse().unwrap()
+            }
+        );
+        assert_eq!(parse("Status").unwrap(), Command::Status);
+        assert_eq!(
+            parse("HELP Locate").unwrap(),
+            Command::Help {
+                topic: Some("locate".into())
+            }
+        );
+        assert_eq!(parse("QUIT").unwrap(), Command::Quit);
+        assert_eq!(parse("Exit").unwrap(), Command::Quit);
+        assert_eq!(err("GET"), "usage: get KEY");
     }
 
     #[test]
@@ -555,6 +681,7 @@ mod tests {
     fn only_data_and_membership_commands_need_the_node() {
         assert!(parse("get k").unwrap().needs_node());
         assert!(parse("status").unwrap().needs_node());
+        assert!(parse("locate k").unwrap().needs_node());
         assert!(!parse("help").unwrap().needs_node());
         assert!(!parse("quit").unwrap().needs_node());
     }
