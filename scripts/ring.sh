@@ -60,10 +60,13 @@ start() {
   echo "ring up: leader $HOST:$LEADER_PORT, members ${MEMBER_PORTS[*]/#/$HOST:} (logs in $LOGS/)"
 }
 
+# One ring change runs at a time: each add-node starts a change, and the next one
+# waits until it has settled (the data it moves is small on a fresh ring).
 add_members() {
   for p in "${MEMBER_PORTS[@]}"; do
     echo "> add-node $HOST:$p"
     "$BIN/client" --node "$HOST" --port "$LEADER_PORT" -c "add-node $HOST:$p" || true
+    "$BIN/client" --node "$HOST" --port "$LEADER_PORT" -c "wait-settled" >/dev/null || true
   done
 }
 

@@ -117,7 +117,7 @@ else
 fi
 
 out=$($DOCKER add-members 2>>"$LOG")
-if [[ $(grep -c '^ok: ring epoch' <<<"$out") == 4 ]] && grep -q '5 members' <<<"$out"; then
+if [[ $(grep -c '^ring change started' <<<"$out") == 4 ]] && [[ $(grep -c '^ring settled' <<<"$out") == 4 ]]; then
   pass "testcase adds the 4 members: $(tail -n 1 <<<"$out")"
 else
   fail "testcase adds the 4 members" "$out"
