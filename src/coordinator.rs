@@ -266,7 +266,8 @@ impl Coordinator {
                 })
             }
         };
-        let mut fanout = Fanout::new(placement, &self.me, Box::new(launch));
+        // The coordinator already stored its copy: it is no stand-in for others.
+        let mut fanout = Fanout::new(placement, &self.me, true, Box::new(launch));
         let local_slot = stand_in_for.clone().unwrap_or_else(|| self.me.clone());
         let me = self.me.clone();
         fanout.push_future(Box::pin(async move {
@@ -369,7 +370,9 @@ impl Coordinator {
                 })
             }
         };
-        let mut fanout = Fanout::new(&placement, &self.me, Box::new(launch));
+        // A coordinator outside the slots may stand in: it answers with the hints
+        // it holds for the key.
+        let mut fanout = Fanout::new(&placement, &self.me, false, Box::new(launch));
         for slot in placement.slots() {
             fanout.push(slot.clone(), slot.clone());
         }
@@ -693,13 +696,15 @@ struct Fanout<T> {
 }
 
 impl<T: Send + 'static> Fanout<T> {
-    fn new(placement: &Placement, me: &NodeId, launch: Launch<T>) -> Fanout<T> {
+    /// A fan-out over `placement`'s fallbacks; `skip_me` leaves this node out of
+    /// them (a write's coordinator has stored its copy already).
+    fn new(placement: &Placement, me: &NodeId, skip_me: bool, launch: Launch<T>) -> Fanout<T> {
         Fanout {
             fallbacks: placement
                 .fallbacks
                 .iter()
                 .rev()
-                .filter(|n| *n != me)
+                .filter(|n| !skip_me || *n != me)
                 .cloned()
                 .collect(),
             pending: FuturesUnordered::new(),
@@ -730,12 +735,14 @@ impl<T: Send + 'static> Fanout<T> {
     }
 
     /// The next outcome; a failure starts the slot's next stand-in. A refusal
-    /// for a stale ring does not: every node with the newer ring would refuse.
+    /// for a stale ring does not (every node with the newer ring would refuse),
+    /// nor does a failure of the coordinator's own copy of its own slot.
     async fn next(&mut self) -> Option<Outcome<T>> {
         let (slot, node, result) = self.pending.next().await?;
         if let Err(e) = &result {
             let stale = matches!(e, CallError::Remote(Error::StaleRing { .. }));
-            if node != self.me && !stale {
+            let own = node == self.me && slot == self.me;
+            if !own && !stale {
                 self.push_fallback(slot.clone());
             }
         }
