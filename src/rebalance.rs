@@ -77,6 +77,8 @@ use crate::vclock::Object;
 
 /// Keys read from disk per step of a scan; the transfer cursor advances per chunk.
 pub const CHUNK_KEYS: usize = 4096;
+/// Keys per step of the counting scan (keys only, no objects decoded).
+pub const COUNT_KEYS: usize = 16_384;
 /// Most keys in one transfer batch.
 pub const BATCH_KEYS: usize = 256;
 /// Most bytes (approximate object size) in one transfer batch: well under the
@@ -260,15 +262,24 @@ impl Rebalance {
     /// The pending owners of `key` this node must send it to (empty when the
     /// change does not move it).
     fn targets(&self, ring: &Ring, key: &str) -> Vec<NodeId> {
-        let placement = ring.placement(key.as_bytes());
-        if !placement.moves() {
+        if !ring.moves(key.as_bytes()) {
             return Vec::new();
         }
+        let placement = ring.placement(key.as_bytes());
         placement
             .pending
             .into_iter()
             .filter(|n| *n != self.me)
             .collect()
+    }
+
+    /// True if this node has a pending owner other than itself to send `key` to
+    /// (the key moves; checked by the caller).
+    fn sends(&self, ring: &Ring, key: &str) -> bool {
+        ring.placement(key.as_bytes())
+            .pending
+            .iter()
+            .any(|n| *n != self.me)
     }
 
     /// This node's transfer for the change in `ring`.
@@ -286,7 +297,9 @@ impl Rebalance {
             },
             started: Instant::now(),
         });
+        let t0 = Instant::now();
         self.drain(&ring, stop).await?;
+        let drained = t0.elapsed();
 
         // Where a previous run of this transfer stopped.
         let resume = match self.storage.transfer_cursor().map_err(failed)? {
@@ -295,6 +308,7 @@ impl Rebalance {
         };
         self.update(|p| p.phase = TransferPhase::Counting);
         let (to_move, already) = self.count(&ring, resume.as_deref(), stop).await?;
+        let counted = t0.elapsed().saturating_sub(drained);
         self.update(|p| {
             p.phase = TransferPhase::Sending;
             p.keys_to_move = to_move;
@@ -305,6 +319,8 @@ impl Rebalance {
             change = %ring.state().describe_change(),
             keys_to_move = to_move,
             resumed_at = already,
+            drain_ms = drained.as_millis() as u64,
+            count_ms = counted.as_millis() as u64,
             "ring change: sending keys to their new owners"
         );
 
@@ -329,17 +345,12 @@ impl Rebalance {
                     plan.add(&targets, stored.key, stored.object);
                 }
             }
-            let keys = plan.keys;
-            bucket.take(keys).await;
-            let bytes = self.send_plan(&ring, plan, stop).await?;
-            self.update(|p| {
-                p.keys_moved += keys;
-                p.bytes_moved += bytes;
-            });
+            self.send_plan(&ring, plan, &mut bucket, true, stop).await?;
             if let Some(last) = &page.last {
                 self.storage
                     .set_transfer_cursor(epoch, last)
                     .map_err(failed)?;
+                self.storage.durable().await.map_err(failed)?;
             }
             if !page.more {
                 break;
@@ -356,11 +367,10 @@ impl Rebalance {
                 plan.add(&targets, hint.key, hint.object);
             }
         }
-        let bytes = self.send_plan(&ring, plan, stop).await?;
-        self.update(|p| {
-            p.bytes_moved += bytes;
-            p.phase = TransferPhase::Done;
-        });
+        // Hint copies are extra copies of keys counted above: bytes, not keys.
+        plan.uncounted();
+        self.send_plan(&ring, plan, &mut bucket, true, stop).await?;
+        self.update(|p| p.phase = TransferPhase::Done);
         let done = self.lock().clone();
         if let Some(t) = done {
             tracing::info!(
@@ -388,56 +398,70 @@ impl Rebalance {
             self.check(ring, stop)?;
             let storage = self.storage.clone();
             let from = after.clone();
-            let page =
-                tokio::task::spawn_blocking(move || storage.scan(from.as_deref(), CHUNK_KEYS))
+            let (keys, more) =
+                tokio::task::spawn_blocking(move || storage.scan_keys(from.as_deref(), COUNT_KEYS))
                     .await
                     .map_err(|e| Stop::Failed(e.to_string()))?
                     .map_err(|e| Stop::Failed(e.to_string()))?;
-            for stored in &page.items {
-                if !self.targets(ring, &stored.key).is_empty() {
+            for key in &keys {
+                if ring.moves(key.as_bytes()) && self.sends(ring, key) {
                     total += 1;
-                    if resume.is_some_and(|r| stored.key.as_str() <= r) {
+                    if resume.is_some_and(|r| key.as_str() <= r) {
                         done += 1;
                     }
                 }
             }
-            if !page.more {
+            if !more {
                 return Ok((total, done));
             }
-            after = page.last;
+            after = keys.last().cloned();
         }
     }
 
-    /// Sends every batch of `plan`, retrying a failed receiver until it answers
-    /// or the ring moves on. Returns the bytes sent.
+    /// Sends every batch of `plan` (each batch waits for its keys in `bucket`),
+    /// retrying a failed receiver until it answers or the ring moves on. With
+    /// `report`, each acknowledged batch adds its keys and bytes to the progress.
     async fn send_plan(
         &self,
         ring: &Ring,
         plan: Plan,
+        bucket: &mut Bucket,
+        report: bool,
         stop: &watch::Receiver<bool>,
-    ) -> Result<u64, Stop> {
-        let mut bytes = 0u64;
+    ) -> Result<(), Stop> {
         let mut batches = plan.into_batches().into_iter();
         let mut in_flight = FuturesUnordered::new();
         loop {
             while in_flight.len() < TRANSFER_CONCURRENCY {
                 let Some(batch) = batches.next() else { break };
+                bucket.take(batch.counted).await;
                 in_flight.push(self.send_until_acked(ring, batch, stop));
             }
             match in_flight.next().await {
-                Some(sent) => bytes += sent?,
-                None => return Ok(bytes),
+                Some(sent) => {
+                    let (keys, bytes) = sent?;
+                    if report {
+                        self.update(|p| {
+                            p.keys_moved += keys;
+                            p.bytes_moved += bytes;
+                            // Keys written after the count are sent too.
+                            p.keys_to_move = p.keys_to_move.max(p.keys_moved);
+                        });
+                    }
+                }
+                None => return Ok(()),
             }
         }
     }
 
-    /// Sends one batch until its receiver acknowledges it.
+    /// Sends one batch until its receiver acknowledges it. Returns the keys it
+    /// counts for and its bytes.
     async fn send_until_acked(
         &self,
         ring: &Ring,
         batch: Batch,
         stop: &watch::Receiver<bool>,
-    ) -> Result<u64, Stop> {
+    ) -> Result<(u64, u64), Stop> {
         let to = Addressee {
             node: batch.target.clone(),
             identity: ring.identity(&batch.target),
@@ -455,7 +479,7 @@ impl Rebalance {
                 })
                 .await;
             match out {
-                Ok(_) => return Ok(batch.bytes),
+                Ok(_) => return Ok((batch.counted, batch.bytes)),
                 Err(e) => {
                     tracing::debug!(target = %batch.target, reason = %e.reason(), "transfer batch not acknowledged; retrying");
                     tokio::time::sleep(backoff).await;
@@ -493,8 +517,8 @@ impl Rebalance {
                 leaving.push(stored);
             }
             if !leaving.is_empty() {
-                bucket.take(plan.keys).await;
-                self.send_plan(&ring, plan, stop).await?;
+                self.send_plan(&ring, plan, &mut bucket, false, stop)
+                    .await?;
                 for stored in &leaving {
                     if self.storage.drop_value(&self.me, stored).map_err(failed)? {
                         dropped += 1;
@@ -526,22 +550,31 @@ impl Rebalance {
     }
 }
 
-/// What one scan chunk sends, per receiver.
+/// What one scan chunk sends, per receiver. Each key counts once for
+/// progress and rate, in the batch of its first receiver.
 #[derive(Default)]
 struct Plan {
-    per_target: BTreeMap<NodeId, Vec<(Key, Arc<Object>)>>,
-    keys: u64,
+    per_target: BTreeMap<NodeId, Vec<(Key, Arc<Object>, bool)>>,
 }
 
 impl Plan {
     fn add(&mut self, targets: &[NodeId], key: Key, object: Arc<Object>) {
-        for t in targets {
-            self.per_target
-                .entry(t.clone())
-                .or_default()
-                .push((key.clone(), object.clone()));
+        for (i, t) in targets.iter().enumerate() {
+            self.per_target.entry(t.clone()).or_default().push((
+                key.clone(),
+                object.clone(),
+                i == 0,
+            ));
         }
-        self.keys += 1;
+    }
+
+    /// Makes every item count for no key (copies of keys counted elsewhere).
+    fn uncounted(&mut self) {
+        for items in self.per_target.values_mut() {
+            for item in items.iter_mut() {
+                item.2 = false;
+            }
+        }
     }
 
     /// Cuts each receiver's list into batches of at most [`BATCH_KEYS`] keys
@@ -550,7 +583,7 @@ impl Plan {
         let mut out = Vec::new();
         for (target, items) in self.per_target {
             let mut batch = Batch::new(target.clone());
-            for (key, object) in items {
+            for (key, object, counts) in items {
                 let size = object.approx_size().saturating_add(key.len());
                 if !batch.items.is_empty()
                     && (batch.items.len() >= BATCH_KEYS
@@ -560,6 +593,7 @@ impl Plan {
                 }
                 batch.size = batch.size.saturating_add(size);
                 batch.bytes = batch.bytes.saturating_add(size as u64);
+                batch.counted += u64::from(counts);
                 batch.items.push((key, object));
             }
             if !batch.items.is_empty() {
@@ -576,6 +610,8 @@ struct Batch {
     items: Vec<(Key, Arc<Object>)>,
     size: usize,
     bytes: u64,
+    /// Keys this batch counts for in progress and rate.
+    counted: u64,
 }
 
 impl Batch {
@@ -585,6 +621,7 @@ impl Batch {
             items: Vec::new(),
             size: 0,
             bytes: 0,
+            counted: 0,
         }
     }
 }

@@ -749,6 +749,18 @@ impl Ring {
         self.current.owner(key)
     }
 
+    /// True if the running change gives the key other owners (false when no
+    /// change runs). Cheaper than [`Ring::placement`]: two short walks.
+    pub fn moves(&self, key: &[u8]) -> bool {
+        let Some(target) = &self.target else {
+            return false;
+        };
+        let n = self.state.replication.n;
+        let now = self.current.clockwise(key, n);
+        let next = target.clockwise(key, n);
+        now.len() != next.len() || next.iter().any(|node| !now.contains(node))
+    }
+
     /// Where the key lives in this epoch: its replicas, the pending owners a
     /// running change is moving it to, and the stand-ins (see the module
     /// documentation).

@@ -76,6 +76,8 @@ pub const LOCK_STRIPES: usize = 1024;
 pub const CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
 const RING_KEY: &[u8] = b"ring";
+/// Preallocation cap for a page of keys.
+const CHUNK_HINT: usize = 8192;
 const UUID_KEY: &[u8] = b"node_uuid";
 const CURSOR_KEY: &[u8] = b"transfer_cursor";
 
@@ -463,6 +465,30 @@ impl Storage {
             out.last = Some(String::from_utf8_lossy(&k).into_owned());
         }
         Ok(out)
+    }
+
+    /// Up to `limit` keys of this node's own replica after `after`, in key order,
+    /// without decoding their objects (cheap: for counting). Keys that are not
+    /// UTF-8 are skipped (`scan` reports them).
+    pub fn scan_keys(&self, after: Option<&str>, limit: usize) -> Result<(Vec<Key>, bool)> {
+        let range = match after {
+            Some(k) => self.values.range::<&[u8], _>((
+                std::ops::Bound::Excluded(k.as_bytes()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => self.values.iter(),
+        };
+        let mut keys = Vec::with_capacity(limit.min(CHUNK_HINT));
+        for item in range.keys() {
+            if keys.len() >= limit {
+                return Ok((keys, true));
+            }
+            let k = item?;
+            if let Ok(key) = std::str::from_utf8(&k) {
+                keys.push(key.to_string());
+            }
+        }
+        Ok((keys, false))
     }
 
     /// Merges many objects (a transfer batch) into this node's replica. Returns how
