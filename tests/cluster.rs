@@ -76,13 +76,24 @@ async fn read_repair_fixes_a_replica_that_missed_a_write() {
     let raw = dynamo::rpc::connect(&c.ids[2], Duration::from_secs(2))
         .await
         .unwrap();
-    let held = |raw: dynamo::rpc::NodeClient| async move {
-        let obj = raw
-            .read_replica(dynamo::rpc::context(Duration::from_secs(2)), "rr".into())
-            .await
-            .ok()?
-            .ok()?;
-        Some(strs(&obj.values().cloned().collect::<Vec<_>>()))
+    let id2 = c.ids[2].clone();
+    let held = |raw: dynamo::rpc::NodeClient| {
+        let id2 = id2.clone();
+        async move {
+            let obj = raw
+                .read_replica(
+                    dynamo::rpc::context(Duration::from_secs(2)),
+                    dynamo::rpc::Addressee {
+                        node: id2,
+                        identity: None,
+                    },
+                    "rr".into(),
+                )
+                .await
+                .ok()?
+                .ok()?;
+            Some(strs(&obj.values().cloned().collect::<Vec<_>>()))
+        }
     };
     assert_eq!(held(raw.clone()).await, Some(vec![]));
     // Read through the node that misses the write: R = 2 can be met without it,
@@ -168,7 +179,7 @@ async fn member_down_during_a_change_catches_up() {
         let cl = &cl;
         async move {
             let s = cl.status().await.ok()?;
-            (s.epoch == epoch).then_some(())
+            (s.epoch > epoch && s.transition.is_none()).then_some(())
         }
     })
     .await;
@@ -198,6 +209,8 @@ async fn preference_lists_agree_with_the_library_ring() {
         members: status.nodes.iter().map(|n| n.id.clone()).collect(),
         replication: status.replication,
         tokens_per_node: dynamo::ring::DEFAULT_TOKENS_PER_NODE,
+        identities: Default::default(),
+        transition: None,
     };
     let pref = Ring::new(state).preference_list(b"pl");
     assert!(pref.contains(&w.coordinator), "{pref:?} {}", w.coordinator);

@@ -15,6 +15,8 @@ use dynamo::config::{Flags, NodeConfig};
 use dynamo::server::NodeHandle;
 use dynamo::types::NodeId;
 
+pub mod writeload;
+
 /// Polls `f` until it returns Some, for at most `limit`.
 pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
@@ -48,6 +50,10 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// How long a helper waits for a ring change to settle (a change of a test's
+/// small ring settles in well under a second at the default transfer rate).
+pub const SETTLE_LIMIT: Duration = Duration::from_secs(60);
 
 /// A free port on 127.0.0.1 (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
@@ -108,6 +114,21 @@ impl InProcess {
         let leader = c.client(0).await;
         for id in c.ids.iter().skip(1) {
             leader.add_node(id.clone()).await.expect("add-node");
+            // One ring change at a time: wait until this one has settled.
+            wait_for_async(
+                &format!("the change adding {id} to settle"),
+                SETTLE_LIMIT,
+                || {
+                    let leader = &leader;
+                    async move {
+                        let s = leader.status().await.ok()?;
+                        let caught_up =
+                            s.nodes.iter().all(|n| n.epoch.is_none_or(|e| e == s.epoch));
+                        (s.transition.is_none() && caught_up).then_some(())
+                    }
+                },
+            )
+            .await;
         }
         c
     }
@@ -186,6 +207,12 @@ fn port_open(port: u16) -> bool {
 impl Cluster {
     /// Starts `n` processes (node 0 leads) with N/W/R = `nwr`, without adding members.
     pub fn spawn(n: usize, nwr: (usize, usize, usize)) -> Cluster {
+        Cluster::spawn_with(n, nwr, &[])
+    }
+
+    /// [`Cluster::spawn`] with `extra` arguments for every process (for example
+    /// `["--transfer-rate", "300"]`).
+    pub fn spawn_with(n: usize, nwr: (usize, usize, usize), extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let leader = format!("127.0.0.1:{}", ports[0]);
@@ -210,6 +237,8 @@ impl Cluster {
                     "--data-dir".into(),
                     data.display().to_string(),
                 ];
+                let mut args = args;
+                args.extend(extra.iter().map(|a| a.to_string()));
                 Proc {
                     port,
                     id: format!("127.0.0.1:{port}"),
@@ -227,14 +256,80 @@ impl Cluster {
         c
     }
 
-    /// Starts `n` processes and adds nodes 1.. to the ring at the leader.
+    /// Starts `n` processes and adds nodes 1.. to the ring at the leader, one
+    /// change at a time (each settles before the next starts).
     pub fn ring(n: usize, nwr: (usize, usize, usize)) -> Cluster {
-        let c = Cluster::spawn(n, nwr);
-        for i in 1..n {
-            let out = c.client(0, &[&format!("add-node {}", c.nodes[i].id)]);
-            assert_eq!(out.results[0]["ok"], true, "add-node: {:?}", out.results);
+        Cluster::ring_with(n, n, nwr, &[])
+    }
+
+    /// Starts `n` processes with `extra` arguments and makes nodes `0..members`
+    /// the ring (each add settles before the next); the others run outside it.
+    pub fn ring_with(
+        n: usize,
+        members: usize,
+        nwr: (usize, usize, usize),
+        extra: &[&str],
+    ) -> Cluster {
+        assert!(members >= 1 && members <= n);
+        let c = Cluster::spawn_with(n, nwr, extra);
+        for i in 1..members {
+            c.add_settled(i);
         }
         c
+    }
+
+    /// `add-node` node `i` at the leader (node 0) and waits for the change to settle.
+    pub fn add_settled(&self, i: usize) -> serde_json::Value {
+        let out = self.client(0, &[&format!("add-node {}", self.nodes[i].id)]);
+        assert_eq!(
+            out.results.first().map(|r| r["ok"].clone()),
+            Some(true.into()),
+            "add-node {}: {out:?}",
+            self.nodes[i].id
+        );
+        self.wait_settled(0, SETTLE_LIMIT)
+    }
+
+    /// `status` at node `via`, if it answered.
+    pub fn status(&self, via: usize) -> Option<serde_json::Value> {
+        let out = self.client(via, &["status"]);
+        let s = out.results.into_iter().next()?;
+        (s["ok"] == true).then_some(s)
+    }
+
+    /// Polls `status` at node `via` (the leader, or any member) until no ring
+    /// change runs (`transition` is null) and every member that answers has
+    /// installed the leader's epoch; returns that status. Panics after `limit`.
+    pub fn wait_settled(&self, via: usize, limit: Duration) -> serde_json::Value {
+        let start = Instant::now();
+        let mut last = None;
+        loop {
+            if let Some(s) = self.status(via) {
+                let epoch = s["epoch"].clone();
+                let caught_up = s["nodes"].as_array().is_some_and(|nodes| {
+                    nodes
+                        .iter()
+                        .filter(|n| n["state"] == "alive" && !n["epoch"].is_null())
+                        .all(|n| n["epoch"] == epoch)
+                });
+                if s["transition"].is_null() && caught_up {
+                    return s;
+                }
+                last = Some(s);
+            }
+            assert!(
+                start.elapsed() < limit,
+                "the ring change did not settle within {limit:?} (status at node {via}: {})",
+                last.map(|s| s.to_string())
+                    .unwrap_or_else(|| "no answer".into())
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The ports of nodes `idx`.
+    pub fn ports(&self, idx: &[usize]) -> Vec<u16> {
+        idx.iter().map(|&i| self.nodes[i].port).collect()
     }
 
     /// Starts (or restarts) process `i` and waits until its port answers.
@@ -354,4 +449,63 @@ pub fn run_client(port: u16, commands: &[&str]) -> ClientRun {
 /// The compact JSON text of a context value, ready to pass to `put`.
 pub fn ctx(v: &serde_json::Value) -> String {
     serde_json::to_string(&v["context"]).unwrap()
+}
+
+/// Runs `client --node 127.0.0.1 --port PORT --json` in script mode, feeding
+/// `lines` on stdin (from a helper thread, so a full stdout pipe cannot block the
+/// feed). The client is killed if it runs longer than `limit`; `results` then
+/// holds what it printed until then (one JSON object per command answered).
+pub fn run_script(port: u16, lines: &[String], limit: Duration) -> ClientRun {
+    use std::io::{Read, Write};
+    let mut child = Command::new(client_bin())
+        .args(["--node", "127.0.0.1", "--port", &port.to_string(), "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn client");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let script: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let feeder = std::thread::spawn(move || {
+        // A client that died early closes the pipe: nothing more to feed.
+        let _ = stdin.write_all(script.as_bytes());
+    });
+    let mut stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let mut stderr = child.stderr.take().expect("stderr");
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait client") {
+            break st.code().unwrap_or(-1);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break -1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = feeder.join();
+    let stdout = reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    let results = stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect();
+    ClientRun {
+        status,
+        results,
+        stdout,
+        stderr,
+    }
 }
