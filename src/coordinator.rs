@@ -662,7 +662,41 @@ impl Coordinator {
         self.storage.durable().await?;
         Ok(u64::try_from(changed).unwrap_or(u64::MAX))
     }
+
+    /// Receiving side of a transfer's digest check: the indices of the keys
+    /// whose stored object here does not have the sender's digest.
+    pub async fn transfer_check(
+        &self,
+        to: Addressee,
+        digests: Vec<(Key, u64)>,
+    ) -> Result<Vec<u32>> {
+        self.check_addressee(&to)?;
+        if digests.len() > MAX_DIGESTS_PER_CHECK {
+            return Err(Error::invalid(format!(
+                "{} digests in one check, the limit is {MAX_DIGESTS_PER_CHECK}",
+                digests.len()
+            )));
+        }
+        for (key, _) in &digests {
+            check_key(key)?;
+        }
+        let storage = self.storage.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut differ = Vec::new();
+            for (i, (key, digest)) in digests.iter().enumerate() {
+                if storage.digest(key)? != Some(*digest) {
+                    differ.push(u32::try_from(i).unwrap_or(u32::MAX));
+                }
+            }
+            Ok(differ)
+        })
+        .await
+        .map_err(|e| Error::internal(e.to_string()))?
+    }
 }
+
+/// Most keys one `transfer_check` may carry (bounds the receiver's work per call).
+pub const MAX_DIGESTS_PER_CHECK: usize = 8192;
 
 /// One answer to a read.
 struct Answer {

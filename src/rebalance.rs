@@ -26,9 +26,8 @@
 //!    batches that the receiver merges durably before it answers. A write
 //!    acknowledged by W nodes has a live copy to send unless all W are gone;
 //!    removing a dead node works because the surviving replicas send its keys.
-//!    Sending from every holder costs redundant traffic (the receiver's merge
-//!    of a copy it already has writes nothing) and buys not depending on any
-//!    one sender.
+//!    Every holder makes sure the receiver has its copy, so the change depends
+//!    on no single sender (see "Two passes" for what that costs).
 //! 4. *The leader settles only on proof.* It settles once every node of both
 //!    rings reports its transfer of this epoch done, except a leaving node that
 //!    has not answered for [`crate::membership::LEAVING_DOWN_POLLS`] polls (its
@@ -38,12 +37,26 @@
 //!    and a node that missed the change (down throughout) hands off what only
 //!    it had instead of losing it.
 //!
+//! # Two passes
+//!
+//! Three holders sending every key in full would triple the receiver's work.
+//! So the scan runs twice: first each node sends in full the keys it is the
+//! first replica of; then it sends, for every other moving key, only a digest
+//! (the hash of its stored bytes, [`digest_of`]): the receiver answers which of
+//! those it holds a different copy of (or none), and only those are sent in
+//! full. By the second pass the first replicas have normally sent their keys,
+//! so replicas that agree cost a lookup, not a merge; a first replica that is
+//! dead or behind costs a full send, never a lost copy. Equal objects have
+//! equal bytes (the encoding is canonical), so an equal digest proves the
+//! receiver has this node's copy.
+//!
 //! # Progress and restarts
 //!
 //! The scan runs in key order in chunks of [`CHUNK_KEYS`]; after each chunk is
-//! confirmed the node records `(epoch, last key)` on disk, so after a
+//! confirmed the node records `(epoch, pass, last key)` on disk, so after a
 //! `kill -9` it resumes where it stopped, and it records the epoch when its
-//! whole transfer is done. A receiver that is down is retried with backoff
+//! whole transfer is done. A counting scan (keys only) runs beside the first
+//! pass to fill in `keys_to_move`. A receiver that is down is retried with backoff
 //! until it returns or the change is replaced. Progress (keys to move, keys
 //! moved, bytes) is reported to `status` through [`Rebalance::progress`].
 //!
@@ -71,12 +84,14 @@ use tokio::sync::watch;
 use crate::peers::Peers;
 use crate::ring::{Ring, RingCell};
 use crate::rpc::{Addressee, TransferPhase, TransferProgress};
-use crate::storage::{Marker, Storage, Stored};
+use crate::storage::{digest_of, Marker, Storage, Stored};
 use crate::types::{Key, NodeId};
 use crate::vclock::Object;
 
 /// Keys read from disk per step of a scan; the transfer cursor advances per chunk.
 pub const CHUNK_KEYS: usize = 4096;
+/// Keys per digest check (a check costs the receiver one lookup per key).
+pub const DIGEST_BATCH_KEYS: usize = 1024;
 /// Keys per step of the counting scan (keys only, no objects decoded).
 pub const COUNT_KEYS: usize = 16_384;
 /// Most keys in one transfer batch.
@@ -262,24 +277,9 @@ impl Rebalance {
     /// The pending owners of `key` this node must send it to (empty when the
     /// change does not move it).
     fn targets(&self, ring: &Ring, key: &str) -> Vec<NodeId> {
-        if !ring.moves(key.as_bytes()) {
-            return Vec::new();
-        }
-        let placement = ring.placement(key.as_bytes());
-        placement
-            .pending
-            .into_iter()
-            .filter(|n| *n != self.me)
-            .collect()
-    }
-
-    /// True if this node has a pending owner other than itself to send `key` to
-    /// (the key moves; checked by the caller).
-    fn sends(&self, ring: &Ring, key: &str) -> bool {
-        ring.placement(key.as_bytes())
-            .pending
-            .iter()
-            .any(|n| *n != self.me)
+        let mut pending = ring.pending_owners(key.as_bytes());
+        pending.retain(|n| *n != self.me);
+        pending
     }
 
     /// This node's transfer for the change in `ring`.
@@ -303,59 +303,29 @@ impl Rebalance {
 
         // Where a previous run of this transfer stopped.
         let resume = match self.storage.transfer_cursor().map_err(failed)? {
-            Some((e, key)) if e == epoch => Some(key),
+            Some((e, pass, key)) if e == epoch => Some(Cursor { pass, key }),
             _ => None,
         };
-        self.update(|p| p.phase = TransferPhase::Counting);
-        let (to_move, already) = self.count(&ring, resume.as_deref(), stop).await?;
-        let counted = t0.elapsed().saturating_sub(drained);
-        self.update(|p| {
-            p.phase = TransferPhase::Sending;
-            p.keys_to_move = to_move;
-            p.keys_moved = already;
-        });
         tracing::info!(
             epoch,
             change = %ring.state().describe_change(),
-            keys_to_move = to_move,
-            resumed_at = already,
-            drain_ms = drained.as_millis() as u64,
-            count_ms = counted.as_millis() as u64,
+            resume_pass = resume.as_ref().map(|c| c.pass).unwrap_or(0),
+            resume_after = resume.as_ref().map(|c| c.key.as_str()).unwrap_or(""),
+            drain_ms = u64::try_from(drained.as_millis()).unwrap_or(u64::MAX),
             "ring change: sending keys to their new owners"
         );
-
-        let mut bucket = Bucket::new(self.rate);
-        let mut after = resume;
-        loop {
-            self.check(&ring, stop)?;
-            let storage = self.storage.clone();
-            let from = after.clone();
-            let page =
-                tokio::task::spawn_blocking(move || storage.scan(from.as_deref(), CHUNK_KEYS))
-                    .await
-                    .map_err(|e| Stop::Failed(e.to_string()))?
-                    .map_err(failed)?;
-            for bad in &page.corrupt {
-                tracing::error!(record = %bad, "skipping an unreadable record in the transfer");
-            }
-            let mut plan = Plan::default();
-            for stored in page.items {
-                let targets = self.targets(&ring, &stored.key);
-                if !targets.is_empty() {
-                    plan.add(&targets, stored.key, stored.object);
-                }
-            }
-            self.send_plan(&ring, plan, &mut bucket, true, stop).await?;
-            if let Some(last) = &page.last {
-                self.storage
-                    .set_transfer_cursor(epoch, last)
-                    .map_err(failed)?;
-                self.storage.durable().await.map_err(failed)?;
-            }
-            if !page.more {
-                break;
-            }
-            after = page.last;
+        self.update(|p| p.phase = TransferPhase::Sending);
+        // keys_to_move: a fresh transfer counts the moving keys as its first pass
+        // reads them all; a resumed one counts them beside the sending, on a
+        // scan of its own (it skips the part of the first pass already done).
+        if resume.is_some() {
+            let counting = self.count(&ring, resume.as_ref(), stop);
+            let sending = self.send_all(&ring, resume.clone(), stop);
+            let (counted, sent) = futures::future::join(counting, sending).await;
+            counted?;
+            sent?;
+        } else {
+            self.send_all(&ring, None, stop).await?;
         }
 
         // Hints: writes this node holds for others are data too.
@@ -369,7 +339,8 @@ impl Rebalance {
         }
         // Hint copies are extra copies of keys counted above: bytes, not keys.
         plan.uncounted();
-        self.send_plan(&ring, plan, &mut bucket, true, stop).await?;
+        self.send_plan(&ring, plan, &mut Bucket::new(self.rate), true, stop)
+            .await?;
         self.update(|p| p.phase = TransferPhase::Done);
         let done = self.lock().clone();
         if let Some(t) = done {
@@ -384,12 +355,191 @@ impl Rebalance {
         Ok(())
     }
 
+    /// Sends every moving key of this node's replica to its pending owners, in
+    /// two passes from `resume` on (module docs, "Two passes"), recording the
+    /// cursor after each chunk.
+    async fn send_all(
+        &self,
+        ring_arc: &Arc<Ring>,
+        resume: Option<Cursor>,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<(), Stop> {
+        let ring: &Ring = ring_arc;
+        let epoch = ring.epoch();
+        let failed = |e: crate::Error| Stop::Failed(e.to_string());
+        let mut bucket = Bucket::new(self.rate);
+        let first_pass = resume.as_ref().map(|c| c.pass).unwrap_or(PRIMARY_PASS);
+        for pass in [PRIMARY_PASS, SECONDARY_PASS] {
+            if pass < first_pass {
+                continue;
+            }
+            let mut after = resume
+                .as_ref()
+                .filter(|c| c.pass == pass)
+                .map(|c| c.key.clone());
+            loop {
+                self.check(ring, stop)?;
+                let storage = self.storage.clone();
+                let from = after.clone();
+                let (owned_ring, me) = (ring_arc.clone(), self.me.clone());
+                let count_here = pass == PRIMARY_PASS && resume.is_none();
+                // Only the keys this pass sends are kept (and only those decoded);
+                // a fresh first pass also counts every moving key.
+                let (page, moving) = tokio::task::spawn_blocking(move || {
+                    let mut moving = 0u64;
+                    let page = storage.scan_raw(from.as_deref(), CHUNK_KEYS, |key| {
+                        if !sends_to_others(&owned_ring, &me, key) {
+                            return false;
+                        }
+                        moving += 1;
+                        let primary = owned_ring.owner(key.as_bytes()) == Some(&me);
+                        primary == (pass == PRIMARY_PASS)
+                    });
+                    page.map(|p| (p, moving))
+                })
+                .await
+                .map_err(|e| Stop::Failed(e.to_string()))?
+                .map_err(failed)?;
+                if count_here {
+                    self.update(|p| {
+                        p.keys_to_move = (p.keys_to_move + moving).max(p.keys_moved);
+                    });
+                }
+                if pass == PRIMARY_PASS {
+                    for bad in &page.corrupt {
+                        tracing::error!(record = %bad, "skipping an unreadable record in the transfer");
+                    }
+                }
+                let mut plan = Plan::default();
+                let mut checks = Checks::default();
+                for (key, raw) in page.items {
+                    let targets = self.targets(ring, &key);
+                    if pass == PRIMARY_PASS {
+                        match Stored::decode(key, raw) {
+                            Ok(stored) => plan.add(&targets, stored.key, stored.object),
+                            Err(e) => {
+                                tracing::error!(error = %e, "skipping an unreadable record in the transfer")
+                            }
+                        }
+                    } else {
+                        checks.add(&targets, key, raw);
+                    }
+                }
+                if pass == PRIMARY_PASS {
+                    self.send_plan(ring, plan, &mut bucket, true, stop).await?;
+                } else {
+                    self.check_and_send(ring, checks, &mut bucket, stop).await?;
+                }
+                if let Some(last) = &page.last {
+                    self.storage
+                        .set_transfer_cursor(epoch, pass, last)
+                        .map_err(failed)?;
+                    self.storage.durable().await.map_err(failed)?;
+                }
+                if !page.more {
+                    break;
+                }
+                after = page.last;
+            }
+        }
+        Ok(())
+    }
+
+    /// True if this node is the first replica of `key` in the current ring: the
+    /// one that sends it in full in the first pass.
+    fn is_primary(&self, ring: &Ring, key: &str) -> bool {
+        ring.owner(key.as_bytes()) == Some(&self.me)
+    }
+
+    /// The second pass for one chunk: asks each receiver which keys it holds a
+    /// different copy of (by digest), sends those in full, and counts the chunk's
+    /// keys as moved once every receiver has answered.
+    async fn check_and_send(
+        &self,
+        ring: &Ring,
+        checks: Checks,
+        bucket: &mut Bucket,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<(), Stop> {
+        let mut plan = Plan::default();
+        let mut counted = 0u64;
+        for (target, items) in checks.per_target {
+            for chunk in items.chunks(DIGEST_BATCH_KEYS) {
+                let counts = chunk.iter().filter(|(.., counts)| *counts).count() as u64;
+                bucket.take(counts).await;
+                let digests: Vec<(Key, u64)> =
+                    chunk.iter().map(|(k, d, _, _)| (k.clone(), *d)).collect();
+                let differ = self
+                    .check_until_answered(ring, &target, digests, stop)
+                    .await?;
+                for i in differ {
+                    let Some((key, _, raw, _)) = usize::try_from(i).ok().and_then(|i| chunk.get(i))
+                    else {
+                        continue;
+                    };
+                    match Stored::decode(key.clone(), raw.clone()) {
+                        Ok(stored) => {
+                            plan.add(std::slice::from_ref(&target), stored.key, stored.object)
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "skipping an unreadable record in the transfer")
+                        }
+                    }
+                }
+                counted += counts;
+            }
+        }
+        // The keys sent in full are counted below, by the digest check.
+        plan.uncounted();
+        self.send_plan(ring, plan, bucket, true, stop).await?;
+        self.update(|p| {
+            p.keys_moved += counted;
+            p.keys_to_move = p.keys_to_move.max(p.keys_moved);
+        });
+        Ok(())
+    }
+
+    /// Asks `target` which of `digests` differ, until it answers.
+    async fn check_until_answered(
+        &self,
+        ring: &Ring,
+        target: &NodeId,
+        digests: Vec<(Key, u64)>,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<Vec<u32>, Stop> {
+        let to = Addressee {
+            node: target.clone(),
+            identity: ring.identity(target),
+        };
+        let digests = Arc::new(digests);
+        let mut backoff = RETRY_BACKOFF;
+        loop {
+            self.check(ring, stop)?;
+            let out = self
+                .peers
+                .call(target, BATCH_TIMEOUT, |c, ctx| {
+                    let to = to.clone();
+                    let digests = (*digests).clone();
+                    async move { c.transfer_check(ctx, to, digests).await }
+                })
+                .await;
+            match out {
+                Ok(differ) => return Ok(differ),
+                Err(e) => {
+                    tracing::debug!(%target, reason = %e.reason(), "transfer check not answered; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
     /// Counts the keys this node must send, and those at or before the resume
     /// point (already confirmed by an earlier run).
     async fn count(
         &self,
         ring: &Ring,
-        resume: Option<&str>,
+        resume: Option<&Cursor>,
         stop: &watch::Receiver<bool>,
     ) -> Result<(u64, u64), Stop> {
         let (mut total, mut done) = (0u64, 0u64);
@@ -403,14 +553,27 @@ impl Rebalance {
                     .await
                     .map_err(|e| Stop::Failed(e.to_string()))?
                     .map_err(|e| Stop::Failed(e.to_string()))?;
+            let (mut page_total, mut page_done) = (0u64, 0u64);
             for key in &keys {
-                if ring.moves(key.as_bytes()) && self.sends(ring, key) {
-                    total += 1;
-                    if resume.is_some_and(|r| key.as_str() <= r) {
-                        done += 1;
+                if !self.targets(ring, key).is_empty() {
+                    page_total += 1;
+                    let pass = if self.is_primary(ring, key) {
+                        PRIMARY_PASS
+                    } else {
+                        SECONDARY_PASS
+                    };
+                    if resume.is_some_and(|c| c.covers(pass, key)) {
+                        page_done += 1;
                     }
                 }
             }
+            total += page_total;
+            done += page_done;
+            // Keys before the resume point were confirmed by an earlier run.
+            self.update(|p| {
+                p.keys_moved += page_done;
+                p.keys_to_move = (p.keys_to_move + page_total).max(p.keys_moved);
+            });
             if !more {
                 return Ok((total, done));
             }
@@ -548,6 +711,52 @@ impl Rebalance {
         }
         Ok(())
     }
+}
+
+/// Where a transfer stopped: the pass and the last key confirmed in it.
+#[derive(Clone, Debug)]
+struct Cursor {
+    pass: u8,
+    key: Key,
+}
+
+impl Cursor {
+    /// True if a key sent in `pass` was confirmed before this cursor.
+    fn covers(&self, pass: u8, key: &str) -> bool {
+        pass < self.pass || (pass == self.pass && key <= self.key.as_str())
+    }
+}
+
+/// The first pass: keys this node is the first replica of, sent in full.
+const PRIMARY_PASS: u8 = 1;
+/// The second pass: the other keys, checked by digest first.
+const SECONDARY_PASS: u8 = 2;
+
+/// One chunk's digest checks, per receiver: key, digest, stored bytes (decoded
+/// only if the receiver asks for the object), and whether the item counts for
+/// progress (once per key, at its first receiver).
+#[derive(Default)]
+struct Checks {
+    per_target: BTreeMap<NodeId, Vec<(Key, u64, sled::IVec, bool)>>,
+}
+
+impl Checks {
+    fn add(&mut self, targets: &[NodeId], key: Key, raw: sled::IVec) {
+        let digest = digest_of(&raw);
+        for (i, t) in targets.iter().enumerate() {
+            self.per_target.entry(t.clone()).or_default().push((
+                key.clone(),
+                digest,
+                raw.clone(),
+                i == 0,
+            ));
+        }
+    }
+}
+
+/// True if `me` must send `key` to a pending owner other than itself.
+fn sends_to_others(ring: &Ring, me: &NodeId, key: &str) -> bool {
+    ring.pending_owners(key.as_bytes()).iter().any(|n| n != me)
 }
 
 /// What one scan chunk sends, per receiver. Each key counts once for

@@ -266,6 +266,10 @@ pub trait Node {
     async fn fetch_ring() -> Result<Option<RingState>>;
     /// Liveness and counters.
     async fn info() -> Result<NodeInfo>;
+    /// A ring change's cheap check: for each key, the digest of the sender's
+    /// stored object; returns the indices of the keys whose copy here differs
+    /// (or is missing), which the sender then sends with `transfer`.
+    async fn transfer_check(to: Addressee, digests: Vec<(Key, u64)>) -> Result<Vec<u32>>;
 }
 
 /// Longest deadline a request may carry. tarpc turns a request's deadline into

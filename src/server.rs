@@ -118,6 +118,15 @@ impl rpc::Node for Handler {
         self.0.coordinator.transfer(to, items).await
     }
 
+    async fn transfer_check(
+        self,
+        _: tarpc::context::Context,
+        to: Addressee,
+        digests: Vec<(Key, u64)>,
+    ) -> Result<Vec<u32>> {
+        self.0.coordinator.transfer_check(to, digests).await
+    }
+
     async fn install_ring(self, _: tarpc::context::Context, ring: RingState) -> Result<u64> {
         self.0.membership.install(ring).await
     }

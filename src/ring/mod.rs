@@ -749,16 +749,18 @@ impl Ring {
         self.current.owner(key)
     }
 
-    /// True if the running change gives the key other owners (false when no
-    /// change runs). Cheaper than [`Ring::placement`]: two short walks.
-    pub fn moves(&self, key: &[u8]) -> bool {
+    /// The key's pending owners: its owners after the running change that are
+    /// not its owners now (empty when no change runs or the key does not move).
+    /// The same as [`Placement::pending`], cheaper: two walks of N nodes.
+    pub fn pending_owners(&self, key: &[u8]) -> Vec<NodeId> {
         let Some(target) = &self.target else {
-            return false;
+            return Vec::new();
         };
         let n = self.state.replication.n;
         let now = self.current.clockwise(key, n);
-        let next = target.clockwise(key, n);
-        now.len() != next.len() || next.iter().any(|node| !now.contains(node))
+        let mut next = target.clockwise(key, n);
+        next.retain(|node| !now.contains(node));
+        next
     }
 
     /// Where the key lives in this epoch: its replicas, the pending owners a

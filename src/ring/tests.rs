@@ -740,3 +740,33 @@ fn join(nodes: &[NodeId]) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+#[test]
+fn pending_owners_agree_with_the_placement_during_a_change() {
+    let five = state_of(local_nodes(5), Replication::default());
+    let adding = five
+        .begin_add(NodeId::new("127.0.0.1", 13342).unwrap(), None, 0)
+        .unwrap();
+    let removing = five.begin_remove(&node("127.0.0.1:13339"), 0).unwrap();
+    for state in [five.clone(), adding, removing] {
+        let ring = Ring::new(state);
+        let mut moved = 0;
+        for key in random_keys(2000, 5) {
+            let p = ring.placement(&key);
+            assert_eq!(ring.pending_owners(&key), p.pending);
+            assert_eq!(p.moves(), !p.pending.is_empty());
+            moved += usize::from(p.moves());
+            // Slots and fallbacks never repeat a node.
+            let mut all: Vec<&NodeId> = p.slots().chain(&p.fallbacks).collect();
+            let count = all.len();
+            all.sort();
+            all.dedup();
+            assert_eq!(all.len(), count, "{p:?}");
+        }
+        if ring.transition().is_none() {
+            assert_eq!(moved, 0);
+        } else {
+            assert!(moved > 0);
+        }
+    }
+}

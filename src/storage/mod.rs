@@ -411,18 +411,20 @@ impl Storage {
         Ok(())
     }
 
-    /// How far the transfer of a ring change got: `(epoch, last key confirmed)`.
-    pub fn transfer_cursor(&self) -> Result<Option<(u64, Key)>> {
+    /// How far the transfer of a ring change got: `(epoch, pass, last key
+    /// confirmed)`. A record that does not decode reads as none: the cursor only
+    /// saves work, and starting over is always safe.
+    pub fn transfer_cursor(&self) -> Result<Option<(u64, u8, Key)>> {
         match self.meta.get(CURSOR_KEY)? {
-            Some(raw) => Ok(Some(decode(&raw, "meta")?)),
+            Some(raw) => Ok(decode(&raw, "meta").ok()),
             None => Ok(None),
         }
     }
 
-    /// Records how far the transfer of epoch `epoch` got.
-    pub fn set_transfer_cursor(&self, epoch: u64, key: &str) -> Result<()> {
+    /// Records how far pass `pass` of the transfer of epoch `epoch` got.
+    pub fn set_transfer_cursor(&self, epoch: u64, pass: u8, key: &str) -> Result<()> {
         self.meta
-            .insert(CURSOR_KEY, encode(&(epoch, key.to_string()))?)?;
+            .insert(CURSOR_KEY, encode(&(epoch, pass, key.to_string()))?)?;
         Ok(())
     }
 
@@ -430,6 +432,31 @@ impl Storage {
     /// when `None`), in key order, with their objects. A record that does not decode
     /// is returned in `corrupt` instead (the caller logs it), never silently lost.
     pub fn scan(&self, after: Option<&str>, limit: usize) -> Result<Scan> {
+        let raw = self.scan_raw(after, limit, |_| true)?;
+        let mut out = Scan {
+            items: Vec::with_capacity(raw.items.len()),
+            corrupt: raw.corrupt,
+            last: raw.last,
+            more: raw.more,
+        };
+        for (key, bytes) in raw.items {
+            match Stored::decode(key, bytes) {
+                Ok(stored) => out.items.push(stored),
+                Err(e) => out.corrupt.push(e.to_string()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` keys of this node's own replica after `after`, in key order:
+    /// the stored bytes of those `keep` accepts, undecoded (a transfer decodes
+    /// only what it sends). Keys that are not UTF-8 go to `corrupt`.
+    pub fn scan_raw(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        mut keep: impl FnMut(&str) -> bool,
+    ) -> Result<RawScan> {
         let range = match after {
             Some(k) => self.values.range::<&[u8], _>((
                 std::ops::Bound::Excluded(k.as_bytes()),
@@ -437,32 +464,25 @@ impl Storage {
             )),
             None => self.values.iter(),
         };
-        let mut out = Scan::default();
-        for item in range {
-            if out.items.len() + out.corrupt.len() >= limit {
+        let mut out = RawScan::default();
+        for (read, item) in range.enumerate() {
+            if read >= limit {
                 out.more = true;
                 break;
             }
             let (k, raw) = item?;
-            let key = match std::str::from_utf8(&k) {
-                Ok(key) => key.to_string(),
-                Err(_) => {
-                    out.corrupt.push(format!(
-                        "key {:?} is not UTF-8",
-                        String::from_utf8_lossy(&k)
-                    ));
-                    continue;
-                }
-            };
-            match decode::<Object>(&raw, "values") {
-                Ok(object) => out.items.push(Stored {
-                    key,
-                    object: Arc::new(object),
-                    raw,
-                }),
-                Err(e) => out.corrupt.push(format!("key {key:?}: {e}")),
-            }
             out.last = Some(String::from_utf8_lossy(&k).into_owned());
+            match std::str::from_utf8(&k) {
+                Ok(key) => {
+                    if keep(key) {
+                        out.items.push((key.to_string(), raw));
+                    }
+                }
+                Err(_) => out.corrupt.push(format!(
+                    "key {:?} is not UTF-8",
+                    String::from_utf8_lossy(&k)
+                )),
+            }
         }
         Ok(out)
     }
@@ -489,6 +509,14 @@ impl Storage {
             }
         }
         Ok((keys, false))
+    }
+
+    /// The digest of `key`'s stored object ([`digest_of`] its bytes), None when
+    /// this node has no copy. Equal objects have equal bytes (the encoding is
+    /// canonical: siblings sorted, contexts ordered), so equal digests mean
+    /// equal copies.
+    pub fn digest(&self, key: &str) -> Result<Option<u64>> {
+        Ok(self.values.get(key.as_bytes())?.map(|raw| digest_of(&raw)))
     }
 
     /// Merges many objects (a transfer batch) into this node's replica. Returns how
@@ -528,6 +556,38 @@ impl Storage {
             self.keys.fetch_sub(1, Ordering::Relaxed);
         }
         Ok(swapped.is_ok())
+    }
+}
+
+/// The digest of a stored record's bytes (64-bit xxh3).
+pub fn digest_of(raw: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(raw)
+}
+
+/// One page of [`Storage::scan_raw`].
+#[derive(Debug, Default)]
+pub struct RawScan {
+    /// The kept keys with their stored bytes, in key order.
+    pub items: Vec<(Key, sled::IVec)>,
+    /// Keys that are not UTF-8, described for the log.
+    pub corrupt: Vec<String>,
+    /// The last key read: where the next page starts.
+    pub last: Option<Key>,
+    /// True if the scan stopped at `limit` (more keys follow).
+    pub more: bool,
+}
+
+impl Stored {
+    /// Decodes a record read by [`Storage::scan_raw`].
+    pub fn decode(key: Key, raw: sled::IVec) -> Result<Stored> {
+        match decode::<Object>(&raw, "values") {
+            Ok(object) => Ok(Stored {
+                key,
+                object: Arc::new(object),
+                raw,
+            }),
+            Err(e) => Err(Error::storage(format!("key {key:?}: {e}"))),
+        }
     }
 }
 

@@ -222,14 +222,14 @@ fn a_ring_with_a_transition_persists() {
         let s = Storage::open(Some(dir.path()), FsyncMode::Always).unwrap();
         s.save_ring(&state).unwrap();
         s.set_marker(Marker::TransferDone, 2).unwrap();
-        s.set_transfer_cursor(2, "k9").unwrap();
+        s.set_transfer_cursor(2, 1, "k9").unwrap();
         block_on(s.durable()).unwrap();
     }
     let s = Storage::open(Some(dir.path()), FsyncMode::Always).unwrap();
     assert_eq!(s.ring().unwrap(), Some(state));
     assert_eq!(s.marker(Marker::TransferDone).unwrap(), 2);
     assert_eq!(s.marker(Marker::CleanupDone).unwrap(), 0);
-    assert_eq!(s.transfer_cursor().unwrap(), Some((2, "k9".to_string())));
+    assert_eq!(s.transfer_cursor().unwrap(), Some((2, 1, "k9".to_string())));
 }
 
 #[test]
