@@ -70,8 +70,20 @@ secs=$(awk -v a="$start" -v b="$end" 'BEGIN { print b - a }')
 rate=$(awk -v m="$moved" -v s="$secs" 'BEGIN { print m / s }')
 echo "status $DUR s into the move: $(grep -o '"keys_to_move":[0-9]*,"keys_moved":[0-9]*' <<<"$during" | head -n 1)"
 printf 'move: %d keys now on the new node, settled after %.1f s: %.0f keys/s\n' "$moved" "$secs" "$rate"
+# Clean-up: after the settle each old node hands off and drops the keys it no
+# longer owns; done when the ring holds exactly N = 3 copies of every key again.
+want=$((3 * KEYS))
+for _ in $(seq 1 1800); do
+  total=$(client --json -c status | grep -o '"keys":[0-9]*' | cut -d: -f2 | awk '{ s += $1 } END { print s }')
+  [[ -n $total && $total -le $want ]] && break
+  sleep 1
+done
+clean_end=$(date +%s.%N)
+clean=$(awk -v a="$end" -v b="$clean_end" 'BEGIN { print b - a }')
+printf 'clean-up: the old owners dropped the moved keys %.1f s after the settle (%s copies held, %s wanted)\n' \
+  "$clean" "$total" "$want"
 cat >>"$OUT/move.txt" <<TXT
-$(date -u +%FT%TZ) keys=$KEYS moved=$moved secs=$secs keys_per_sec=$rate ${RATE:+transfer_rate=$RATE}
+$(date -u +%FT%TZ) keys=$KEYS moved=$moved secs=$secs keys_per_sec=$rate cleanup_secs=$clean ${RATE:+transfer_rate=$RATE}
 TXT
 echo
 "$BIN/dynamo-bench" report --file "$RESULTS" --against "before the move"
