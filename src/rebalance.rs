@@ -83,7 +83,7 @@ use tokio::sync::watch;
 
 use crate::peers::Peers;
 use crate::ring::{Ring, RingCell};
-use crate::rpc::{Addressee, TransferPhase, TransferProgress};
+use crate::rpc::{Addressee, NodeClient, TransferPhase, TransferProgress};
 use crate::storage::{digest_of, Marker, Storage, Stored};
 use crate::types::{Key, NodeId};
 use crate::vclock::Object;
@@ -228,27 +228,21 @@ impl Rebalance {
     async fn pass(&self, ring: Arc<Ring>, stop: &watch::Receiver<bool>) -> Result<bool, Stop> {
         let epoch = ring.epoch();
         let failed = |e: crate::Error| Stop::Failed(e.to_string());
-        if ring.transition().is_some() {
-            if self.storage.marker(Marker::TransferDone).map_err(failed)? >= epoch {
-                return Ok(false);
-            }
-            self.transfer(ring, stop).await?;
-            self.storage
-                .set_marker(Marker::TransferDone, epoch)
-                .map_err(failed)?;
-            self.storage.durable().await.map_err(failed)?;
-            Ok(true)
+        let marker = if ring.transition().is_some() {
+            Marker::TransferDone
         } else {
-            if self.storage.marker(Marker::CleanupDone).map_err(failed)? >= epoch {
-                return Ok(false);
-            }
-            self.cleanup(ring, stop).await?;
-            self.storage
-                .set_marker(Marker::CleanupDone, epoch)
-                .map_err(failed)?;
-            self.storage.durable().await.map_err(failed)?;
-            Ok(true)
+            Marker::CleanupDone
+        };
+        if self.storage.marker(marker).map_err(failed)? >= epoch {
+            return Ok(false);
         }
+        match marker {
+            Marker::TransferDone => self.transfer(ring, stop).await?,
+            Marker::CleanupDone => self.cleanup(ring, stop).await?,
+        }
+        self.storage.set_marker(marker, epoch).map_err(failed)?;
+        self.storage.durable().await.map_err(failed)?;
+        Ok(true)
     }
 
     /// Stops the pass if the ring moved on or the node is stopping.
@@ -507,26 +501,42 @@ impl Rebalance {
         digests: Vec<(Key, u64)>,
         stop: &watch::Receiver<bool>,
     ) -> Result<Vec<u32>, Stop> {
+        let digests = Arc::new(digests);
+        self.until_answered(ring, target, stop, |c, ctx, to| {
+            let digests = (*digests).clone();
+            async move { c.transfer_check(ctx, to, digests).await }
+        })
+        .await
+    }
+
+    /// Calls `target` with `f` until it answers without an error, backing off
+    /// between attempts; gives up only when the ring moves on or the node stops.
+    async fn until_answered<T, F, Fut>(
+        &self,
+        ring: &Ring,
+        target: &NodeId,
+        stop: &watch::Receiver<bool>,
+        f: F,
+    ) -> Result<T, Stop>
+    where
+        F: Fn(NodeClient, tarpc::context::Context, Addressee) -> Fut,
+        Fut: std::future::Future<Output = Result<crate::Result<T>, tarpc::client::RpcError>>,
+    {
         let to = Addressee {
             node: target.clone(),
             identity: ring.identity(target),
         };
-        let digests = Arc::new(digests);
         let mut backoff = RETRY_BACKOFF;
         loop {
             self.check(ring, stop)?;
             let out = self
                 .peers
-                .call(target, BATCH_TIMEOUT, |c, ctx| {
-                    let to = to.clone();
-                    let digests = (*digests).clone();
-                    async move { c.transfer_check(ctx, to, digests).await }
-                })
+                .call(target, BATCH_TIMEOUT, |c, ctx| f(c, ctx, to.clone()))
                 .await;
             match out {
-                Ok(differ) => return Ok(differ),
+                Ok(answer) => return Ok(answer),
                 Err(e) => {
-                    tracing::debug!(%target, reason = %e.reason(), "transfer check not answered; retrying");
+                    tracing::debug!(%target, reason = %e.reason(), "transfer call not answered; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
@@ -625,31 +635,13 @@ impl Rebalance {
         batch: Batch,
         stop: &watch::Receiver<bool>,
     ) -> Result<(u64, u64), Stop> {
-        let to = Addressee {
-            node: batch.target.clone(),
-            identity: ring.identity(&batch.target),
-        };
         let items = Arc::new(batch.items);
-        let mut backoff = RETRY_BACKOFF;
-        loop {
-            self.check(ring, stop)?;
-            let out = self
-                .peers
-                .call(&batch.target, BATCH_TIMEOUT, |c, ctx| {
-                    let to = to.clone();
-                    let items = (*items).clone();
-                    async move { c.transfer(ctx, to, items).await }
-                })
-                .await;
-            match out {
-                Ok(_) => return Ok((batch.counted, batch.bytes)),
-                Err(e) => {
-                    tracing::debug!(target = %batch.target, reason = %e.reason(), "transfer batch not acknowledged; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        self.until_answered(ring, &batch.target, stop, |c, ctx, to| {
+            let items = (*items).clone();
+            async move { c.transfer(ctx, to, items).await }
+        })
+        .await?;
+        Ok((batch.counted, batch.bytes))
     }
 
     /// After a settle: every key this node holds that the ring gives to others
