@@ -67,7 +67,12 @@ impl Handoff {
     /// One pass over the pending hints. Returns how many were delivered.
     pub async fn round(&self) -> usize {
         let hints = match self.storage.hints() {
-            Ok(h) => h,
+            Ok(scan) => {
+                for bad in &scan.corrupt {
+                    tracing::error!(record = %bad, "skipping a hint that does not decode");
+                }
+                scan.hints
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot read hints");
                 return 0;

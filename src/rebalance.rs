@@ -323,7 +323,11 @@ impl Rebalance {
         }
 
         // Hints: writes this node holds for others are data too.
-        let hints = self.storage.hints().map_err(failed)?;
+        let scan = self.storage.hints().map_err(failed)?;
+        for bad in &scan.corrupt {
+            tracing::error!(record = %bad, "skipping a hint that does not decode");
+        }
+        let hints = scan.hints;
         let mut plan = Plan::default();
         for hint in hints {
             let targets = self.targets(&ring, &hint.key);

@@ -10,6 +10,7 @@
 //! | `meta` | `node_uuid` | this node's identity, created with the data directory |
 //! | `meta` | `transfer_done`, `cleanup_done` | the last epoch whose ring-change transfer / clean-up this node finished |
 //! | `meta` | `transfer_cursor` | `(epoch, key)`: how far the transfer of a running change got |
+//! | `quarantine` | a hint record's key | a hint record that did not decode, set aside by [`Storage::hints`] (kept for inspection, never read back) |
 //! | `floors` | the key's bytes | the highest dot counter this node issued for the key while it did not keep the key as its own replica (a hint, or a key it handed to new owners) |
 //!
 //! Every record starts with a one-byte format version ([`RECORD_FORMAT`]) followed by
@@ -130,6 +131,7 @@ pub struct Storage {
     hints: sled::Tree,
     meta: sled::Tree,
     floors: sled::Tree,
+    quarantine: sled::Tree,
     keys: AtomicU64,
     /// Pending hints; reads skip the hints tree entirely while it is zero.
     hint_records: AtomicU64,
@@ -160,6 +162,7 @@ impl Storage {
         let hints = db.open_tree("hints")?;
         let meta = db.open_tree("meta")?;
         let floors = db.open_tree("floors")?;
+        let quarantine = db.open_tree("quarantine")?;
         let keys = AtomicU64::new(values.len() as u64);
         let hint_records = AtomicU64::new(hints.len() as u64);
         let fsync = if dir.is_none() {
@@ -187,6 +190,7 @@ impl Storage {
             hints,
             meta,
             floors,
+            quarantine,
             keys,
             hint_records,
             stripes,
@@ -240,7 +244,40 @@ impl Storage {
         }
         for item in self.hints.scan_prefix(hint_prefix(key)?) {
             let (_, raw) = item?;
-            obj.merge(&decode::<Object>(&raw, "hints")?);
+            // A record that does not decode is skipped here and set aside by the
+            // next handoff round (`hints`): one rotten hint must not fail reads.
+            if let Ok(hint) = decode::<Object>(&raw, "hints") {
+                obj.merge(&hint);
+            }
+        }
+        Ok(())
+    }
+
+    /// The hint stored under `hkey`, or an empty object; a record that does not
+    /// decode is set aside first (a new write must not be refused because an old
+    /// record rotted).
+    fn hint_or_new(&self, hkey: &[u8]) -> Result<Object> {
+        match self.hints.get(hkey)? {
+            Some(raw) => match decode(&raw, "hints") {
+                Ok(obj) => Ok(obj),
+                Err(_) => {
+                    self.set_aside(hkey, &raw)?;
+                    Ok(Object::new())
+                }
+            },
+            None => Ok(Object::new()),
+        }
+    }
+
+    /// Moves a hint record that does not decode into the `quarantine` tree.
+    fn set_aside(&self, hkey: &[u8], raw: &[u8]) -> Result<()> {
+        self.quarantine.insert(hkey, raw)?;
+        if self
+            .hints
+            .compare_and_swap(hkey, Some(raw), None as Option<&[u8]>)?
+            .is_ok()
+        {
+            self.hint_records.fetch_sub(1, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -302,10 +339,7 @@ impl Storage {
     pub fn merge_hint(&self, target: &NodeId, key: &str, incoming: &Object) -> Result<()> {
         let _g = self.stripe(key);
         let hkey = hint_key(key, target)?;
-        let mut obj = match self.hints.get(&hkey)? {
-            Some(raw) => decode(&raw, "hints")?,
-            None => Object::new(),
-        };
+        let mut obj = self.hint_or_new(&hkey)?;
         obj.merge(incoming);
         self.insert_hint(hkey, &obj)
     }
@@ -350,20 +384,32 @@ impl Storage {
         Ok((obj, dot))
     }
 
-    /// Every pending hint, in key order. Hints with undecodable records are skipped
-    /// with an error logged by the caller through the returned list of failures.
-    pub fn hints(&self) -> Result<Vec<Hint>> {
-        let mut out = Vec::new();
+    /// Every pending hint, in key order. A record that does not decode (its key or
+    /// its object) is moved to the `quarantine` tree and described in `corrupt`
+    /// for the caller to log, once: the other hints are delivered as usual.
+    pub fn hints(&self) -> Result<HintScan> {
+        let mut out = HintScan::default();
         for item in self.hints.iter() {
             let (k, raw) = item?;
-            let (key, target) = split_hint_key(&k)?;
-            let object = Arc::new(decode(&raw, "hints")?);
-            out.push(Hint {
-                target,
-                key,
-                object,
-                raw,
+            let decoded = split_hint_key(&k).and_then(|(key, target)| {
+                let object = decode::<Object>(&raw, "hints")?;
+                Ok((key, target, object))
             });
+            match decoded {
+                Ok((key, target, object)) => out.hints.push(Hint {
+                    target,
+                    key,
+                    object: Arc::new(object),
+                    raw,
+                }),
+                Err(e) => {
+                    self.set_aside(&k, &raw)?;
+                    out.corrupt.push(format!(
+                        "hint record {:?}: {e}; moved to the quarantine tree",
+                        String::from_utf8_lossy(&k)
+                    ));
+                }
+            }
         }
         Ok(out)
     }
@@ -562,6 +608,15 @@ impl Storage {
 /// The digest of a stored record's bytes (64-bit xxh3).
 pub fn digest_of(raw: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(raw)
+}
+
+/// What [`Storage::hints`] found.
+#[derive(Debug, Default)]
+pub struct HintScan {
+    /// The hints that decoded, in key order.
+    pub hints: Vec<Hint>,
+    /// Records that did not, described for the log (already set aside).
+    pub corrupt: Vec<String>,
 }
 
 /// One page of [`Storage::scan_raw`].
