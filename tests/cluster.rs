@@ -221,3 +221,68 @@ async fn preference_lists_agree_with_the_library_ring() {
     assert_eq!(w.hinted, 0);
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_restarted_under_another_address_does_not_count_as_it() {
+    let mut c = InProcess::start(3, (3, 2, 2)).await;
+    // Node 2 comes back on its data directory and port, but as localhost:PORT;
+    // with node 1 down, a write needs node 2's ack as 127.0.0.1:PORT.
+    c.stop(1).await;
+    c.stop(2).await;
+    c.restart_as(2, "localhost").await;
+    let cl = c.client(0).await;
+    let e = cl
+        .put("k".into(), VersionVector::new(), b("v"))
+        .await
+        .unwrap_err();
+    match &e {
+        Error::WriteQuorum {
+            acked, failures, ..
+        } => {
+            assert_eq!(*acked, 1, "{e}");
+            let f = failures
+                .iter()
+                .find(|f| f.node == c.ids[2])
+                .unwrap_or_else(|| panic!("{e}"));
+            assert!(
+                f.reason.contains("not the member") && f.reason.contains("localhost"),
+                "{e}"
+            );
+        }
+        other => panic!("expected a quorum error, got {other}"),
+    }
+    // Called directly: refused as a stranger, by address and by identity.
+    let raw = dynamo::rpc::connect(&c.ids[2], Duration::from_secs(2))
+        .await
+        .unwrap();
+    let as_member = dynamo::rpc::Addressee {
+        node: c.ids[2].clone(),
+        identity: None,
+    };
+    let e = raw
+        .read_replica(
+            dynamo::rpc::context(Duration::from_secs(2)),
+            as_member,
+            "k".into(),
+        )
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(e, Error::Stranger { .. }), "{e}");
+    // Its own address, but the identity of another data directory.
+    let other_dir = dynamo::rpc::Addressee {
+        node: dynamo::types::NodeId::new("localhost", c.ids[2].port()).unwrap(),
+        identity: Some(uuid::Uuid::new_v4()),
+    };
+    let e = raw
+        .read_replica(
+            dynamo::rpc::context(Duration::from_secs(2)),
+            other_dir,
+            "k".into(),
+        )
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(e, Error::Stranger { .. }), "{e}");
+    c.shutdown().await;
+}

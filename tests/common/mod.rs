@@ -161,6 +161,25 @@ impl InProcess {
         self.handles[i] = Some(h);
     }
 
+    /// Starts node `i` again on its data dir, listening on its address, but
+    /// running as `host:PORT`: a process that is not the member it was added as.
+    pub async fn restart_as(&mut self, i: usize, host: &str) {
+        let addr = self.ids[i].to_string();
+        let id = NodeId::new(host, self.ids[i].port()).expect("id");
+        let h = wait_for_async("node restart", Duration::from_secs(20), || {
+            let addr = addr.clone();
+            let mut config = self.config(i);
+            config.id = id.clone();
+            config.listen = addr.clone();
+            async move {
+                let l = tokio::net::TcpListener::bind(&addr).await.ok()?;
+                dynamo::server::start_on(config, l).await.ok()
+            }
+        })
+        .await;
+        self.handles[i] = Some(h);
+    }
+
     pub async fn shutdown(mut self) {
         for i in 0..self.handles.len() {
             self.stop(i).await;
