@@ -189,6 +189,8 @@ pub struct MemberStatus {
     pub state: NodeState,
     /// Keys it stores (None when it did not answer).
     pub keys: Option<u64>,
+    /// Of those, keys whose every version is a tombstone (deleted, still on disk).
+    pub tombstones: Option<u64>,
     /// Hints it holds for others.
     pub hints: Option<u64>,
     /// The ring epoch it has installed.
@@ -220,6 +222,8 @@ pub struct NodeInfo {
     pub identity: Uuid,
     pub epoch: u64,
     pub keys: u64,
+    /// Keys whose every version is a tombstone.
+    pub tombstones: u64,
     pub hints: u64,
     pub fsync: String,
     /// Its part in the running ring change, if any.

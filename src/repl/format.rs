@@ -379,6 +379,7 @@ fn status_human(reply: &StatusReply) -> String {
         "ID".to_string(),
         "STATE".to_string(),
         "KEYS".to_string(),
+        "TOMBSTONES".to_string(),
         "HINTS".to_string(),
         "EPOCH".to_string(),
     ]];
@@ -387,11 +388,12 @@ fn status_human(reply: &StatusReply) -> String {
             m.id.to_string(),
             state_name(m.state).to_string(),
             opt(m.keys),
+            opt(m.tombstones),
             opt(m.hints),
             opt(m.epoch),
         ]
     }));
-    let mut widths = [0usize; 5];
+    let mut widths = [0usize; 6];
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
@@ -614,6 +616,7 @@ mod tests {
                     id: id("127.0.0.1:13337"),
                     state: NodeState::Alive,
                     keys: Some(120),
+                    tombstones: Some(3),
                     hints: Some(0),
                     epoch: Some(7),
                 },
@@ -621,6 +624,7 @@ mod tests {
                     id: id("10.0.0.2:13338"),
                     state: NodeState::Down,
                     keys: None,
+                    tombstones: None,
                     hints: None,
                     epoch: None,
                 },
@@ -777,8 +781,8 @@ mod tests {
             Outcome::Status(status()).to_json(),
             concat!(
                 r#"{"ok":true,"leader":"127.0.0.1:13337","epoch":7,"qsize":3,"write_n":2,"read_n":2,"#,
-                r#""nodes":[{"id":"127.0.0.1:13337","state":"alive","keys":120,"hints":0,"epoch":7},"#,
-                r#"{"id":"10.0.0.2:13338","state":"down","keys":null,"hints":null,"epoch":null}],"#,
+                r#""nodes":[{"id":"127.0.0.1:13337","state":"alive","keys":120,"tombstones":3,"hints":0,"epoch":7},"#,
+                r#"{"id":"10.0.0.2:13338","state":"down","keys":null,"tombstones":null,"hints":null,"epoch":null}],"#,
                 r#""node":"127.0.0.1:13338","fsync":"batch","transition":null,"member":true}"#
             )
         );
@@ -790,8 +794,8 @@ mod tests {
             Outcome::Status(status_moving()).to_json(),
             concat!(
                 r#"{"ok":true,"leader":"127.0.0.1:13337","epoch":8,"qsize":3,"write_n":2,"read_n":2,"#,
-                r#""nodes":[{"id":"127.0.0.1:13337","state":"alive","keys":120,"hints":0,"epoch":7},"#,
-                r#"{"id":"10.0.0.2:13338","state":"down","keys":null,"hints":null,"epoch":null}],"#,
+                r#""nodes":[{"id":"127.0.0.1:13337","state":"alive","keys":120,"tombstones":3,"hints":0,"epoch":7},"#,
+                r#"{"id":"10.0.0.2:13338","state":"down","keys":null,"tombstones":null,"hints":null,"epoch":null}],"#,
                 r#""node":"127.0.0.1:13338","fsync":"batch","#,
                 r#""transition":{"epoch":8,"joining":["127.0.0.1:13342"],"leaving":[],"#,
                 r#""keys_to_move":4000,"keys_moved":1200,"bytes_moved":1258291,"elapsed_ms":1500,"#,
@@ -903,9 +907,9 @@ mod tests {
              epoch:  7\n\
              N/W/R:  3/2/2\n\
              \n\
-             ID               STATE  KEYS  HINTS  EPOCH\n\
-             127.0.0.1:13337  alive  120   0      7\n\
-             10.0.0.2:13338   down   -     -      -\n\
+             ID               STATE  KEYS  TOMBSTONES  HINTS  EPOCH\n\
+             127.0.0.1:13337  alive  120   3           0      7\n\
+             10.0.0.2:13338   down   -     -           -      -\n\
              \n\
              ring settled"
         );
@@ -920,9 +924,9 @@ mod tests {
              epoch:  8\n\
              N/W/R:  3/2/2\n\
              \n\
-             ID               STATE  KEYS  HINTS  EPOCH\n\
-             127.0.0.1:13337  alive  120   0      7\n\
-             10.0.0.2:13338   down   -     -      -\n\
+             ID               STATE  KEYS  TOMBSTONES  HINTS  EPOCH\n\
+             127.0.0.1:13337  alive  120   3           0      7\n\
+             10.0.0.2:13338   down   -     -           -      -\n\
              \n\
              this node (127.0.0.1:13338) is not a member of the ring\n\
              ring change in progress (epoch 8): adding 127.0.0.1:13342\n  \

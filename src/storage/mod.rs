@@ -133,6 +133,8 @@ pub struct Storage {
     floors: sled::Tree,
     quarantine: sled::Tree,
     keys: AtomicU64,
+    /// Keys whose every version is a tombstone.
+    tombstones: AtomicU64,
     /// Pending hints; reads skip the hints tree entirely while it is zero.
     hint_records: AtomicU64,
     stripes: Vec<Mutex<()>>,
@@ -164,6 +166,16 @@ impl Storage {
         let floors = db.open_tree("floors")?;
         let quarantine = db.open_tree("quarantine")?;
         let keys = AtomicU64::new(values.len() as u64);
+        // Counted once at open (the key count walks the tree anyway), then kept up
+        // to date by every write and drop.
+        let mut deleted = 0u64;
+        for item in values.iter() {
+            let (_, raw) = item?;
+            if decode::<Object>(&raw, "values").is_ok_and(|o| o.is_deleted()) {
+                deleted += 1;
+            }
+        }
+        let tombstones = AtomicU64::new(deleted);
         let hint_records = AtomicU64::new(hints.len() as u64);
         let fsync = if dir.is_none() {
             FsyncMode::Never
@@ -192,6 +204,7 @@ impl Storage {
             floors,
             quarantine,
             keys,
+            tombstones,
             hint_records,
             stripes,
             commit,
@@ -229,6 +242,11 @@ impl Storage {
     /// Number of keys in `values`.
     pub fn key_count(&self) -> u64 {
         self.keys.load(Ordering::Relaxed)
+    }
+
+    /// Number of keys whose every version is a tombstone (deleted keys still on disk).
+    pub fn tombstone_count(&self) -> u64 {
+        self.tombstones.load(Ordering::Relaxed)
     }
 
     /// Number of pending hints.
@@ -320,17 +338,29 @@ impl Storage {
     pub fn merge(&self, key: &str, incoming: &Object) -> Result<bool> {
         let _g = self.stripe(key);
         let mut obj = self.get_value(key)?;
+        let was_deleted = obj.is_deleted();
         if !obj.merge(incoming) {
             return Ok(false);
         }
-        self.put_value(key, &obj)?;
+        self.put_value(key, &obj, was_deleted)?;
         Ok(true)
     }
 
-    fn put_value(&self, key: &str, obj: &Object) -> Result<()> {
+    /// Stores `obj` as this node's replica of `key`; `was_deleted` tells whether
+    /// the record it replaces held only tombstones (for the tombstone count).
+    fn put_value(&self, key: &str, obj: &Object, was_deleted: bool) -> Result<()> {
         let old = self.values.insert(key.as_bytes(), encode(obj)?)?;
         if old.is_none() {
             self.keys.fetch_add(1, Ordering::Relaxed);
+        }
+        match (was_deleted, obj.is_deleted()) {
+            (false, true) => {
+                self.tombstones.fetch_add(1, Ordering::Relaxed);
+            }
+            (true, false) => {
+                self.tombstones.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -359,6 +389,7 @@ impl Storage {
     ) -> Result<(Object, Dot)> {
         let _g = self.stripe(key);
         let mut obj = self.get_value(key)?;
+        let was_deleted = obj.is_deleted();
         self.merge_hints_for(key, &mut obj)?;
         let floor = match self.floors.get(key.as_bytes())? {
             Some(raw) => decode::<u64>(&raw, "floors")?,
@@ -373,7 +404,7 @@ impl Storage {
             });
         }
         match hint_for {
-            None => self.put_value(key, &obj)?,
+            None => self.put_value(key, &obj, was_deleted)?,
             Some(target) => {
                 // This node may hand the hint off and forget the key: remember the
                 // counter so it never issues the same dot twice.
@@ -600,6 +631,9 @@ impl Storage {
         )?;
         if swapped.is_ok() {
             self.keys.fetch_sub(1, Ordering::Relaxed);
+            if stored.object.is_deleted() {
+                self.tombstones.fetch_sub(1, Ordering::Relaxed);
+            }
         }
         Ok(swapped.is_ok())
     }

@@ -349,3 +349,49 @@ fn a_corrupt_hint_is_set_aside_not_fatal() {
         .unwrap();
     assert_eq!(values(&s.get("b").unwrap()), vec!["b2"]);
 }
+
+#[test]
+fn tombstones_are_counted_through_writes_drops_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let me = id("127.0.0.1:1");
+    {
+        let s = Storage::open(Some(dir.path()), FsyncMode::Never).unwrap();
+        for k in ["a", "b", "c"] {
+            s.coordinate(k, &me, &VersionVector::new(), val(k), None)
+                .unwrap();
+        }
+        assert_eq!(s.tombstone_count(), 0);
+        for k in ["a", "b"] {
+            let ctx = s.get(k).unwrap().context().clone();
+            s.coordinate(k, &me, &ctx, Content::Tombstone, None)
+                .unwrap();
+        }
+        assert_eq!(s.tombstone_count(), 2);
+        // Written again over its tombstone: a live key once more.
+        let ctx = s.get("b").unwrap().context().clone();
+        s.coordinate("b", &me, &ctx, val("again"), None).unwrap();
+        assert_eq!(s.tombstone_count(), 1);
+        // A replica merge that brings a delete counts too.
+        let other = Storage::open(None, FsyncMode::Never).unwrap();
+        other.merge("c", &s.get("c").unwrap()).unwrap();
+        let ctx = other.get("c").unwrap().context().clone();
+        let (deleted, _) = other
+            .coordinate("c", &id("127.0.0.1:2"), &ctx, Content::Tombstone, None)
+            .unwrap();
+        s.merge("c", &deleted).unwrap();
+        assert_eq!(s.tombstone_count(), 2);
+        s.flush().unwrap();
+    }
+    let s = Storage::open(Some(dir.path()), FsyncMode::Never).unwrap();
+    assert_eq!(s.tombstone_count(), 2, "recounted at open");
+    let stored = s
+        .scan(None, 10)
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|i| i.key == "a")
+        .unwrap();
+    assert!(s.drop_value(&me, &stored).unwrap());
+    assert_eq!(s.tombstone_count(), 1);
+    assert_eq!(s.key_count(), 2);
+}
