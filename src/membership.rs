@@ -213,17 +213,9 @@ impl Membership {
                     ),
                 })?
         };
-        if let Some(other) = current.address_of(&info.identity) {
-            if *other != node {
-                return Err(Error::Membership {
-                    reason: format!(
-                        "cannot add {node}: it is the node already in the ring as {other} \
-                         (same node identity {}); one process cannot be two replicas",
-                        info.identity
-                    ),
-                });
-            }
-        }
+        // Refuses a change while one runs, and a node whose identity is already a
+        // member's (one process under two addresses).
+        let next = current.begin_add(node.clone(), Some(info.identity), now_ms())?;
         if info.id != node {
             return Err(Error::Membership {
                 reason: format!(
@@ -233,7 +225,6 @@ impl Membership {
                 ),
             });
         }
-        let next = current.begin_add(node, Some(info.identity), now_ms())?;
         self.commit(next, Vec::new()).await
     }
 
