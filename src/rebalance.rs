@@ -92,7 +92,7 @@ use crate::vclock::Object;
 pub const CHUNK_KEYS: usize = 4096;
 /// Keys per digest check (a check costs the receiver one lookup per key).
 pub const DIGEST_BATCH_KEYS: usize = 1024;
-/// Keys per step of the counting scan (keys only, no objects decoded).
+/// Keys per step of the counting scan (no objects decoded).
 pub const COUNT_KEYS: usize = 16_384;
 /// Most keys in one transfer batch.
 pub const BATCH_KEYS: usize = 256;
@@ -268,14 +268,6 @@ impl Rebalance {
         Ok(())
     }
 
-    /// The pending owners of `key` this node must send it to (empty when the
-    /// change does not move it).
-    fn targets(&self, ring: &Ring, key: &str) -> Vec<NodeId> {
-        let mut pending = ring.pending_owners(key.as_bytes());
-        pending.retain(|n| *n != self.me);
-        pending
-    }
-
     /// This node's transfer for the change in `ring`.
     async fn transfer(&self, ring: Arc<Ring>, stop: &watch::Receiver<bool>) -> Result<(), Stop> {
         let epoch = ring.epoch();
@@ -330,8 +322,7 @@ impl Rebalance {
         let hints = scan.hints;
         let mut plan = Plan::default();
         for hint in hints {
-            let targets = self.targets(&ring, &hint.key);
-            if !targets.is_empty() {
+            if let Some((_, targets)) = sending(&ring, &self.me, &hint.key) {
                 plan.add(&targets, hint.key, hint.object);
             }
         }
@@ -386,12 +377,9 @@ impl Rebalance {
                 let (page, moving) = tokio::task::spawn_blocking(move || {
                     let mut moving = 0u64;
                     let page = storage.scan_raw(from.as_deref(), CHUNK_KEYS, |key| {
-                        if !sends_to_others(&owned_ring, &me, key) {
-                            return false;
-                        }
+                        let (key_pass, targets) = sending(&owned_ring, &me, key)?;
                         moving += 1;
-                        let primary = owned_ring.owner(key.as_bytes()) == Some(&me);
-                        primary == (pass == PRIMARY_PASS)
+                        (key_pass == pass).then_some(targets)
                     });
                     page.map(|p| (p, moving))
                 })
@@ -410,8 +398,7 @@ impl Rebalance {
                 }
                 let mut plan = Plan::default();
                 let mut checks = Checks::default();
-                for (key, raw) in page.items {
-                    let targets = self.targets(ring, &key);
+                for (key, raw, targets) in page.items {
                     if pass == PRIMARY_PASS {
                         match Stored::decode(key, raw) {
                             Ok(stored) => plan.add(&targets, stored.key, stored.object),
@@ -441,12 +428,6 @@ impl Rebalance {
             }
         }
         Ok(())
-    }
-
-    /// True if this node is the first replica of `key` in the current ring: the
-    /// one that sends it in full in the first pass.
-    fn is_primary(&self, ring: &Ring, key: &str) -> bool {
-        ring.owner(key.as_bytes()) == Some(&self.me)
     }
 
     /// The second pass for one chunk: asks each receiver which keys it holds a
@@ -552,46 +533,39 @@ impl Rebalance {
     /// point (already confirmed by an earlier run).
     async fn count(
         &self,
-        ring: &Ring,
+        ring: &Arc<Ring>,
         resume: Option<&Cursor>,
         stop: &watch::Receiver<bool>,
-    ) -> Result<(u64, u64), Stop> {
-        let (mut total, mut done) = (0u64, 0u64);
+    ) -> Result<(), Stop> {
         let mut after: Option<Key> = None;
         loop {
             self.check(ring, stop)?;
             let storage = self.storage.clone();
             let from = after.clone();
-            let (keys, more) =
-                tokio::task::spawn_blocking(move || storage.scan_keys(from.as_deref(), COUNT_KEYS))
-                    .await
-                    .map_err(|e| Stop::Failed(e.to_string()))?
-                    .map_err(|e| Stop::Failed(e.to_string()))?;
-            let (mut page_total, mut page_done) = (0u64, 0u64);
-            for key in &keys {
-                if !self.targets(ring, key).is_empty() {
-                    page_total += 1;
-                    let pass = if self.is_primary(ring, key) {
-                        PRIMARY_PASS
-                    } else {
-                        SECONDARY_PASS
-                    };
-                    if resume.is_some_and(|c| c.covers(pass, key)) {
-                        page_done += 1;
-                    }
-                }
-            }
-            total += page_total;
-            done += page_done;
+            let (owned_ring, me, resume) = (ring.clone(), self.me.clone(), resume.cloned());
+            // Keeps nothing: the filter only counts.
+            let (page, total, done) = tokio::task::spawn_blocking(move || {
+                let (mut total, mut done) = (0u64, 0u64);
+                let page = storage.scan_raw(from.as_deref(), COUNT_KEYS, |key| {
+                    let (pass, _) = sending(&owned_ring, &me, key)?;
+                    total += 1;
+                    done += u64::from(resume.as_ref().is_some_and(|c| c.covers(pass, key)));
+                    None::<()>
+                });
+                page.map(|p| (p, total, done))
+            })
+            .await
+            .map_err(|e| Stop::Failed(e.to_string()))?
+            .map_err(|e| Stop::Failed(e.to_string()))?;
             // Keys before the resume point were confirmed by an earlier run.
             self.update(|p| {
-                p.keys_moved += page_done;
-                p.keys_to_move = (p.keys_to_move + page_total).max(p.keys_moved);
+                p.keys_moved += done;
+                p.keys_to_move = (p.keys_to_move + total).max(p.keys_moved);
             });
-            if !more {
-                return Ok((total, done));
+            if !page.more {
+                return Ok(());
             }
-            after = keys.last().cloned();
+            after = page.last;
         }
     }
 
@@ -750,9 +724,21 @@ impl Checks {
     }
 }
 
-/// True if `me` must send `key` to a pending owner other than itself.
-fn sends_to_others(ring: &Ring, me: &NodeId, key: &str) -> bool {
-    ring.pending_owners(key.as_bytes()).iter().any(|n| n != me)
+/// How `me` sends `key` during the change in `ring`: in which pass, to which
+/// pending owners. None when the change does not move the key or its only
+/// pending owner is `me`. The first pass when `me` is the key's first replica.
+fn sending(ring: &Ring, me: &NodeId, key: &str) -> Option<(u8, Vec<NodeId>)> {
+    let mut targets = ring.pending_owners(key.as_bytes());
+    targets.retain(|n| n != me);
+    if targets.is_empty() {
+        return None;
+    }
+    let pass = if ring.owner(key.as_bytes()) == Some(me) {
+        PRIMARY_PASS
+    } else {
+        SECONDARY_PASS
+    };
+    Some((pass, targets))
 }
 
 /// What one scan chunk sends, per receiver. Each key counts once for

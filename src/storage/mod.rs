@@ -77,8 +77,6 @@ pub const LOCK_STRIPES: usize = 1024;
 pub const CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
 const RING_KEY: &[u8] = b"ring";
-/// Preallocation cap for a page of keys.
-const CHUNK_HINT: usize = 8192;
 const UUID_KEY: &[u8] = b"node_uuid";
 const CURSOR_KEY: &[u8] = b"transfer_cursor";
 
@@ -165,16 +163,17 @@ impl Storage {
         let meta = db.open_tree("meta")?;
         let floors = db.open_tree("floors")?;
         let quarantine = db.open_tree("quarantine")?;
-        let keys = AtomicU64::new(values.len() as u64);
-        // Counted once at open (the key count walks the tree anyway), then kept up
-        // to date by every write and drop.
-        let mut deleted = 0u64;
+        // Keys and tombstones are counted in one walk at open (sled keeps no
+        // count of its own), then kept up to date by every write and drop.
+        let (mut stored, mut deleted) = (0u64, 0u64);
         for item in values.iter() {
             let (_, raw) = item?;
+            stored += 1;
             if decode::<Object>(&raw, "values").is_ok_and(|o| o.is_deleted()) {
                 deleted += 1;
             }
         }
+        let keys = AtomicU64::new(stored);
         let tombstones = AtomicU64::new(deleted);
         let hint_records = AtomicU64::new(hints.len() as u64);
         let fsync = if dir.is_none() {
@@ -509,14 +508,14 @@ impl Storage {
     /// when `None`), in key order, with their objects. A record that does not decode
     /// is returned in `corrupt` instead (the caller logs it), never silently lost.
     pub fn scan(&self, after: Option<&str>, limit: usize) -> Result<Scan> {
-        let raw = self.scan_raw(after, limit, |_| true)?;
+        let raw = self.scan_raw(after, limit, |_| Some(()))?;
         let mut out = Scan {
             items: Vec::with_capacity(raw.items.len()),
             corrupt: raw.corrupt,
             last: raw.last,
             more: raw.more,
         };
-        for (key, bytes) in raw.items {
+        for (key, bytes, ()) in raw.items {
             match Stored::decode(key, bytes) {
                 Ok(stored) => out.items.push(stored),
                 Err(e) => out.corrupt.push(e.to_string()),
@@ -526,14 +525,15 @@ impl Storage {
     }
 
     /// Up to `limit` keys of this node's own replica after `after`, in key order:
-    /// the stored bytes of those `keep` accepts, undecoded (a transfer decodes
-    /// only what it sends). Keys that are not UTF-8 go to `corrupt`.
-    pub fn scan_raw(
+    /// the stored bytes, undecoded (a transfer decodes only what it sends), of the
+    /// keys for which `keep` returns something, with what it returned. Keys that
+    /// are not UTF-8 go to `corrupt`.
+    pub fn scan_raw<T>(
         &self,
         after: Option<&str>,
         limit: usize,
-        mut keep: impl FnMut(&str) -> bool,
-    ) -> Result<RawScan> {
+        mut keep: impl FnMut(&str) -> Option<T>,
+    ) -> Result<RawScan<T>> {
         let range = match after {
             Some(k) => self.values.range::<&[u8], _>((
                 std::ops::Bound::Excluded(k.as_bytes()),
@@ -541,7 +541,12 @@ impl Storage {
             )),
             None => self.values.iter(),
         };
-        let mut out = RawScan::default();
+        let mut out = RawScan {
+            items: Vec::new(),
+            corrupt: Vec::new(),
+            last: None,
+            more: false,
+        };
         for (read, item) in range.enumerate() {
             if read >= limit {
                 out.more = true;
@@ -551,8 +556,8 @@ impl Storage {
             out.last = Some(String::from_utf8_lossy(&k).into_owned());
             match std::str::from_utf8(&k) {
                 Ok(key) => {
-                    if keep(key) {
-                        out.items.push((key.to_string(), raw));
+                    if let Some(kept) = keep(key) {
+                        out.items.push((key.to_string(), raw, kept));
                     }
                 }
                 Err(_) => out.corrupt.push(format!(
@@ -562,30 +567,6 @@ impl Storage {
             }
         }
         Ok(out)
-    }
-
-    /// Up to `limit` keys of this node's own replica after `after`, in key order,
-    /// without decoding their objects (cheap: for counting). Keys that are not
-    /// UTF-8 are skipped (`scan` reports them).
-    pub fn scan_keys(&self, after: Option<&str>, limit: usize) -> Result<(Vec<Key>, bool)> {
-        let range = match after {
-            Some(k) => self.values.range::<&[u8], _>((
-                std::ops::Bound::Excluded(k.as_bytes()),
-                std::ops::Bound::Unbounded,
-            )),
-            None => self.values.iter(),
-        };
-        let mut keys = Vec::with_capacity(limit.min(CHUNK_HINT));
-        for item in range.keys() {
-            if keys.len() >= limit {
-                return Ok((keys, true));
-            }
-            let k = item?;
-            if let Ok(key) = std::str::from_utf8(&k) {
-                keys.push(key.to_string());
-            }
-        }
-        Ok((keys, false))
     }
 
     /// The digest of `key`'s stored object ([`digest_of`] its bytes), None when
@@ -654,10 +635,10 @@ pub struct HintScan {
 }
 
 /// One page of [`Storage::scan_raw`].
-#[derive(Debug, Default)]
-pub struct RawScan {
-    /// The kept keys with their stored bytes, in key order.
-    pub items: Vec<(Key, sled::IVec)>,
+#[derive(Debug)]
+pub struct RawScan<T> {
+    /// The kept keys with their stored bytes and what `keep` returned, in key order.
+    pub items: Vec<(Key, sled::IVec, T)>,
     /// Keys that are not UTF-8, described for the log.
     pub corrupt: Vec<String>,
     /// The last key read: where the next page starts.
