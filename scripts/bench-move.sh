@@ -16,16 +16,8 @@ KEYS=${BENCH_MOVE_KEYS:-1000000}
 DUR=${BENCH_DURATION:-15}
 RATE=${BENCH_TRANSFER_RATE:-}
 BASE=15337
-PIDS=()
-
-cleanup() {
-  for p in "${PIDS[@]:-}"; do [[ -n $p ]] && kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]:-}"; do [[ -n $p ]] && wait "$p" 2>/dev/null || true; done
-  PIDS=()
-}
-trap cleanup EXIT
-
-listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 client() { "$BIN/client" --port "$BASE" "$@"; }
 json_field() { grep -o "\"$1\":[0-9]*" | head -n 1 | cut -d: -f2; }
 

@@ -22,16 +22,8 @@ WARM=2
 MEM_KEYS=${BENCH_MEM_KEYS:-1000000}
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then DUR=2; WARM=0.5; MEM_KEYS=20000; fi
 BASE=14337
-PIDS=()
-
-cleanup() {
-  for p in "${PIDS[@]:-}"; do [[ -n $p ]] && kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]:-}"; do [[ -n $p ]] && wait "$p" 2>/dev/null || true; done
-  PIDS=()
-}
-trap cleanup EXIT
-
-listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 
 start_ring() { # start_ring COUNT N W R
   local count=$1 n=$2 w=$3 r=$4
