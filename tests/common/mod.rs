@@ -146,31 +146,27 @@ impl InProcess {
 
     /// Starts node `i` again on its port and data dir.
     pub async fn restart(&mut self, i: usize) {
-        let addr = self.ids[i].to_string();
-        // The old node's storage may still be held by a finishing background task;
-        // sled's lock tells us when it is free.
-        let h = wait_for_async("node restart", Duration::from_secs(20), || {
-            let addr = addr.clone();
-            let config = self.config(i);
-            async move {
-                let l = tokio::net::TcpListener::bind(&addr).await.ok()?;
-                dynamo::server::start_on(config, l).await.ok()
-            }
-        })
-        .await;
-        self.handles[i] = Some(h);
+        let config = self.config(i);
+        self.restart_with(i, config).await;
     }
 
     /// Starts node `i` again on its data dir, listening on its address, but
     /// running as `host:PORT`: a process that is not the member it was added as.
     pub async fn restart_as(&mut self, i: usize, host: &str) {
+        let mut config = self.config(i);
+        config.id = NodeId::new(host, self.ids[i].port()).expect("id");
+        config.listen = self.ids[i].to_string();
+        self.restart_with(i, config).await;
+    }
+
+    /// Starts node `i` with `config` on its address.
+    async fn restart_with(&mut self, i: usize, config: NodeConfig) {
         let addr = self.ids[i].to_string();
-        let id = NodeId::new(host, self.ids[i].port()).expect("id");
+        // The old node's storage may still be held by a finishing background task;
+        // sled's lock tells us when it is free.
         let h = wait_for_async("node restart", Duration::from_secs(20), || {
             let addr = addr.clone();
-            let mut config = self.config(i);
-            config.id = id.clone();
-            config.listen = addr.clone();
+            let config = config.clone();
             async move {
                 let l = tokio::net::TcpListener::bind(&addr).await.ok()?;
                 dynamo::server::start_on(config, l).await.ok()
@@ -443,6 +439,15 @@ pub struct ClientRun {
     pub stderr: String,
 }
 
+/// The client's `--json` output: one JSON object per non-empty line.
+fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect()
+}
+
 /// Runs `client --node 127.0.0.1 --port PORT --json -c ...`.
 pub fn run_client(port: u16, commands: &[&str]) -> ClientRun {
     let mut cmd = Command::new(client_bin());
@@ -452,11 +457,7 @@ pub fn run_client(port: u16, commands: &[&str]) -> ClientRun {
     }
     let out = cmd.stdin(Stdio::null()).output().expect("run client");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let results = stdout
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
-        .collect();
+    let results = json_lines(&stdout);
     ClientRun {
         status: out.status.code().unwrap_or(-1),
         results,
@@ -516,11 +517,7 @@ pub fn run_script(port: u16, lines: &[String], limit: Duration) -> ClientRun {
     let _ = feeder.join();
     let stdout = reader.join().unwrap_or_default();
     let stderr = err_reader.join().unwrap_or_default();
-    let results = stdout
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
-        .collect();
+    let results = json_lines(&stdout);
     ClientRun {
         status,
         results,
