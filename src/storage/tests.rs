@@ -15,6 +15,22 @@ fn values(obj: &Object) -> Vec<String> {
         .collect()
 }
 
+/// Opens the store in `dir`. A store dropped just before in this process may
+/// still hold sled's file lock for a moment (its flusher thread is finishing),
+/// so a reopen waits for it, up to five seconds, as a restarted node would.
+fn open_dir(dir: &std::path::Path, fsync: FsyncMode) -> Storage {
+    let started = std::time::Instant::now();
+    loop {
+        match Storage::open(Some(dir), fsync) {
+            Ok(s) => return s,
+            Err(e) if started.elapsed() > std::time::Duration::from_secs(5) => {
+                panic!("cannot open {}: {e}", dir.display())
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+}
+
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     futures::executor::block_on(f)
 }
@@ -24,7 +40,7 @@ fn coordinate_twice_blind_keeps_both_and_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
     let me = id("127.0.0.1:1");
     {
-        let s = Storage::open(Some(dir.path()), FsyncMode::Batch).unwrap();
+        let s = open_dir(dir.path(), FsyncMode::Batch);
         let (_, d1) = s
             .coordinate("k", &me, &VersionVector::new(), val("a"), None)
             .unwrap();
@@ -36,7 +52,7 @@ fn coordinate_twice_blind_keeps_both_and_survives_restart() {
         block_on(s.durable()).unwrap();
         assert_eq!(s.key_count(), 1);
     }
-    let s = Storage::open(Some(dir.path()), FsyncMode::Batch).unwrap();
+    let s = open_dir(dir.path(), FsyncMode::Batch);
     let obj = s.get("k").unwrap();
     assert_eq!(values(&obj), vec!["a", "b"]);
     assert_eq!(s.key_count(), 1);
@@ -47,7 +63,7 @@ fn hints_are_kept_per_target_and_read_with_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let me = id("127.0.0.1:1");
     let target = id("127.0.0.1:2");
-    let s = Storage::open(Some(dir.path()), FsyncMode::Never).unwrap();
+    let s = open_dir(dir.path(), FsyncMode::Never);
     let (obj, _) = s
         .coordinate("k", &me, &VersionVector::new(), val("x"), Some(&target))
         .unwrap();
@@ -95,12 +111,12 @@ fn ring_persists() {
         .with_member(id("127.0.0.1:2"))
         .unwrap();
     {
-        let s = Storage::open(Some(dir.path()), FsyncMode::Always).unwrap();
+        let s = open_dir(dir.path(), FsyncMode::Always);
         assert_eq!(s.ring().unwrap(), None);
         s.save_ring(&state).unwrap();
         block_on(s.durable()).unwrap();
     }
-    let s = Storage::open(Some(dir.path()), FsyncMode::Always).unwrap();
+    let s = open_dir(dir.path(), FsyncMode::Always);
     assert_eq!(s.ring().unwrap(), Some(state));
 }
 
@@ -123,7 +139,7 @@ fn unknown_record_versions_and_garbage_are_errors_not_panics() {
 #[test]
 fn group_commit_serves_concurrent_writers_with_few_flushes() {
     let dir = tempfile::tempdir().unwrap();
-    let s = std::sync::Arc::new(Storage::open(Some(dir.path()), FsyncMode::Batch).unwrap());
+    let s = std::sync::Arc::new(open_dir(dir.path(), FsyncMode::Batch));
     let me = id("127.0.0.1:1");
     let writers = 64;
     let threads: Vec<_> = (0..writers)
@@ -153,7 +169,7 @@ fn group_commit_serves_concurrent_writers_with_few_flushes() {
 #[test]
 fn always_flushes_once_per_write() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Storage::open(Some(dir.path()), FsyncMode::Always).unwrap();
+    let s = open_dir(dir.path(), FsyncMode::Always);
     let me = id("127.0.0.1:1");
     for i in 0..5 {
         s.coordinate(&format!("k{i}"), &me, &VersionVector::new(), val("v"), None)
@@ -166,17 +182,11 @@ fn always_flushes_once_per_write() {
 #[test]
 fn identity_is_created_once_with_the_data_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let first = Storage::open(Some(dir.path()), FsyncMode::Never)
-        .unwrap()
-        .uuid();
-    let again = Storage::open(Some(dir.path()), FsyncMode::Never)
-        .unwrap()
-        .uuid();
+    let first = open_dir(dir.path(), FsyncMode::Never).uuid();
+    let again = open_dir(dir.path(), FsyncMode::Never).uuid();
     assert_eq!(first, again, "a restart keeps the identity");
     let other = tempfile::tempdir().unwrap();
-    let fresh = Storage::open(Some(other.path()), FsyncMode::Never)
-        .unwrap()
-        .uuid();
+    let fresh = open_dir(other.path(), FsyncMode::Never).uuid();
     assert_ne!(first, fresh, "a new data directory is a new identity");
 }
 
@@ -219,13 +229,13 @@ fn a_ring_with_a_transition_persists() {
         .begin_add(id("127.0.0.1:2"), Some(uuid), 42)
         .unwrap();
     {
-        let s = Storage::open(Some(dir.path()), FsyncMode::Always).unwrap();
+        let s = open_dir(dir.path(), FsyncMode::Always);
         s.save_ring(&state).unwrap();
         s.set_marker(Marker::TransferDone, 2).unwrap();
         s.set_transfer_cursor(2, 1, "k9").unwrap();
         block_on(s.durable()).unwrap();
     }
-    let s = Storage::open(Some(dir.path()), FsyncMode::Always).unwrap();
+    let s = open_dir(dir.path(), FsyncMode::Always);
     assert_eq!(s.ring().unwrap(), Some(state));
     assert_eq!(s.marker(Marker::TransferDone).unwrap(), 2);
     assert_eq!(s.marker(Marker::CleanupDone).unwrap(), 0);
@@ -355,7 +365,7 @@ fn tombstones_are_counted_through_writes_drops_and_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let me = id("127.0.0.1:1");
     {
-        let s = Storage::open(Some(dir.path()), FsyncMode::Never).unwrap();
+        let s = open_dir(dir.path(), FsyncMode::Never);
         for k in ["a", "b", "c"] {
             s.coordinate(k, &me, &VersionVector::new(), val(k), None)
                 .unwrap();
@@ -382,7 +392,7 @@ fn tombstones_are_counted_through_writes_drops_and_restarts() {
         assert_eq!(s.tombstone_count(), 2);
         s.flush().unwrap();
     }
-    let s = Storage::open(Some(dir.path()), FsyncMode::Never).unwrap();
+    let s = open_dir(dir.path(), FsyncMode::Never);
     assert_eq!(s.tombstone_count(), 2, "recounted at open");
     let stored = s
         .scan(None, 10)
