@@ -4,8 +4,10 @@
 //! commands, `status` and `locate`; membership commands must go to the leader (a
 //! non-leader answers [`Error::NotLeader`] naming it), and they only start a ring
 //! change, which settles in the background. Every call carries a deadline of
-//! [`CLIENT_TIMEOUT`]; a connection that broke (the node restarted) is reopened on
-//! the next call.
+//! [`CLIENT_TIMEOUT`]. A connection the node closed since the last call (it
+//! restarted) is reopened before the next call is sent; a call lost with its
+//! connection fails with an unknown outcome and is never resent (a put may or may
+//! not have been applied).
 
 use std::time::Duration;
 
@@ -13,7 +15,7 @@ use tarpc::client::RpcError;
 
 use crate::error::{Error, Result};
 use crate::rpc::{
-    self, LocateReply, MembershipReply, NodeClient, ReadReply, StatusReply, WriteReply,
+    self, Connection, LocateReply, MembershipReply, NodeClient, ReadReply, StatusReply, WriteReply,
     WriteRequest,
 };
 use crate::types::{Key, NodeId, Value};
@@ -28,7 +30,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// A connection to one node.
 pub struct Client {
     node: NodeId,
-    conn: tokio::sync::Mutex<Option<NodeClient>>,
+    conn: tokio::sync::Mutex<Option<Connection>>,
     timeout: Duration,
 }
 
@@ -54,11 +56,12 @@ impl Client {
         &self.node
     }
 
-    async fn conn(&self) -> Result<NodeClient> {
+    async fn conn(&self) -> Result<Connection> {
         let mut guard = self.conn.lock().await;
-        if let Some(c) = guard.as_ref() {
+        if let Some(c) = guard.as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
+        *guard = None;
         let c = rpc::connect(&self.node, CONNECT_TIMEOUT).await?;
         *guard = Some(c.clone());
         Ok(c)
@@ -66,38 +69,32 @@ impl Client {
 
     async fn call<T, F, Fut>(&self, f: F) -> Result<T>
     where
-        F: Fn(NodeClient, tarpc::context::Context) -> Fut,
+        F: FnOnce(NodeClient, tarpc::context::Context) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<Result<T>, RpcError>>,
     {
-        for attempt in 0..2 {
-            let c = self.conn().await?;
-            let ctx = rpc::context(self.timeout);
-            match f(c, ctx).await {
-                Ok(r) => return r,
-                Err(RpcError::Shutdown) if attempt == 0 => {
-                    // The node closed the connection since the last call (restart):
-                    // nothing was sent, so reconnect and send once more.
-                    *self.conn.lock().await = None;
+        let conn = self.conn().await?;
+        match f(conn.client(), rpc::context(self.timeout)).await {
+            Ok(r) => r,
+            Err(RpcError::DeadlineExceeded) => Err(Error::Timeout {
+                what: format!("no answer from {}", self.node),
+                millis: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+            }),
+            Err(e) => {
+                let mut guard = self.conn.lock().await;
+                if guard.as_ref().is_some_and(|c| c.same(&conn)) {
+                    *guard = None;
                 }
-                Err(RpcError::DeadlineExceeded) => {
-                    return Err(Error::Timeout {
-                        what: format!("no answer from {}", self.node),
-                        millis: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
-                    })
-                }
-                Err(e) => {
-                    *self.conn.lock().await = None;
-                    return Err(Error::Unreachable {
-                        node: self.node.clone(),
-                        reason: format!("connection lost: {e}"),
-                    });
-                }
+                Err(Error::Unreachable {
+                    node: self.node.clone(),
+                    reason: match e {
+                        RpcError::Shutdown => {
+                            "the connection closed during the call; its outcome is unknown".into()
+                        }
+                        e => format!("connection lost: {e}; the outcome is unknown"),
+                    },
+                })
             }
         }
-        Err(Error::Unreachable {
-            node: self.node.clone(),
-            reason: "connection closed by the node".into(),
-        })
     }
 
     /// `put KEY CONTEXT VALUE`.

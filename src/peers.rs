@@ -2,8 +2,10 @@
 //! every request, with a deadline on every call.
 //!
 //! A peer's connection is opened on first use and kept; concurrent first uses share
-//! one connect. When a call finds the connection dead (tarpc reports `Shutdown`
-//! or a channel error) the connection is dropped and the next call reconnects.
+//! one connect. A connection whose dispatch has ended (the peer closed it) is
+//! replaced before anything is sent on it; a call that fails on a connection that
+//! was open when it was sent is an unknown outcome (see [`rpc::Connection`]), and
+//! the connection is dropped so the next call reconnects.
 //! After a failed connect the peer is not dialled again for [`RECONNECT_BACKOFF`]:
 //! calls fail at once with the last reason, so a dead replica costs the request
 //! path nothing and the coordinator moves on to a stand-in.
@@ -23,7 +25,7 @@ use std::time::{Duration, Instant};
 use tarpc::client::RpcError;
 
 use crate::error::Error;
-use crate::rpc::{self, NodeClient};
+use crate::rpc::{self, Connection, NodeClient};
 use crate::types::NodeId;
 
 /// How long to wait for a TCP connect. Loopback and LAN connects take well under a
@@ -72,7 +74,7 @@ impl CallError {
 
 #[derive(Default)]
 struct Peer {
-    client: RwLock<Option<NodeClient>>,
+    conn: RwLock<Option<Connection>>,
     connecting: tokio::sync::Mutex<()>,
     last_failure: Mutex<Option<(Instant, String)>>,
 }
@@ -115,15 +117,21 @@ impl Peers {
         write(&self.peers).entry(node.clone()).or_default().clone()
     }
 
-    /// The connection to `node`, opened if needed.
-    pub async fn client(&self, node: &NodeId) -> Result<NodeClient, CallError> {
+    /// The connection to `node`, opened if needed; one found closed is replaced.
+    async fn connection(&self, node: &NodeId) -> Result<Connection, CallError> {
         let peer = self.peer(node);
-        if let Some(c) = read(&peer.client).as_ref() {
-            return Ok(c.clone());
+        let open = |peer: &Peer| {
+            read(&peer.conn)
+                .as_ref()
+                .filter(|c| !c.is_closed())
+                .cloned()
+        };
+        if let Some(c) = open(&peer) {
+            return Ok(c);
         }
         let _connecting = peer.connecting.lock().await;
-        if let Some(c) = read(&peer.client).as_ref() {
-            return Ok(c.clone());
+        if let Some(c) = open(&peer) {
+            return Ok(c);
         }
         if let Some((at, reason)) = lock(&peer.last_failure).as_ref() {
             if at.elapsed() < RECONNECT_BACKOFF {
@@ -132,11 +140,12 @@ impl Peers {
         }
         match rpc::connect(node, self.connect_timeout).await {
             Ok(c) => {
-                *write(&peer.client) = Some(c.clone());
+                *write(&peer.conn) = Some(c.clone());
                 *lock(&peer.last_failure) = None;
                 Ok(c)
             }
             Err(e) => {
+                *write(&peer.conn) = None;
                 let reason = match e {
                     Error::Unreachable { reason, .. } => reason,
                     other => other.to_string(),
@@ -147,17 +156,20 @@ impl Peers {
         }
     }
 
-    /// Forgets the connection to `node` so the next call reconnects.
-    pub fn disconnect(&self, node: &NodeId) {
+    /// Drops `conn` from the table unless another call has replaced it already.
+    fn forget(&self, node: &NodeId, conn: &Connection) {
         if let Some(p) = read(&self.peers).get(node) {
-            *write(&p.client) = None;
+            let mut slot = write(&p.conn);
+            if slot.as_ref().is_some_and(|c| c.same(conn)) {
+                *slot = None;
+            }
         }
     }
 
     /// Calls `node` with a deadline of `timeout`: `f` gets the connection and a tarpc
-    /// context carrying the deadline. A connection found dead before the request
-    /// left (the peer restarted since it was opened) is replaced and the call made
-    /// once more on the new one.
+    /// context carrying the deadline. A connection already closed when the call
+    /// starts (the peer restarted since it was opened) is replaced first; a call lost
+    /// with its connection is reported as an unknown outcome, never resent.
     pub async fn call<T, F, Fut>(
         &self,
         node: &NodeId,
@@ -165,47 +177,117 @@ impl Peers {
         f: F,
     ) -> Result<T, CallError>
     where
-        F: Fn(NodeClient, tarpc::context::Context) -> Fut,
+        F: FnOnce(NodeClient, tarpc::context::Context) -> Fut,
         Fut: Future<Output = Result<crate::Result<T>, RpcError>>,
     {
         let started = Instant::now();
         let timed_out =
             || CallError::Unknown(format!("timed out after {} ms", timeout.as_millis()));
-        for attempt in 0..2 {
-            let remaining = timeout.saturating_sub(started.elapsed());
-            let client = match tokio::time::timeout(remaining, self.client(node)).await {
-                Ok(c) => c?,
-                Err(_) => {
-                    return Err(CallError::Unreachable(format!(
-                        "connect timed out after {} ms",
-                        timeout.as_millis()
-                    )))
-                }
-            };
-            let remaining = timeout.saturating_sub(started.elapsed());
-            return match tokio::time::timeout(remaining, f(client, rpc::context(remaining))).await {
-                Err(_) => Err(timed_out()),
-                Ok(Ok(Ok(v))) => Ok(v),
-                Ok(Ok(Err(e))) => Err(CallError::Remote(e)),
-                Ok(Err(RpcError::DeadlineExceeded)) => Err(timed_out()),
-                Ok(Err(RpcError::Server(e))) => Err(CallError::Unknown(format!(
-                    "server aborted the request: {e}"
-                ))),
-                Ok(Err(RpcError::Shutdown)) => {
-                    // The connection's dispatch had ended: the peer went away. The
-                    // request was not written; reconnect and try once more.
-                    self.disconnect(node);
-                    if attempt == 0 {
-                        continue;
-                    }
-                    Err(CallError::Unreachable("connection closed by peer".into()))
-                }
-                Ok(Err(e)) => {
-                    self.disconnect(node);
-                    Err(CallError::Unknown(format!("connection lost: {e}")))
-                }
-            };
+        let conn = match tokio::time::timeout(timeout, self.connection(node)).await {
+            Ok(c) => c?,
+            Err(_) => {
+                return Err(CallError::Unreachable(format!(
+                    "connect timed out after {} ms",
+                    timeout.as_millis()
+                )))
+            }
+        };
+        let remaining = timeout.saturating_sub(started.elapsed());
+        match tokio::time::timeout(remaining, f(conn.client(), rpc::context(remaining))).await {
+            Err(_) => Err(timed_out()),
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(e))) => Err(CallError::Remote(e)),
+            Ok(Err(RpcError::DeadlineExceeded)) => Err(timed_out()),
+            Ok(Err(RpcError::Server(e))) => Err(CallError::Unknown(format!(
+                "server aborted the request: {e}"
+            ))),
+            Ok(Err(e)) => {
+                self.forget(node, &conn);
+                Err(CallError::Unknown(match e {
+                    RpcError::Shutdown => "connection closed by peer during the call".into(),
+                    e => format!("connection lost: {e}"),
+                }))
+            }
         }
-        Err(CallError::Unreachable("connection closed by peer".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// Reads until the peer has sent something, then returns how much.
+    async fn read_some(s: &mut tokio::net::TcpStream) -> usize {
+        let mut buf = [0u8; 4096];
+        s.read(&mut buf).await.unwrap_or(0)
+    }
+
+    async fn status(peers: &Peers, node: &NodeId) -> Result<crate::rpc::StatusReply, CallError> {
+        peers
+            .call(node, Duration::from_secs(2), |c, ctx| async move {
+                c.status(ctx).await
+            })
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_call_lost_with_its_connection_is_unknown_and_not_resent() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let node = listener
+            .local_addr()
+            .unwrap()
+            .to_string()
+            .parse::<NodeId>()
+            .unwrap();
+        let server = tokio::spawn(async move {
+            // The request arrives; the peer dies before answering.
+            let (mut s, _) = listener.accept().await.unwrap();
+            assert!(read_some(&mut s).await > 0);
+            drop(s);
+            // Anything resent would be a second connection.
+            let again = tokio::time::timeout(Duration::from_millis(500), listener.accept()).await;
+            again.is_ok()
+        });
+        let peers = Peers::default();
+        let e = status(&peers, &node).await.unwrap_err();
+        assert!(matches!(e, CallError::Unknown(_)), "{e:?}");
+        assert!(!e.never_delivered());
+        assert!(!server.await.unwrap(), "the call was sent a second time");
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_before_the_call_is_replaced_before_sending() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let node = listener
+            .local_addr()
+            .unwrap()
+            .to_string()
+            .parse::<NodeId>()
+            .unwrap();
+        let peers = Peers::default();
+        // Open the connection; the peer closes it at once (it restarted).
+        let (first, accepted) = tokio::join!(peers.connection(&node), listener.accept());
+        let first = first.unwrap();
+        drop(accepted.unwrap());
+        tokio::time::timeout(Duration::from_secs(2), async {
+            while !first.is_closed() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the closed connection is noticed");
+        // The next call goes out on a new connection, which receives it.
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            read_some(&mut s).await
+        });
+        let e = status(&peers, &node).await.unwrap_err();
+        assert!(matches!(e, CallError::Unknown(_)), "{e:?}");
+        assert!(
+            server.await.unwrap() > 0,
+            "the new connection got the request"
+        );
     }
 }

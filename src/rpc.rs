@@ -12,6 +12,7 @@
 //! to report travel inside responses as `Result<T, Error>`.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -383,9 +384,9 @@ pub fn server_transport(stream: TcpStream) -> ServerTransport {
     tokio_serde::Framed::new(framed, Bincode::default())
 }
 
-/// Opens one connection to `addr` and starts its dispatch task. The returned client
-/// is cheap to clone and multiplexes every call over the one connection.
-pub async fn connect(node: &NodeId, timeout: Duration) -> Result<NodeClient> {
+/// Opens one connection to `node` and starts its dispatch task.
+pub async fn connect(node: &NodeId, timeout: Duration) -> Result<Connection> {
+    let node_name = node.clone();
     let unreachable = |reason: String| Error::Unreachable {
         node: node.clone(),
         reason,
@@ -403,7 +404,47 @@ pub async fn connect(node: &NodeId, timeout: Duration) -> Result<NodeClient> {
     let mut config = tarpc::client::Config::default();
     config.max_in_flight_requests = 10_000;
     config.pending_request_buffer = 1024;
-    Ok(NodeClient::new(config, transport(stream)).spawn())
+    let tarpc::client::NewClient { client, dispatch } = NodeClient::new(config, transport(stream));
+    let closed = Arc::new(AtomicBool::new(false));
+    let flag = closed.clone();
+    tokio::spawn(async move {
+        if let Err(e) = dispatch.await {
+            tracing::debug!(node = %node_name, "connection broken: {e}");
+        }
+        flag.store(true, Ordering::Release);
+    });
+    Ok(Connection { client, closed })
+}
+
+/// One connection to a node: the tarpc client and whether its dispatch has ended.
+///
+/// tarpc answers `Shutdown` both for a request it could not hand to a dispatch that
+/// was already gone (never sent) and for one in flight when the peer went away (the
+/// outcome is unknown). Callers tell the two apart by asking [`Connection::is_closed`]
+/// *before* sending: a connection known closed is replaced without sending anything,
+/// and a `Shutdown` on a connection that was open is an unknown outcome, never
+/// retried as if unsent.
+#[derive(Clone)]
+pub struct Connection {
+    client: NodeClient,
+    closed: Arc<AtomicBool>,
+}
+
+impl Connection {
+    /// True once the connection's dispatch has ended (the peer closed it or it broke).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// True when both are the one connection.
+    pub fn same(&self, other: &Connection) -> bool {
+        Arc::ptr_eq(&self.closed, &other.closed)
+    }
+
+    /// The client for calls; cheap to clone, multiplexes over the one connection.
+    pub fn client(&self) -> NodeClient {
+        self.client.clone()
+    }
 }
 
 /// A short, stable description of an I/O error ("connection refused").

@@ -75,7 +75,8 @@ async fn read_repair_fixes_a_replica_that_missed_a_write() {
     // and only read repair can bring it.
     let raw = dynamo::rpc::connect(&c.ids[2], Duration::from_secs(2))
         .await
-        .unwrap();
+        .unwrap()
+        .client();
     let id2 = c.ids[2].clone();
     let held = |raw: dynamo::rpc::NodeClient| {
         let id2 = id2.clone();
@@ -254,7 +255,8 @@ async fn a_member_restarted_under_another_address_does_not_count_as_it() {
     // Called directly: refused as a stranger, by address and by identity.
     let raw = dynamo::rpc::connect(&c.ids[2], Duration::from_secs(2))
         .await
-        .unwrap();
+        .unwrap()
+        .client();
     let as_member = dynamo::rpc::Addressee {
         node: c.ids[2].clone(),
         identity: None,
