@@ -42,7 +42,7 @@
 //! Three holders sending every key in full would triple the receiver's work.
 //! So the scan runs twice: first each node sends in full the keys it is the
 //! first replica of; then it sends, for every other moving key, only a digest
-//! (the hash of its stored bytes, [`digest_of`]): the receiver answers which of
+//! (the hash of its stored bytes, [`entry_digest`]): the receiver answers which of
 //! those it holds a different copy of (or none), and only those are sent in
 //! full. By the second pass the first replicas have normally sent their keys,
 //! so replicas that agree cost a lookup, not a merge; a first replica that is
@@ -84,7 +84,7 @@ use tokio::sync::watch;
 use crate::peers::Peers;
 use crate::ring::{Ring, RingCell};
 use crate::rpc::{Addressee, NodeClient, TransferPhase, TransferProgress};
-use crate::storage::{digest_of, Marker, Storage, Stored};
+use crate::storage::{entry_digest, Marker, Storage, Stored};
 use crate::types::{Key, NodeId};
 use crate::vclock::Object;
 
@@ -712,7 +712,7 @@ struct Checks {
 
 impl Checks {
     fn add(&mut self, targets: &[NodeId], key: Key, raw: sled::IVec) {
-        let digest = digest_of(&raw);
+        let digest = entry_digest(key.as_bytes(), &raw);
         for (i, t) in targets.iter().enumerate() {
             self.per_target.entry(t.clone()).or_default().push((
                 key.clone(),

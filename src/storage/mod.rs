@@ -4,7 +4,7 @@
 //!
 //! | tree | key | value |
 //! |---|---|---|
-//! | `values` | the key's bytes | the key's [`Object`] (all siblings and the causal context) |
+//! | `objects` | the key's [`Segment`] (u16 BE), then the key's bytes | the key's [`Object`] (all siblings and the causal context) |
 //! | `hints` | `u16 BE key length, key, target node id` | an [`Object`] held for a replica that was down |
 //! | `meta` | `ring` | the [`RingState`] this node last installed |
 //! | `meta` | `node_uuid` | this node's identity, created with the data directory |
@@ -126,6 +126,8 @@ pub struct Hint {
 pub struct Storage {
     db: sled::Db,
     values: sled::Tree,
+    /// One digest per segment: the XOR of [`entry_digest`] over its keys.
+    segments: Box<[AtomicU64]>,
     hints: sled::Tree,
     meta: sled::Tree,
     floors: sled::Tree,
@@ -158,19 +160,24 @@ impl Storage {
             Some(d) => Error::storage(format!("cannot open {}: {e}", d.display())),
             None => Error::storage(e),
         })?;
-        let values = db.open_tree("values")?;
+        let values = open_objects(&db)?;
         let hints = db.open_tree("hints")?;
         let meta = db.open_tree("meta")?;
         let floors = db.open_tree("floors")?;
         let quarantine = db.open_tree("quarantine")?;
-        // Keys and tombstones are counted in one walk at open (sled keeps no
-        // count of its own), then kept up to date by every write and drop.
+        // Keys, tombstones and segment digests are computed in one walk at open
+        // (sled keeps no count of its own), then kept up to date by every write
+        // and drop.
         let (mut stored, mut deleted) = (0u64, 0u64);
+        let segments: Box<[AtomicU64]> = (0..SEGMENTS).map(|_| AtomicU64::new(0)).collect();
         for item in values.iter() {
-            let (_, raw) = item?;
+            let (k, raw) = item?;
             stored += 1;
-            if decode::<Object>(&raw, "values").is_ok_and(|o| o.is_deleted()) {
+            if decode::<Object>(&raw, "objects").is_ok_and(|o| o.is_deleted()) {
                 deleted += 1;
+            }
+            if let Some((seg, key)) = split_stored_key(&k) {
+                segments[usize::from(seg)].fetch_xor(entry_digest(key, &raw), Ordering::Relaxed);
             }
         }
         let keys = AtomicU64::new(stored);
@@ -198,6 +205,7 @@ impl Storage {
             uuid,
             db,
             values,
+            segments,
             hints,
             meta,
             floors,
@@ -238,7 +246,7 @@ impl Storage {
         Ok(())
     }
 
-    /// Number of keys in `values`.
+    /// Number of keys this node keeps as its own replica.
     pub fn key_count(&self) -> u64 {
         self.keys.load(Ordering::Relaxed)
     }
@@ -326,8 +334,8 @@ impl Storage {
     }
 
     fn get_value(&self, key: &str) -> Result<Object> {
-        match self.values.get(key.as_bytes())? {
-            Some(raw) => decode(&raw, "values"),
+        match self.values.get(stored_key(key))? {
+            Some(raw) => decode(&raw, "objects"),
             None => Ok(Object::new()),
         }
     }
@@ -348,10 +356,18 @@ impl Storage {
     /// Stores `obj` as this node's replica of `key`; `was_deleted` tells whether
     /// the record it replaces held only tombstones (for the tombstone count).
     fn put_value(&self, key: &str, obj: &Object, was_deleted: bool) -> Result<()> {
-        let old = self.values.insert(key.as_bytes(), encode(obj)?)?;
-        if old.is_none() {
-            self.keys.fetch_add(1, Ordering::Relaxed);
-        }
+        let raw = encode(obj)?;
+        let digest = entry_digest(key.as_bytes(), &raw);
+        let old = self.values.insert(stored_key(key), raw)?;
+        let old_digest = match &old {
+            Some(old) => entry_digest(key.as_bytes(), old),
+            None => {
+                self.keys.fetch_add(1, Ordering::Relaxed);
+                0
+            }
+        };
+        self.segments[usize::from(segment_of(key))]
+            .fetch_xor(digest ^ old_digest, Ordering::Relaxed);
         match (was_deleted, obj.is_deleted()) {
             (false, true) => {
                 self.tombstones.fetch_add(1, Ordering::Relaxed);
@@ -535,8 +551,8 @@ impl Storage {
         mut keep: impl FnMut(&str) -> Option<T>,
     ) -> Result<RawScan<T>> {
         let range = match after {
-            Some(k) => self.values.range::<&[u8], _>((
-                std::ops::Bound::Excluded(k.as_bytes()),
+            Some(k) => self.values.range::<Vec<u8>, _>((
+                std::ops::Bound::Excluded(stored_key(k)),
                 std::ops::Bound::Unbounded,
             )),
             None => self.values.iter(),
@@ -552,29 +568,62 @@ impl Storage {
                 out.more = true;
                 break;
             }
-            let (k, raw) = item?;
-            out.last = Some(String::from_utf8_lossy(&k).into_owned());
-            match std::str::from_utf8(&k) {
+            let (stored, raw) = item?;
+            let k = split_stored_key(&stored).map_or(&stored[..], |(_, k)| k);
+            out.last = Some(String::from_utf8_lossy(k).into_owned());
+            match std::str::from_utf8(k) {
                 Ok(key) => {
                     if let Some(kept) = keep(key) {
                         out.items.push((key.to_string(), raw, kept));
                     }
                 }
-                Err(_) => out.corrupt.push(format!(
-                    "key {:?} is not UTF-8",
-                    String::from_utf8_lossy(&k)
-                )),
+                Err(_) => out
+                    .corrupt
+                    .push(format!("key {:?} is not UTF-8", String::from_utf8_lossy(k))),
             }
         }
         Ok(out)
     }
 
-    /// The digest of `key`'s stored object ([`digest_of`] its bytes), None when
-    /// this node has no copy. Equal objects have equal bytes (the encoding is
+    /// The digest of `key`'s stored object ([`entry_digest`]), None when this
+    /// node has no copy. Equal objects have equal bytes (the encoding is
     /// canonical: siblings sorted, contexts ordered), so equal digests mean
     /// equal copies.
     pub fn digest(&self, key: &str) -> Result<Option<u64>> {
-        Ok(self.values.get(key.as_bytes())?.map(|raw| digest_of(&raw)))
+        Ok(self
+            .values
+            .get(stored_key(key))?
+            .map(|raw| entry_digest(key.as_bytes(), &raw)))
+    }
+
+    /// The digest of segment `seg`: the XOR of the [`entry_digest`]s of its keys
+    /// (0 when it holds none). Kept up to date by every write, never recomputed.
+    pub fn segment_digest(&self, seg: Segment) -> u64 {
+        self.segments[usize::from(seg)].load(Ordering::Relaxed)
+    }
+
+    /// Every key of segment `seg` with its [`entry_digest`], in key order. Keys
+    /// that are not UTF-8 are left out (a scan reports them).
+    pub fn segment_entries(&self, seg: Segment) -> Result<Vec<(Key, u64)>> {
+        let mut out = Vec::new();
+        for item in self.values.scan_prefix(seg.to_be_bytes()) {
+            let (stored, raw) = item?;
+            let Some((_, k)) = split_stored_key(&stored) else {
+                continue;
+            };
+            if let Ok(key) = std::str::from_utf8(k) {
+                out.push((key.to_string(), entry_digest(k, &raw)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// This node's own replica of `key` (hints left out), None when it has none.
+    pub fn replica(&self, key: &str) -> Result<Option<Object>> {
+        match self.values.get(stored_key(key))? {
+            Some(raw) => Ok(Some(decode(&raw, "objects")?)),
+            None => Ok(None),
+        }
     }
 
     /// Merges many objects (a transfer batch) into this node's replica. Returns how
@@ -606,11 +655,15 @@ impl Storage {
             }
         }
         let swapped = self.values.compare_and_swap(
-            stored.key.as_bytes(),
+            stored_key(&stored.key),
             Some(&stored.raw),
             None as Option<&[u8]>,
         )?;
         if swapped.is_ok() {
+            self.segments[usize::from(segment_of(&stored.key))].fetch_xor(
+                entry_digest(stored.key.as_bytes(), &stored.raw),
+                Ordering::Relaxed,
+            );
             self.keys.fetch_sub(1, Ordering::Relaxed);
             if stored.object.is_deleted() {
                 self.tombstones.fetch_sub(1, Ordering::Relaxed);
@@ -620,9 +673,72 @@ impl Storage {
     }
 }
 
-/// The digest of a stored record's bytes (64-bit xxh3).
-pub fn digest_of(raw: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(raw)
+/// A segment: a fixed slice of the hash space, `1/SEGMENTS` of it. A key's segment
+/// is the top 16 bits of its ring position ([`crate::ring::key_position`]), so a
+/// segment is an arc of the ring that never moves: tokens and ring changes decide
+/// who owns it, not what is in it.
+pub type Segment = u16;
+/// How many segments the hash space is cut into.
+pub const SEGMENTS: usize = 1 << 16;
+
+/// The segment of `key`.
+pub fn segment_of(key: &str) -> Segment {
+    // The shift leaves 16 bits, so the conversion cannot fail.
+    Segment::try_from(crate::ring::key_position(key.as_bytes()) >> 48).unwrap_or_default()
+}
+
+/// The digest of one stored key: the 64-bit xxh3 of its record's bytes, seeded
+/// with the hash of the key (two keys holding equal objects differ).
+pub fn entry_digest(key: &[u8], raw: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(raw, xxhash_rust::xxh3::xxh3_64(key))
+}
+
+/// Where `key` is stored in the `objects` tree: its segment, then its bytes.
+fn stored_key(key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + key.len());
+    out.extend_from_slice(&segment_of(key).to_be_bytes());
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+/// The segment and key of a stored key (None for a record shorter than a prefix).
+fn split_stored_key(stored: &[u8]) -> Option<(Segment, &[u8])> {
+    let (seg, key) = stored.split_first_chunk::<2>()?;
+    Some((Segment::from_be_bytes(*seg), key))
+}
+
+/// Opens the `objects` tree, first moving the keys of a data directory written
+/// before segments (tree `values`, keyed by the key alone) into it. The move is
+/// idempotent (same records under the same keys) and `values` is dropped only
+/// once `objects` is durable, so a crash in the middle repeats it at the next open.
+fn open_objects(db: &sled::Db) -> Result<sled::Tree> {
+    let objects = db.open_tree("objects")?;
+    if !db.tree_names().iter().any(|n| &n[..] == b"values") {
+        return Ok(objects);
+    }
+    let old = db.open_tree("values")?;
+    let mut moved = 0u64;
+    let mut batch = sled::Batch::default();
+    for item in old.iter() {
+        let (k, raw) = item?;
+        let Ok(key) = std::str::from_utf8(&k) else {
+            tracing::warn!(key = ?String::from_utf8_lossy(&k), "a stored key is not UTF-8; left behind");
+            continue;
+        };
+        batch.insert(stored_key(key), raw);
+        moved += 1;
+        if moved % 10_000 == 0 {
+            objects.apply_batch(std::mem::take(&mut batch))?;
+        }
+    }
+    objects.apply_batch(batch)?;
+    // A transfer cursor names a position in the old order: start over instead.
+    db.open_tree("meta")?.remove(CURSOR_KEY)?;
+    db.flush()?;
+    db.drop_tree("values")?;
+    db.flush()?;
+    tracing::info!(keys = moved, "moved the stored keys into segment order");
+    Ok(objects)
 }
 
 /// What [`Storage::hints`] found.
@@ -650,7 +766,7 @@ pub struct RawScan<T> {
 impl Stored {
     /// Decodes a record read by [`Storage::scan_raw`].
     pub fn decode(key: Key, raw: sled::IVec) -> Result<Stored> {
-        match decode::<Object>(&raw, "values") {
+        match decode::<Object>(&raw, "objects") {
             Ok(object) => Ok(Stored {
                 key,
                 object: Arc::new(object),

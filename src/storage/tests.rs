@@ -123,11 +123,15 @@ fn ring_persists() {
 #[test]
 fn unknown_record_versions_and_garbage_are_errors_not_panics() {
     let s = Storage::open(None, FsyncMode::Never).unwrap();
-    s.values.insert("future", vec![99u8, 1, 2, 3]).unwrap();
     s.values
-        .insert("garbage", vec![RECORD_FORMAT, 0xff, 0xff])
+        .insert(stored_key("future"), vec![99u8, 1, 2, 3])
         .unwrap();
-    s.values.insert("empty", Vec::<u8>::new()).unwrap();
+    s.values
+        .insert(stored_key("garbage"), vec![RECORD_FORMAT, 0xff, 0xff])
+        .unwrap();
+    s.values
+        .insert(stored_key("empty"), Vec::<u8>::new())
+        .unwrap();
     let e = s.get("future").unwrap_err().to_string();
     assert!(e.contains("format version 99"), "{e}");
     assert!(s.get("garbage").is_err());
@@ -243,14 +247,16 @@ fn a_ring_with_a_transition_persists() {
 }
 
 #[test]
-fn scans_page_in_key_order_and_report_corrupt_records() {
+fn scans_page_in_segment_order_and_report_corrupt_records() {
     let s = Storage::open(None, FsyncMode::Never).unwrap();
     let me = id("127.0.0.1:1");
     for i in 0..10 {
         s.coordinate(&format!("k{i}"), &me, &VersionVector::new(), val("v"), None)
             .unwrap();
     }
-    s.values.insert("k5x", vec![RECORD_FORMAT, 0xff]).unwrap();
+    s.values
+        .insert(stored_key("k5x"), vec![RECORD_FORMAT, 0xff])
+        .unwrap();
     let mut seen = Vec::new();
     let mut corrupt = Vec::new();
     let mut after: Option<String> = None;
@@ -263,7 +269,8 @@ fn scans_page_in_key_order_and_report_corrupt_records() {
         }
         after = page.last;
     }
-    let want: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+    let mut want: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+    want.sort_by_key(|k| (segment_of(k), k.clone()));
     assert_eq!(seen, want);
     assert_eq!(corrupt.len(), 1, "{corrupt:?}");
     assert!(corrupt[0].contains("k5x"), "{corrupt:?}");
@@ -404,4 +411,128 @@ fn tombstones_are_counted_through_writes_drops_and_restarts() {
     assert!(s.drop_value(&me, &stored).unwrap());
     assert_eq!(s.tombstone_count(), 1);
     assert_eq!(s.key_count(), 2);
+}
+
+/// The digests every segment would have if computed from scratch.
+fn recomputed(s: &Storage) -> std::collections::BTreeMap<Segment, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for item in s.values.iter() {
+        let (k, raw) = item.unwrap();
+        let (seg, key) = split_stored_key(&k).unwrap();
+        *out.entry(seg).or_insert(0) ^= entry_digest(key, &raw);
+    }
+    out.retain(|_, d| *d != 0);
+    out
+}
+
+fn kept(s: &Storage) -> std::collections::BTreeMap<Segment, u64> {
+    (0..SEGMENTS)
+        .map(|i| Segment::try_from(i).unwrap())
+        .map(|seg| (seg, s.segment_digest(seg)))
+        .filter(|(_, d)| *d != 0)
+        .collect()
+}
+
+#[test]
+fn segment_digests_follow_every_write_and_drop_and_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let me = id("127.0.0.1:1");
+    let other = id("127.0.0.1:2");
+    {
+        let s = open_dir(dir.path(), FsyncMode::Batch);
+        assert!(kept(&s).is_empty());
+        for i in 0..300 {
+            s.coordinate(&format!("k{i}"), &me, &VersionVector::new(), val("a"), None)
+                .unwrap();
+        }
+        // Overwrites, merges from a peer, hints (not part of the replica) and drops.
+        for i in 0..100 {
+            s.coordinate(&format!("k{i}"), &me, &VersionVector::new(), val("b"), None)
+                .unwrap();
+        }
+        let mut theirs = Object::new();
+        theirs
+            .update(&other, &VersionVector::new(), val("c"), 0)
+            .unwrap();
+        for i in 50..150 {
+            s.merge(&format!("k{i}"), &theirs).unwrap();
+        }
+        s.merge_hint(&other, "k7", &theirs).unwrap();
+        let page = s.scan(None, 40).unwrap();
+        for stored in &page.items {
+            assert!(s.drop_value(&me, stored).unwrap());
+        }
+        assert_eq!(kept(&s), recomputed(&s));
+        // One segment's entries add up to its digest.
+        let seg = segment_of("k200");
+        let entries = s.segment_entries(seg).unwrap();
+        assert!(entries.iter().any(|(k, _)| k == "k200"));
+        assert_eq!(
+            entries.iter().fold(0, |acc, (_, d)| acc ^ d),
+            s.segment_digest(seg)
+        );
+        block_on(s.durable()).unwrap();
+    }
+    let s = open_dir(dir.path(), FsyncMode::Batch);
+    assert_eq!(kept(&s), recomputed(&s));
+    assert_eq!(s.key_count(), 260);
+}
+
+#[test]
+fn equal_replicas_have_equal_segment_digests() {
+    let a = Storage::open(None, FsyncMode::Never).unwrap();
+    let b = Storage::open(None, FsyncMode::Never).unwrap();
+    let me = id("127.0.0.1:1");
+    for i in 0..50 {
+        let (obj, _) = a
+            .coordinate(&format!("k{i}"), &me, &VersionVector::new(), val("v"), None)
+            .unwrap();
+        b.merge(&format!("k{i}"), &obj).unwrap();
+    }
+    assert_eq!(kept(&a), kept(&b));
+    a.coordinate("k3", &me, &VersionVector::new(), val("w"), None)
+        .unwrap();
+    let differ: Vec<Segment> = kept(&a)
+        .into_iter()
+        .filter(|(seg, d)| b.segment_digest(*seg) != *d)
+        .map(|(seg, _)| seg)
+        .collect();
+    assert_eq!(differ, vec![segment_of("k3")]);
+}
+
+#[test]
+fn a_data_directory_from_before_segments_is_moved_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let me = id("127.0.0.1:1");
+    // Write the old layout by hand: tree `values` keyed by the key alone.
+    let mut want = Vec::new();
+    {
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let old = db.open_tree("values").unwrap();
+        for i in 0..25 {
+            let mut obj = Object::new();
+            obj.update(&me, &VersionVector::new(), val(&format!("v{i}")), 0)
+                .unwrap();
+            old.insert(format!("k{i}"), encode(&obj).unwrap()).unwrap();
+            want.push((format!("k{i}"), format!("v{i}")));
+        }
+        db.open_tree("meta")
+            .unwrap()
+            .insert(CURSOR_KEY, encode(&(3u64, 1u8, "k9".to_string())).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    for _ in 0..2 {
+        let s = open_dir(dir.path(), FsyncMode::Batch);
+        assert_eq!(s.key_count(), 25);
+        for (k, v) in &want {
+            assert_eq!(values(&s.get(k).unwrap()), vec![v.clone()]);
+        }
+        assert_eq!(kept(&s), recomputed(&s));
+        assert!(
+            s.transfer_cursor().unwrap().is_none(),
+            "the old cursor is dropped"
+        );
+        assert!(!s.db.tree_names().iter().any(|n| &n[..] == b"values"));
+    }
 }
