@@ -28,6 +28,14 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// (`--transfer-rate`). Measured in BENCHMARKS.md: well above the move rate
 /// the issue asks for, while foreground p99 stays within its bound.
 pub const DEFAULT_TRANSFER_RATE: u64 = 50_000;
+/// Keys per second anti-entropy repairs on one node, sent plus fetched
+/// (`--repair-rate`): a node that lost its disk is refilled at this pace (10,000
+/// keys in seconds) instead of in a repair storm.
+pub const DEFAULT_REPAIR_RATE: u64 = 5_000;
+/// Pause between two anti-entropy exchanges of one node
+/// (`--anti-entropy-interval-ms`). With five nodes each pair is compared every
+/// few seconds, at one small round trip when nothing differs.
+pub const DEFAULT_EXCHANGE_INTERVAL_MS: u64 = 500;
 
 /// When a write's acknowledgement means "on disk".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -91,6 +99,8 @@ pub struct Flags {
     pub listen: Option<String>,
     pub request_timeout_ms: Option<u64>,
     pub transfer_rate: Option<u64>,
+    pub repair_rate: Option<u64>,
+    pub anti_entropy_interval_ms: Option<u64>,
 }
 
 /// A node's validated settings.
@@ -114,6 +124,10 @@ pub struct NodeConfig {
     pub http_port: Option<u16>,
     /// Keys per second this node sends during a ring change (0: no cap).
     pub transfer_rate: u64,
+    /// Keys per second anti-entropy repairs (0: no cap).
+    pub repair_rate: u64,
+    /// Pause between two anti-entropy exchanges (None: anti-entropy is off).
+    pub anti_entropy_interval: Option<Duration>,
 }
 
 impl NodeConfig {
@@ -170,6 +184,14 @@ impl NodeConfig {
             request_timeout,
             http_port: flags.http_port,
             transfer_rate: flags.transfer_rate.unwrap_or(DEFAULT_TRANSFER_RATE),
+            repair_rate: flags.repair_rate.unwrap_or(DEFAULT_REPAIR_RATE),
+            anti_entropy_interval: match flags
+                .anti_entropy_interval_ms
+                .unwrap_or(DEFAULT_EXCHANGE_INTERVAL_MS)
+            {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            },
         })
     }
 

@@ -9,7 +9,7 @@
 //! | 2 | [`storage`] |
 //! | 3 | [`rpc`] |
 //! | 4 | [`peers`] |
-//! | 5 | [`coordinator`], [`membership`], [`handoff`], [`rebalance`] |
+//! | 5 | [`coordinator`], [`membership`], [`handoff`], [`rebalance`], [`antientropy`] |
 //! | 6 | [`server`], [`client`], [`repl`], [`bench`] |
 
 pub mod error;
@@ -25,6 +25,7 @@ pub mod rpc;
 
 pub mod peers;
 
+pub mod antientropy;
 pub mod coordinator;
 pub mod handoff;
 pub mod membership;

@@ -42,14 +42,25 @@ use crate::error::{Error, Result};
 use crate::peers::{CallError, Peers};
 use crate::ring::{RingCell, RingState};
 use crate::rpc::{
-    LocateReply, MemberStatus, MembershipReply, NodeInfo, NodeState, SenderStatus, StatusReply,
-    TransferPhase, TransferProgress, TransitionStatus,
+    AeStats, LocateReply, MemberStatus, MembershipReply, NodeInfo, NodeState, SenderStatus,
+    StatusReply, TransferPhase, TransferProgress, TransitionStatus,
 };
 use crate::storage::Storage;
 use crate::types::{Key, NodeId, Replication};
 
 /// Where this node's part in a ring change stands (the rebalancing task's view).
 pub type ProgressSource = Arc<dyn Fn() -> Option<TransferProgress> + Send + Sync>;
+/// This node's anti-entropy counters (the anti-entropy task's view).
+pub type AeSource = Arc<dyn Fn() -> AeStats + Send + Sync>;
+
+/// What the background tasks report into [`NodeInfo`].
+#[derive(Clone)]
+pub struct Reports {
+    /// This node's part in a ring change.
+    pub transfer: ProgressSource,
+    /// Its anti-entropy counters.
+    pub anti_entropy: AeSource,
+}
 
 /// How often the leader polls the nodes of a running change. A quarter second
 /// makes an empty ring's change settle at once while costing one small RPC per
@@ -75,13 +86,13 @@ pub struct Membership {
     configured_replication: Replication,
     changes: tokio::sync::Mutex<()>,
     warned_replication: AtomicBool,
-    progress: ProgressSource,
+    reports: Reports,
     ring_news: Arc<Notify>,
 }
 
 impl Membership {
     /// Membership for node `me`, told `leader` and `replication` on the command line.
-    /// `progress` reports this node's part in a ring change; `ring_news` wakes the
+    /// `reports` give this node's part in a ring change and its anti-entropy; `ring_news` wakes the
     /// ring sync when a peer has shown a newer epoch.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -91,7 +102,7 @@ impl Membership {
         ring: Arc<RingCell>,
         leader: NodeId,
         replication: Replication,
-        progress: ProgressSource,
+        reports: Reports,
         ring_news: Arc<Notify>,
     ) -> Membership {
         Membership {
@@ -103,7 +114,7 @@ impl Membership {
             configured_replication: replication,
             changes: tokio::sync::Mutex::new(()),
             warned_replication: AtomicBool::new(false),
-            progress,
+            reports,
             ring_news,
         }
     }
@@ -475,7 +486,8 @@ impl Membership {
             tombstones: self.storage.tombstone_count(),
             hints: self.storage.hint_count(),
             fsync: self.storage.fsync().to_string(),
-            transfer: (self.progress)(),
+            transfer: (self.reports.transfer)(),
+            anti_entropy: (self.reports.anti_entropy)(),
         }
     }
 
@@ -501,6 +513,7 @@ impl Membership {
                     tombstones: Some(info.tombstones),
                     hints: Some(info.hints),
                     epoch: Some(info.epoch),
+                    anti_entropy: Some(info.anti_entropy.clone()),
                 },
                 Err(e) => MemberStatus {
                     id: id.clone(),
@@ -509,6 +522,7 @@ impl Membership {
                     tombstones: None,
                     hints: None,
                     epoch: None,
+                    anti_entropy: None,
                 },
             })
             .collect();

@@ -818,14 +818,14 @@ impl Batch {
 }
 
 /// A token bucket over keys per second (a rate of 0 never waits).
-struct Bucket {
+pub(crate) struct Bucket {
     rate: u64,
     started: Instant,
     taken: u64,
 }
 
 impl Bucket {
-    fn new(rate: u64) -> Bucket {
+    pub(crate) fn new(rate: u64) -> Bucket {
         Bucket {
             rate,
             started: Instant::now(),
@@ -834,7 +834,7 @@ impl Bucket {
     }
 
     /// Waits until `keys` more keys fit under the rate since the start.
-    async fn take(&mut self, keys: u64) {
+    pub(crate) async fn take(&mut self, keys: u64) {
         if self.rate == 0 || keys == 0 {
             return;
         }

@@ -196,6 +196,8 @@ pub struct MemberStatus {
     pub hints: Option<u64>,
     /// The ring epoch it has installed.
     pub epoch: Option<u64>,
+    /// Its anti-entropy counters (None when it did not answer).
+    pub anti_entropy: Option<AeStats>,
 }
 
 /// The answer to `status`.
@@ -215,6 +217,50 @@ pub struct StatusReply {
     pub member: bool,
 }
 
+/// One anti-entropy query: what a node holds in common with the asking node,
+/// level by level (see [`crate::antientropy`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum AeQuery {
+    /// The 256 group digests.
+    Groups,
+    /// The segment digests of these groups (256 per group, in order).
+    Segments(Vec<u8>),
+    /// The shared keys of these segments with their entry digests.
+    Keys(Vec<u16>),
+}
+
+/// The answer to an [`AeQuery`], of the same level.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum AeAnswer {
+    Groups(Vec<u64>),
+    Segments(Vec<u64>),
+    Keys(Vec<(Key, u64)>),
+}
+
+/// A node's anti-entropy counters, as `status` shows them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AeStats {
+    /// Exchanges this node started and finished since it started.
+    pub exchanges: u64,
+    /// Keys those exchanges sent or fetched because the copies differed.
+    pub keys_repaired: u64,
+    /// The last exchange it finished (None before the first).
+    pub last_exchange: Option<LastExchange>,
+}
+
+/// One finished anti-entropy exchange.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastExchange {
+    /// The node it compared with.
+    pub peer: NodeId,
+    /// When it finished, in milliseconds since the Unix epoch (the node's clock).
+    pub at_unix_ms: u64,
+    /// How long ago that was when the node answered.
+    pub ago_ms: u64,
+    /// Keys it sent or fetched.
+    pub keys_repaired: u64,
+}
+
 /// What a node says about itself to another node.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NodeInfo {
@@ -229,6 +275,8 @@ pub struct NodeInfo {
     pub fsync: String,
     /// Its part in the running ring change, if any.
     pub transfer: Option<TransferProgress>,
+    /// Its anti-entropy counters.
+    pub anti_entropy: AeStats,
 }
 
 /// The service every node serves.
@@ -275,6 +323,18 @@ pub trait Node {
     /// stored object; returns the indices of the keys whose copy here differs
     /// (or is missing), which the sender then sends with `transfer`.
     async fn transfer_check(to: Addressee, digests: Vec<(Key, u64)>) -> Result<Vec<u32>>;
+    /// Anti-entropy: what the receiver holds in common with `from` under ring
+    /// `epoch` (refused with `StaleRing` under another epoch).
+    async fn ae_digests(
+        to: Addressee,
+        epoch: u64,
+        from: NodeId,
+        query: AeQuery,
+    ) -> Result<AeAnswer>;
+    /// Anti-entropy: the receiver's own copies of `keys` (those it has; as many
+    /// as fit one frame, at least one).
+    async fn ae_fetch(to: Addressee, epoch: u64, keys: Vec<Key>)
+        -> Result<Vec<(Key, Arc<Object>)>>;
 }
 
 /// Longest deadline a request may carry. tarpc turns a request's deadline into

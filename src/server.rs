@@ -22,17 +22,18 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
 
+use crate::antientropy::AntiEntropy;
 use crate::config::{DataDir, NodeConfig};
 use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 use crate::handoff::Handoff;
-use crate::membership::Membership;
+use crate::membership::{Membership, Reports};
 use crate::peers::Peers;
 use crate::rebalance::Rebalance;
 use crate::ring::{RingCell, RingState};
 use crate::rpc::{
-    self, Addressee, LocateReply, MembershipReply, Node as _, NodeInfo, ReadReply, StatusReply,
-    WriteReply, WriteRequest,
+    self, Addressee, AeAnswer, AeQuery, LocateReply, MembershipReply, Node as _, NodeInfo,
+    ReadReply, StatusReply, WriteReply, WriteRequest,
 };
 use crate::storage::Storage;
 use crate::types::{Key, NodeId};
@@ -50,6 +51,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 struct State {
     coordinator: Arc<Coordinator>,
     membership: Arc<Membership>,
+    anti_entropy: Arc<AntiEntropy>,
 }
 
 /// The tarpc service implementation: a cheap handle on the node's state.
@@ -125,6 +127,29 @@ impl rpc::Node for Handler {
         digests: Vec<(Key, u64)>,
     ) -> Result<Vec<u32>> {
         self.0.coordinator.transfer_check(to, digests).await
+    }
+
+    async fn ae_digests(
+        self,
+        _: tarpc::context::Context,
+        to: Addressee,
+        epoch: u64,
+        from: NodeId,
+        query: AeQuery,
+    ) -> Result<AeAnswer> {
+        self.0.coordinator.check_addressee(&to)?;
+        self.0.anti_entropy.answer(epoch, from, query).await
+    }
+
+    async fn ae_fetch(
+        self,
+        _: tarpc::context::Context,
+        to: Addressee,
+        epoch: u64,
+        keys: Vec<Key>,
+    ) -> Result<Vec<(Key, Arc<Object>)>> {
+        self.0.coordinator.check_addressee(&to)?;
+        self.0.anti_entropy.fetch(epoch, keys).await
     }
 
     async fn install_ring(self, _: tarpc::context::Context, ring: RingState) -> Result<u64> {
@@ -208,9 +233,21 @@ pub async fn start_on(config: NodeConfig, listener: TcpListener) -> Result<NodeH
         ring.clone(),
         config.transfer_rate,
     ));
-    let progress = {
+    let anti_entropy = Arc::new(AntiEntropy::new(
+        config.id.clone(),
+        storage.clone(),
+        peers.clone(),
+        ring.clone(),
+        config.repair_rate,
+        config.anti_entropy_interval,
+    ));
+    let reports = {
         let rebalance = rebalance.clone();
-        Arc::new(move || rebalance.progress())
+        let ae = anti_entropy.clone();
+        Reports {
+            transfer: Arc::new(move || rebalance.progress()),
+            anti_entropy: Arc::new(move || ae.stats()),
+        }
     };
     let membership = Arc::new(Membership::new(
         config.id.clone(),
@@ -219,7 +256,7 @@ pub async fn start_on(config: NodeConfig, listener: TcpListener) -> Result<NodeH
         ring.clone(),
         config.leader.clone(),
         config.replication,
-        progress,
+        reports,
         ring_news.clone(),
     ));
     membership.load().await?;
@@ -243,12 +280,14 @@ pub async fn start_on(config: NodeConfig, listener: TcpListener) -> Result<NodeH
     let state = Arc::new(State {
         coordinator,
         membership: membership.clone(),
+        anti_entropy: anti_entropy.clone(),
     });
     let (stop, stop_rx) = watch::channel(false);
     background.spawn(membership.clone().run_sync(stop_rx.clone()));
     background.spawn(membership.clone().run_transitions(stop_rx.clone()));
     background.spawn(rebalance.run(stop_rx.clone()));
     background.spawn(handoff.run(stop_rx.clone()));
+    background.spawn(anti_entropy.run(stop_rx.clone()));
     tracing::info!(id = %config.id, addr = %local_addr, fsync = %storage.fsync(), "node listening");
     let main = tokio::spawn(serve(
         listener,

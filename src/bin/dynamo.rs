@@ -59,6 +59,12 @@ struct Args {
     /// Keys per second this node sends to new owners during a ring change (0: no cap).
     #[arg(long, default_value_t = dynamo::config::DEFAULT_TRANSFER_RATE)]
     transfer_rate: u64,
+    /// Keys per second anti-entropy repairs, sent plus fetched (0: no cap).
+    #[arg(long, default_value_t = dynamo::antientropy::DEFAULT_REPAIR_RATE)]
+    repair_rate: u64,
+    /// Pause between two anti-entropy exchanges of this node, in milliseconds (0: off).
+    #[arg(long, default_value_t = dynamo::antientropy::DEFAULT_EXCHANGE_INTERVAL_MS)]
+    anti_entropy_interval_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -84,6 +90,8 @@ fn main() -> ExitCode {
         listen: args.listen,
         request_timeout_ms: Some(args.request_timeout_ms),
         transfer_rate: Some(args.transfer_rate),
+        repair_rate: Some(args.repair_rate),
+        anti_entropy_interval_ms: Some(args.anti_entropy_interval_ms),
     }) {
         Ok(c) => c,
         Err(e) => {

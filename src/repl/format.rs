@@ -39,7 +39,7 @@ use crate::error::Error;
 use std::collections::BTreeMap;
 
 use crate::rpc::{
-    LocateReply, MemberStatus, MembershipReply, NodeState, ReadReply, StatusReply,
+    AeStats, LocateReply, MemberStatus, MembershipReply, NodeState, ReadReply, StatusReply,
     TransitionStatus, WriteReply,
 };
 use crate::types::{Key, NodeId, Value};
@@ -366,6 +366,25 @@ fn opt(n: Option<u64>) -> String {
     n.map_or_else(|| "-".to_string(), |n| n.to_string())
 }
 
+/// "3.2 s ago with HOST:PORT", "never", or "-" when the node did not answer.
+fn last_exchange(ae: Option<&AeStats>) -> String {
+    match ae {
+        None => "-".into(),
+        Some(AeStats {
+            last_exchange: None,
+            ..
+        }) => "never".into(),
+        Some(AeStats {
+            last_exchange: Some(last),
+            ..
+        }) => format!(
+            "{:.1} s ago with {}",
+            last.ago_ms as f64 / 1000.0,
+            last.peer
+        ),
+    }
+}
+
 fn status_human(reply: &StatusReply) -> String {
     let r = &reply.replication;
     let mut lines = vec![
@@ -382,6 +401,8 @@ fn status_human(reply: &StatusReply) -> String {
         "TOMBSTONES".to_string(),
         "HINTS".to_string(),
         "EPOCH".to_string(),
+        "REPAIRED".to_string(),
+        "LAST ANTI-ENTROPY".to_string(),
     ]];
     rows.extend(reply.nodes.iter().map(|m| {
         [
@@ -391,9 +412,11 @@ fn status_human(reply: &StatusReply) -> String {
             opt(m.tombstones),
             opt(m.hints),
             opt(m.epoch),
+            opt(m.anti_entropy.as_ref().map(|a| a.keys_repaired)),
+            last_exchange(m.anti_entropy.as_ref()),
         ]
     }));
-    let mut widths = [0usize; 6];
+    let mut widths = [0usize; 8];
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
@@ -619,6 +642,16 @@ mod tests {
                     tombstones: Some(3),
                     hints: Some(0),
                     epoch: Some(7),
+                    anti_entropy: Some(AeStats {
+                        exchanges: 12,
+                        keys_repaired: 40,
+                        last_exchange: Some(crate::rpc::LastExchange {
+                            peer: id("127.0.0.1:13339"),
+                            at_unix_ms: 1_700_000_000_000,
+                            ago_ms: 1200,
+                            keys_repaired: 2,
+                        }),
+                    }),
                 },
                 MemberStatus {
                     id: id("10.0.0.2:13338"),
@@ -627,6 +660,7 @@ mod tests {
                     tombstones: None,
                     hints: None,
                     epoch: None,
+                    anti_entropy: None,
                 },
             ],
             transition: None,
@@ -781,8 +815,9 @@ mod tests {
             Outcome::Status(status()).to_json(),
             concat!(
                 r#"{"ok":true,"leader":"127.0.0.1:13337","epoch":7,"qsize":3,"write_n":2,"read_n":2,"#,
-                r#""nodes":[{"id":"127.0.0.1:13337","state":"alive","keys":120,"tombstones":3,"hints":0,"epoch":7},"#,
-                r#"{"id":"10.0.0.2:13338","state":"down","keys":null,"tombstones":null,"hints":null,"epoch":null}],"#,
+                r#""nodes":[{"id":"127.0.0.1:13337","state":"alive","keys":120,"tombstones":3,"hints":0,"epoch":7,"#,
+                r#""anti_entropy":{"exchanges":12,"keys_repaired":40,"last_exchange":{"peer":"127.0.0.1:13339","at_unix_ms":1700000000000,"ago_ms":1200,"keys_repaired":2}}},"#,
+                r#"{"id":"10.0.0.2:13338","state":"down","keys":null,"tombstones":null,"hints":null,"epoch":null,"anti_entropy":null}],"#,
                 r#""node":"127.0.0.1:13338","fsync":"batch","transition":null,"member":true}"#
             )
         );
@@ -794,8 +829,9 @@ mod tests {
             Outcome::Status(status_moving()).to_json(),
             concat!(
                 r#"{"ok":true,"leader":"127.0.0.1:13337","epoch":8,"qsize":3,"write_n":2,"read_n":2,"#,
-                r#""nodes":[{"id":"127.0.0.1:13337","state":"alive","keys":120,"tombstones":3,"hints":0,"epoch":7},"#,
-                r#"{"id":"10.0.0.2:13338","state":"down","keys":null,"tombstones":null,"hints":null,"epoch":null}],"#,
+                r#""nodes":[{"id":"127.0.0.1:13337","state":"alive","keys":120,"tombstones":3,"hints":0,"epoch":7,"#,
+                r#""anti_entropy":{"exchanges":12,"keys_repaired":40,"last_exchange":{"peer":"127.0.0.1:13339","at_unix_ms":1700000000000,"ago_ms":1200,"keys_repaired":2}}},"#,
+                r#"{"id":"10.0.0.2:13338","state":"down","keys":null,"tombstones":null,"hints":null,"epoch":null,"anti_entropy":null}],"#,
                 r#""node":"127.0.0.1:13338","fsync":"batch","#,
                 r#""transition":{"epoch":8,"joining":["127.0.0.1:13342"],"leaving":[],"#,
                 r#""keys_to_move":4000,"keys_moved":1200,"bytes_moved":1258291,"elapsed_ms":1500,"#,
@@ -907,9 +943,9 @@ mod tests {
              epoch:  7\n\
              N/W/R:  3/2/2\n\
              \n\
-             ID               STATE  KEYS  TOMBSTONES  HINTS  EPOCH\n\
-             127.0.0.1:13337  alive  120   3           0      7\n\
-             10.0.0.2:13338   down   -     -           -      -\n\
+             ID               STATE  KEYS  TOMBSTONES  HINTS  EPOCH  REPAIRED  LAST ANTI-ENTROPY\n\
+             127.0.0.1:13337  alive  120   3           0      7      40        1.2 s ago with 127.0.0.1:13339\n\
+             10.0.0.2:13338   down   -     -           -      -      -         -\n\
              \n\
              ring settled"
         );
@@ -924,9 +960,9 @@ mod tests {
              epoch:  8\n\
              N/W/R:  3/2/2\n\
              \n\
-             ID               STATE  KEYS  TOMBSTONES  HINTS  EPOCH\n\
-             127.0.0.1:13337  alive  120   3           0      7\n\
-             10.0.0.2:13338   down   -     -           -      -\n\
+             ID               STATE  KEYS  TOMBSTONES  HINTS  EPOCH  REPAIRED  LAST ANTI-ENTROPY\n\
+             127.0.0.1:13337  alive  120   3           0      7      40        1.2 s ago with 127.0.0.1:13339\n\
+             10.0.0.2:13338   down   -     -           -      -      -         -\n\
              \n\
              this node (127.0.0.1:13338) is not a member of the ring\n\
              ring change in progress (epoch 8): adding 127.0.0.1:13342\n  \

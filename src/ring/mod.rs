@@ -600,13 +600,25 @@ impl Table {
     /// The first `limit` distinct members clockwise from the key's position
     /// (fewer if the table has fewer members).
     fn clockwise(&self, key: &[u8], limit: usize) -> Vec<NodeId> {
+        self.clockwise_at(key_position(key), limit)
+    }
+
+    /// True if a token lies in `lo..=hi`.
+    fn has_token_in(&self, lo: u64, hi: u64) -> bool {
+        self.tokens
+            .get(self.first_token_at_or_after(lo))
+            .is_some_and(|t| t.position <= hi)
+    }
+
+    /// The first `limit` distinct members clockwise from `position`.
+    fn clockwise_at(&self, position: u64, limit: usize) -> Vec<NodeId> {
         let members = &self.members;
         let want = limit.min(members.len());
         let mut out = Vec::with_capacity(want);
         if want == 0 {
             return out;
         }
-        let start = self.first_token_at_or_after(key_position(key));
+        let start = self.first_token_at_or_after(position);
         let (before, after) = self
             .tokens
             .split_at_checked(start)
@@ -761,6 +773,33 @@ impl Ring {
         let mut next = target.clockwise(key, n);
         next.retain(|node| !now.contains(node));
         next
+    }
+
+    /// The nodes that hold the keys at `position`: its owners now and, while a
+    /// change runs, its owners after it (each once). Anti-entropy compares a
+    /// key between exactly these nodes.
+    pub fn holders_at(&self, position: u64) -> Vec<NodeId> {
+        let n = self.state.replication.n;
+        let mut out = self.current.clockwise_at(position, n);
+        if let Some(target) = &self.target {
+            for node in target.clockwise_at(position, n) {
+                if !out.contains(&node) {
+                    out.push(node);
+                }
+            }
+        }
+        out
+    }
+
+    /// True when every position in `lo..=hi` has the same holders: no token of
+    /// either table lies in `lo..hi` (a token at `hi` itself is the first token
+    /// of every position in the range).
+    pub fn same_holders(&self, lo: u64, hi: u64) -> bool {
+        if lo >= hi {
+            return true;
+        }
+        let split = |t: &Table| t.has_token_in(lo, hi - 1);
+        !split(&self.current) && !self.target.as_ref().is_some_and(split)
     }
 
     /// Where the key lives in this epoch: its replicas, the pending owners a

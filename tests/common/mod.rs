@@ -87,6 +87,8 @@ impl InProcess {
             read_n: Some(self.nwr.2),
             data_dir: Some(self.dir.path().join(format!("n{i}"))),
             request_timeout_ms: Some(2000),
+            // Off: these tests watch read repair and handoff alone.
+            anti_entropy_interval_ms: Some(0),
             ..Flags::default()
         })
         .expect("config")

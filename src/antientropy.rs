@@ -1,0 +1,738 @@
+//! Anti-entropy: replicas converge by themselves, without reads.
+//!
+//! Read repair fixes the keys somebody reads, and hinted handoff the writes a
+//! stand-in held; a replica that missed writes while its stand-in was down too,
+//! or that lost its disk, stays wrong for every key nobody reads. This module
+//! closes that gap the way Dynamo (§4.7) and Riak's active anti-entropy do: each
+//! node keeps hash trees of what it holds and periodically compares them with
+//! every node it shares keys with, descending only into what differs.
+//!
+//! # The invariant
+//!
+//! For every key and every two of its *holders* (its owners now and, while a
+//! ring change runs, its owners after it: [`Ring::holders_at`]), if both stay
+//! up, their copies are merged both ways within one round of exchanges: each
+//! ends with the causal merge of the two. Merge is a join (commutative,
+//! associative, idempotent), so exchanging in any order, twice, or at the same
+//! time as writes, read repair, handoff or a ring change's transfer, never loses
+//! a version and never resurrects one a context has replaced.
+//!
+//! An exchange only ever merges (`Storage::merge` through the `transfer` RPC,
+//! and locally): it never deletes, and it only moves a key between two of its
+//! holders under the ring epoch both have, so it never hands a key to a node
+//! that does not own it (which a ring change's clean-up would then have to find).
+//!
+//! # Segments, not token ranges
+//!
+//! The hash space is cut into [`SEGMENTS`] fixed segments (the top 16 bits of a
+//! key's ring position, [`crate::storage::segment_of`]). The storage layer keeps
+//! keys in segment order and one digest per segment, the XOR of its keys' entry
+//! digests, updated as each write lands: the leaves of the tree are never
+//! rebuilt, and a segment's keys are one prefix scan. Segments are used instead
+//! of the ring's token ranges because they never move: a ring change changes who
+//! holds a segment, not what is in it, so nothing is rebuilt when tokens come
+//! and go, and two nodes agree on the leaves whatever ring either has. Tokens
+//! are hashed, so a few segments (at most one per token) straddle a token and
+//! are held by different nodes on either side: for those *split* segments the
+//! shared part is computed from the keys (a prefix scan, a few keys each).
+//!
+//! The tree has three levels: [`GROUPS`] groups of 256 segments, the segments,
+//! the keys. For a pair of nodes a group's digest is the XOR of the digests of
+//! the segments (or shared parts of split segments) both hold in it, computed
+//! on demand from the kept segment digests (65,536 XORs).
+//!
+//! # An exchange
+//!
+//! Node A picks the next peer B it shares segments with (round robin) and, under
+//! the ring epoch both have (B refuses another):
+//!
+//! 1. asks B for its 256 group digests for the pair and compares them with its own;
+//! 2. for the groups that differ, asks for the segment digests;
+//! 3. for the segments that differ, asks for the keys with their entry digests;
+//! 4. sends B, with `transfer`, its copy of every key B lacks or holds
+//!    differently, and fetches B's copy of every key A lacks or holds
+//!    differently (`ae_fetch`), merging it locally and durably.
+//!
+//! Two replicas that agree cost one round trip of 2 KiB.
+//!
+//! # Bounds
+//!
+//! One exchange at a time per node (so at most one per peer pair and direction),
+//! one every `--anti-entropy-interval-ms` ([`DEFAULT_EXCHANGE_INTERVAL_MS`]), and keys repaired (sent plus fetched) capped
+//! at `--repair-rate` keys per second ([`DEFAULT_REPAIR_RATE`]): a node that lost its disk
+//! is refilled at that pace instead of in a repair storm. Queries are bounded
+//! ([`MAX_SEGMENTS_PER_QUERY`], [`MAX_FETCH_KEYS`]) and every answer stays under
+//! the frame limit.
+//!
+//! # What it leaves out
+//!
+//! - Hints are not compared: a hint is delivered by handoff, and what it holds
+//!   reaches the other replicas through its target.
+//! - The per-segment digest is an XOR of 64-bit hashes: two different sets of
+//!   copies could in principle have equal digests (odds about 2^-64 per segment
+//!   per exchange); the next write to the segment changes it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::peers::{CallError, Peers};
+use crate::rebalance::{Bucket, BATCH_BYTES, BATCH_KEYS};
+use crate::ring::{key_position, Ring, RingCell};
+use crate::rpc::{Addressee, AeAnswer, AeQuery, AeStats, LastExchange};
+use crate::storage::{Segment, Storage, SEGMENTS};
+use crate::types::{Key, NodeId};
+use crate::vclock::Object;
+
+/// Groups of segments in the tree's top level.
+pub const GROUPS: usize = 256;
+/// Segments per group.
+pub const SEGMENTS_PER_GROUP: usize = SEGMENTS / GROUPS;
+pub use crate::config::{DEFAULT_EXCHANGE_INTERVAL_MS, DEFAULT_REPAIR_RATE};
+/// Most segments one key query may name.
+pub const MAX_SEGMENTS_PER_QUERY: usize = 1024;
+/// Most keys one fetch may name.
+pub const MAX_FETCH_KEYS: usize = BATCH_KEYS;
+/// Deadline of one anti-entropy call.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+const SPLIT: u32 = u32::MAX;
+const NOT_HELD: u32 = u32::MAX - 1;
+
+/// The bits of a position below its segment.
+const SEGMENT_SHIFT: u32 = 48;
+
+/// How a segment is shared between this node and a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Share {
+    /// Not at all.
+    None,
+    /// Every key of it is held by both.
+    Whole,
+    /// A token lies inside it: only the keys whose holders include both.
+    Split,
+}
+
+/// Which segments one node holds under one ring, and with whom.
+pub struct SharedMap {
+    ring: Arc<Ring>,
+    me: NodeId,
+    /// Per segment: an index into `lists` (its holders), [`SPLIT`] or [`NOT_HELD`].
+    segments: Vec<u32>,
+    lists: Vec<Vec<NodeId>>,
+    /// Every node that holds some key with `me`, sorted.
+    peers: Vec<NodeId>,
+}
+
+impl SharedMap {
+    /// Builds the map of `me` under `ring` (one walk per arc of the ring).
+    pub fn new(ring: Arc<Ring>, me: NodeId) -> SharedMap {
+        let mut segments = Vec::with_capacity(SEGMENTS);
+        let mut lists: Vec<Vec<NodeId>> = Vec::new();
+        let mut index: HashMap<Vec<NodeId>, u32> = HashMap::new();
+        let mut peers = std::collections::BTreeSet::new();
+        for seg in 0..SEGMENTS as u64 {
+            let lo = seg << SEGMENT_SHIFT;
+            let hi = lo | ((1u64 << SEGMENT_SHIFT) - 1);
+            if !ring.same_holders(lo, hi) {
+                for at in [lo, hi] {
+                    let holders = ring.holders_at(at);
+                    if holders.contains(&me) {
+                        peers.extend(holders.into_iter().filter(|n| *n != me));
+                    }
+                }
+                segments.push(SPLIT);
+                continue;
+            }
+            let holders = ring.holders_at(lo);
+            if !holders.contains(&me) {
+                segments.push(NOT_HELD);
+                continue;
+            }
+            let i = match index.get(&holders) {
+                Some(i) => *i,
+                None => {
+                    let i = u32::try_from(lists.len()).unwrap_or(NOT_HELD);
+                    peers.extend(holders.iter().filter(|n| **n != me).cloned());
+                    index.insert(holders.clone(), i);
+                    lists.push(holders);
+                    i
+                }
+            };
+            segments.push(i);
+        }
+        SharedMap {
+            ring,
+            me,
+            segments,
+            lists,
+            peers: peers.into_iter().collect(),
+        }
+    }
+
+    /// The ring epoch the map was built for.
+    pub fn epoch(&self) -> u64 {
+        self.ring.epoch()
+    }
+
+    /// Every node that holds some key with this one.
+    pub fn peers(&self) -> &[NodeId] {
+        &self.peers
+    }
+
+    /// How `seg` is shared with `peer`.
+    pub fn share(&self, seg: Segment, peer: &NodeId) -> Share {
+        match self.segments.get(usize::from(seg)).copied() {
+            Some(SPLIT) => Share::Split,
+            Some(NOT_HELD) | None => Share::None,
+            Some(i) => match self.lists.get(i as usize) {
+                Some(list) if list.contains(peer) => Share::Whole,
+                _ => Share::None,
+            },
+        }
+    }
+
+    /// True if both this node and `peer` hold `key`.
+    pub fn key_shared(&self, key: &str, peer: &NodeId) -> bool {
+        let holders = self.ring.holders_at(key_position(key.as_bytes()));
+        holders.contains(&self.me) && holders.contains(peer)
+    }
+
+    /// The digest of what this node holds of `seg` in common with `peer`.
+    fn segment_digest(&self, storage: &Storage, seg: Segment, peer: &NodeId) -> Result<u64> {
+        Ok(match self.share(seg, peer) {
+            Share::None => 0,
+            Share::Whole => storage.segment_digest(seg),
+            Share::Split => storage
+                .segment_entries(seg)?
+                .into_iter()
+                .filter(|(k, _)| self.key_shared(k, peer))
+                .fold(0, |acc, (_, d)| acc ^ d),
+        })
+    }
+
+    /// The [`GROUPS`] group digests of what this node shares with `peer`.
+    pub fn group_digests(&self, storage: &Storage, peer: &NodeId) -> Result<Vec<u64>> {
+        let mut out = vec![0u64; GROUPS];
+        for (seg, group) in
+            all_segments().zip((0..GROUPS).flat_map(|g| std::iter::repeat_n(g, SEGMENTS_PER_GROUP)))
+        {
+            if let Some(slot) = out.get_mut(group) {
+                *slot ^= self.segment_digest(storage, seg, peer)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The segment digests of `groups` ([`SEGMENTS_PER_GROUP`] per group, in order).
+    pub fn segment_digests(
+        &self,
+        storage: &Storage,
+        peer: &NodeId,
+        groups: &[u8],
+    ) -> Result<Vec<u64>> {
+        let mut out = Vec::with_capacity(groups.len() * SEGMENTS_PER_GROUP);
+        for &g in groups {
+            for seg in group_segments(g) {
+                out.push(self.segment_digest(storage, seg, peer)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The keys of `segments` this node shares with `peer`, with their entry digests.
+    pub fn key_digests(
+        &self,
+        storage: &Storage,
+        peer: &NodeId,
+        segments: &[Segment],
+    ) -> Result<Vec<(Key, u64)>> {
+        let mut out = Vec::new();
+        for &seg in segments {
+            match self.share(seg, peer) {
+                Share::None => {}
+                Share::Whole => out.extend(storage.segment_entries(seg)?),
+                Share::Split => out.extend(
+                    storage
+                        .segment_entries(seg)?
+                        .into_iter()
+                        .filter(|(k, _)| self.key_shared(k, peer)),
+                ),
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn all_segments() -> impl Iterator<Item = Segment> {
+    (0..=Segment::MAX).take(SEGMENTS)
+}
+
+/// The segments of group `g`.
+fn group_segments(g: u8) -> impl Iterator<Item = Segment> {
+    let first = Segment::from(g) << 8;
+    (0..=u8::MAX).map(move |i| first | Segment::from(i))
+}
+
+/// Indices where two digest lists differ (a missing entry counts as 0).
+pub fn differing(mine: &[u64], theirs: &[u64]) -> Vec<usize> {
+    let len = mine.len().max(theirs.len());
+    (0..len)
+        .filter(|&i| mine.get(i).copied().unwrap_or(0) != theirs.get(i).copied().unwrap_or(0))
+        .collect()
+}
+
+/// What an exchange must move for the keys it compared.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct KeyDiff {
+    /// Keys this node holds that the peer lacks or holds differently: sent.
+    pub push: Vec<Key>,
+    /// Keys the peer holds that this node lacks or holds differently: fetched.
+    pub pull: Vec<Key>,
+}
+
+/// Compares two key listings (each key once per side).
+pub fn key_diff(mine: Vec<(Key, u64)>, theirs: Vec<(Key, u64)>) -> KeyDiff {
+    let theirs: BTreeMap<Key, u64> = theirs.into_iter().collect();
+    let mut diff = KeyDiff::default();
+    let mut seen = std::collections::BTreeSet::new();
+    for (key, digest) in mine {
+        match theirs.get(&key) {
+            Some(d) if *d == digest => {}
+            Some(_) => {
+                diff.push.push(key.clone());
+                diff.pull.push(key.clone());
+            }
+            None => diff.push.push(key.clone()),
+        }
+        seen.insert(key);
+    }
+    for key in theirs.into_keys() {
+        if !seen.contains(&key) {
+            diff.pull.push(key);
+        }
+    }
+    diff
+}
+
+/// What one exchange did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Keys whose copy was sent to the peer.
+    pub pushed: u64,
+    /// Keys whose copy was fetched from the peer.
+    pub pulled: u64,
+    /// Segments found different.
+    pub segments: u64,
+}
+
+/// Why an exchange ended early.
+#[derive(Debug)]
+enum Stop {
+    /// The node is shutting down.
+    Shutdown,
+    /// The ring moved on, or the peer has another: try again next round.
+    Ring,
+    /// The peer failed.
+    Peer(CallError),
+    /// This node's storage failed.
+    Local(Error),
+}
+
+/// One node's anti-entropy: the exchanges it starts and the queries it answers.
+pub struct AntiEntropy {
+    me: NodeId,
+    storage: Arc<Storage>,
+    peers: Arc<Peers>,
+    ring: Arc<RingCell>,
+    rate: u64,
+    interval: Option<Duration>,
+    map: Mutex<Option<Arc<SharedMap>>>,
+    stats: Mutex<AeStats>,
+    next_peer: AtomicUsize,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl AntiEntropy {
+    /// Anti-entropy of node `me`, repairing at most `rate` keys per second (0: no
+    /// cap), one exchange every `interval` (None: it only answers peers).
+    pub fn new(
+        me: NodeId,
+        storage: Arc<Storage>,
+        peers: Arc<Peers>,
+        ring: Arc<RingCell>,
+        rate: u64,
+        interval: Option<Duration>,
+    ) -> AntiEntropy {
+        AntiEntropy {
+            me,
+            storage,
+            peers,
+            ring,
+            rate,
+            interval,
+            map: Mutex::new(None),
+            stats: Mutex::new(AeStats::default()),
+            next_peer: AtomicUsize::new(0),
+        }
+    }
+
+    /// Counters for `status`.
+    pub fn stats(&self) -> AeStats {
+        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(last) = &mut stats.last_exchange {
+            last.ago_ms = unix_ms().saturating_sub(last.at_unix_ms);
+        }
+        stats
+    }
+
+    /// The map for the current ring (built once per epoch, off the async threads).
+    async fn map(&self) -> Result<Option<Arc<SharedMap>>> {
+        let Some(ring) = self.ring.get() else {
+            return Ok(None);
+        };
+        if let Some(m) = self.map.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            if m.epoch() == ring.epoch() {
+                return Ok(Some(m.clone()));
+            }
+        }
+        let me = self.me.clone();
+        let map = Arc::new(
+            tokio::task::spawn_blocking(move || SharedMap::new(ring, me))
+                .await
+                .map_err(|e| Error::internal(e.to_string()))?,
+        );
+        *self.map.lock().unwrap_or_else(|p| p.into_inner()) = Some(map.clone());
+        Ok(Some(map))
+    }
+
+    /// The exchange loop: one exchange every interval, peers in turn, until
+    /// `stop` (returns at once when anti-entropy is off).
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let Some(interval) = self.interval else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+            let map = match self.map().await {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "anti-entropy: cannot map the ring");
+                    continue;
+                }
+            };
+            let peers = map.peers();
+            if peers.is_empty() {
+                continue;
+            }
+            let i = self.next_peer.fetch_add(1, Ordering::Relaxed) % peers.len();
+            let Some(peer) = peers.get(i).cloned() else {
+                continue;
+            };
+            let started = Instant::now();
+            match self.exchange(&map, &peer, &stop).await {
+                Ok(out) => {
+                    let repaired = out.pushed + out.pulled;
+                    {
+                        let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+                        s.exchanges += 1;
+                        s.keys_repaired += repaired;
+                        s.last_exchange = Some(LastExchange {
+                            peer: peer.clone(),
+                            at_unix_ms: unix_ms(),
+                            ago_ms: 0,
+                            keys_repaired: repaired,
+                        });
+                    }
+                    if repaired > 0 {
+                        tracing::info!(
+                            %peer,
+                            sent = out.pushed,
+                            fetched = out.pulled,
+                            segments = out.segments,
+                            ms = started.elapsed().as_millis() as u64,
+                            "anti-entropy repaired keys"
+                        );
+                    }
+                }
+                Err(Stop::Shutdown) => return,
+                Err(Stop::Ring) => {}
+                Err(Stop::Peer(e)) => {
+                    tracing::debug!(%peer, reason = %e.reason(), "anti-entropy exchange failed")
+                }
+                Err(Stop::Local(e)) => {
+                    tracing::warn!(%peer, error = %e, "anti-entropy exchange failed here")
+                }
+            }
+        }
+    }
+
+    fn addressee(&self, map: &SharedMap, peer: &NodeId) -> Addressee {
+        Addressee {
+            node: peer.clone(),
+            identity: map.ring.identity(peer),
+        }
+    }
+
+    async fn ask(&self, map: &SharedMap, peer: &NodeId, query: AeQuery) -> Result<AeAnswer, Stop> {
+        let to = self.addressee(map, peer);
+        let epoch = map.epoch();
+        let from = self.me.clone();
+        self.peers
+            .call(peer, CALL_TIMEOUT, |c, ctx| async move {
+                c.ae_digests(ctx, to, epoch, from, query).await
+            })
+            .await
+            .map_err(|e| match e {
+                CallError::Remote(Error::StaleRing { .. }) => Stop::Ring,
+                e => Stop::Peer(e),
+            })
+    }
+
+    /// Runs `f` on the storage off the async threads.
+    async fn local<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Storage) -> Result<T> + Send + 'static,
+    ) -> Result<T, Stop> {
+        let storage = self.storage.clone();
+        tokio::task::spawn_blocking(move || f(&storage))
+            .await
+            .map_err(|e| Stop::Local(Error::internal(e.to_string())))?
+            .map_err(Stop::Local)
+    }
+
+    /// One exchange with `peer` (see the module documentation).
+    async fn exchange(
+        &self,
+        map: &Arc<SharedMap>,
+        peer: &NodeId,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<Outcome, Stop> {
+        let mut out = Outcome::default();
+        let (m, p) = (map.clone(), peer.clone());
+        let mine = self.local(move |s| m.group_digests(s, &p)).await?;
+        let AeAnswer::Groups(theirs) = self.ask(map, peer, AeQuery::Groups).await? else {
+            return Err(Stop::Local(Error::internal(
+                "unexpected anti-entropy answer",
+            )));
+        };
+        let groups: Vec<u8> = differing(&mine, &theirs)
+            .into_iter()
+            .filter_map(|g| u8::try_from(g).ok())
+            .collect();
+        if groups.is_empty() {
+            return Ok(out);
+        }
+        let mut segments: Vec<Segment> = Vec::new();
+        for chunk in groups.chunks(MAX_SEGMENTS_PER_QUERY / SEGMENTS_PER_GROUP) {
+            let (m, p, c) = (map.clone(), peer.clone(), chunk.to_vec());
+            let mine = self.local(move |s| m.segment_digests(s, &p, &c)).await?;
+            let AeAnswer::Segments(theirs) = self
+                .ask(map, peer, AeQuery::Segments(chunk.to_vec()))
+                .await?
+            else {
+                return Err(Stop::Local(Error::internal(
+                    "unexpected anti-entropy answer",
+                )));
+            };
+            let listed: Vec<Segment> = chunk.iter().flat_map(|g| group_segments(*g)).collect();
+            for i in differing(&mine, &theirs) {
+                if let Some(seg) = listed.get(i) {
+                    segments.push(*seg);
+                }
+            }
+        }
+        out.segments = segments.len() as u64;
+        let mut bucket = Bucket::new(self.rate);
+        for chunk in segments.chunks(MAX_SEGMENTS_PER_QUERY) {
+            if *stop.borrow() {
+                return Err(Stop::Shutdown);
+            }
+            if self.ring.epoch() != map.epoch() {
+                return Err(Stop::Ring);
+            }
+            let (m, p, c) = (map.clone(), peer.clone(), chunk.to_vec());
+            let mine = self.local(move |s| m.key_digests(s, &p, &c)).await?;
+            let AeAnswer::Keys(theirs) = self.ask(map, peer, AeQuery::Keys(chunk.to_vec())).await?
+            else {
+                return Err(Stop::Local(Error::internal(
+                    "unexpected anti-entropy answer",
+                )));
+            };
+            let diff = key_diff(mine, theirs);
+            for keys in diff.pull.chunks(MAX_FETCH_KEYS) {
+                bucket.take(keys.len() as u64).await;
+                out.pulled += self.pull(map, peer, keys.to_vec()).await?;
+            }
+            for keys in diff.push.chunks(BATCH_KEYS) {
+                bucket.take(keys.len() as u64).await;
+                out.pushed += self.push(map, peer, keys.to_vec()).await?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Fetches the peer's copies of `keys` and merges them here, durably.
+    async fn pull(&self, map: &SharedMap, peer: &NodeId, mut keys: Vec<Key>) -> Result<u64, Stop> {
+        let mut merged = 0;
+        while !keys.is_empty() {
+            let to = self.addressee(map, peer);
+            let epoch = map.epoch();
+            let asked = keys.clone();
+            let items = self
+                .peers
+                .call(peer, CALL_TIMEOUT, |c, ctx| async move {
+                    c.ae_fetch(ctx, to, epoch, asked).await
+                })
+                .await
+                .map_err(|e| match e {
+                    CallError::Remote(Error::StaleRing { .. }) => Stop::Ring,
+                    e => Stop::Peer(e),
+                })?;
+            // The answer stops early when it would not fit one frame: ask again
+            // for the rest (it always carries at least one key).
+            let answered: std::collections::BTreeSet<&Key> = items.iter().map(|(k, _)| k).collect();
+            let last = keys
+                .iter()
+                .rposition(|k| answered.contains(k))
+                .map_or(keys.len(), |i| i + 1);
+            let count = items.len() as u64;
+            let changed = self.local(move |s| s.merge_many(&items)).await?;
+            self.storage.durable().await.map_err(Stop::Local)?;
+            let _ = changed;
+            merged += count;
+            keys.drain(..last.min(keys.len()));
+            if count == 0 {
+                break;
+            }
+        }
+        Ok(merged)
+    }
+
+    /// Sends this node's copies of `keys` to the peer, which merges them durably.
+    async fn push(&self, map: &SharedMap, peer: &NodeId, keys: Vec<Key>) -> Result<u64, Stop> {
+        let items: Vec<(Key, Arc<Object>)> = self
+            .local(move |s| {
+                let mut items = Vec::with_capacity(keys.len());
+                for key in keys {
+                    if let Some(obj) = s.replica(&key)? {
+                        items.push((key, Arc::new(obj)));
+                    }
+                }
+                Ok(items)
+            })
+            .await?;
+        let mut sent = 0;
+        let mut batch: Vec<(Key, Arc<Object>)> = Vec::new();
+        let mut bytes = 0;
+        let total = items.len();
+        for (i, item) in items.into_iter().enumerate() {
+            bytes += item.1.approx_size();
+            batch.push(item);
+            if bytes >= BATCH_BYTES || i + 1 == total {
+                let to = self.addressee(map, peer);
+                let items = std::mem::take(&mut batch);
+                let count = items.len() as u64;
+                self.peers
+                    .call(peer, CALL_TIMEOUT, |c, ctx| async move {
+                        c.transfer(ctx, to, items).await
+                    })
+                    .await
+                    .map_err(Stop::Peer)?;
+                sent += count;
+                bytes = 0;
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Answers a peer's query about what this node shares with it, under `epoch`.
+    pub async fn answer(&self, epoch: u64, from: NodeId, query: AeQuery) -> Result<AeAnswer> {
+        let map = self.map_at(epoch).await?;
+        match &query {
+            AeQuery::Groups => {}
+            AeQuery::Segments(groups) if groups.len() <= GROUPS => {}
+            AeQuery::Keys(segments) if segments.len() <= MAX_SEGMENTS_PER_QUERY => {}
+            _ => {
+                return Err(Error::invalid(format!(
+                    "anti-entropy query too large: at most {GROUPS} groups or \
+                     {MAX_SEGMENTS_PER_QUERY} segments"
+                )))
+            }
+        }
+        let storage = self.storage.clone();
+        tokio::task::spawn_blocking(move || match query {
+            AeQuery::Groups => map.group_digests(&storage, &from).map(AeAnswer::Groups),
+            AeQuery::Segments(groups) => map
+                .segment_digests(&storage, &from, &groups)
+                .map(AeAnswer::Segments),
+            AeQuery::Keys(segments) => map
+                .key_digests(&storage, &from, &segments)
+                .map(AeAnswer::Keys),
+        })
+        .await
+        .map_err(|e| Error::internal(e.to_string()))?
+    }
+
+    /// This node's copies of `keys` (those it has), as many as fit one frame and
+    /// at least one.
+    pub async fn fetch(&self, epoch: u64, keys: Vec<Key>) -> Result<Vec<(Key, Arc<Object>)>> {
+        self.map_at(epoch).await?;
+        if keys.len() > MAX_FETCH_KEYS {
+            return Err(Error::invalid(format!(
+                "{} keys in one fetch, the limit is {MAX_FETCH_KEYS}",
+                keys.len()
+            )));
+        }
+        let storage = self.storage.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let mut bytes = 0;
+            for key in keys {
+                if bytes >= BATCH_BYTES {
+                    break;
+                }
+                if let Some(obj) = storage.replica(&key)? {
+                    bytes += obj.approx_size();
+                    out.push((key, Arc::new(obj)));
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::internal(e.to_string()))?
+    }
+
+    /// The map, if this node's ring is at `epoch` (peers compare under one ring).
+    async fn map_at(&self, epoch: u64) -> Result<Arc<SharedMap>> {
+        let current = self.ring.epoch();
+        match self.map().await? {
+            Some(m) if m.epoch() == epoch => Ok(m),
+            _ => Err(Error::StaleRing {
+                node: self.me.clone(),
+                sent: epoch,
+                current,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,214 @@
+use super::*;
+use crate::config::FsyncMode;
+use crate::ring::RingState;
+use crate::types::Replication;
+use crate::vclock::{Content, VersionVector};
+
+fn id(s: &str) -> NodeId {
+    s.parse().unwrap()
+}
+
+fn nodes(n: usize) -> Vec<NodeId> {
+    (0..n)
+        .map(|i| id(&format!("127.0.0.1:{}", 20000 + i)))
+        .collect()
+}
+
+fn ring_of(members: &[NodeId]) -> RingState {
+    let mut state = RingState::bootstrap(members[0].clone(), Replication { n: 3, w: 2, r: 2 });
+    for m in &members[1..] {
+        state = state.with_member(m.clone()).unwrap();
+    }
+    state
+}
+
+fn val(s: &str) -> Content {
+    Content::Value(bytes::Bytes::copy_from_slice(s.as_bytes()))
+}
+
+fn holds(ring: &Ring, node: &NodeId, key: &str) -> bool {
+    ring.holders_at(key_position(key.as_bytes())).contains(node)
+}
+
+#[test]
+fn the_map_agrees_with_the_ring_key_by_key() {
+    let members = nodes(5);
+    let ring = Arc::new(Ring::new(ring_of(&members)));
+    let me = &members[0];
+    let map = SharedMap::new(ring.clone(), me.clone());
+    assert_eq!(map.peers().len(), 4, "with N=3 of 5 every pair shares keys");
+    let mut splits = 0;
+    for i in 0..20_000 {
+        let key = format!("key-{i}");
+        let seg = crate::storage::segment_of(&key);
+        for peer in &members[1..] {
+            let truth = holds(&ring, me, &key) && holds(&ring, peer, &key);
+            match map.share(seg, peer) {
+                Share::Whole => assert!(truth, "{key} in a whole segment is shared"),
+                Share::None => assert!(!truth, "{key} in an unshared segment is not"),
+                Share::Split => {
+                    splits += 1;
+                    assert_eq!(map.key_shared(&key, peer), truth);
+                }
+            }
+        }
+    }
+    // 5 x 256 tokens in 65,536 segments: about 2% of keys land in a split segment.
+    assert!(splits > 0 && splits < 20_000 * 4 / 10, "{splits}");
+}
+
+#[test]
+fn during_a_change_the_pending_owners_are_holders_too() {
+    let members = nodes(4);
+    let state = ring_of(&members[..3]);
+    let joining = members[3].clone();
+    let moving = Arc::new(Ring::new(
+        state.begin_add(joining.clone(), None, 0).unwrap(),
+    ));
+    let map = SharedMap::new(moving.clone(), joining.clone());
+    // The joining node holds nothing now but everything it will own.
+    assert_eq!(map.peers().len(), 3);
+    let mut shared = 0;
+    for i in 0..5_000 {
+        let key = format!("key-{i}");
+        if moving.pending_owners(key.as_bytes()).contains(&joining) {
+            let seg = crate::storage::segment_of(&key);
+            let any = members[..3].iter().any(|p| match map.share(seg, p) {
+                Share::Whole => true,
+                Share::Split => map.key_shared(&key, p),
+                Share::None => false,
+            });
+            assert!(any, "{key} moves to the joining node, so it is compared");
+            shared += 1;
+        }
+    }
+    assert!(shared > 500, "{shared}");
+}
+
+#[test]
+fn key_diff_sends_what_the_peer_lacks_and_fetches_what_this_node_lacks() {
+    let mine = vec![("a".into(), 1), ("b".into(), 2), ("c".into(), 3)];
+    let theirs = vec![("b".into(), 2), ("c".into(), 9), ("d".into(), 4)];
+    assert_eq!(
+        key_diff(mine, theirs),
+        KeyDiff {
+            push: vec!["a".into(), "c".into()],
+            pull: vec!["c".into(), "d".into()],
+        }
+    );
+    assert_eq!(differing(&[1, 2, 3], &[1, 5]), vec![1, 2]);
+}
+
+/// Runs the exchange's three levels between two stores in process, applying
+/// the repairs the way the exchange does, and returns what moved.
+fn exchange_locally(
+    ring: &Arc<Ring>,
+    (a, sa): (&NodeId, &Storage),
+    (b, sb): (&NodeId, &Storage),
+) -> (Vec<Key>, Vec<Key>) {
+    let ma = SharedMap::new(ring.clone(), a.clone());
+    let mb = SharedMap::new(ring.clone(), b.clone());
+    let groups: Vec<u8> = differing(
+        &ma.group_digests(sa, b).unwrap(),
+        &mb.group_digests(sb, a).unwrap(),
+    )
+    .into_iter()
+    .map(|g| u8::try_from(g).unwrap())
+    .collect();
+    let listed: Vec<Segment> = groups.iter().flat_map(|g| group_segments(*g)).collect();
+    let segments: Vec<Segment> = differing(
+        &ma.segment_digests(sa, b, &groups).unwrap(),
+        &mb.segment_digests(sb, a, &groups).unwrap(),
+    )
+    .into_iter()
+    .map(|i| listed[i])
+    .collect();
+    let diff = key_diff(
+        ma.key_digests(sa, b, &segments).unwrap(),
+        mb.key_digests(sb, a, &segments).unwrap(),
+    );
+    for key in &diff.pull {
+        sa.merge(key, &sb.replica(key).unwrap().unwrap()).unwrap();
+    }
+    for key in &diff.push {
+        sb.merge(key, &sa.replica(key).unwrap().unwrap()).unwrap();
+    }
+    (diff.push, diff.pull)
+}
+
+#[test]
+fn an_exchange_moves_exactly_the_differing_shared_keys_both_ways() {
+    let members = nodes(5);
+    let ring = Arc::new(Ring::new(ring_of(&members)));
+    let (a, b) = (&members[0], &members[1]);
+    let sa = Storage::open(None, FsyncMode::Never).unwrap();
+    let sb = Storage::open(None, FsyncMode::Never).unwrap();
+    let writer = &members[2];
+    let mut only_a = Vec::new();
+    let mut only_b = Vec::new();
+    let mut both_differ = Vec::new();
+    let mut not_shared = Vec::new();
+    for i in 0..3_000 {
+        let key = format!("key-{i}");
+        let (ha, hb) = (holds(&ring, a, &key), holds(&ring, b, &key));
+        let mut obj = Object::new();
+        obj.update(writer, &VersionVector::new(), val("v1"), 0)
+            .unwrap();
+        match (ha, hb, i % 4) {
+            (true, true, 0) => {
+                sa.merge(&key, &obj).unwrap();
+                only_a.push(key);
+            }
+            (true, true, 1) => {
+                sb.merge(&key, &obj).unwrap();
+                only_b.push(key);
+            }
+            (true, true, 2) => {
+                // Concurrent versions: each side has one.
+                sa.merge(&key, &obj).unwrap();
+                let mut other = Object::new();
+                other
+                    .update(a, &VersionVector::new(), val("v2"), 0)
+                    .unwrap();
+                sb.merge(&key, &other).unwrap();
+                both_differ.push(key);
+            }
+            (true, true, _) => {
+                sa.merge(&key, &obj).unwrap();
+                sb.merge(&key, &obj).unwrap();
+            }
+            (true, false, _) => {
+                sa.merge(&key, &obj).unwrap();
+                not_shared.push(key);
+            }
+            _ => {}
+        }
+    }
+    let (pushed, pulled) = exchange_locally(&ring, (a, &sa), (b, &sb));
+    let sorted = |mut v: Vec<Key>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        sorted(pushed),
+        sorted(only_a.iter().chain(&both_differ).cloned().collect())
+    );
+    assert_eq!(
+        sorted(pulled),
+        sorted(only_b.iter().chain(&both_differ).cloned().collect())
+    );
+    for key in &not_shared {
+        assert!(sb.replica(key).unwrap().is_none(), "{key} is not B's");
+    }
+    for key in &both_differ {
+        let got = sa.replica(key).unwrap().unwrap();
+        assert_eq!(got.values().count(), 2, "concurrent versions are both kept");
+        assert_eq!(Some(got), sb.replica(key).unwrap());
+    }
+    // A second exchange finds nothing.
+    let (pushed, pulled) = exchange_locally(&ring, (a, &sa), (b, &sb));
+    assert!(
+        pushed.is_empty() && pulled.is_empty(),
+        "{pushed:?} {pulled:?}"
+    );
+}
