@@ -9,18 +9,23 @@
 //!
 //! # The invariant
 //!
-//! For every key and every two of its *holders* (its owners now and, while a
-//! ring change runs, its owners after it: [`Ring::holders_at`]), if both stay
-//! up, their copies are merged both ways within one round of exchanges: each
-//! ends with the causal merge of the two. Merge is a join (commutative,
+//! For every key and every two of its owners in the current ring
+//! ([`Ring::owners_at`]), if both stay up, their copies are merged both ways
+//! within one round of exchanges: each ends with the causal merge of the two. Merge is a join (commutative,
 //! associative, idempotent), so exchanging in any order, twice, or at the same
 //! time as writes, read repair, handoff or a ring change's transfer, never loses
 //! a version and never resurrects one a context has replaced.
 //!
 //! An exchange only ever merges (`Storage::merge` through the `transfer` RPC,
 //! and locally): it never deletes, and it only moves a key between two of its
-//! holders under the ring epoch both have, so it never hands a key to a node
+//! owners under the ring epoch both have, so it never hands a key to a node
 //! that does not own it (which a ring change's clean-up would then have to find).
+//!
+//! During a ring change it keeps comparing the current owners; bringing keys to
+//! their pending owners is the transfer's job ([`crate::rebalance`]), which
+//! sends the same objects through the same `transfer` RPC, and after the settle
+//! the new owners are the owners anti-entropy compares. Comparing pending
+//! owners too would send every moving key twice.
 //!
 //! # Segments, not token ranges
 //!
@@ -63,6 +68,15 @@
 //! is refilled at that pace instead of in a repair storm. Queries are bounded
 //! ([`MAX_SEGMENTS_PER_QUERY`], [`MAX_FETCH_KEYS`]) and every answer stays under
 //! the frame limit.
+//!
+//! # A node that lost its data directory
+//!
+//! It comes back empty under its address with a new identity, is readmitted by
+//! the leader (see [`crate::membership`]) and marks itself *refilling*: it takes
+//! writes, but refuses to answer reads ([`Error::Restoring`]) so an empty copy
+//! never counts toward R. It is refilled by its own exchanges; once it has
+//! finished one with every peer it shares keys with, it holds everything they
+//! held and its reads count again.
 //!
 //! # What it leaves out
 //!
@@ -138,9 +152,9 @@ impl SharedMap {
         for seg in 0..SEGMENTS as u64 {
             let lo = seg << SEGMENT_SHIFT;
             let hi = lo | ((1u64 << SEGMENT_SHIFT) - 1);
-            if !ring.same_holders(lo, hi) {
+            if !ring.same_owners(lo, hi) {
                 for at in [lo, hi] {
-                    let holders = ring.holders_at(at);
+                    let holders = ring.owners_at(at);
                     if holders.contains(&me) {
                         peers.extend(holders.into_iter().filter(|n| *n != me));
                     }
@@ -148,7 +162,7 @@ impl SharedMap {
                 segments.push(SPLIT);
                 continue;
             }
-            let holders = ring.holders_at(lo);
+            let holders = ring.owners_at(lo);
             if !holders.contains(&me) {
                 segments.push(NOT_HELD);
                 continue;
@@ -198,7 +212,7 @@ impl SharedMap {
 
     /// True if both this node and `peer` hold `key`.
     pub fn key_shared(&self, key: &str, peer: &NodeId) -> bool {
-        let holders = self.ring.holders_at(key_position(key.as_bytes()));
+        let holders = self.ring.owners_at(key_position(key.as_bytes()));
         holders.contains(&self.me) && holders.contains(peer)
     }
 
@@ -422,6 +436,8 @@ impl AntiEntropy {
         let Some(interval) = self.interval else {
             return;
         };
+        // While refilling: the peers a whole exchange has been finished with.
+        let mut refilled_from = std::collections::BTreeSet::new();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
@@ -438,6 +454,16 @@ impl AntiEntropy {
                     continue;
                 }
             };
+            // A node the ring knows under another identity at its address does
+            // not compare: its copy is not the member's.
+            if map
+                .ring
+                .state()
+                .actor(&self.me, self.storage.uuid())
+                .is_none()
+            {
+                continue;
+            }
             let peers = map.peers();
             if peers.is_empty() {
                 continue;
@@ -461,6 +487,14 @@ impl AntiEntropy {
                             keys_repaired: repaired,
                         });
                     }
+                    if self.storage.restoring() {
+                        refilled_from.insert(peer.clone());
+                        if map.peers().iter().all(|p| refilled_from.contains(p)) {
+                            if let Err(e) = self.finish_refill().await {
+                                tracing::warn!(error = %e, "cannot record the end of the refill");
+                            }
+                        }
+                    }
                     if repaired > 0 {
                         tracing::info!(
                             %peer,
@@ -482,6 +516,18 @@ impl AntiEntropy {
                 }
             }
         }
+    }
+
+    /// Every peer has been compared with since the node came back empty: its
+    /// copy now holds everything they held, and its reads count again.
+    async fn finish_refill(&self) -> Result<()> {
+        self.storage.set_restoring(false)?;
+        self.storage.durable().await?;
+        tracing::info!(
+            keys = self.storage.key_count(),
+            "refilled from every peer after losing the data directory; reads count again"
+        );
+        Ok(())
     }
 
     fn addressee(&self, map: &SharedMap, peer: &NodeId) -> Addressee {

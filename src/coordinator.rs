@@ -184,7 +184,12 @@ impl Coordinator {
         let placement = ring.placement(req.key.as_bytes());
         let deadline = Instant::now() + self.request_timeout;
         let mut unreachable = Vec::new();
-        if !placement.is_slot(&self.me) && !req.forwarded {
+        // The actor this node issues dots under; None while the ring knows
+        // another identity at its address (it lost its data directory and is
+        // not readmitted yet): it must not issue a dot that another incarnation
+        // may have issued (Riak's kv679), so it only forwards.
+        let actor = ring.state().actor(&self.me, self.storage.uuid());
+        if (actor.is_none() || !placement.is_slot(&self.me)) && !req.forwarded {
             let forwarded = WriteRequest {
                 forwarded: true,
                 ..req.clone()
@@ -201,6 +206,13 @@ impl Coordinator {
                     .await;
                 match out {
                     Ok(reply) => return Ok(reply),
+                    // Refused before anything was applied: try the next one.
+                    Err(CallError::Remote(e @ Error::Stranger { .. })) => {
+                        unreachable.push(ReplicaFailure {
+                            node: node.clone(),
+                            reason: e.to_string(),
+                        })
+                    }
                     Err(CallError::Remote(e)) => return Err(e),
                     Err(e) if e.never_delivered() => unreachable.push(ReplicaFailure {
                         node: node.clone(),
@@ -218,7 +230,22 @@ impl Coordinator {
                 }
             }
         }
-        self.coordinate(&ring, &placement, req, unreachable, deadline)
+        let Some(actor) = actor else {
+            return Err(Error::Stranger {
+                node: self.me.clone(),
+                reason: format!(
+                    "its data directory is new (identity {}) and it is not readmitted yet, \
+                     so it coordinates no write; no replica took the write ({})",
+                    self.storage.uuid(),
+                    unreachable
+                        .iter()
+                        .map(|f| f.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            });
+        };
+        self.coordinate(&ring, &placement, req, &actor, unreachable, deadline)
             .await
     }
 
@@ -227,6 +254,7 @@ impl Coordinator {
         ring: &Arc<Ring>,
         placement: &Placement,
         req: WriteRequest,
+        actor: &NodeId,
         known_down: Vec<ReplicaFailure>,
         deadline: Instant,
     ) -> Result<WriteReply> {
@@ -239,7 +267,7 @@ impl Coordinator {
         };
         let (object, _dot) = self.storage.coordinate(
             &req.key,
-            &self.me,
+            actor,
             &req.context,
             req.content,
             stand_in_for.as_ref(),
@@ -639,6 +667,11 @@ impl Coordinator {
     pub fn read_replica(&self, to: &Addressee, key: &str) -> Result<Object> {
         self.check_addressee(to)?;
         check_key(key)?;
+        if self.storage.restoring() {
+            return Err(Error::Restoring {
+                node: self.me.clone(),
+            });
+        }
         self.storage.get(key)
     }
 

@@ -118,6 +118,10 @@ pub enum Error {
     /// for (another data directory at the address, or another address).
     #[error("{node} is not the member the ring knows at that address: {reason}")]
     Stranger { node: NodeId, reason: String },
+    /// The node lost its data directory and is refilling from its peers: its
+    /// copy may lack acknowledged writes, so a read must not count it.
+    #[error("{node} is refilling after losing its data directory; its copy does not count for reads yet")]
+    Restoring { node: NodeId },
     /// The node is shutting down and takes no new requests.
     #[error("node is shutting down")]
     ShuttingDown,

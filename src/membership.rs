@@ -468,12 +468,107 @@ impl Membership {
             if let Err(e) = self.sync_with_leader().await {
                 tracing::debug!(error = %e, "ring sync with the leader failed");
             }
+            if let Err(e) = self.rejoin_if_wiped().await {
+                tracing::warn!(error = %e, "cannot rejoin the ring yet");
+            }
             tokio::select! {
                 _ = tokio::time::sleep(RING_SYNC_INTERVAL) => {}
                 _ = self.ring_news.notified() => {}
                 _ = stop.changed() => return,
             }
         }
+    }
+
+    /// A member that lost its data directory comes back under its address with
+    /// a new, empty one: the ring knows another identity there, so its peers
+    /// treat it as a stranger. If this node is such a member and holds nothing,
+    /// it marks itself as refilling (durably, first: its reads must not count
+    /// until anti-entropy has refilled it) and asks the leader to readmit it. A
+    /// node holding data under another identity is a real stranger (a data
+    /// directory moved to the wrong address) and is left alone.
+    async fn rejoin_if_wiped(&self) -> Result<()> {
+        let Some(ring) = self.ring.get() else {
+            return Ok(());
+        };
+        let mine = self.storage.uuid();
+        let known = match ring.identity(&self.me) {
+            Some(known) if known != mine && ring.members().contains(&self.me) => known,
+            _ => return Ok(()),
+        };
+        if self.storage.key_count() > 0 || self.storage.hint_count() > 0 {
+            return Ok(());
+        }
+        if !self.storage.restoring() {
+            tracing::warn!(
+                ring_knows = %known,
+                this = %mine,
+                "this member's data directory is new: asking the leader to readmit it;                  it refills from its peers by anti-entropy"
+            );
+            self.storage.set_restoring(true)?;
+            self.storage.durable().await?;
+        }
+        let leader = ring.leader().clone();
+        let (me, uuid) = (self.me.clone(), mine);
+        let epoch = self
+            .peers
+            .call(&leader, MEMBERSHIP_TIMEOUT, |c, ctx| async move {
+                c.rejoin(ctx, me, uuid).await
+            })
+            .await
+            .map_err(|e| e.into_error(&leader))?;
+        tracing::info!(epoch, "readmitted by the leader");
+        self.ring_news.notify_one();
+        Ok(())
+    }
+
+    /// Leader side of a rejoin: readmits the member `node`, which answers at its
+    /// address with the new identity `identity` and holds nothing.
+    pub async fn rejoin(&self, node: NodeId, identity: uuid::Uuid) -> Result<u64> {
+        self.leader_ring()?;
+        let _one_at_a_time = self.changes.lock().await;
+        let current = self.leader_ring()?;
+        if current.identities.get(&node) == Some(&identity) {
+            return Ok(current.epoch);
+        }
+        let info = if node == self.me {
+            self.info()
+        } else {
+            self.peers
+                .call(&node, MEMBERSHIP_TIMEOUT, |c, ctx| async move {
+                    c.info(ctx).await
+                })
+                .await
+                .map_err(|e| Error::Membership {
+                    reason: format!("cannot readmit {node}: it does not answer ({})", e.reason()),
+                })?
+        };
+        if info.id != node || info.identity != identity {
+            return Err(Error::Membership {
+                reason: format!(
+                    "cannot readmit {node}: the node answering there is {} with identity {}",
+                    info.id, info.identity
+                ),
+            });
+        }
+        if info.keys > 0 || info.hints > 0 {
+            return Err(Error::Membership {
+                reason: format!(
+                    "cannot readmit {node}: it holds {} keys and {} hints under another                      identity than the member's (a data directory from elsewhere?)",
+                    info.keys, info.hints
+                ),
+            });
+        }
+        let next = current.readmit(&node, identity)?;
+        let number = next.incarnations.get(&node).map_or(0, |i| i.number);
+        tracing::warn!(
+            %node,
+            %identity,
+            incarnation = number,
+            "readmitting a member that lost its data directory; it refills by anti-entropy"
+        );
+        let epoch = next.epoch;
+        self.commit(next, Vec::new()).await?;
+        Ok(epoch)
     }
 
     /// This node's counters.
@@ -488,6 +583,7 @@ impl Membership {
             fsync: self.storage.fsync().to_string(),
             transfer: (self.reports.transfer)(),
             anti_entropy: (self.reports.anti_entropy)(),
+            restoring: self.storage.restoring(),
         }
     }
 
@@ -514,6 +610,7 @@ impl Membership {
                     hints: Some(info.hints),
                     epoch: Some(info.epoch),
                     anti_entropy: Some(info.anti_entropy.clone()),
+                    restoring: Some(info.restoring),
                 },
                 Err(e) => MemberStatus {
                     id: id.clone(),
@@ -523,6 +620,7 @@ impl Membership {
                     hints: None,
                     epoch: None,
                     anti_entropy: None,
+                    restoring: None,
                 },
             })
             .collect();

@@ -627,6 +627,11 @@ impl Rebalance {
     async fn cleanup(&self, ring: Arc<Ring>, stop: &watch::Receiver<bool>) -> Result<(), Stop> {
         self.drain(&ring, stop).await?;
         let failed = |e: crate::Error| Stop::Failed(e.to_string());
+        // The floor a drop records is for the actor this node writes under.
+        let actor = ring
+            .state()
+            .actor(&self.me, self.storage.uuid())
+            .unwrap_or_else(|| self.me.clone());
         let mut after: Option<Key> = None;
         let (mut dropped, mut kept) = (0u64, 0u64);
         let mut bucket = Bucket::new(self.rate);
@@ -653,7 +658,7 @@ impl Rebalance {
                 self.send_plan(&ring, plan, &mut bucket, false, stop)
                     .await?;
                 for stored in &leaving {
-                    if self.storage.drop_value(&self.me, stored).map_err(failed)? {
+                    if self.storage.drop_value(&actor, stored).map_err(failed)? {
                         dropped += 1;
                     } else {
                         // Written meanwhile: the next clean-up pass takes it.

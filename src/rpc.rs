@@ -198,6 +198,9 @@ pub struct MemberStatus {
     pub epoch: Option<u64>,
     /// Its anti-entropy counters (None when it did not answer).
     pub anti_entropy: Option<AeStats>,
+    /// True while it refills after losing its data directory (its reads do
+    /// not count yet); None when it did not answer.
+    pub restoring: Option<bool>,
 }
 
 /// The answer to `status`.
@@ -277,6 +280,8 @@ pub struct NodeInfo {
     pub transfer: Option<TransferProgress>,
     /// Its anti-entropy counters.
     pub anti_entropy: AeStats,
+    /// True while it refills after losing its data directory.
+    pub restoring: bool,
 }
 
 /// The service every node serves.
@@ -335,6 +340,10 @@ pub trait Node {
     /// as fit one frame, at least one).
     async fn ae_fetch(to: Addressee, epoch: u64, keys: Vec<Key>)
         -> Result<Vec<(Key, Arc<Object>)>>;
+    /// Leader only: the member `node` lost its data directory and runs again,
+    /// empty, with the new identity `identity`; readmits it (a new epoch).
+    /// Returns that epoch.
+    async fn rejoin(node: NodeId, identity: Uuid) -> Result<u64>;
 }
 
 /// Longest deadline a request may carry. tarpc turns a request's deadline into

@@ -152,6 +152,15 @@ impl rpc::Node for Handler {
         self.0.anti_entropy.fetch(epoch, keys).await
     }
 
+    async fn rejoin(
+        self,
+        _: tarpc::context::Context,
+        node: NodeId,
+        identity: uuid::Uuid,
+    ) -> Result<u64> {
+        self.0.membership.rejoin(node, identity).await
+    }
+
     async fn install_ring(self, _: tarpc::context::Context, ring: RingState) -> Result<u64> {
         self.0.membership.install(ring).await
     }

@@ -160,3 +160,201 @@ fn without_anti_entropy_the_same_replicas_stay_behind() {
         .expect_err("without anti-entropy the keys cannot arrive");
     assert_eq!(missing.len(), 2 * keys.len(), "{missing:?}");
 }
+
+/// Node `i`'s entry in a status reply.
+fn node_status(status: &Value, id: &str) -> Value {
+    status["nodes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["id"] == id))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Kills node `i`, deletes its data directory, starts it again and waits until
+/// the leader has readmitted it under its new identity and every node has the
+/// new ring.
+fn wipe_and_restart(c: &mut Cluster, i: usize) {
+    let before = c.status(0).expect("status")["epoch"].as_u64().unwrap();
+    c.kill(i);
+    std::fs::remove_dir_all(c.data_dir(i)).unwrap();
+    c.start(i);
+    let start = Instant::now();
+    loop {
+        let status = c.status(0);
+        if let Some(s) = &status {
+            if s["epoch"].as_u64().unwrap_or(0) > before
+                && c.log(0).contains("readmitting a member")
+            {
+                break;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "not readmitted: {status:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.wait_settled(0, Duration::from_secs(30));
+}
+
+/// Waits until node `i` reports it has finished refilling; returns how long.
+fn wait_refilled(c: &Cluster, i: usize, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let s = c.status(0);
+        if let Some(s) = &s {
+            if node_status(s, &c.nodes[i].id)["restoring"] == false {
+                return start.elapsed();
+            }
+        }
+        assert!(
+            start.elapsed() < limit,
+            "node {i} still refilling after {limit:?}: {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_replica_whose_data_directory_was_deleted_comes_back_whole() {
+    let keys: usize = std::env::var("AE_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut c = Cluster::ring_with(4, 4, (3, 2, 2), &[]);
+    let pairs = common::writeload::preload(c.nodes[0].port, "w", keys);
+    // Which keys node 1 owns, and which of those live on 1, 2 and 3.
+    let lines: Vec<String> = pairs.iter().map(|(k, _)| format!("locate {k}")).collect();
+    let located = run_script(c.nodes[0].port, &lines, Duration::from_secs(120));
+    assert_eq!(located.results.len(), keys);
+    let owners = |r: &Value| -> Vec<String> {
+        r["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    };
+    let ids: Vec<String> = c.nodes.iter().map(|n| n.id.clone()).collect();
+    let owned: Vec<(String, String)> = pairs
+        .iter()
+        .zip(&located.results)
+        .filter(|(_, r)| owners(r).contains(&ids[1]))
+        .map(|(p, _)| p.clone())
+        .collect();
+    let without_0: Vec<(String, String)> = pairs
+        .iter()
+        .zip(&located.results)
+        .filter(|(_, r)| !owners(r).contains(&ids[0]))
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert!(owned.len() > keys / 2 && !without_0.is_empty());
+
+    wipe_and_restart(&mut c, 1);
+    let took = wait_refilled(&c, 1, Duration::from_secs(120));
+    eprintln!(
+        "{} keys of {keys} refilled on the wiped node in {took:?} (no reads)",
+        owned.len()
+    );
+    let status = c.status(0).unwrap();
+    assert_eq!(
+        node_status(&status, &ids[1])["keys"].as_u64(),
+        Some(owned.len() as u64),
+        "the wiped node holds exactly its keys again: {status}"
+    );
+    for (k, v) in &owned {
+        assert_eq!(held(&rt, c.nodes[1].port, k), Some(vec![v.clone()]), "{k}");
+    }
+    // Only the restored node and a stand-in left for the keys of nodes 1, 2, 3.
+    c.kill(2);
+    c.kill(3);
+    let lost = common::writeload::verify(&[c.nodes[1].port], &without_0);
+    assert!(
+        lost.is_empty(),
+        "{}",
+        common::writeload::describe_lost(&lost, without_0.len())
+    );
+}
+
+/// The values and context of `get key` through node `i`.
+fn get(c: &Cluster, i: usize, key: &str) -> (Vec<String>, String) {
+    let out = c.client(i, &[&format!("get {key}")]);
+    let r = &out.results[0];
+    assert_eq!(r["ok"], true, "get {key} at node {i}: {r}");
+    let mut values: Vec<String> = r["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    values.sort();
+    (values, common::ctx(r))
+}
+
+/// The put through `i`; asserts it is acknowledged and coordinated by `i`.
+fn put(c: &Cluster, i: usize, key: &str, context: &str, value: &str) -> Value {
+    let out = c.client(i, &[&format!("put {key} {context} {value}")]);
+    let r = out.results[0].clone();
+    assert_eq!(r["ok"], true, "put at node {i}: {r}");
+    r
+}
+
+/// kv679: node 1 writes `k` three times (dots 1..3 of its actor), loses its
+/// data directory, comes back and writes again. `context` picks the last write:
+/// blind (`None`) or with the context of a get (`Some(via)`). `down` is a
+/// replica stopped before the wipe and started after the write. Returns every
+/// node's values once all are up.
+fn kv679(context_from: Option<usize>, down: Option<usize>) -> Vec<Vec<String>> {
+    let mut c = Cluster::ring_with(3, 3, (3, 2, 2), &[]);
+    let a = 1;
+    let mut ctx = "{}".to_string();
+    for v in ["old0", "old1", "old2"] {
+        let r = put(&c, a, "k", &ctx, v);
+        ctx = common::ctx(&r);
+    }
+    assert_eq!(ctx, format!("{{\"{}\":3}}", c.nodes[a].id));
+    if let Some(d) = down {
+        c.kill(d);
+    }
+    wipe_and_restart(&mut c, a);
+    let context = match context_from {
+        None => "{}".to_string(),
+        Some(via) => get(&c, via, "k").1,
+    };
+    let r = put(&c, a, "k", &context, "newest");
+    assert_eq!(r["coordinator"], c.nodes[a].id.as_str(), "{r}");
+    // The new incarnation writes under a new actor.
+    let actor = format!("127.0.0.1~1:{}", c.nodes[a].port);
+    assert!(r["context"].get(&actor).is_some(), "{r}");
+    if let Some(d) = down {
+        c.start(d);
+    }
+    wait_refilled(&c, a, Duration::from_secs(60));
+    (0..3).map(|i| get(&c, i, "k").0).collect()
+}
+
+#[test]
+fn kv679_a_blind_write_after_losing_the_data_directory_survives() {
+    for values in kv679(None, None) {
+        assert_eq!(
+            values,
+            vec!["newest", "old2"],
+            "concurrent with old2: both stay"
+        );
+    }
+}
+
+#[test]
+fn kv679_a_write_with_a_context_after_losing_the_data_directory_wins() {
+    for values in kv679(Some(0), None) {
+        assert_eq!(values, vec!["newest"]);
+    }
+}
+
+#[test]
+fn kv679_the_write_survives_while_another_replica_is_down() {
+    for values in kv679(None, Some(2)) {
+        assert_eq!(values, vec!["newest", "old2"]);
+    }
+}

@@ -212,6 +212,7 @@ async fn preference_lists_agree_with_the_library_ring() {
         tokens_per_node: dynamo::ring::DEFAULT_TOKENS_PER_NODE,
         identities: Default::default(),
         transition: None,
+        incarnations: Default::default(),
     };
     let pref = Ring::new(state).preference_list(b"pl");
     assert!(pref.contains(&w.coordinator), "{pref:?} {}", w.coordinator);

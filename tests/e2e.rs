@@ -47,6 +47,7 @@ fn ring_of(c: &Cluster, via: usize) -> Ring {
         tokens_per_node: DEFAULT_TOKENS_PER_NODE,
         identities: Default::default(),
         transition: None,
+        incarnations: Default::default(),
     })
 }
 

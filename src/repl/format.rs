@@ -407,7 +407,11 @@ fn status_human(reply: &StatusReply) -> String {
     rows.extend(reply.nodes.iter().map(|m| {
         [
             m.id.to_string(),
-            state_name(m.state).to_string(),
+            match m.restoring {
+                // Readmitted after losing its data directory: reads skip it.
+                Some(true) => format!("{} (refilling)", state_name(m.state)),
+                _ => state_name(m.state).to_string(),
+            },
             opt(m.keys),
             opt(m.tombstones),
             opt(m.hints),
@@ -652,6 +656,7 @@ mod tests {
                             keys_repaired: 2,
                         }),
                     }),
+                    restoring: Some(false),
                 },
                 MemberStatus {
                     id: id("10.0.0.2:13338"),
@@ -661,6 +666,7 @@ mod tests {
                     hints: None,
                     epoch: None,
                     anti_entropy: None,
+                    restoring: None,
                 },
             ],
             transition: None,
@@ -816,8 +822,8 @@ mod tests {
             concat!(
                 r#"{"ok":true,"leader":"127.0.0.1:13337","epoch":7,"qsize":3,"write_n":2,"read_n":2,"#,
                 r#""nodes":[{"id":"127.0.0.1:13337","state":"alive","keys":120,"tombstones":3,"hints":0,"epoch":7,"#,
-                r#""anti_entropy":{"exchanges":12,"keys_repaired":40,"last_exchange":{"peer":"127.0.0.1:13339","at_unix_ms":1700000000000,"ago_ms":1200,"keys_repaired":2}}},"#,
-                r#"{"id":"10.0.0.2:13338","state":"down","keys":null,"tombstones":null,"hints":null,"epoch":null,"anti_entropy":null}],"#,
+                r#""anti_entropy":{"exchanges":12,"keys_repaired":40,"last_exchange":{"peer":"127.0.0.1:13339","at_unix_ms":1700000000000,"ago_ms":1200,"keys_repaired":2}},"restoring":false},"#,
+                r#"{"id":"10.0.0.2:13338","state":"down","keys":null,"tombstones":null,"hints":null,"epoch":null,"anti_entropy":null,"restoring":null}],"#,
                 r#""node":"127.0.0.1:13338","fsync":"batch","transition":null,"member":true}"#
             )
         );
@@ -830,8 +836,8 @@ mod tests {
             concat!(
                 r#"{"ok":true,"leader":"127.0.0.1:13337","epoch":8,"qsize":3,"write_n":2,"read_n":2,"#,
                 r#""nodes":[{"id":"127.0.0.1:13337","state":"alive","keys":120,"tombstones":3,"hints":0,"epoch":7,"#,
-                r#""anti_entropy":{"exchanges":12,"keys_repaired":40,"last_exchange":{"peer":"127.0.0.1:13339","at_unix_ms":1700000000000,"ago_ms":1200,"keys_repaired":2}}},"#,
-                r#"{"id":"10.0.0.2:13338","state":"down","keys":null,"tombstones":null,"hints":null,"epoch":null,"anti_entropy":null}],"#,
+                r#""anti_entropy":{"exchanges":12,"keys_repaired":40,"last_exchange":{"peer":"127.0.0.1:13339","at_unix_ms":1700000000000,"ago_ms":1200,"keys_repaired":2}},"restoring":false},"#,
+                r#"{"id":"10.0.0.2:13338","state":"down","keys":null,"tombstones":null,"hints":null,"epoch":null,"anti_entropy":null,"restoring":null}],"#,
                 r#""node":"127.0.0.1:13338","fsync":"batch","#,
                 r#""transition":{"epoch":8,"joining":["127.0.0.1:13342"],"leaving":[],"#,
                 r#""keys_to_move":4000,"keys_moved":1200,"bytes_moved":1258291,"elapsed_ms":1500,"#,

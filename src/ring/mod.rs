@@ -206,6 +206,31 @@ pub struct RingState {
     /// The ring change in progress, if any.
     #[serde(default)]
     pub transition: Option<Transition>,
+    /// For every address ever admitted (members and former members): the last
+    /// identity admitted there and its incarnation. Never shrinks: an address
+    /// that comes back with a new data directory gets the next incarnation, so
+    /// it writes under an actor no replica has seen ([`RingState::actor`]).
+    #[serde(default)]
+    pub incarnations: BTreeMap<NodeId, Incarnation>,
+}
+
+/// One data directory's turn at an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incarnation {
+    /// The identity (data directory UUID) admitted.
+    pub identity: Uuid,
+    /// 0 for the first identity ever admitted at the address, then 1, 2, ...
+    pub number: u32,
+}
+
+/// The actor name of incarnation `number` of `node`: the address itself for the
+/// first, `HOST~I:PORT` after (`127.0.0.1~1:13338`). The name only appears in
+/// dots and contexts, never as an address to connect to.
+pub fn actor_name(node: &NodeId, number: u32) -> NodeId {
+    if number == 0 {
+        return node.clone();
+    }
+    NodeId::new(&format!("{}~{number}", node.host()), node.port()).unwrap_or_else(|_| node.clone())
 }
 
 /// A ring change in progress: the membership the ring moves to.
@@ -230,7 +255,74 @@ impl RingState {
             tokens_per_node: DEFAULT_TOKENS_PER_NODE,
             identities: BTreeMap::new(),
             transition: None,
+            incarnations: BTreeMap::new(),
         }
+    }
+
+    /// The actor under which the node at `node` with identity `uuid` issues
+    /// dots, or None when it must not issue any: another identity was admitted
+    /// at that address (this process is a stranger there, or a node that lost
+    /// its data directory and has not been readmitted yet).
+    ///
+    /// An address the ring never admitted an identity at (a node not yet
+    /// added, or a ring from before identities) writes under its address.
+    pub fn actor(&self, node: &NodeId, uuid: Uuid) -> Option<NodeId> {
+        match (self.incarnations.get(node), self.identities.get(node)) {
+            (Some(inc), _) if inc.identity == uuid => Some(actor_name(node, inc.number)),
+            (Some(_), _) => None,
+            (None, Some(id)) if *id != uuid => None,
+            (None, _) => Some(node.clone()),
+        }
+    }
+
+    /// Records that `uuid` is admitted at `node`: a new identity there is the
+    /// next incarnation.
+    fn admit(&mut self, node: &NodeId, uuid: Uuid) {
+        let number = match self.incarnations.get(node) {
+            None => 0,
+            Some(inc) if inc.identity == uuid => inc.number,
+            Some(inc) => inc.number.saturating_add(1),
+        };
+        self.identities.insert(node.clone(), uuid);
+        self.incarnations.insert(
+            node.clone(),
+            Incarnation {
+                identity: uuid,
+                number,
+            },
+        );
+    }
+
+    /// The next epoch's state in which the member `node` is known by the new
+    /// identity `uuid`: it lost its data directory and came back empty under
+    /// the same address. It gets the next incarnation (a new actor, so none
+    /// of its new dots can collide with one its old data directory issued)
+    /// and refills from its peers by anti-entropy.
+    ///
+    /// Fails with [`Error::Membership`] if a change is running, `node` is not
+    /// a member, already has that identity, or `uuid` is another member's.
+    pub fn readmit(&self, node: &NodeId, uuid: Uuid) -> Result<RingState> {
+        self.refuse_while_changing()?;
+        if self.members.binary_search(node).is_err() {
+            return Err(membership(format!(
+                "{node} is not a member of the ring (epoch {})",
+                self.epoch
+            )));
+        }
+        match self.address_of(&uuid) {
+            Some(at) if at == node => {
+                return Err(membership(format!("{node} already has identity {uuid}")))
+            }
+            Some(other) => {
+                return Err(membership(format!(
+                    "cannot readmit {node}: identity {uuid} is the member {other}'s"
+                )))
+            }
+            None => {}
+        }
+        let mut next = self.next_epoch()?;
+        next.admit(node, uuid);
+        Ok(next)
     }
 
     /// The members once the running change settles (`members` when none runs).
@@ -341,7 +433,7 @@ impl RingState {
         let mut target = self.members.clone();
         target.insert(at, node.clone());
         if let Some(uuid) = uuid {
-            next.identities.insert(node, uuid);
+            next.admit(&node, uuid);
         }
         next.transition = Some(Transition {
             target,
@@ -775,31 +867,19 @@ impl Ring {
         next
     }
 
-    /// The nodes that hold the keys at `position`: its owners now and, while a
-    /// change runs, its owners after it (each once). Anti-entropy compares a
-    /// key between exactly these nodes.
-    pub fn holders_at(&self, position: u64) -> Vec<NodeId> {
-        let n = self.state.replication.n;
-        let mut out = self.current.clockwise_at(position, n);
-        if let Some(target) = &self.target {
-            for node in target.clockwise_at(position, n) {
-                if !out.contains(&node) {
-                    out.push(node);
-                }
-            }
-        }
-        out
+    /// The owners of the keys at `position` in the current ring (its
+    /// preference list). Anti-entropy compares a key between exactly these
+    /// nodes; during a change, the transfer brings it to its pending owners.
+    pub fn owners_at(&self, position: u64) -> Vec<NodeId> {
+        self.current
+            .clockwise_at(position, self.state.replication.n)
     }
 
-    /// True when every position in `lo..=hi` has the same holders: no token of
-    /// either table lies in `lo..hi` (a token at `hi` itself is the first token
-    /// of every position in the range).
-    pub fn same_holders(&self, lo: u64, hi: u64) -> bool {
-        if lo >= hi {
-            return true;
-        }
-        let split = |t: &Table| t.has_token_in(lo, hi - 1);
-        !split(&self.current) && !self.target.as_ref().is_some_and(split)
+    /// True when every position in `lo..=hi` has the same owners: no token of
+    /// the current table lies in `lo..hi` (a token at `hi` itself is the first
+    /// token of every position in the range).
+    pub fn same_owners(&self, lo: u64, hi: u64) -> bool {
+        lo >= hi || !self.current.has_token_in(lo, hi - 1)
     }
 
     /// Where the key lives in this epoch: its replicas, the pending owners a

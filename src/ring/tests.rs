@@ -35,6 +35,7 @@ fn state_of(members: Vec<NodeId>, replication: Replication) -> RingState {
         tokens_per_node: DEFAULT_TOKENS_PER_NODE,
         identities: BTreeMap::new(),
         transition: None,
+        incarnations: Default::default(),
     }
 }
 
@@ -209,6 +210,7 @@ fn empty_and_unvalidated_states_never_panic() {
         tokens_per_node: 256,
         identities: BTreeMap::new(),
         transition: None,
+        incarnations: Default::default(),
     });
     assert!(empty.preference_list(b"k").is_empty());
     assert!(empty.walk(b"k").is_empty());
@@ -223,6 +225,7 @@ fn empty_and_unvalidated_states_never_panic() {
         tokens_per_node: 0,
         identities: BTreeMap::new(),
         transition: None,
+        incarnations: Default::default(),
     });
     assert_eq!(messy.members(), [node("a:1"), node("b:1"), node("c:1")]);
     let mut walk = messy.walk(b"k");
@@ -769,4 +772,61 @@ fn pending_owners_agree_with_the_placement_during_a_change() {
             assert!(moved > 0);
         }
     }
+}
+
+#[test]
+fn an_address_back_with_a_new_data_directory_writes_under_a_new_actor() {
+    let leader = node("127.0.0.1:13337");
+    let b = node("127.0.0.1:13338");
+    let (u1, u2, u3) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let ring = RingState::bootstrap(leader.clone(), Replication::default());
+    let ring = ring
+        .with_member(node("127.0.0.1:13339"))
+        .unwrap()
+        .begin_add(b.clone(), Some(u1), 0)
+        .unwrap()
+        .settle()
+        .unwrap();
+    // The first data directory at the address writes under the address.
+    assert_eq!(ring.actor(&b, u1), Some(b.clone()));
+    // Another data directory there is a stranger until readmitted.
+    assert_eq!(ring.actor(&b, u2), None);
+    let back = ring.readmit(&b, u2).unwrap();
+    assert_eq!(back.epoch, ring.epoch + 1);
+    assert_eq!(back.identities.get(&b), Some(&u2));
+    let actor = back.actor(&b, u2).unwrap();
+    assert_eq!(actor.as_str(), "127.0.0.1~1:13338");
+    assert_eq!(
+        back.actor(&b, u1),
+        None,
+        "the old directory is a stranger now"
+    );
+    // Readmitting the same identity twice is refused; a third directory is
+    // the next incarnation, and so is the address after a removal and re-add.
+    assert!(back.readmit(&b, u2).is_err());
+    let third = back.readmit(&b, u3).unwrap();
+    assert_eq!(third.actor(&b, u3).unwrap().as_str(), "127.0.0.1~2:13338");
+    let removed = third.begin_remove(&b, 0).unwrap().settle().unwrap();
+    let u4 = Uuid::new_v4();
+    let again = removed.begin_add(b.clone(), Some(u4), 0).unwrap();
+    assert_eq!(again.actor(&b, u4).unwrap().as_str(), "127.0.0.1~3:13338");
+    // The same directory re-added keeps its actor.
+    let same = removed.begin_add(b.clone(), Some(u3), 0).unwrap();
+    assert_eq!(same.actor(&b, u3).unwrap().as_str(), "127.0.0.1~2:13338");
+    // Refused: a non-member, a running change, another member's identity.
+    assert!(ring.readmit(&node("127.0.0.1:1"), u2).is_err());
+    assert!(ring
+        .begin_add(node("127.0.0.1:2"), None, 0)
+        .unwrap()
+        .readmit(&b, u2)
+        .is_err());
+    let with_c = ring
+        .begin_add(node("127.0.0.1:3"), Some(u3), 0)
+        .unwrap()
+        .settle()
+        .unwrap();
+    assert!(with_c.readmit(&b, u3).is_err());
+    // A node the ring never admitted (or a ring from before identities) writes
+    // under its address.
+    assert_eq!(ring.actor(&leader, u2), Some(leader.clone()));
 }

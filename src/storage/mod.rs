@@ -10,6 +10,7 @@
 //! | `meta` | `node_uuid` | this node's identity, created with the data directory |
 //! | `meta` | `transfer_done`, `cleanup_done` | the last epoch whose ring-change transfer / clean-up this node finished |
 //! | `meta` | `transfer_cursor` | `(epoch, key)`: how far the transfer of a running change got |
+//! | `meta` | `restoring` | present while this node, readmitted after losing its data directory, refills from its peers |
 //! | `quarantine` | a hint record's key | a hint record that did not decode, set aside by [`Storage::hints`] (kept for inspection, never read back) |
 //! | `floors` | the key's bytes | the highest dot counter this node issued for the key while it did not keep the key as its own replica (a hint, or a key it handed to new owners) |
 //!
@@ -68,8 +69,9 @@ pub use group_commit::GroupCommit;
 /// First byte of every stored record. Bump it when the encoding changes and keep a
 /// decoder for every older version.
 pub const RECORD_FORMAT: u8 = 1;
-/// Format version of the ring record: 2 added node identities and the transition.
-pub const RING_FORMAT: u8 = 2;
+/// Format version of the ring record: 2 added node identities and the
+/// transition, 3 the incarnations of each address.
+pub const RING_FORMAT: u8 = 3;
 /// How many mutexes guard per-key read-modify-write. 1024 makes two hot keys share a
 /// stripe rarely while costing 1024 small mutexes per node.
 pub const LOCK_STRIPES: usize = 1024;
@@ -79,6 +81,7 @@ pub const CACHE_BYTES: u64 = 128 * 1024 * 1024;
 const RING_KEY: &[u8] = b"ring";
 const UUID_KEY: &[u8] = b"node_uuid";
 const CURSOR_KEY: &[u8] = b"transfer_cursor";
+const RESTORING_KEY: &[u8] = b"restoring";
 
 /// A progress marker kept in the `meta` tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,6 +144,7 @@ pub struct Storage {
     commit: GroupCommit,
     fsync: FsyncMode,
     uuid: uuid::Uuid,
+    restoring: std::sync::atomic::AtomicBool,
 }
 
 impl Storage {
@@ -199,10 +203,12 @@ impl Storage {
                 uuid
             }
         };
+        let restoring = std::sync::atomic::AtomicBool::new(meta.contains_key(RESTORING_KEY)?);
         let commit = GroupCommit::start(db.clone(), fsync);
         let stripes = (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
         Ok(Storage {
             uuid,
+            restoring,
             db,
             values,
             segments,
@@ -223,6 +229,24 @@ impl Storage {
     /// every in-memory store).
     pub fn uuid(&self) -> uuid::Uuid {
         self.uuid
+    }
+
+    /// True while this node refills after losing its data directory: its
+    /// replica is incomplete, so its answers to reads must not count.
+    pub fn restoring(&self) -> bool {
+        self.restoring.load(Ordering::Acquire)
+    }
+
+    /// Marks the store as refilling (or done). Call [`Storage::durable`] before
+    /// relying on it.
+    pub fn set_restoring(&self, on: bool) -> Result<()> {
+        if on {
+            self.meta.insert(RESTORING_KEY, encode(&true)?)?;
+        } else {
+            self.meta.remove(RESTORING_KEY)?;
+        }
+        self.restoring.store(on, Ordering::Release);
+        Ok(())
     }
 
     /// The durability this store gives (`never` for in-memory stores).
@@ -800,9 +824,35 @@ struct RingStateV1 {
     tokens_per_node: u32,
 }
 
-/// Decodes the ring record, of version 1 or [`RING_FORMAT`].
+/// The ring record as version 2 wrote it (before incarnations).
+#[derive(serde::Deserialize)]
+struct RingStateV2 {
+    epoch: u64,
+    leader: NodeId,
+    members: Vec<NodeId>,
+    replication: crate::types::Replication,
+    tokens_per_node: u32,
+    identities: std::collections::BTreeMap<NodeId, uuid::Uuid>,
+    transition: Option<crate::ring::Transition>,
+}
+
+/// Decodes the ring record, of version 1, 2 or [`RING_FORMAT`].
 fn decode_ring(raw: &[u8]) -> Result<RingState> {
     match raw.split_first() {
+        Some((2, body)) => {
+            let v2: RingStateV2 = bincode::deserialize(body)
+                .map_err(|e| Error::storage(format!("corrupt ring record: {e}")))?;
+            Ok(RingState {
+                epoch: v2.epoch,
+                leader: v2.leader,
+                members: v2.members,
+                replication: v2.replication,
+                tokens_per_node: v2.tokens_per_node,
+                identities: v2.identities,
+                transition: v2.transition,
+                incarnations: Default::default(),
+            })
+        }
         Some((1, _)) => {
             let v1: RingStateV1 = decode(raw, "meta")?;
             Ok(RingState {
@@ -813,12 +863,13 @@ fn decode_ring(raw: &[u8]) -> Result<RingState> {
                 tokens_per_node: v1.tokens_per_node,
                 identities: Default::default(),
                 transition: None,
+                incarnations: Default::default(),
             })
         }
         Some((&RING_FORMAT, body)) => bincode::deserialize(body)
             .map_err(|e| Error::storage(format!("corrupt ring record: {e}"))),
         Some((v, _)) => Err(Error::storage(format!(
-            "the ring record has format version {v}, this dynamo reads versions 1 and {RING_FORMAT}: \
+            "the ring record has format version {v}, this dynamo reads versions 1 to {RING_FORMAT}: \
              was the data written by a newer dynamo?"
         ))),
         None => Err(Error::storage("empty ring record")),
