@@ -536,3 +536,52 @@ fn a_data_directory_from_before_segments_is_moved_once() {
         assert!(!s.db.tree_names().iter().any(|n| &n[..] == b"values"));
     }
 }
+
+#[test]
+fn version_2_rings_are_still_read() {
+    #[derive(serde::Serialize)]
+    struct V2 {
+        epoch: u64,
+        leader: NodeId,
+        members: Vec<NodeId>,
+        replication: crate::types::Replication,
+        tokens_per_node: u32,
+        identities: std::collections::BTreeMap<NodeId, uuid::Uuid>,
+        transition: Option<crate::ring::Transition>,
+    }
+    let leader = id("127.0.0.1:1");
+    let uuid = uuid::Uuid::new_v4();
+    let v2 = V2 {
+        epoch: 5,
+        leader: leader.clone(),
+        members: vec![leader.clone()],
+        replication: crate::types::Replication::default(),
+        tokens_per_node: 8,
+        identities: [(leader.clone(), uuid)].into(),
+        transition: None,
+    };
+    let mut raw = vec![2u8];
+    bincode::serialize_into(&mut raw, &v2).unwrap();
+    let ring = decode_ring(&raw).unwrap();
+    assert_eq!(ring.epoch, 5);
+    assert_eq!(ring.identities.get(&leader), Some(&uuid));
+    assert!(ring.incarnations.is_empty());
+    // With no incarnation recorded, the identity alone decides.
+    assert_eq!(ring.actor(&leader, uuid), Some(leader.clone()));
+    assert_eq!(ring.actor(&leader, uuid::Uuid::new_v4()), None);
+}
+
+#[test]
+fn the_refilling_mark_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open_dir(dir.path(), FsyncMode::Batch);
+        assert!(!s.restoring());
+        s.set_restoring(true).unwrap();
+        block_on(s.durable()).unwrap();
+    }
+    let s = open_dir(dir.path(), FsyncMode::Batch);
+    assert!(s.restoring());
+    s.set_restoring(false).unwrap();
+    assert!(!s.restoring());
+}
