@@ -358,3 +358,56 @@ fn kv679_the_write_survives_while_another_replica_is_down() {
         assert_eq!(values, vec!["newest", "old2"]);
     }
 }
+
+#[test]
+fn a_replica_wiped_under_a_write_load_holds_every_acknowledged_write_again() {
+    // Three nodes, N = 3: every node holds every key.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut c = Cluster::ring_with(3, 3, (3, 2, 2), &[]);
+    let pre = common::writeload::preload(c.nodes[0].port, "pre", 1000);
+    let load = common::writeload::WriteLoad::start(&c.ports(&[0, 2]));
+    load.wait_acked(20, Duration::from_secs(30));
+    wipe_and_restart(&mut c, 1);
+    let took = wait_refilled(&c, 1, Duration::from_secs(120));
+    load.wait_acked(load.acked() + 50, Duration::from_secs(30));
+    let report = load.stop();
+    let mut all = pre;
+    all.extend(report.acked.iter().cloned());
+    eprintln!(
+        "refilled in {took:?}; load: {} acknowledged, {} failed, over {:?}",
+        report.acked.len(),
+        report.failed,
+        report.elapsed
+    );
+    // Every acknowledged write is on the wiped node again, read from it alone.
+    let start = Instant::now();
+    let missing = loop {
+        let missing: Vec<&(String, String)> = all
+            .iter()
+            .filter(|(k, v)| held(&rt, c.nodes[1].port, k) != Some(vec![v.clone()]))
+            .collect();
+        if missing.is_empty() || start.elapsed() > Duration::from_secs(30) {
+            break missing;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged writes not on the wiped node: {:?}",
+        missing.len(),
+        all.len(),
+        &missing[..missing.len().min(10)]
+    );
+    eprintln!(
+        "all {} acknowledged writes held by the wiped node",
+        all.len()
+    );
+    // And they read back through it with one other replica.
+    c.kill(2);
+    let lost = common::writeload::verify(&[c.nodes[1].port], &all);
+    assert!(
+        lost.is_empty(),
+        "{}",
+        common::writeload::describe_lost(&lost, all.len())
+    );
+}
