@@ -95,7 +95,7 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::peers::{CallError, Peers};
-use crate::rebalance::{Bucket, BATCH_BYTES, BATCH_KEYS};
+use crate::rebalance::{batches, item_size, Bucket, BATCH_BYTES, BATCH_KEYS};
 use crate::ring::{key_position, Ring, RingCell};
 use crate::rpc::{Addressee, AeAnswer, AeQuery, AeStats, LastExchange};
 use crate::storage::{Segment, Storage, SEGMENTS};
@@ -232,10 +232,9 @@ impl SharedMap {
     /// The [`GROUPS`] group digests of what this node shares with `peer`.
     pub fn group_digests(&self, storage: &Storage, peer: &NodeId) -> Result<Vec<u64>> {
         let mut out = vec![0u64; GROUPS];
-        for (seg, group) in
-            all_segments().zip((0..GROUPS).flat_map(|g| std::iter::repeat_n(g, SEGMENTS_PER_GROUP)))
-        {
-            if let Some(slot) = out.get_mut(group) {
+        for seg in all_segments() {
+            // The group of a segment is its top 8 bits.
+            if let Some(slot) = out.get_mut(usize::from(seg >> 8)) {
                 *slot ^= self.segment_digest(storage, seg, peer)?;
             }
         }
@@ -311,25 +310,20 @@ pub struct KeyDiff {
 
 /// Compares two key listings (each key once per side).
 pub fn key_diff(mine: Vec<(Key, u64)>, theirs: Vec<(Key, u64)>) -> KeyDiff {
-    let theirs: BTreeMap<Key, u64> = theirs.into_iter().collect();
+    let mut theirs: BTreeMap<Key, u64> = theirs.into_iter().collect();
     let mut diff = KeyDiff::default();
-    let mut seen = std::collections::BTreeSet::new();
     for (key, digest) in mine {
-        match theirs.get(&key) {
-            Some(d) if *d == digest => {}
+        match theirs.remove(&key) {
+            Some(d) if d == digest => {}
             Some(_) => {
-                diff.push.push(key.clone());
                 diff.pull.push(key.clone());
+                diff.push.push(key);
             }
-            None => diff.push.push(key.clone()),
-        }
-        seen.insert(key);
-    }
-    for key in theirs.into_keys() {
-        if !seen.contains(&key) {
-            diff.pull.push(key);
+            None => diff.push.push(key),
         }
     }
+    // What is left, this node does not hold.
+    diff.pull.extend(theirs.into_keys());
     diff
 }
 
@@ -355,6 +349,17 @@ enum Stop {
     Peer(CallError),
     /// This node's storage failed.
     Local(Error),
+}
+
+/// A peer's refusal under another ring epoch ends the exchange until the next
+/// round; any other failure is the peer's.
+impl From<CallError> for Stop {
+    fn from(e: CallError) -> Stop {
+        match e {
+            CallError::Remote(Error::StaleRing { .. }) => Stop::Ring,
+            e => Stop::Peer(e),
+        }
+    }
 }
 
 /// One node's anti-entropy: the exchanges it starts and the queries it answers.
@@ -546,10 +551,7 @@ impl AntiEntropy {
                 c.ae_digests(ctx, to, epoch, from, query).await
             })
             .await
-            .map_err(|e| match e {
-                CallError::Remote(Error::StaleRing { .. }) => Stop::Ring,
-                e => Stop::Peer(e),
-            })
+            .map_err(Stop::from)
     }
 
     /// Runs `f` on the storage off the async threads.
@@ -648,10 +650,7 @@ impl AntiEntropy {
                     c.ae_fetch(ctx, to, epoch, asked).await
                 })
                 .await
-                .map_err(|e| match e {
-                    CallError::Remote(Error::StaleRing { .. }) => Stop::Ring,
-                    e => Stop::Peer(e),
-                })?;
+                .map_err(Stop::from)?;
             // The answer stops early when it would not fit one frame: ask again
             // for the rest (it always carries at least one key).
             let answered: std::collections::BTreeSet<&Key> = items.iter().map(|(k, _)| k).collect();
@@ -660,9 +659,8 @@ impl AntiEntropy {
                 .rposition(|k| answered.contains(k))
                 .map_or(keys.len(), |i| i + 1);
             let count = items.len() as u64;
-            let changed = self.local(move |s| s.merge_many(&items)).await?;
+            self.local(move |s| s.merge_many(&items)).await?;
             self.storage.durable().await.map_err(Stop::Local)?;
-            let _ = changed;
             merged += count;
             keys.drain(..last.min(keys.len()));
             if count == 0 {
@@ -686,25 +684,16 @@ impl AntiEntropy {
             })
             .await?;
         let mut sent = 0;
-        let mut batch: Vec<(Key, Arc<Object>)> = Vec::new();
-        let mut bytes = 0;
-        let total = items.len();
-        for (i, item) in items.into_iter().enumerate() {
-            bytes += item.1.approx_size();
-            batch.push(item);
-            if bytes >= BATCH_BYTES || i + 1 == total {
-                let to = self.addressee(map, peer);
-                let items = std::mem::take(&mut batch);
-                let count = items.len() as u64;
-                self.peers
-                    .call(peer, CALL_TIMEOUT, |c, ctx| async move {
-                        c.transfer(ctx, to, items).await
-                    })
-                    .await
-                    .map_err(Stop::Peer)?;
-                sent += count;
-                bytes = 0;
-            }
+        for items in batches(items, |(key, object)| item_size(key, object)) {
+            let to = self.addressee(map, peer);
+            let count = items.len() as u64;
+            self.peers
+                .call(peer, CALL_TIMEOUT, |c, ctx| async move {
+                    c.transfer(ctx, to, items).await
+                })
+                .await
+                .map_err(Stop::Peer)?;
+            sent += count;
         }
         Ok(sent)
     }

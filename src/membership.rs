@@ -209,21 +209,12 @@ impl Membership {
                 ),
             });
         }
-        let info = if node == self.me {
-            self.info()
-        } else {
-            self.peers
-                .call(&node, MEMBERSHIP_TIMEOUT, |c, ctx| async move {
-                    c.info(ctx).await
-                })
-                .await
-                .map_err(|e| Error::Membership {
-                    reason: format!(
-                        "cannot add {node}: it does not answer ({}); start it first",
-                        e.reason()
-                    ),
-                })?
-        };
+        let info = self.info_of(&node).await.map_err(|e| Error::Membership {
+            reason: format!(
+                "cannot add {node}: it does not answer ({}); start it first",
+                e.reason()
+            ),
+        })?;
         // Refuses a change while one runs, and a node whose identity is already a
         // member's (one process under two addresses).
         let next = current.begin_add(node.clone(), Some(info.identity), now_ms())?;
@@ -395,6 +386,18 @@ impl Membership {
         Ok(())
     }
 
+    /// Asks `node` for its [`NodeInfo`] (this node answers locally).
+    async fn info_of(&self, node: &NodeId) -> std::result::Result<NodeInfo, CallError> {
+        if *node == self.me {
+            return Ok(self.info());
+        }
+        self.peers
+            .call(node, MEMBERSHIP_TIMEOUT, |c, ctx| async move {
+                c.info(ctx).await
+            })
+            .await
+    }
+
     /// Asks each node for its [`NodeInfo`] (this node answers locally).
     async fn probe(
         &self,
@@ -404,15 +407,7 @@ impl Membership {
             .iter()
             .cloned()
             .map(|node| async move {
-                if node == self.me {
-                    return (node, Ok(self.info()));
-                }
-                let out = self
-                    .peers
-                    .call(&node, MEMBERSHIP_TIMEOUT, |c, ctx| async move {
-                        c.info(ctx).await
-                    })
-                    .await;
+                let out = self.info_of(&node).await;
                 (node, out)
             })
             .collect();
@@ -530,18 +525,9 @@ impl Membership {
         if current.identities.get(&node) == Some(&identity) {
             return Ok(current.epoch);
         }
-        let info = if node == self.me {
-            self.info()
-        } else {
-            self.peers
-                .call(&node, MEMBERSHIP_TIMEOUT, |c, ctx| async move {
-                    c.info(ctx).await
-                })
-                .await
-                .map_err(|e| Error::Membership {
-                    reason: format!("cannot readmit {node}: it does not answer ({})", e.reason()),
-                })?
-        };
+        let info = self.info_of(&node).await.map_err(|e| Error::Membership {
+            reason: format!("cannot readmit {node}: it does not answer ({})", e.reason()),
+        })?;
         if info.id != node || info.identity != identity {
             return Err(Error::Membership {
                 reason: format!(

@@ -224,6 +224,11 @@ mod tests {
         s.read(&mut buf).await.unwrap_or(0)
     }
 
+    /// The address of a bound listener, as a node id.
+    fn node_of(listener: &TcpListener) -> NodeId {
+        listener.local_addr().unwrap().to_string().parse().unwrap()
+    }
+
     async fn status(peers: &Peers, node: &NodeId) -> Result<crate::rpc::StatusReply, CallError> {
         peers
             .call(node, Duration::from_secs(2), |c, ctx| async move {
@@ -235,12 +240,7 @@ mod tests {
     #[tokio::test]
     async fn a_call_lost_with_its_connection_is_unknown_and_not_resent() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let node = listener
-            .local_addr()
-            .unwrap()
-            .to_string()
-            .parse::<NodeId>()
-            .unwrap();
+        let node = node_of(&listener);
         let server = tokio::spawn(async move {
             // The request arrives; the peer dies before answering.
             let (mut s, _) = listener.accept().await.unwrap();
@@ -260,12 +260,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_closed_before_the_call_is_replaced_before_sending() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let node = listener
-            .local_addr()
-            .unwrap()
-            .to_string()
-            .parse::<NodeId>()
-            .unwrap();
+        let node = node_of(&listener);
         let peers = Peers::default();
         // Open the connection; the peer closes it at once (it restarted).
         let (first, accepted) = tokio::join!(peers.connection(&node), listener.accept());

@@ -773,53 +773,63 @@ impl Plan {
         }
     }
 
-    /// Cuts each receiver's list into batches of at most [`BATCH_KEYS`] keys
-    /// and [`BATCH_BYTES`] bytes.
+    /// Cuts each receiver's list into batches ([`batches`]).
     fn into_batches(self) -> Vec<Batch> {
         let mut out = Vec::new();
         for (target, items) in self.per_target {
-            let mut batch = Batch::new(target.clone());
-            for (key, object, counts) in items {
-                let size = object.approx_size().saturating_add(key.len());
-                if !batch.items.is_empty()
-                    && (batch.items.len() >= BATCH_KEYS
-                        || batch.size.saturating_add(size) > BATCH_BYTES)
-                {
-                    out.push(std::mem::replace(&mut batch, Batch::new(target.clone())));
-                }
-                batch.size = batch.size.saturating_add(size);
-                batch.bytes = batch.bytes.saturating_add(size as u64);
-                batch.counted += u64::from(counts);
-                batch.items.push((key, object));
-            }
-            if !batch.items.is_empty() {
-                out.push(batch);
+            for items in batches(items, |(key, object, _)| item_size(key, object)) {
+                let size: usize = items.iter().map(|(k, o, _)| item_size(k, o)).sum();
+                out.push(Batch {
+                    target: target.clone(),
+                    counted: items.iter().map(|(_, _, counts)| u64::from(*counts)).sum(),
+                    bytes: size as u64,
+                    items: items.into_iter().map(|(k, o, _)| (k, o)).collect(),
+                });
             }
         }
         out
     }
 }
 
+/// The bytes one item adds to a `transfer` call.
+pub(crate) fn item_size(key: &str, object: &Object) -> usize {
+    object.approx_size().saturating_add(key.len())
+}
+
+/// Cuts `items` into `transfer` calls of at most [`BATCH_KEYS`] items and
+/// [`BATCH_BYTES`] bytes (`size` of each), in order; an item larger than
+/// that goes alone.
+pub(crate) fn batches<T>(
+    items: impl IntoIterator<Item = T>,
+    size: impl Fn(&T) -> usize,
+) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    let mut batch: Vec<T> = Vec::new();
+    let mut bytes = 0usize;
+    for item in items {
+        let item_bytes = size(&item);
+        if !batch.is_empty()
+            && (batch.len() >= BATCH_KEYS || bytes.saturating_add(item_bytes) > BATCH_BYTES)
+        {
+            out.push(std::mem::take(&mut batch));
+            bytes = 0;
+        }
+        bytes = bytes.saturating_add(item_bytes);
+        batch.push(item);
+    }
+    if !batch.is_empty() {
+        out.push(batch);
+    }
+    out
+}
+
 /// One transfer call.
 struct Batch {
     target: NodeId,
     items: Vec<(Key, Arc<Object>)>,
-    size: usize,
     bytes: u64,
     /// Keys this batch counts for in progress and rate.
     counted: u64,
-}
-
-impl Batch {
-    fn new(target: NodeId) -> Batch {
-        Batch {
-            target,
-            items: Vec::new(),
-            size: 0,
-            bytes: 0,
-            counted: 0,
-        }
-    }
 }
 
 /// A token bucket over keys per second (a rate of 0 never waits).
@@ -849,5 +859,29 @@ impl Bucket {
         if due > elapsed {
             tokio::time::sleep(due - elapsed).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_respect_the_key_and_byte_bounds_and_keep_order() {
+        let sizes: Vec<usize> = (0..600)
+            .map(|i| if i == 10 { BATCH_BYTES * 2 } else { 10 })
+            .collect();
+        let items: Vec<(usize, usize)> = sizes.iter().copied().enumerate().collect();
+        let out = batches(items.clone(), |(_, size)| *size);
+        // The oversized item 10 goes alone, between items 0..10 and the rest.
+        assert_eq!(out[0].len(), 10);
+        assert_eq!(out[1], vec![(10, BATCH_BYTES * 2)]);
+        assert!(out.iter().all(|b| !b.is_empty() && b.len() <= BATCH_KEYS));
+        for b in &out {
+            let bytes: usize = b.iter().map(|(_, s)| s).sum();
+            assert!(b.len() == 1 || bytes <= BATCH_BYTES);
+        }
+        assert_eq!(out.into_iter().flatten().collect::<Vec<_>>(), items);
+        assert!(batches(Vec::<(usize, usize)>::new(), |_| 1).is_empty());
     }
 }

@@ -382,7 +382,8 @@ impl Storage {
     fn put_value(&self, key: &str, obj: &Object, was_deleted: bool) -> Result<()> {
         let raw = encode(obj)?;
         let digest = entry_digest(key.as_bytes(), &raw);
-        let old = self.values.insert(stored_key(key), raw)?;
+        let stored = stored_key(key);
+        let old = self.values.insert(stored.as_slice(), raw)?;
         let old_digest = match &old {
             Some(old) => entry_digest(key.as_bytes(), old),
             None => {
@@ -390,7 +391,7 @@ impl Storage {
                 0
             }
         };
-        self.segments[usize::from(segment_of(key))]
+        self.segment(&stored)
             .fetch_xor(digest ^ old_digest, Ordering::Relaxed);
         match (was_deleted, obj.is_deleted()) {
             (false, true) => {
@@ -620,6 +621,12 @@ impl Storage {
             .map(|raw| entry_digest(key.as_bytes(), &raw)))
     }
 
+    /// The digest cell of the segment a stored key (from [`stored_key`]) is in.
+    fn segment(&self, stored: &[u8]) -> &AtomicU64 {
+        let seg = split_stored_key(stored).map_or(0, |(seg, _)| seg);
+        &self.segments[usize::from(seg)]
+    }
+
     /// The digest of segment `seg`: the XOR of the [`entry_digest`]s of its keys
     /// (0 when it holds none). Kept up to date by every write, never recomputed.
     pub fn segment_digest(&self, seg: Segment) -> u64 {
@@ -678,13 +685,14 @@ impl Storage {
                     .insert(stored.key.as_bytes(), encode(&issued)?)?;
             }
         }
+        let at = stored_key(&stored.key);
         let swapped = self.values.compare_and_swap(
-            stored_key(&stored.key),
+            at.as_slice(),
             Some(&stored.raw),
             None as Option<&[u8]>,
         )?;
         if swapped.is_ok() {
-            self.segments[usize::from(segment_of(&stored.key))].fetch_xor(
+            self.segment(&at).fetch_xor(
                 entry_digest(stored.key.as_bytes(), &stored.raw),
                 Ordering::Relaxed,
             );
