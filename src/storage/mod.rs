@@ -13,6 +13,7 @@
 //! | `meta` | `restoring` | present while this node, readmitted after losing its data directory, refills from its peers |
 //! | `quarantine` | a hint record's key | a hint record that did not decode, set aside by [`Storage::hints`] (kept for inspection, never read back) |
 //! | `floors` | the key's bytes | the highest dot counter this node issued for the key while it did not keep the key as its own replica (a hint, or a key it handed to new owners) |
+//! | `segment_floors` | a [`Segment`] (u16 BE) | the highest dot counter this node issued for any key of the segment whose tombstone it removed |
 //!
 //! Every record starts with a one-byte format version ([`RECORD_FORMAT`]) followed by
 //! bincode. A record with an unknown version is reported, never guessed at. The ring
@@ -43,12 +44,29 @@
 //! highest counter this node issued for it, so a coordinator never reuses a dot
 //! counter if the key comes back.
 //!
-//! # Left out here
+//! # Removing tombstones
 //!
-//! Tombstone collection and Merkle trees (anti-entropy) come later.
+//! A key whose every version is a tombstone is a *grave*. The store keeps the
+//! set of its graves in memory (built by the walk at open, kept up to date by
+//! every write that turns a key into a tombstone or back), so the tombstone
+//! reaper ([`crate::antientropy::reaper`]) finds them without scanning the
+//! values. [`Storage::reap`] removes a grave only if its bytes are still the
+//! ones every owner was shown to hold (a compare-and-swap on its digest) and no
+//! hint for the key is kept here; the proof that no other copy or hint of an
+//! older version exists anywhere is the reaper's.
+//!
+//! Before a grave goes, its segment's floor records the highest counter this
+//! node issued for the key: a later write to the key coordinated here starts
+//! above it. Without that, a blind put after the removal would reuse dot 1,
+//! which the context of a client that read the key before the delete still
+//! covers, and that client's next put would silently replace the new value.
+//! The floor is per segment, not per key, so removing a tombstone leaves
+//! nothing per key behind.
 
 mod group_commit;
 
+use std::collections::BTreeSet;
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -75,6 +93,9 @@ pub const RING_FORMAT: u8 = 3;
 /// How many mutexes guard per-key read-modify-write. 1024 makes two hot keys share a
 /// stripe rarely while costing 1024 small mutexes per node.
 pub const LOCK_STRIPES: usize = 1024;
+/// Shards of the in-memory set of graves (one per top byte of the segment), so
+/// deletes of different keys rarely share a mutex.
+const GRAVE_SHARDS: usize = 256;
 /// sled's page cache. Bounds a node's memory (sled's default is 1 GiB).
 pub const CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
@@ -134,6 +155,12 @@ pub struct Storage {
     hints: sled::Tree,
     meta: sled::Tree,
     floors: sled::Tree,
+    /// The `segment_floors` tree and its copy in memory, one counter per segment.
+    segment_floor_tree: sled::Tree,
+    segment_floors: Box<[AtomicU64]>,
+    /// Stored keys (see [`stored_key`]) whose every version is a tombstone,
+    /// sharded by their first byte.
+    graves: Box<[Mutex<BTreeSet<Vec<u8>>>]>,
     quarantine: sled::Tree,
     keys: AtomicU64,
     /// Keys whose every version is a tombstone.
@@ -168,7 +195,23 @@ impl Storage {
         let hints = db.open_tree("hints")?;
         let meta = db.open_tree("meta")?;
         let floors = db.open_tree("floors")?;
+        let segment_floor_tree = db.open_tree("segment_floors")?;
         let quarantine = db.open_tree("quarantine")?;
+        let segment_floors: Box<[AtomicU64]> =
+            (0..SEGMENTS).map(|_| AtomicU64::new(0)).collect();
+        for item in segment_floor_tree.iter() {
+            let (k, raw) = item?;
+            let seg = k
+                .first_chunk::<2>()
+                .map(|b| usize::from(Segment::from_be_bytes(*b)))
+                .ok_or_else(|| Error::storage("corrupt segment floor key"))?;
+            let floor = decode::<u64>(&raw, "segment_floors")?;
+            if let Some(cell) = segment_floors.get(seg) {
+                cell.store(floor, Ordering::Relaxed);
+            }
+        }
+        let graves: Box<[Mutex<BTreeSet<Vec<u8>>>]> =
+            (0..GRAVE_SHARDS).map(|_| Mutex::new(BTreeSet::new())).collect();
         // Keys, tombstones and segment digests are computed in one walk at open
         // (sled keeps no count of its own), then kept up to date by every write
         // and drop.
@@ -179,6 +222,12 @@ impl Storage {
             stored += 1;
             if decode::<Object>(&raw, "objects").is_ok_and(|o| o.is_deleted()) {
                 deleted += 1;
+                if let Some(shard) = graves.get(grave_shard(&k)) {
+                    shard
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(k.to_vec());
+                }
             }
             if let Some((seg, key)) = split_stored_key(&k) {
                 segments[usize::from(seg)].fetch_xor(entry_digest(key, &raw), Ordering::Relaxed);
@@ -215,6 +264,9 @@ impl Storage {
             hints,
             meta,
             floors,
+            segment_floor_tree,
+            segment_floors,
+            graves,
             quarantine,
             keys,
             tombstones,
@@ -396,13 +448,120 @@ impl Storage {
         match (was_deleted, obj.is_deleted()) {
             (false, true) => {
                 self.tombstones.fetch_add(1, Ordering::Relaxed);
+                self.graves(&stored).insert(stored);
             }
             (true, false) => {
                 self.tombstones.fetch_sub(1, Ordering::Relaxed);
+                self.graves(&stored).remove(&stored);
             }
             _ => {}
         }
         Ok(())
+    }
+
+    /// The shard of the grave set a stored key belongs to.
+    fn graves(&self, stored: &[u8]) -> std::sync::MutexGuard<'_, BTreeSet<Vec<u8>>> {
+        // grave_shard is below GRAVE_SHARDS, the length of `graves`.
+        let shard = &self.graves[grave_shard(stored) % self.graves.len()];
+        shard.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Up to `limit` keys whose every version is a tombstone, in stored order
+    /// (segment, then key), starting after `after`; fewer than `limit` means the
+    /// end was reached.
+    pub fn tombstone_keys(&self, after: Option<&str>, limit: usize) -> Vec<Key> {
+        let start = after.map(stored_key);
+        let first = start.as_deref().map_or(0, grave_shard);
+        let mut out = Vec::new();
+        for shard in first..GRAVE_SHARDS {
+            let set = self.graves[shard % self.graves.len()]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let lower = match &start {
+                Some(s) if shard == first => Bound::Excluded(s.clone()),
+                _ => Bound::Unbounded,
+            };
+            for stored in set.range((lower, Bound::Unbounded)) {
+                if out.len() >= limit {
+                    return out;
+                }
+                if let Some(key) = split_stored_key(stored)
+                    .and_then(|(_, k)| std::str::from_utf8(k).ok())
+                {
+                    out.push(key.to_string());
+                }
+            }
+        }
+        out
+    }
+
+    /// True if this node keeps a hint for `key` (for any target).
+    pub fn has_hint_for(&self, key: &str) -> Result<bool> {
+        if self.hint_count() == 0 {
+            return Ok(false);
+        }
+        Ok(self.hints.scan_prefix(hint_prefix(key)?).next().is_some())
+    }
+
+    /// The floor under every counter issued for keys of `seg`.
+    fn segment_floor(&self, seg: Segment) -> u64 {
+        self.segment_floors
+            .get(usize::from(seg))
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// Raises the floor of `seg` to `counter` (on disk, then in memory).
+    fn raise_segment_floor(&self, seg: Segment, counter: u64) -> Result<()> {
+        if counter <= self.segment_floor(seg) {
+            return Ok(());
+        }
+        self.segment_floor_tree
+            .insert(seg.to_be_bytes(), encode(&counter)?)?;
+        if let Some(cell) = self.segment_floors.get(usize::from(seg)) {
+            cell.fetch_max(counter, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Removes the tombstone of `key` if this node's copy still has `digest` (the
+    /// copy every owner was shown to hold), is still only tombstones, and no hint
+    /// for the key is kept here. First raises the segment's floor to the highest
+    /// counter `me` issued for the key. Returns true if removed. The caller
+    /// proves that no other copy or hint of an older version exists.
+    pub fn reap(&self, me: &NodeId, key: &str, digest: u64) -> Result<bool> {
+        let _g = self.stripe(key);
+        let at = stored_key(key);
+        let Some(raw) = self.values.get(&at)? else {
+            return Ok(false);
+        };
+        if entry_digest(key.as_bytes(), &raw) != digest || self.has_hint_for(key)? {
+            return Ok(false);
+        }
+        let object = decode::<Object>(&raw, "objects")?;
+        if !object.is_deleted() {
+            return Ok(false);
+        }
+        self.raise_segment_floor(segment_of(key), object.counter_of(me))?;
+        self.remove_record(key, &at, &raw, true)
+    }
+
+    /// Removes the record at `at` if it still holds `raw`, keeping the counts,
+    /// the segment digest and the graves in step. Call under the key's stripe.
+    fn remove_record(&self, key: &str, at: &[u8], raw: &[u8], deleted: bool) -> Result<bool> {
+        let swapped = self
+            .values
+            .compare_and_swap(at, Some(raw), None as Option<&[u8]>)?;
+        if swapped.is_err() {
+            return Ok(false);
+        }
+        self.segment(at)
+            .fetch_xor(entry_digest(key.as_bytes(), raw), Ordering::Relaxed);
+        self.keys.fetch_sub(1, Ordering::Relaxed);
+        if deleted {
+            self.tombstones.fetch_sub(1, Ordering::Relaxed);
+            self.graves(at).remove(at);
+        }
+        Ok(true)
     }
 
     /// Merges a write held for `target` (hinted handoff).
@@ -434,7 +593,8 @@ impl Storage {
         let floor = match self.floors.get(key.as_bytes())? {
             Some(raw) => decode::<u64>(&raw, "floors")?,
             None => 0,
-        };
+        }
+        .max(self.segment_floor(segment_of(key)));
         let dot = obj.update(actor, seen, content, floor)?;
         let size = obj.approx_size();
         if size > crate::types::MAX_OBJECT_BYTES {
@@ -686,22 +846,7 @@ impl Storage {
             }
         }
         let at = stored_key(&stored.key);
-        let swapped = self.values.compare_and_swap(
-            at.as_slice(),
-            Some(&stored.raw),
-            None as Option<&[u8]>,
-        )?;
-        if swapped.is_ok() {
-            self.segment(&at).fetch_xor(
-                entry_digest(stored.key.as_bytes(), &stored.raw),
-                Ordering::Relaxed,
-            );
-            self.keys.fetch_sub(1, Ordering::Relaxed);
-            if stored.object.is_deleted() {
-                self.tombstones.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-        Ok(swapped.is_ok())
+        self.remove_record(&stored.key, &at, &stored.raw, stored.object.is_deleted())
     }
 }
 
@@ -731,6 +876,11 @@ fn stored_key(key: &str) -> Vec<u8> {
     out.extend_from_slice(&segment_of(key).to_be_bytes());
     out.extend_from_slice(key.as_bytes());
     out
+}
+
+/// The shard of the grave set a stored key is in: its first byte.
+fn grave_shard(stored: &[u8]) -> usize {
+    stored.first().map_or(0, |b| usize::from(*b))
 }
 
 /// The segment and key of a stored key (None for a record shorter than a prefix).

@@ -585,3 +585,80 @@ fn the_refilling_mark_survives_a_restart() {
     s.set_restoring(false).unwrap();
     assert!(!s.restoring());
 }
+
+#[test]
+fn graves_are_listed_reaped_only_unchanged_and_leave_a_segment_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let me = id("127.0.0.1:1");
+    let old_context;
+    {
+        let s = open_dir(dir.path(), FsyncMode::Never);
+        for k in ["a", "b", "c", "d"] {
+            s.coordinate(k, &me, &VersionVector::new(), val(k), None)
+                .unwrap();
+        }
+        old_context = s.get("a").unwrap().context().clone();
+        for k in ["a", "b", "c"] {
+            let ctx = s.get(k).unwrap().context().clone();
+            s.coordinate(k, &me, &ctx, Content::Tombstone, None)
+                .unwrap();
+        }
+        let mut graves = s.tombstone_keys(None, 100);
+        graves.sort();
+        assert_eq!(graves, ["a", "b", "c"]);
+        // Paging: the first two, then what follows the second.
+        let first = s.tombstone_keys(None, 2);
+        assert_eq!(first.len(), 2);
+        let rest = s.tombstone_keys(Some(&first[1]), 100);
+        assert_eq!(rest.len(), 1);
+        assert!(!first.contains(&rest[0]));
+        s.flush().unwrap();
+    }
+    // Rebuilt at open.
+    let s = open_dir(dir.path(), FsyncMode::Never);
+    assert_eq!(s.tombstone_keys(None, 100).len(), 3);
+    let digest = |k: &str| s.digest(k).unwrap().unwrap();
+
+    // A digest that is not the current copy's: refused.
+    assert!(!s.reap(&me, "a", digest("a") ^ 1).unwrap());
+    // A live key: refused, whatever the digest.
+    assert!(!s.reap(&me, "d", digest("d")).unwrap());
+    // A hint for the key kept here: refused.
+    s.merge_hint(&id("127.0.0.1:9"), "b", &s.get("b").unwrap())
+        .unwrap();
+    assert!(!s.reap(&me, "b", digest("b")).unwrap());
+
+    assert!(s.reap(&me, "a", digest("a")).unwrap());
+    assert_eq!(s.replica("a").unwrap(), None);
+    assert_eq!(s.tombstone_count(), 2);
+    assert_eq!(s.key_count(), 3);
+    assert!(!s.tombstone_keys(None, 100).contains(&"a".to_string()));
+    assert_eq!(recomputed(&s), kept(&s), "segment digests follow a reap");
+
+    // A blind put after the removal starts above every counter issued before
+    // it, so the context of a client that read the key before the delete does
+    // not cover the new version.
+    let (_, dot) = s
+        .coordinate("a", &me, &VersionVector::new(), val("new"), None)
+        .unwrap();
+    assert!(dot.counter > old_context.get(&me), "{dot:?} vs {old_context:?}");
+    let (after, _) = s
+        .coordinate("a", &id("127.0.0.1:2"), &old_context, val("late"), None)
+        .unwrap();
+    let mut vals = values(&after);
+    vals.sort();
+    assert_eq!(vals, ["late", "new"], "the new write survives as a sibling");
+    s.flush().unwrap();
+    drop(s);
+
+    // The floor is durable.
+    let s = open_dir(dir.path(), FsyncMode::Never);
+    assert!(s.reap(&me, "c", s.digest("c").unwrap().unwrap()).unwrap());
+    s.flush().unwrap();
+    drop(s);
+    let s = open_dir(dir.path(), FsyncMode::Never);
+    let (_, dot) = s
+        .coordinate("c", &me, &VersionVector::new(), val("again"), None)
+        .unwrap();
+    assert!(dot.counter > 2, "{dot:?}");
+}
