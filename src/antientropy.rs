@@ -86,6 +86,8 @@
 //!   copies could in principle have equal digests (odds about 2^-64 per segment
 //!   per exchange); the next write to the segment changes it.
 
+pub mod reaper;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -36,6 +36,12 @@ pub const DEFAULT_REPAIR_RATE: u64 = 5_000;
 /// (`--anti-entropy-interval-ms`). With five nodes each pair is compared every
 /// few seconds, at one small round trip when nothing differs.
 pub const DEFAULT_EXCHANGE_INTERVAL_MS: u64 = 500;
+/// How long every owner must have held a tombstone identically, with no hint
+/// for it anywhere, before it is removed (`--tombstone-grace-ms`). A copy read
+/// before that proof can still be on its way in a call; the longest calls
+/// (anti-entropy and transfer batches) give up after 10 s, so twice that
+/// leaves no such copy in flight when the tombstone goes.
+pub const DEFAULT_TOMBSTONE_GRACE_MS: u64 = 20_000;
 
 /// When a write's acknowledgement means "on disk".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -101,6 +107,7 @@ pub struct Flags {
     pub transfer_rate: Option<u64>,
     pub repair_rate: Option<u64>,
     pub anti_entropy_interval_ms: Option<u64>,
+    pub tombstone_grace_ms: Option<u64>,
 }
 
 /// A node's validated settings.
@@ -126,8 +133,11 @@ pub struct NodeConfig {
     pub transfer_rate: u64,
     /// Keys per second anti-entropy repairs (0: no cap).
     pub repair_rate: u64,
-    /// Pause between two anti-entropy exchanges (None: anti-entropy is off).
+    /// Pause between two anti-entropy exchanges (None: anti-entropy is off,
+    /// and tombstones are never removed).
     pub anti_entropy_interval: Option<Duration>,
+    /// How long a tombstone must be proven held everywhere before it goes.
+    pub tombstone_grace: Duration,
 }
 
 impl NodeConfig {
@@ -173,6 +183,19 @@ impl NodeConfig {
             }
             Some(ms) => Duration::from_millis(ms),
         };
+        let tombstone_grace = Duration::from_millis(
+            flags
+                .tombstone_grace_ms
+                .unwrap_or(DEFAULT_TOMBSTONE_GRACE_MS),
+        );
+        if tombstone_grace <= request_timeout {
+            return Err(Error::Config {
+                reason: format!(
+                    "--tombstone-grace-ms must be longer than the request timeout ({} ms)",
+                    request_timeout.as_millis()
+                ),
+            });
+        }
         let listen = flags.listen.unwrap_or_else(|| id.to_string());
         Ok(NodeConfig {
             id,
@@ -192,6 +215,7 @@ impl NodeConfig {
                 0 => None,
                 ms => Some(Duration::from_millis(ms)),
             },
+            tombstone_grace,
         })
     }
 

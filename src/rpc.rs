@@ -249,6 +249,21 @@ pub struct AeStats {
     pub keys_repaired: u64,
     /// The last exchange it finished (None before the first).
     pub last_exchange: Option<LastExchange>,
+    /// Tombstones this node removed from its disk since it started.
+    pub tombstones_removed: u64,
+}
+
+/// A member's answer to a tombstone check (see [`crate::antientropy::reaper`]).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TombstoneCheck {
+    /// Why this node cannot vouch for any key now (a ring change, a clean-up
+    /// not finished, a refill); None when it can.
+    pub not_ready: Option<String>,
+    /// For each key asked, in order: the digest of this node's own copy (None:
+    /// it keeps none).
+    pub copies: Vec<Option<u64>>,
+    /// For each key asked, in order: true if this node keeps a hint for it.
+    pub hinted: Vec<bool>,
 }
 
 /// One finished anti-entropy exchange.
@@ -344,6 +359,12 @@ pub trait Node {
     /// empty, with the new identity `identity`; readmits it (a new epoch).
     /// Returns that epoch.
     async fn rejoin(node: NodeId, identity: Uuid) -> Result<u64>;
+    /// Tombstone removal: what the receiver holds of `keys` (its copies' digests
+    /// and whether it keeps hints for them), under ring `epoch`.
+    async fn tombstone_check(to: Addressee, epoch: u64, keys: Vec<Key>) -> Result<TombstoneCheck>;
+    /// Tombstone removal: the receiver, an owner of each key, removes its copy if
+    /// it still has the given digest; returns how many it removed.
+    async fn reap(to: Addressee, epoch: u64, items: Vec<(Key, u64)>) -> Result<u64>;
 }
 
 /// Longest deadline a request may carry. tarpc turns a request's deadline into

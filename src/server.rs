@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
 
+use crate::antientropy::reaper::Reaper;
 use crate::antientropy::AntiEntropy;
 use crate::config::{DataDir, NodeConfig};
 use crate::coordinator::Coordinator;
@@ -33,7 +34,7 @@ use crate::rebalance::Rebalance;
 use crate::ring::{RingCell, RingState};
 use crate::rpc::{
     self, Addressee, AeAnswer, AeQuery, LocateReply, MembershipReply, Node as _, NodeInfo,
-    ReadReply, StatusReply, WriteReply, WriteRequest,
+    ReadReply, StatusReply, TombstoneCheck, WriteReply, WriteRequest,
 };
 use crate::storage::Storage;
 use crate::types::{Key, NodeId};
@@ -52,6 +53,7 @@ struct State {
     coordinator: Arc<Coordinator>,
     membership: Arc<Membership>,
     anti_entropy: Arc<AntiEntropy>,
+    reaper: Arc<Reaper>,
 }
 
 /// The tarpc service implementation: a cheap handle on the node's state.
@@ -152,6 +154,28 @@ impl rpc::Node for Handler {
         self.0.anti_entropy.fetch(epoch, keys).await
     }
 
+    async fn tombstone_check(
+        self,
+        _: tarpc::context::Context,
+        to: Addressee,
+        epoch: u64,
+        keys: Vec<Key>,
+    ) -> Result<TombstoneCheck> {
+        self.0.coordinator.check_addressee(&to)?;
+        self.0.reaper.check_here(epoch, keys).await
+    }
+
+    async fn reap(
+        self,
+        _: tarpc::context::Context,
+        to: Addressee,
+        epoch: u64,
+        items: Vec<(Key, u64)>,
+    ) -> Result<u64> {
+        self.0.coordinator.check_addressee(&to)?;
+        self.0.reaper.reap_here(epoch, items).await
+    }
+
     async fn rejoin(
         self,
         _: tarpc::context::Context,
@@ -250,12 +274,25 @@ pub async fn start_on(config: NodeConfig, listener: TcpListener) -> Result<NodeH
         config.repair_rate,
         config.anti_entropy_interval,
     ));
+    let reaper = Arc::new(Reaper::new(
+        config.id.clone(),
+        storage.clone(),
+        peers.clone(),
+        ring.clone(),
+        config.tombstone_grace,
+        config.anti_entropy_interval.is_some(),
+    ));
     let reports = {
         let rebalance = rebalance.clone();
         let ae = anti_entropy.clone();
+        let reaper = reaper.clone();
         Reports {
             transfer: Arc::new(move || rebalance.progress()),
-            anti_entropy: Arc::new(move || ae.stats()),
+            anti_entropy: Arc::new(move || {
+                let mut stats = ae.stats();
+                stats.tombstones_removed = reaper.removed();
+                stats
+            }),
         }
     };
     let membership = Arc::new(Membership::new(
@@ -290,6 +327,7 @@ pub async fn start_on(config: NodeConfig, listener: TcpListener) -> Result<NodeH
         coordinator,
         membership: membership.clone(),
         anti_entropy: anti_entropy.clone(),
+        reaper: reaper.clone(),
     });
     let (stop, stop_rx) = watch::channel(false);
     background.spawn(membership.clone().run_sync(stop_rx.clone()));
@@ -297,6 +335,7 @@ pub async fn start_on(config: NodeConfig, listener: TcpListener) -> Result<NodeH
     background.spawn(rebalance.run(stop_rx.clone()));
     background.spawn(handoff.run(stop_rx.clone()));
     background.spawn(anti_entropy.run(stop_rx.clone()));
+    background.spawn(reaper.run(stop_rx.clone()));
     tracing::info!(id = %config.id, addr = %local_addr, fsync = %storage.fsync(), "node listening");
     let main = tokio::spawn(serve(
         listener,

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{run_script, Cluster};
+use common::{keys_placed, node_status, run_script, Cluster};
 use serde_json::Value;
 
 /// What node `port` holds for `key` as its own replica and hints, as text.
@@ -38,27 +38,6 @@ fn held(rt: &tokio::runtime::Runtime, port: u16, key: &str) -> Option<Vec<String
                 .collect(),
         )
     })
-}
-
-/// The keys among `ae-0..ae-{scan}` whose replicas are exactly `replicas` (any
-/// order) and whose first fallback is `fallback`, asked with `locate`.
-fn keys_placed(c: &Cluster, replicas: &[usize], fallback: usize, scan: usize) -> Vec<String> {
-    let ids: Vec<&str> = replicas.iter().map(|&i| c.nodes[i].id.as_str()).collect();
-    let lines: Vec<String> = (0..scan).map(|i| format!("locate ae-{i}")).collect();
-    let out = run_script(c.nodes[0].port, &lines, Duration::from_secs(60));
-    out.results
-        .iter()
-        .filter(|r| {
-            let reps: Vec<&str> = r["replicas"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            reps.len() == ids.len()
-                && ids.iter().all(|id| reps.contains(id))
-                && r["fallbacks"][0] == c.nodes[fallback].id.as_str()
-        })
-        .filter_map(|r| r["key"].as_str().map(str::to_string))
-        .collect()
 }
 
 /// Waits until every node of `nodes` holds `value-of(key)` for every key;
@@ -98,7 +77,7 @@ fn wait_held(
 fn diverge(extra: &[&str]) -> (Cluster, Vec<String>) {
     let c = Cluster::ring_with(4, 4, (3, 2, 2), extra);
     let mut c = c;
-    let keys: Vec<String> = keys_placed(&c, &[0, 1, 2], 3, 600)
+    let keys: Vec<String> = keys_placed(&c, "ae", &[0, 1, 2], 3, 600)
         .into_iter()
         .take(40)
         .collect();
@@ -159,15 +138,6 @@ fn without_anti_entropy_the_same_replicas_stay_behind() {
     let missing = wait_held(&rt, &c, &[1, 2], &keys, Duration::from_secs(4))
         .expect_err("without anti-entropy the keys cannot arrive");
     assert_eq!(missing.len(), 2 * keys.len(), "{missing:?}");
-}
-
-/// Node `i`'s entry in a status reply.
-fn node_status(status: &Value, id: &str) -> Value {
-    status["nodes"]
-        .as_array()
-        .and_then(|a| a.iter().find(|n| n["id"] == id))
-        .cloned()
-        .unwrap_or(Value::Null)
 }
 
 /// Kills node `i`, deletes its data directory, starts it again and waits until

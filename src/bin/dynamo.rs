@@ -65,6 +65,11 @@ struct Args {
     /// Pause between two anti-entropy exchanges of this node, in milliseconds (0: off).
     #[arg(long, default_value_t = dynamo::antientropy::DEFAULT_EXCHANGE_INTERVAL_MS)]
     anti_entropy_interval_ms: u64,
+    /// How long every owner must have held a tombstone, with nothing pending for
+    /// it, before it leaves the disk, in milliseconds (keep it above the longest
+    /// call deadline, 10 s).
+    #[arg(long, default_value_t = dynamo::config::DEFAULT_TOMBSTONE_GRACE_MS)]
+    tombstone_grace_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -92,6 +97,7 @@ fn main() -> ExitCode {
         transfer_rate: Some(args.transfer_rate),
         repair_rate: Some(args.repair_rate),
         anti_entropy_interval_ms: Some(args.anti_entropy_interval_ms),
+        tombstone_grace_ms: Some(args.tombstone_grace_ms),
     }) {
         Ok(c) => c,
         Err(e) => {

@@ -655,6 +655,7 @@ mod tests {
                             ago_ms: 1200,
                             keys_repaired: 2,
                         }),
+                        tombstones_removed: 5,
                     }),
                     restoring: Some(false),
                 },
@@ -822,7 +823,7 @@ mod tests {
             concat!(
                 r#"{"ok":true,"leader":"127.0.0.1:13337","epoch":7,"qsize":3,"write_n":2,"read_n":2,"#,
                 r#""nodes":[{"id":"127.0.0.1:13337","state":"alive","keys":120,"tombstones":3,"hints":0,"epoch":7,"#,
-                r#""anti_entropy":{"exchanges":12,"keys_repaired":40,"last_exchange":{"peer":"127.0.0.1:13339","at_unix_ms":1700000000000,"ago_ms":1200,"keys_repaired":2}},"restoring":false},"#,
+                r#""anti_entropy":{"exchanges":12,"keys_repaired":40,"last_exchange":{"peer":"127.0.0.1:13339","at_unix_ms":1700000000000,"ago_ms":1200,"keys_repaired":2},"tombstones_removed":5},"restoring":false},"#,
                 r#"{"id":"10.0.0.2:13338","state":"down","keys":null,"tombstones":null,"hints":null,"epoch":null,"anti_entropy":null,"restoring":null}],"#,
                 r#""node":"127.0.0.1:13338","fsync":"batch","transition":null,"member":true}"#
             )
@@ -836,7 +837,7 @@ mod tests {
             concat!(
                 r#"{"ok":true,"leader":"127.0.0.1:13337","epoch":8,"qsize":3,"write_n":2,"read_n":2,"#,
                 r#""nodes":[{"id":"127.0.0.1:13337","state":"alive","keys":120,"tombstones":3,"hints":0,"epoch":7,"#,
-                r#""anti_entropy":{"exchanges":12,"keys_repaired":40,"last_exchange":{"peer":"127.0.0.1:13339","at_unix_ms":1700000000000,"ago_ms":1200,"keys_repaired":2}},"restoring":false},"#,
+                r#""anti_entropy":{"exchanges":12,"keys_repaired":40,"last_exchange":{"peer":"127.0.0.1:13339","at_unix_ms":1700000000000,"ago_ms":1200,"keys_repaired":2},"tombstones_removed":5},"restoring":false},"#,
                 r#"{"id":"10.0.0.2:13338","state":"down","keys":null,"tombstones":null,"hints":null,"epoch":null,"anti_entropy":null,"restoring":null}],"#,
                 r#""node":"127.0.0.1:13338","fsync":"batch","#,
                 r#""transition":{"epoch":8,"joining":["127.0.0.1:13342"],"leaving":[],"#,

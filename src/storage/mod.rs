@@ -197,8 +197,7 @@ impl Storage {
         let floors = db.open_tree("floors")?;
         let segment_floor_tree = db.open_tree("segment_floors")?;
         let quarantine = db.open_tree("quarantine")?;
-        let segment_floors: Box<[AtomicU64]> =
-            (0..SEGMENTS).map(|_| AtomicU64::new(0)).collect();
+        let segment_floors: Box<[AtomicU64]> = (0..SEGMENTS).map(|_| AtomicU64::new(0)).collect();
         for item in segment_floor_tree.iter() {
             let (k, raw) = item?;
             let seg = k
@@ -210,8 +209,9 @@ impl Storage {
                 cell.store(floor, Ordering::Relaxed);
             }
         }
-        let graves: Box<[Mutex<BTreeSet<Vec<u8>>>]> =
-            (0..GRAVE_SHARDS).map(|_| Mutex::new(BTreeSet::new())).collect();
+        let graves: Box<[Mutex<BTreeSet<Vec<u8>>>]> = (0..GRAVE_SHARDS)
+            .map(|_| Mutex::new(BTreeSet::new()))
+            .collect();
         // Keys, tombstones and segment digests are computed in one walk at open
         // (sled keeps no count of its own), then kept up to date by every write
         // and drop.
@@ -485,14 +485,26 @@ impl Storage {
                 if out.len() >= limit {
                     return out;
                 }
-                if let Some(key) = split_stored_key(stored)
-                    .and_then(|(_, k)| std::str::from_utf8(k).ok())
+                if let Some(key) =
+                    split_stored_key(stored).and_then(|(_, k)| std::str::from_utf8(k).ok())
                 {
                     out.push(key.to_string());
                 }
             }
         }
         out
+    }
+
+    /// The digest of this node's copy of `key` if that copy is only tombstones
+    /// (None: no copy, or a live one).
+    pub fn grave_digest(&self, key: &str) -> Result<Option<u64>> {
+        let Some(raw) = self.values.get(stored_key(key))? else {
+            return Ok(None);
+        };
+        if !decode::<Object>(&raw, "objects")?.is_deleted() {
+            return Ok(None);
+        }
+        Ok(Some(entry_digest(key.as_bytes(), &raw)))
     }
 
     /// True if this node keeps a hint for `key` (for any target).

@@ -641,7 +641,10 @@ fn graves_are_listed_reaped_only_unchanged_and_leave_a_segment_floor() {
     let (_, dot) = s
         .coordinate("a", &me, &VersionVector::new(), val("new"), None)
         .unwrap();
-    assert!(dot.counter > old_context.get(&me), "{dot:?} vs {old_context:?}");
+    assert!(
+        dot.counter > old_context.get(&me),
+        "{dot:?} vs {old_context:?}"
+    );
     let (after, _) = s
         .coordinate("a", &id("127.0.0.1:2"), &old_context, val("late"), None)
         .unwrap();

@@ -527,3 +527,39 @@ pub fn run_script(port: u16, lines: &[String], limit: Duration) -> ClientRun {
         stderr,
     }
 }
+
+/// The keys among `PREFIX-0..PREFIX-{scan}` whose replicas are exactly `replicas` (any
+/// order) and whose first fallback is `fallback`, asked with `locate`.
+pub fn keys_placed(
+    c: &Cluster,
+    prefix: &str,
+    replicas: &[usize],
+    fallback: usize,
+    scan: usize,
+) -> Vec<String> {
+    let ids: Vec<&str> = replicas.iter().map(|&i| c.nodes[i].id.as_str()).collect();
+    let lines: Vec<String> = (0..scan).map(|i| format!("locate {prefix}-{i}")).collect();
+    let out = run_script(c.nodes[0].port, &lines, Duration::from_secs(60));
+    out.results
+        .iter()
+        .filter(|r| {
+            let reps: Vec<&str> = r["replicas"]
+                .as_array()
+                .map(|a| a.iter().filter_map(serde_json::Value::as_str).collect())
+                .unwrap_or_default();
+            reps.len() == ids.len()
+                && ids.iter().all(|id| reps.contains(id))
+                && r["fallbacks"][0] == c.nodes[fallback].id.as_str()
+        })
+        .filter_map(|r| r["key"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The entry of node `id` in a status reply.
+pub fn node_status(status: &serde_json::Value, id: &str) -> serde_json::Value {
+    status["nodes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["id"] == id))
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
+}

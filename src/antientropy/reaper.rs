@@ -1,0 +1,504 @@
+//! Tombstone removal: a deleted key leaves the disk once that is proven safe.
+//!
+//! A delete writes a tombstone, a version that says "everything this context
+//! saw is gone". As long as some node may still hold or send an older version
+//! of the key, the tombstone is what keeps that version from coming back: merged
+//! with the tombstone, the older version is dominated and dropped. Removing it
+//! too early is how Cassandra and Riak users got deleted data back. Removing it
+//! never is how their disks filled up. This module removes it on proof.
+//!
+//! # The invariant
+//!
+//! **A tombstone is removed only if, under one settled ring, every owner of the
+//! key held the same tombstone (the same bytes), no member kept a hint for the
+//! key and no non-owner kept a copy of it, and that was still so after a grace
+//! period longer than any call that could carry an older copy.**
+//!
+//! Why that is enough for a deleted value never to return. An older version can
+//! only come back by being merged into a node that no longer holds the
+//! tombstone. The ways a version travels between nodes are: replica writes
+//! (they carry a new version made by a coordinator, never an old one), read
+//! repair, hint delivery, anti-entropy, a ring change's transfer, and the
+//! clean-up after a change. With the ring settled and every member's clean-up
+//! of it finished, no transfer or clean-up is running. A hint is deleted only
+//! after its target merged it, so a check that finds no hint on any member
+//! finds none in flight either. Read repair and anti-entropy only copy what a
+//! member holds, and every member that holds the key holds the tombstone. What
+//! is left is a copy read *before* the check and still in flight: every call
+//! has a deadline after which tarpc drops it, and the check is repeated after
+//! [`crate::config::DEFAULT_TOMBSTONE_GRACE_MS`], twice the longest deadline,
+//! by which time such a copy has landed on a node that held the tombstone (and
+//! was dominated) or was dropped.
+//!
+//! Each owner then removes its copy with a compare-and-swap on the proven
+//! digest ([`Storage::reap`]): a write that landed since keeps the key. An owner
+//! that misses the removal keeps its tombstone and gives it back to the others
+//! by anti-entropy, and the proof runs again: the end state is always "removed
+//! everywhere", never "value back".
+//!
+//! Removing a tombstone also forgets the dot counters it held. A blind put
+//! after the removal must not reuse them, or a client still holding a context
+//! from before the delete would silently replace the new value. Each owner
+//! raises its segment's dot floor before it removes its copy (see
+//! [`crate::storage`]).
+//!
+//! # Who does it
+//!
+//! The *primary* of a key, the first of its owners in the ring, drives its
+//! removal, so each tombstone is handled by one node. Once a second, on a ring
+//! with no change running, each node takes the graves it is primary for
+//! ([`Storage::tombstone_keys`], a cursor walking them in order), asks every
+//! member with [`TombstoneCheck`] and remembers, for each key that passed, when
+//! and with which digest. A key that passes again at least the grace later with
+//! the same digest is removed on all its owners (the `reap` call).
+//!
+//! # What it leaves out
+//!
+//! - Every member must answer: one member down stops all removals, as it
+//!   should (it may hold an older copy or a hint). A failure detector does not
+//!   change that.
+//! - A node removed from the ring while it was down, whose data directory is
+//!   kept and which is started again, hands off what it held when it returns;
+//!   that can bring back a value whose tombstone was removed meanwhile. Wipe the
+//!   data directory of a node removed while down before starting it again.
+//! - Nothing is removed while anti-entropy is off (`--anti-entropy-interval-ms
+//!   0`): the proof needs the exchanges that make owners agree.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::peers::Peers;
+use crate::ring::{key_position, Ring, RingCell};
+use crate::rpc::{Addressee, TombstoneCheck};
+use crate::storage::{Marker, Storage};
+use crate::types::{Key, NodeId};
+
+/// Pause between two rounds: tombstones wait for the grace anyway, and a
+/// round costs one small call per member.
+pub const ROUND_INTERVAL: Duration = Duration::from_secs(1);
+/// Most keys one check or one reap call may name (a check answer of 1,024 keys
+/// of at most 1 KiB stays far under the frame limit).
+pub const MAX_CHECK_KEYS: usize = 1024;
+/// Keys a round newly checks: a few thousand tombstones a second per node.
+pub const ROUND_KEYS: usize = 4096;
+/// Graves a round walks to find those this node is primary for.
+pub const WALK_KEYS: usize = 16_384;
+/// Most keys waiting for their grace at once; more waits for a later round.
+pub const MAX_WAITING: usize = 200_000;
+/// Deadline of one check or reap call.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A key that passed a check: the digest every owner held, and when.
+struct Waiting {
+    digest: u64,
+    since: Instant,
+}
+
+/// The tombstone remover of one node.
+pub struct Reaper {
+    me: NodeId,
+    storage: Arc<Storage>,
+    peers: Arc<Peers>,
+    ring: Arc<RingCell>,
+    grace: Duration,
+    enabled: bool,
+    removed: AtomicU64,
+    /// Keys that passed a check, by epoch (a new ring starts over).
+    waiting: Mutex<(u64, HashMap<Key, Waiting>)>,
+    /// Where the walk over the graves goes on.
+    cursor: Mutex<Option<Key>>,
+}
+
+impl Reaper {
+    /// The remover of node `me`; `enabled` false makes it only answer peers.
+    pub fn new(
+        me: NodeId,
+        storage: Arc<Storage>,
+        peers: Arc<Peers>,
+        ring: Arc<RingCell>,
+        grace: Duration,
+        enabled: bool,
+    ) -> Reaper {
+        Reaper {
+            me,
+            storage,
+            peers,
+            ring,
+            grace,
+            enabled,
+            removed: AtomicU64::new(0),
+            waiting: Mutex::new((0, HashMap::new())),
+            cursor: Mutex::new(None),
+        }
+    }
+
+    /// Tombstones this node removed since it started.
+    pub fn removed(&self) -> u64 {
+        self.removed.load(Ordering::Relaxed)
+    }
+
+    /// One round a second until `stop` (returns at once when disabled).
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        if !self.enabled {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(ROUND_INTERVAL) => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+            match self.round().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "removed tombstones every owner held"),
+                Err(e) => tracing::debug!(error = %e, "tombstone round stopped"),
+            }
+        }
+    }
+
+    /// Why this node cannot vouch for keys under `ring` now, if it cannot.
+    fn not_ready(&self, ring: &Ring) -> Result<Option<String>> {
+        if ring.transition().is_some() {
+            return Ok(Some("a ring change is running".into()));
+        }
+        if self.storage.marker(Marker::CleanupDone)? < ring.epoch() {
+            return Ok(Some("its clean-up of the ring is not finished".into()));
+        }
+        if self.storage.restoring() {
+            return Ok(Some("it is refilling after losing its data".into()));
+        }
+        if ring.state().actor(&self.me, self.storage.uuid()).is_none() {
+            return Ok(Some("the ring knows another node at its address".into()));
+        }
+        Ok(None)
+    }
+
+    /// The ring, if it is at `epoch`.
+    fn ring_at(&self, epoch: u64) -> Result<Arc<Ring>> {
+        match self.ring.get() {
+            Some(r) if r.epoch() == epoch => Ok(r),
+            other => Err(Error::StaleRing {
+                node: self.me.clone(),
+                sent: epoch,
+                current: other.map_or(0, |r| r.epoch()),
+            }),
+        }
+    }
+
+    /// Answers a peer's [`TombstoneCheck`] for `keys` under `epoch`.
+    pub async fn check_here(&self, epoch: u64, keys: Vec<Key>) -> Result<TombstoneCheck> {
+        if keys.len() > MAX_CHECK_KEYS {
+            return Err(Error::invalid(format!(
+                "{} keys in one tombstone check, the limit is {MAX_CHECK_KEYS}",
+                keys.len()
+            )));
+        }
+        let ring = self.ring_at(epoch)?;
+        if let Some(reason) = self.not_ready(&ring)? {
+            return Ok(TombstoneCheck {
+                not_ready: Some(reason),
+                ..TombstoneCheck::default()
+            });
+        }
+        let storage = self.storage.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = TombstoneCheck::default();
+            for key in &keys {
+                out.copies.push(storage.digest(key)?);
+                out.hinted.push(storage.has_hint_for(key)?);
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::internal(e.to_string()))?
+    }
+
+    /// Removes this node's copies of `items` (key, proven digest) under `epoch`.
+    pub async fn reap_here(&self, epoch: u64, items: Vec<(Key, u64)>) -> Result<u64> {
+        if items.len() > MAX_CHECK_KEYS {
+            return Err(Error::invalid(format!(
+                "{} keys in one reap, the limit is {MAX_CHECK_KEYS}",
+                items.len()
+            )));
+        }
+        let ring = self.ring_at(epoch)?;
+        if let Some(reason) = self.not_ready(&ring)? {
+            return Err(Error::invalid(format!(
+                "cannot remove tombstones: {reason}"
+            )));
+        }
+        let Some(actor) = ring.state().actor(&self.me, self.storage.uuid()) else {
+            return Ok(0);
+        };
+        let storage = self.storage.clone();
+        let removed = tokio::task::spawn_blocking(move || {
+            let mut removed = 0;
+            for (key, digest) in &items {
+                if storage.reap(&actor, key, *digest)? {
+                    removed += 1;
+                }
+            }
+            Ok::<_, Error>(removed)
+        })
+        .await
+        .map_err(|e| Error::internal(e.to_string()))??;
+        self.storage.durable().await?;
+        self.removed.fetch_add(removed, Ordering::Relaxed);
+        Ok(removed)
+    }
+
+    /// One round: check the keys due and new ones, remove those proven twice.
+    /// Returns how many tombstones it removed on this node.
+    async fn round(&self) -> Result<u64> {
+        let Some(ring) = self.ring.get() else {
+            return Ok(0);
+        };
+        if let Some(reason) = self.not_ready(&ring)? {
+            tracing::debug!(%reason, "not removing tombstones now");
+            return Ok(0);
+        }
+        let epoch = ring.epoch();
+        let now = Instant::now();
+        // The keys whose grace is over, then new keys from the walk.
+        let (mut keys, room) = {
+            let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+            if w.0 != epoch {
+                *w = (epoch, HashMap::new());
+            }
+            let due: Vec<Key> =
+                w.1.iter()
+                    .filter(|(_, v)| now.duration_since(v.since) >= self.grace)
+                    .map(|(k, _)| k.clone())
+                    .take(ROUND_KEYS)
+                    .collect();
+            (due, MAX_WAITING.saturating_sub(w.1.len()))
+        };
+        let due = keys.len();
+        if room > 0 {
+            let fresh = self.walk(&ring, room.min(ROUND_KEYS)).await?;
+            keys.extend(fresh);
+        }
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let proven = self.check(&ring, &keys).await?;
+        let checked_at = Instant::now();
+        let mut reap = Vec::new();
+        {
+            let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+            if w.0 != epoch {
+                return Ok(0);
+            }
+            for (i, (key, digest)) in keys.into_iter().zip(proven).enumerate() {
+                match (i < due, digest) {
+                    (true, Some(d)) => match w.1.remove(&key) {
+                        Some(v) if v.digest == d => reap.push((key, d)),
+                        // Changed since the first proof: start over.
+                        _ => {
+                            w.1.insert(
+                                key,
+                                Waiting {
+                                    digest: d,
+                                    since: checked_at,
+                                },
+                            );
+                        }
+                    },
+                    (true, None) => {
+                        w.1.remove(&key);
+                    }
+                    (false, Some(d)) => {
+                        w.1.insert(
+                            key,
+                            Waiting {
+                                digest: d,
+                                since: checked_at,
+                            },
+                        );
+                    }
+                    (false, None) => {}
+                }
+            }
+        }
+        if reap.is_empty() {
+            return Ok(0);
+        }
+        self.reap(&ring, reap).await
+    }
+
+    /// Up to `limit` graves this node is primary for, from where the last walk
+    /// stopped (wrapping at the end), that are not already waiting.
+    async fn walk(&self, ring: &Arc<Ring>, limit: usize) -> Result<Vec<Key>> {
+        let after = self
+            .cursor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let storage = self.storage.clone();
+        let graves = tokio::task::spawn_blocking(move || {
+            storage.tombstone_keys(after.as_deref(), WALK_KEYS)
+        })
+        .await
+        .map_err(|e| Error::internal(e.to_string()))?;
+        let mut out = Vec::new();
+        let mut last = None;
+        let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        for key in &graves {
+            if out.len() >= limit {
+                break;
+            }
+            last = Some(key);
+            if waiting.1.contains_key(key) {
+                continue;
+            }
+            let owners = ring.owners_at(key_position(key.as_bytes()));
+            if owners.first() == Some(&self.me) {
+                out.push(key.clone());
+            }
+        }
+        drop(waiting);
+        // Walked to the end of the graves: the next walk starts over.
+        let next = if out.len() < limit && graves.len() < WALK_KEYS {
+            None
+        } else {
+            last.cloned()
+        };
+        *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(out)
+    }
+
+    /// For each key, the digest every owner holds, if the proof holds for it
+    /// now: every member answered and is ready, every owner holds these same
+    /// bytes and they are only tombstones, no member keeps a hint for the key
+    /// and no other member keeps a copy.
+    async fn check(&self, ring: &Arc<Ring>, keys: &[Key]) -> Result<Vec<Option<u64>>> {
+        let storage = self.storage.clone();
+        let asked = keys.to_vec();
+        // Mine first: the digest of a copy that is only tombstones, and no hint.
+        let mut proven: Vec<Option<u64>> = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::with_capacity(asked.len());
+            for key in &asked {
+                let digest = match storage.grave_digest(key)? {
+                    Some(d) if !storage.has_hint_for(key)? => Some(d),
+                    _ => None,
+                };
+                out.push(digest);
+            }
+            Ok::<_, Error>(out)
+        })
+        .await
+        .map_err(|e| Error::internal(e.to_string()))??;
+        let owners: Vec<Vec<NodeId>> = keys
+            .iter()
+            .map(|k| ring.owners_at(key_position(k.as_bytes())))
+            .collect();
+        let others: Vec<NodeId> = ring
+            .members()
+            .iter()
+            .filter(|m| **m != self.me)
+            .cloned()
+            .collect();
+        let answers =
+            futures::future::join_all(others.iter().map(|m| self.ask_all(ring, m, keys))).await;
+        for (member, answer) in others.iter().zip(answers) {
+            // One member that does not answer, or cannot vouch: nothing is proven.
+            let answer = answer?;
+            for (i, slot) in proven.iter_mut().enumerate() {
+                let Some(d) = *slot else { continue };
+                let owner = owners.get(i).is_some_and(|o| o.contains(member));
+                let copy = answer.copies.get(i).copied().flatten();
+                let hinted = answer.hinted.get(i).copied().unwrap_or(true);
+                let agrees = if owner {
+                    copy == Some(d)
+                } else {
+                    copy.is_none()
+                };
+                if hinted || !agrees {
+                    *slot = None;
+                }
+            }
+        }
+        Ok(proven)
+    }
+
+    /// `member`'s check of every key (in calls of at most [`MAX_CHECK_KEYS`]).
+    async fn ask_all(&self, ring: &Ring, member: &NodeId, keys: &[Key]) -> Result<TombstoneCheck> {
+        let mut all = TombstoneCheck::default();
+        for chunk in keys.chunks(MAX_CHECK_KEYS) {
+            let to = Addressee {
+                node: member.clone(),
+                identity: ring.identity(member),
+            };
+            let epoch = ring.epoch();
+            let asked = chunk.to_vec();
+            let answer = self
+                .peers
+                .call(member, CALL_TIMEOUT, |c, ctx| async move {
+                    c.tombstone_check(ctx, to, epoch, asked).await
+                })
+                .await
+                .map_err(|e| Error::invalid(format!("{member}: {}", e.reason())))?;
+            if let Some(reason) = answer.not_ready {
+                return Err(Error::invalid(format!("{member}: {reason}")));
+            }
+            if answer.copies.len() != chunk.len() || answer.hinted.len() != chunk.len() {
+                return Err(Error::invalid(format!(
+                    "{member}: a tombstone check answered for the wrong number of keys"
+                )));
+            }
+            all.copies.extend(answer.copies);
+            all.hinted.extend(answer.hinted);
+        }
+        Ok(all)
+    }
+
+    /// Removes `items` on every owner (this node included). Returns how many
+    /// copies this node removed.
+    async fn reap(&self, ring: &Arc<Ring>, items: Vec<(Key, u64)>) -> Result<u64> {
+        let epoch = ring.epoch();
+        let mut by_owner: HashMap<NodeId, Vec<(Key, u64)>> = HashMap::new();
+        for (key, digest) in items {
+            for owner in ring.owners_at(key_position(key.as_bytes())) {
+                by_owner
+                    .entry(owner)
+                    .or_default()
+                    .push((key.clone(), digest));
+            }
+        }
+        let mine = by_owner.remove(&self.me).unwrap_or_default();
+        let remote = futures::future::join_all(by_owner.into_iter().map(|(owner, items)| async move {
+            for chunk in items.chunks(MAX_CHECK_KEYS) {
+                let to = Addressee {
+                    node: owner.clone(),
+                    identity: ring.identity(&owner),
+                };
+                let sent = chunk.to_vec();
+                if let Err(e) = self
+                    .peers
+                    .call(&owner, CALL_TIMEOUT, |c, ctx| async move {
+                        c.reap(ctx, to, epoch, sent).await
+                    })
+                    .await
+                {
+                    // It keeps its tombstones; anti-entropy gives them back to
+                    // the others and a later round removes them again.
+                    tracing::debug!(%owner, reason = %e.reason(), "an owner did not remove tombstones");
+                    return;
+                }
+            }
+        }));
+        let mut removed = 0;
+        for chunk in mine.chunks(MAX_CHECK_KEYS) {
+            removed += self.reap_here(epoch, chunk.to_vec()).await?;
+        }
+        remote.await;
+        Ok(removed)
+    }
+}
