@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/release
 
-.PHONY: build test lint check run-db testcase run-client stop clean bench bench-move
+.PHONY: build test lint check run-db testcase run-client stop clean bench bench-move bench-ae
 
 ## release build of both binaries
 build:
@@ -50,6 +50,10 @@ bench: build
 ## a ring change under load: add a 4th node to 3 nodes holding 1,000,000 keys, YCSB A before and during
 bench-move: build
 	@scripts/bench-move.sh
+
+## foreground latency while anti-entropy refills a wiped node, against anti-entropy off
+bench-ae: build
+	@scripts/bench-ae.sh
 
 # The same ring in containers (docker-compose.yaml): `docker compose` (v2) when present,
 # else `docker-compose` (v1); the image is built from target/release, nothing is pulled.

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# `make bench-ae`: what anti-entropy repairing at its full rate costs the
+# foreground. A 4-node ring (N=3, W=2, R=2, --fsync batch, on disk) is loaded
+# with BENCH_AE_KEYS keys (default 200,000) of 100 B with anti-entropy off, and
+# YCSB A (64 clients, through nodes 0-2) runs for BENCH_DURATION seconds: the
+# baseline. Then every node is restarted with anti-entropy on, node 3 with its
+# data directory deleted: it is readmitted and refilled by anti-entropy at
+# --repair-rate (BENCH_REPAIR_RATE, default the node's default) while the same
+# YCSB A runs again. Once node 3 has finished refilling, YCSB A runs a third
+# time with anti-entropy on and idle. One run, one table (target/bench/ae.json),
+# ratios against the baseline.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=target/release
+OUT=target/bench
+RESULTS=$OUT/ae.json
+KEYS=${BENCH_AE_KEYS:-200000}
+DUR=${BENCH_DURATION:-15}
+RATE=${BENCH_REPAIR_RATE:-}
+BASE=16337
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
+client() { "$BIN/client" --port "$BASE" "$@"; }
+
+rm -rf "$OUT/ae-data" "$RESULTS"
+mkdir -p "$OUT/ae-data" "$OUT/logs"
+
+# start I [ARGS...]: node I in the background (its pid in PIDS[I]).
+start() {
+  local i=$1 port=$((BASE + $1))
+  shift
+  "$BIN/dynamo" --port "$port" --leader "127.0.0.1:$BASE" --qsize 3 --sq-write-n 2 --sq-read-n 2 \
+    --data-dir "$OUT/ae-data/$port" "$@" 2>>"$OUT/logs/ae-$port.log" &
+  PIDS[i]=$!
+  for _ in $(seq 1 100); do listening "$port" && return; sleep 0.1; done
+  echo "node $port did not start" >&2
+  exit 1
+}
+
+for ((i = 0; i < 4; i++)); do start "$i" --anti-entropy-interval-ms 0; done
+for ((i = 1; i < 4; i++)); do
+  client -c "add-node 127.0.0.1:$((BASE + i))" -c wait-settled >/dev/null
+done
+NODES="--node 127.0.0.1:$BASE --node 127.0.0.1:$((BASE + 1)) --node 127.0.0.1:$((BASE + 2))"
+machine="$(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r)"
+note=(--note "4 nodes N=3 W=2 R=2 fsync=batch, $KEYS keys; $machine")
+bench() {
+  # shellcheck disable=SC2086
+  "$BIN/dynamo-bench" run --out "$RESULTS" $NODES --keys "$KEYS" "${note[@]}" "$@"
+}
+
+echo "== loading $KEYS keys of 100 B, anti-entropy off"
+bench --label "load" --workload load --clients 64 --duration 1 --warmup 0
+echo "== YCSB A for ${DUR}s, anti-entropy off"
+bench --label "anti-entropy off" --workload ycsb-a --clients 64 --duration "$DUR" --warmup 2
+
+echo "== restarting with anti-entropy on; node 3 without its data directory"
+cleanup
+rm -rf "$OUT/ae-data/$((BASE + 3))"
+extra=()
+[[ -n $RATE ]] && extra=(--repair-rate "$RATE")
+for ((i = 0; i < 4; i++)); do start "$i" "${extra[@]}"; done
+# Readmitted under its new identity once the leader sees it (a new epoch).
+for _ in $(seq 1 300); do
+  grep -q "readmitting a member" "$OUT/logs/ae-$BASE.log" && break
+  sleep 0.1
+done
+client -c "wait-settled 60" >/dev/null
+started=$(date +%s.%N)
+echo "== YCSB A for ${DUR}s while node 3 refills"
+bench --label "refilling a wiped node" --workload ycsb-a --clients 64 --duration "$DUR" --warmup 0
+status=$(client --json -c status)
+node3=$(grep -o "\"id\":\"127.0.0.1:$((BASE + 3))\"[^}]*" <<<"$status" || true)
+echo "node 3 after the run: $(grep -o '"keys":[0-9]*' <<<"$node3" | head -n 1), $(grep -o '"restoring":[a-z]*' <<<"$node3")"
+for _ in $(seq 1 3600); do
+  client --json -c status | grep -q "\"id\":\"127.0.0.1:$((BASE + 3))\"[^}]*\"restoring\":false" && break
+  sleep 0.5
+done
+refilled=$(date +%s.%N)
+keys3=$(client --json -c status | grep -o "\"id\":\"127.0.0.1:$((BASE + 3))\"[^}]*" | grep -o '"keys":[0-9]*' | head -n 1 | cut -d: -f2)
+secs=$(awk -v a="$started" -v b="$refilled" 'BEGIN { print b - a }')
+printf 'refill: node 3 holds %s keys, finished %.1f s after readmission\n' "$keys3" "$secs"
+echo "== YCSB A for ${DUR}s, anti-entropy on and idle"
+bench --label "anti-entropy idle" --workload ycsb-a --clients 64 --duration "$DUR" --warmup 2
+cat >>"$OUT/ae.txt" <<TXT
+$(date -u +%FT%TZ) keys=$KEYS refilled_keys=$keys3 refill_secs=$secs ${RATE:+repair_rate=$RATE}
+TXT
+echo
+"$BIN/dynamo-bench" report --file "$RESULTS" --against "anti-entropy off"
