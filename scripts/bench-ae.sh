@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # `make bench-ae`: what anti-entropy repairing at its full rate costs the
 # foreground. A 4-node ring (N=3, W=2, R=2, --fsync batch, on disk) is loaded
-# with BENCH_AE_KEYS keys (default 200,000) of 100 B with anti-entropy off, and
-# YCSB A (64 clients, through nodes 0-2) runs for BENCH_DURATION seconds: the
-# baseline. Then every node is restarted with anti-entropy on, node 3 with its
-# data directory deleted: it is readmitted and refilled by anti-entropy at
-# --repair-rate (BENCH_REPAIR_RATE, default the node's default) while the same
-# YCSB A runs again. Once node 3 has finished refilling, YCSB A runs a third
-# time with anti-entropy on and idle. One run, one table (target/bench/ae.json),
-# ratios against the baseline.
+# with BENCH_AE_KEYS keys (default 600,000, so the refill outlasts the run) of
+# 100 B with anti-entropy off. Every node is restarted, still with anti-entropy
+# off, node 3 with its data directory deleted: it is readmitted and stays
+# empty (refilling, so its reads do not count). YCSB A (64 clients, through
+# nodes 0-2) runs for BENCH_DURATION seconds: the baseline. Then every node is
+# restarted with anti-entropy on, which refills node 3 at --repair-rate
+# (BENCH_REPAIR_RATE, default the node's default) while the same YCSB A runs
+# again: the only difference is anti-entropy at work, and both runs start on
+# caches a restart emptied. Once node 3 has finished refilling, YCSB A runs a
+# third time with anti-entropy on and idle. One run, one table
+# (target/bench/ae.json), ratios against the baseline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN=target/release
 OUT=target/bench
 RESULTS=$OUT/ae.json
-KEYS=${BENCH_AE_KEYS:-200000}
+KEYS=${BENCH_AE_KEYS:-600000}
 DUR=${BENCH_DURATION:-15}
 RATE=${BENCH_REPAIR_RATE:-}
 BASE=16337
@@ -50,37 +53,47 @@ bench() {
   "$BIN/dynamo-bench" run --out "$RESULTS" $NODES --keys "$KEYS" "${note[@]}" "$@"
 }
 
+# field NAME: the first NAME of node 3's entry in a status reply on stdin.
+field() { grep -o "\"id\":\"127.0.0.1:$((BASE + 3))\"[^]]*" | grep -o "\"$1\":[a-z0-9]*" | head -n 1 | cut -d: -f2; }
+# restart ARGS...: every node stopped (SIGTERM) and started again with ARGS.
+restart() {
+  cleanup
+  for ((i = 0; i < 4; i++)); do start "$i" "$@"; done
+}
+
 echo "== loading $KEYS keys of 100 B, anti-entropy off"
 bench --label "load" --workload load --clients 64 --duration 1 --warmup 0
-echo "== YCSB A for ${DUR}s, anti-entropy off"
-bench --label "anti-entropy off" --workload ycsb-a --clients 64 --duration "$DUR" --warmup 2
 
-echo "== restarting with anti-entropy on; node 3 without its data directory"
-cleanup
+echo "== restarting with anti-entropy off; node 3 without its data directory"
 rm -rf "$OUT/ae-data/$((BASE + 3))"
-extra=()
-[[ -n $RATE ]] && extra=(--repair-rate "$RATE")
-for ((i = 0; i < 4; i++)); do start "$i" "${extra[@]}"; done
-# Readmitted under its new identity once the leader sees it (a new epoch).
-for _ in $(seq 1 300); do
-  grep -q "readmitting a member" "$OUT/logs/ae-$BASE.log" && break
+restart --anti-entropy-interval-ms 0
+# Readmitted under its new identity (a new epoch), refilling: it takes writes
+# and refuses reads, and with anti-entropy off it stays so.
+for _ in $(seq 1 600); do
+  [[ $(client --json -c status | field restoring) == true ]] && break
   sleep 0.1
 done
 client -c "wait-settled 60" >/dev/null
+echo "== YCSB A for ${DUR}s, anti-entropy off (node 3 empty)"
+bench --label "anti-entropy off" --workload ycsb-a --clients 64 --duration "$DUR" --warmup 2
+echo "node 3 after the run: keys $(client --json -c status | field keys), refilling $(client --json -c status | field restoring)"
+
+echo "== restarting with anti-entropy on: node 3 refills"
+extra=()
+[[ -n $RATE ]] && extra=(--repair-rate "$RATE")
+restart "${extra[@]}"
 started=$(date +%s.%N)
 echo "== YCSB A for ${DUR}s while node 3 refills"
-bench --label "refilling a wiped node" --workload ycsb-a --clients 64 --duration "$DUR" --warmup 0
-status=$(client --json -c status)
-node3=$(grep -o "\"id\":\"127.0.0.1:$((BASE + 3))\"[^}]*" <<<"$status" || true)
-echo "node 3 after the run: $(grep -o '"keys":[0-9]*' <<<"$node3" | head -n 1), $(grep -o '"restoring":[a-z]*' <<<"$node3")"
+bench --label "refilling a wiped node" --workload ycsb-a --clients 64 --duration "$DUR" --warmup 2
+echo "node 3 after the run: keys $(client --json -c status | field keys), refilling $(client --json -c status | field restoring)"
 for _ in $(seq 1 3600); do
-  client --json -c status | grep -q "\"id\":\"127.0.0.1:$((BASE + 3))\"[^}]*\"restoring\":false" && break
+  [[ $(client --json -c status | field restoring) == false ]] && break
   sleep 0.5
 done
 refilled=$(date +%s.%N)
-keys3=$(client --json -c status | grep -o "\"id\":\"127.0.0.1:$((BASE + 3))\"[^}]*" | grep -o '"keys":[0-9]*' | head -n 1 | cut -d: -f2)
+keys3=$(client --json -c status | field keys)
 secs=$(awk -v a="$started" -v b="$refilled" 'BEGIN { print b - a }')
-printf 'refill: node 3 holds %s keys, finished %.1f s after readmission\n' "$keys3" "$secs"
+printf 'refill: node 3 holds %s keys, refilling ended %.1f s after the restart\n' "$keys3" "$secs"
 echo "== YCSB A for ${DUR}s, anti-entropy on and idle"
 bench --label "anti-entropy idle" --workload ycsb-a --clients 64 --duration "$DUR" --warmup 2
 cat >>"$OUT/ae.txt" <<TXT
