@@ -14,8 +14,14 @@
 //! request surely did not reach the peer, the peer answered with an error, or the
 //! outcome is unknown (timeout, connection lost mid-call).
 //!
-//! Left out: failure detection beyond "the last connect failed" (a later issue
-//! adds a detector with suspect/down states).
+//! # Liveness
+//!
+//! The table also keeps each peer's [`Liveness`]: what the failure detector
+//! ([`crate::detector`]) learned from pinging it, and the last [`NodeInfo`] it
+//! answered with. The request path reads it ([`Peers::state`]) to send a slot
+//! whose replica is held `down` straight to a stand-in, and `status` reads it
+//! instead of calling every member. A peer nobody pinged yet is `alive`: the
+//! detector is a hint for routing, never a reason to refuse a request.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,7 +31,7 @@ use std::time::{Duration, Instant};
 use tarpc::client::RpcError;
 
 use crate::error::Error;
-use crate::rpc::{self, Connection, NodeClient};
+use crate::rpc::{self, Connection, NodeClient, NodeInfo, NodeState};
 use crate::types::NodeId;
 
 /// How long to wait for a TCP connect. Loopback and LAN connects take well under a
@@ -35,11 +41,92 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Short enough that a restarted node is used again within a second.
 pub const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
 
+/// A peer that has not answered a ping for this long is `suspect`: one ping
+/// missed (pings go out every [`crate::detector::PING_INTERVAL`] and give up
+/// after its timeout).
+pub const SUSPECT_AFTER: Duration = Duration::from_millis(500);
+/// A peer that has not answered a ping for this long is `down`: four pings in a
+/// row missed, long enough that a GC pause or a busy moment on a 2-core box does
+/// not flap it, short enough that requests stop waiting on it within seconds.
+pub const DOWN_AFTER: Duration = Duration::from_secs(2);
+
+/// What the failure detector knows of one peer. Pure: the caller passes the
+/// time, so the rules are tested without a clock.
+#[derive(Clone, Debug, Default)]
+pub struct Liveness {
+    /// When the first ping of the current run of failures was sent (None while
+    /// the last ping was answered, or before the first).
+    failing_since: Option<Instant>,
+    /// The last failure was a refused connection: nothing listens at the port.
+    refused: bool,
+    /// When the last answered ping was sent.
+    last_ok: Option<Instant>,
+    /// What the peer said about itself in its last answer.
+    info: Option<NodeInfo>,
+    /// Why the last ping failed.
+    reason: Option<String>,
+}
+
+impl Liveness {
+    /// A ping sent at `sent` was answered with `info`.
+    pub fn answered(&mut self, sent: Instant, info: NodeInfo) {
+        self.failing_since = None;
+        self.refused = false;
+        self.reason = None;
+        self.last_ok = Some(sent);
+        self.info = Some(info);
+    }
+
+    /// A ping sent at `sent` failed; `refused` when the connection was refused.
+    pub fn failed(&mut self, sent: Instant, refused: bool, reason: String) {
+        // An answer to a later ping wins over this late failure.
+        if self.last_ok.is_some_and(|ok| ok > sent) {
+            return;
+        }
+        self.failing_since = Some(self.failing_since.map_or(sent, |t| t.min(sent)));
+        self.refused = refused;
+        self.reason = Some(reason);
+    }
+
+    /// The peer's state at `now`.
+    pub fn state(&self, now: Instant) -> NodeState {
+        match self.failing_since {
+            None => NodeState::Alive,
+            Some(_) if self.refused => NodeState::Down,
+            Some(since) if now.saturating_duration_since(since) >= DOWN_AFTER => NodeState::Down,
+            Some(since) if now.saturating_duration_since(since) >= SUSPECT_AFTER => {
+                NodeState::Suspect
+            }
+            Some(_) => NodeState::Alive,
+        }
+    }
+
+    /// The peer's last answer, if its last ping was answered.
+    pub fn info(&self) -> Option<&NodeInfo> {
+        self.failing_since
+            .is_none()
+            .then_some(self.info.as_ref())
+            .flatten()
+    }
+
+    /// Why its last ping failed, if it did.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+
+    /// True once a ping to it has been answered or has failed.
+    pub fn known(&self) -> bool {
+        self.last_ok.is_some() || self.failing_since.is_some()
+    }
+}
+
 /// Why a call to a peer did not produce an answer.
 #[derive(Clone, Debug)]
 pub enum CallError {
     /// The request never reached the peer (connect failed, or backoff).
     Unreachable(String),
+    /// The request never reached the peer: nothing listens at its address.
+    Refused(String),
     /// The request may or may not have been applied (timeout, lost connection).
     Unknown(String),
     /// The peer answered with an error.
@@ -50,14 +137,14 @@ impl CallError {
     /// The reason as people read it in quorum errors.
     pub fn reason(&self) -> String {
         match self {
-            CallError::Unreachable(r) | CallError::Unknown(r) => r.clone(),
+            CallError::Unreachable(r) | CallError::Refused(r) | CallError::Unknown(r) => r.clone(),
             CallError::Remote(e) => e.to_string(),
         }
     }
 
     /// True when the caller may safely try another node with the same request.
     pub fn never_delivered(&self) -> bool {
-        matches!(self, CallError::Unreachable(_))
+        matches!(self, CallError::Unreachable(_) | CallError::Refused(_))
     }
 
     /// Converts to the crate error, naming the node.
@@ -76,7 +163,8 @@ impl CallError {
 struct Peer {
     conn: RwLock<Option<Connection>>,
     connecting: tokio::sync::Mutex<()>,
-    last_failure: Mutex<Option<(Instant, String)>>,
+    last_failure: Mutex<Option<(Instant, CallError)>>,
+    liveness: Mutex<Liveness>,
 }
 
 /// The connection table.
@@ -133,9 +221,9 @@ impl Peers {
         if let Some(c) = open(&peer) {
             return Ok(c);
         }
-        if let Some((at, reason)) = lock(&peer.last_failure).as_ref() {
+        if let Some((at, failure)) = lock(&peer.last_failure).as_ref() {
             if at.elapsed() < RECONNECT_BACKOFF {
-                return Err(CallError::Unreachable(reason.clone()));
+                return Err(failure.clone());
             }
         }
         match rpc::connect(node, self.connect_timeout).await {
@@ -146,13 +234,49 @@ impl Peers {
             }
             Err(e) => {
                 *write(&peer.conn) = None;
-                let reason = match e {
+                let reason = match e.error {
                     Error::Unreachable { reason, .. } => reason,
                     other => other.to_string(),
                 };
-                *lock(&peer.last_failure) = Some((Instant::now(), reason.clone()));
-                Err(CallError::Unreachable(reason))
+                let failure = if e.refused {
+                    CallError::Refused(reason)
+                } else {
+                    CallError::Unreachable(reason)
+                };
+                *lock(&peer.last_failure) = Some((Instant::now(), failure.clone()));
+                Err(failure)
             }
+        }
+    }
+
+    /// The failure detector's view of `node` now (`alive` if never pinged).
+    pub fn state(&self, node: &NodeId) -> NodeState {
+        match read(&self.peers).get(node) {
+            Some(p) => lock(&p.liveness).state(Instant::now()),
+            None => NodeState::Alive,
+        }
+    }
+
+    /// True if the failure detector holds `node` down.
+    pub fn is_down(&self, node: &NodeId) -> bool {
+        self.state(node) == NodeState::Down
+    }
+
+    /// A copy of what the failure detector knows of `node`.
+    pub fn liveness(&self, node: &NodeId) -> Liveness {
+        match read(&self.peers).get(node) {
+            Some(p) => lock(&p.liveness).clone(),
+            None => Liveness::default(),
+        }
+    }
+
+    /// Records the outcome of a ping to `node` sent at `sent`.
+    pub fn record_ping(&self, node: &NodeId, sent: Instant, outcome: &Result<NodeInfo, CallError>) {
+        let peer = self.peer(node);
+        let mut l = lock(&peer.liveness);
+        match outcome {
+            Ok(info) => l.answered(sent, info.clone()),
+            Err(e) => l.failed(sent, matches!(e, CallError::Refused(_)), e.reason()),
         }
     }
 
@@ -217,6 +341,85 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
+
+    fn info() -> NodeInfo {
+        NodeInfo {
+            id: "127.0.0.1:1".parse().unwrap(),
+            identity: uuid::Uuid::nil(),
+            epoch: 1,
+            keys: 7,
+            tombstones: 0,
+            hints: 0,
+            fsync: "batch".into(),
+            transfer: None,
+            anti_entropy: Default::default(),
+            restoring: false,
+        }
+    }
+
+    #[test]
+    fn liveness_goes_suspect_then_down_on_misses_and_alive_on_an_answer() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut l = Liveness::default();
+        assert!(!l.known());
+        assert_eq!(l.state(t0), NodeState::Alive, "never pinged: alive");
+
+        l.answered(t0, info());
+        assert_eq!(l.info().map(|i| i.keys), Some(7));
+        // A ping sent at 250 ms is not answered in time.
+        l.failed(ms(250), false, "timed out".into());
+        assert_eq!(
+            l.info().map(|i| i.keys),
+            None,
+            "no info from a failing peer"
+        );
+        assert_eq!(l.state(ms(700)), NodeState::Alive);
+        assert_eq!(l.state(ms(750)), NodeState::Suspect, "one ping missed");
+        // More misses keep the start of the run.
+        l.failed(ms(500), false, "timed out".into());
+        l.failed(ms(1000), false, "timed out".into());
+        assert_eq!(l.state(ms(2249)), NodeState::Suspect);
+        assert_eq!(
+            l.state(ms(2250)),
+            NodeState::Down,
+            "no answer for DOWN_AFTER"
+        );
+        // A late failure of an old ping does not undo a newer answer.
+        l.answered(ms(2500), info());
+        l.failed(ms(2000), false, "timed out".into());
+        assert_eq!(l.state(ms(5000)), NodeState::Alive);
+        // A refused connection: nothing listens, down at once.
+        l.failed(ms(5000), true, "connection refused".into());
+        assert_eq!(l.state(ms(5000)), NodeState::Down);
+        assert_eq!(l.reason(), Some("connection refused"));
+        l.answered(ms(5250), info());
+        assert_eq!(l.state(ms(5250)), NodeState::Alive);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_is_typed_and_held_down() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let node = node_of(&listener);
+        drop(listener);
+        let peers = Peers::default();
+        let sent = Instant::now();
+        let out = peers
+            .call(&node, Duration::from_secs(1), |c, ctx| async move {
+                c.info(ctx).await
+            })
+            .await;
+        assert!(matches!(out, Err(CallError::Refused(_))), "{out:?}");
+        peers.record_ping(&node, sent, &out);
+        assert!(peers.is_down(&node));
+        // The backoff answers with the same typed failure.
+        let again = peers
+            .call(&node, Duration::from_secs(1), |c, ctx| async move {
+                c.info(ctx).await
+            })
+            .await;
+        assert!(matches!(again, Err(CallError::Refused(_))), "{again:?}");
+    }
 
     /// Reads until the peer has sent something, then returns how much.
     async fn read_some(s: &mut tokio::net::TcpStream) -> usize {

@@ -475,20 +475,29 @@ pub fn server_transport(stream: TcpStream) -> ServerTransport {
 }
 
 /// Opens one connection to `node` and starts its dispatch task.
-pub async fn connect(node: &NodeId, timeout: Duration) -> Result<Connection> {
+pub async fn connect(
+    node: &NodeId,
+    timeout: Duration,
+) -> std::result::Result<Connection, ConnectError> {
     let node_name = node.clone();
-    let unreachable = |reason: String| Error::Unreachable {
-        node: node.clone(),
-        reason,
+    let unreachable = |reason: String, refused: bool| ConnectError {
+        refused,
+        error: Error::Unreachable {
+            node: node.clone(),
+            reason,
+        },
     };
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(node.as_str())).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(unreachable(io_reason(&e))),
+        Ok(Err(e)) => {
+            let refused = e.kind() == std::io::ErrorKind::ConnectionRefused;
+            return Err(unreachable(io_reason(&e), refused));
+        }
         Err(_) => {
-            return Err(unreachable(format!(
-                "connect timed out after {} ms",
-                timeout.as_millis()
-            )))
+            return Err(unreachable(
+                format!("connect timed out after {} ms", timeout.as_millis()),
+                false,
+            ))
         }
     };
     let mut config = tarpc::client::Config::default();
@@ -545,6 +554,21 @@ pub fn io_reason(e: &std::io::Error) -> String {
         ConnectionReset => "connection reset".into(),
         TimedOut => "timed out".into(),
         _ => e.to_string(),
+    }
+}
+
+/// A connect that failed; nothing was sent.
+#[derive(Debug)]
+pub struct ConnectError {
+    /// True when the connection was refused: nothing listens at the address.
+    pub refused: bool,
+    /// What to tell the caller ([`Error::Unreachable`]).
+    pub error: Error,
+}
+
+impl From<ConnectError> for Error {
+    fn from(e: ConnectError) -> Error {
+        e.error
     }
 }
 
