@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/release
 
-.PHONY: build test lint check run-db testcase run-client stop clean bench bench-move bench-ae
+.PHONY: build test lint check run-db testcase run-client stop clean bench bench-move bench-ae bench-detector
 
 ## release build of both binaries
 build:
@@ -54,6 +54,10 @@ bench-move: build
 ## foreground latency while anti-entropy refills a wiped node, against anti-entropy off
 bench-ae: build
 	@scripts/bench-ae.sh
+
+## foreground latency with one node hung (SIGSTOP), without and with the failure detector
+bench-detector: build
+	@scripts/bench-detector.sh
 
 # The same ring in containers (docker-compose.yaml): `docker compose` (v2) when present,
 # else `docker-compose` (v1); the image is built from target/release, nothing is pulled.

@@ -43,6 +43,11 @@ pub const DEFAULT_EXCHANGE_INTERVAL_MS: u64 = 500;
 /// leaves no such copy in flight when the tombstone goes.
 pub const DEFAULT_TOMBSTONE_GRACE_MS: u64 = 20_000;
 
+/// Pause between two rounds of failure-detector pings (`--ping-interval-ms`):
+/// four a second keeps a hung node's `down` within about two seconds at one
+/// small call per neighbour.
+pub const DEFAULT_PING_INTERVAL_MS: u64 = 250;
+
 /// When a write's acknowledgement means "on disk".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum FsyncMode {
@@ -108,6 +113,7 @@ pub struct Flags {
     pub repair_rate: Option<u64>,
     pub anti_entropy_interval_ms: Option<u64>,
     pub tombstone_grace_ms: Option<u64>,
+    pub ping_interval_ms: Option<u64>,
 }
 
 /// A node's validated settings.
@@ -138,6 +144,9 @@ pub struct NodeConfig {
     pub anti_entropy_interval: Option<Duration>,
     /// How long a tombstone must be proven held everywhere before it goes.
     pub tombstone_grace: Duration,
+    /// Pause between two rounds of failure-detector pings (None: no pings,
+    /// every peer counts as alive until a call to it fails).
+    pub ping_interval: Option<Duration>,
 }
 
 impl NodeConfig {
@@ -216,6 +225,10 @@ impl NodeConfig {
                 ms => Some(Duration::from_millis(ms)),
             },
             tombstone_grace,
+            ping_interval: match flags.ping_interval_ms.unwrap_or(DEFAULT_PING_INTERVAL_MS) {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            },
         })
     }
 

@@ -194,7 +194,11 @@ impl Coordinator {
                 forwarded: true,
                 ..req.clone()
             };
-            for node in placement.coordinators() {
+            // The first replica the failure detector does not hold down (those
+            // it holds down are tried last: it may be wrong).
+            let mut order: Vec<&NodeId> = placement.coordinators().collect();
+            order.sort_by_key(|n| self.peers.is_down(n));
+            for node in order {
                 let left = deadline.saturating_duration_since(Instant::now());
                 let fwd = &forwarded;
                 let out = self
@@ -295,20 +299,26 @@ impl Coordinator {
             }
         };
         // The coordinator already stored its copy: it is no stand-in for others.
-        let mut fanout = Fanout::new(placement, &self.me, true, Box::new(launch));
+        let mut fanout = Fanout::new(placement, &self.me, true, &self.peers, Box::new(launch));
         let local_slot = stand_in_for.clone().unwrap_or_else(|| self.me.clone());
         let me = self.me.clone();
         fanout.push_future(Box::pin(async move {
             let r = local_durable.await.map_err(CallError::Remote);
             (local_slot, me, r)
         }));
-        let down: HashSet<&NodeId> = known_down.iter().map(|f| &f.node).collect();
+        let forward_failed: HashSet<NodeId> = known_down.iter().map(|f| f.node.clone()).collect();
+        let mut failures = known_down;
         for slot in placement
             .slots()
             .filter(|n| **n != self.me && Some(*n) != stand_in_for.as_ref())
         {
-            if down.contains(slot) {
+            if forward_failed.contains(slot) {
                 // Known unreachable (the forward failed): straight to a stand-in.
+                fanout.push_fallback(slot.clone());
+            } else if self.peers.is_down(slot) {
+                // Held down by the failure detector: straight to a stand-in
+                // instead of spending the deadline on it.
+                failures.push(held_down(slot));
                 fanout.push_fallback(slot.clone());
             } else {
                 fanout.push(slot.clone(), slot.clone());
@@ -317,7 +327,6 @@ impl Coordinator {
 
         let mut acks = Vec::new();
         let mut hinted = 0;
-        let mut failures = known_down;
         loop {
             let outcome = match tokio::time::timeout_at(deadline, fanout.next()).await {
                 Ok(Some(outcome)) => outcome,
@@ -400,15 +409,22 @@ impl Coordinator {
         };
         // A coordinator outside the slots may stand in: it answers with the hints
         // it holds for the key.
-        let mut fanout = Fanout::new(&placement, &self.me, false, Box::new(launch));
+        let mut fanout = Fanout::new(&placement, &self.me, false, &self.peers, Box::new(launch));
+        let mut failures = Vec::new();
+        let mut primaries_left = 0usize;
         for slot in placement.slots() {
-            fanout.push(slot.clone(), slot.clone());
+            if *slot != self.me && self.peers.is_down(slot) {
+                // Held down by the failure detector: ask a stand-in instead.
+                failures.push(held_down(slot));
+                fanout.push_fallback(slot.clone());
+            } else {
+                fanout.push(slot.clone(), slot.clone());
+                primaries_left += 1;
+            }
         }
 
         let mut quorum = Quorum::new(&placement, ring.replication().r);
         let mut answers: Vec<Answer> = Vec::new();
-        let mut failures = Vec::new();
-        let mut primaries_left = placement.slots().count();
         // A stand-in that holds nothing for the key says little while a slot
         // that may hold it has yet to answer: count such answers only once every
         // slot has answered or failed.
@@ -746,6 +762,17 @@ struct Outcome<T> {
     result: std::result::Result<T, CallError>,
 }
 
+/// The failure recorded for a slot skipped because its node is held down.
+fn held_down(node: &NodeId) -> ReplicaFailure {
+    ReplicaFailure {
+        node: node.clone(),
+        reason: format!(
+            "down: no answer to pings for {} ms (failure detector)",
+            crate::peers::DOWN_AFTER.as_millis()
+        ),
+    }
+}
+
 type Attempt<T> = BoxFuture<'static, (NodeId, NodeId, std::result::Result<T, CallError>)>;
 type Launch<T> = Box<dyn Fn(NodeId, NodeId) -> Attempt<T> + Send + Sync>;
 
@@ -765,15 +792,25 @@ struct Fanout<T> {
 impl<T: Send + 'static> Fanout<T> {
     /// A fan-out over `placement`'s fallbacks; `skip_me` leaves this node out of
     /// them (a write's coordinator has stored its copy already).
-    fn new(placement: &Placement, me: &NodeId, skip_me: bool, launch: Launch<T>) -> Fanout<T> {
+    /// Stand-ins the failure detector holds down are used last.
+    fn new(
+        placement: &Placement,
+        me: &NodeId,
+        skip_me: bool,
+        peers: &Peers,
+        launch: Launch<T>,
+    ) -> Fanout<T> {
+        let mut fallbacks: Vec<NodeId> = placement
+            .fallbacks
+            .iter()
+            .filter(|n| !skip_me || *n != me)
+            .cloned()
+            .collect();
+        // Stable: the ring's order among the live ones and among the down ones.
+        fallbacks.sort_by_key(|n| n != me && peers.is_down(n));
+        fallbacks.reverse();
         Fanout {
-            fallbacks: placement
-                .fallbacks
-                .iter()
-                .rev()
-                .filter(|n| !skip_me || *n != me)
-                .cloned()
-                .collect(),
+            fallbacks,
             pending: FuturesUnordered::new(),
             launch,
             me: me.clone(),

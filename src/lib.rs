@@ -9,7 +9,7 @@
 //! | 2 | [`storage`] |
 //! | 3 | [`rpc`] |
 //! | 4 | [`peers`] |
-//! | 5 | [`coordinator`], [`membership`], [`handoff`], [`rebalance`], [`antientropy`] |
+//! | 5 | [`coordinator`], [`membership`], [`handoff`], [`rebalance`], [`antientropy`], [`detector`] |
 //! | 6 | [`server`], [`client`], [`repl`], [`bench`] |
 
 pub mod error;
@@ -27,6 +27,7 @@ pub mod peers;
 
 pub mod antientropy;
 pub mod coordinator;
+pub mod detector;
 pub mod handoff;
 pub mod membership;
 pub mod rebalance;

@@ -398,6 +398,45 @@ impl Membership {
             .await
     }
 
+    /// Each node's state and [`NodeInfo`] as the failure detector last saw them
+    /// ([`crate::detector`]); a node the detector does not ping is asked now
+    /// (this node answers locally).
+    async fn view(
+        &self,
+        nodes: &[NodeId],
+    ) -> Vec<(NodeId, NodeState, std::result::Result<NodeInfo, CallError>)> {
+        let now = std::time::Instant::now();
+        let mut out = Vec::with_capacity(nodes.len());
+        let mut ask = Vec::new();
+        for node in nodes {
+            if *node == self.me {
+                out.push((node.clone(), NodeState::Alive, Ok(self.info())));
+                continue;
+            }
+            let seen = self.peers.liveness(node);
+            match (seen.known(), seen.info()) {
+                (true, Some(info)) => out.push((node.clone(), seen.state(now), Ok(info.clone()))),
+                (true, None) => out.push((
+                    node.clone(),
+                    seen.state(now),
+                    Err(CallError::Unknown(
+                        seen.reason().unwrap_or("no answer to pings").to_string(),
+                    )),
+                )),
+                (false, _) => ask.push(node.clone()),
+            }
+        }
+        for (node, result) in self.probe(&ask).await {
+            let state = match &result {
+                Ok(_) => NodeState::Alive,
+                Err(e) => liveness(e),
+            };
+            out.push((node, state, result));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     /// Asks each node for its [`NodeInfo`] (this node answers locally).
     async fn probe(
         &self,
@@ -584,13 +623,13 @@ impl Membership {
             })?
             .state()
             .clone();
-        let probed = self.probe(&state.all_nodes()).await;
-        let nodes = probed
+        let viewed = self.view(&state.all_nodes()).await;
+        let nodes = viewed
             .iter()
-            .map(|(id, out)| match out {
+            .map(|(id, seen, out)| match out {
                 Ok(info) => MemberStatus {
                     id: id.clone(),
-                    state: NodeState::Alive,
+                    state: *seen,
                     keys: Some(info.keys),
                     tombstones: Some(info.tombstones),
                     hints: Some(info.hints),
@@ -598,9 +637,9 @@ impl Membership {
                     anti_entropy: Some(info.anti_entropy.clone()),
                     restoring: Some(info.restoring),
                 },
-                Err(e) => MemberStatus {
+                Err(_) => MemberStatus {
                     id: id.clone(),
-                    state: liveness(e),
+                    state: *seen,
                     keys: None,
                     tombstones: None,
                     hints: None,
@@ -610,10 +649,13 @@ impl Membership {
                 },
             })
             .collect();
-        let transition = state
-            .transition
-            .as_ref()
-            .map(|t| transition_status(&state, t.started_ms, &probed));
+        let transition = state.transition.as_ref().map(|t| {
+            let probed: Vec<(NodeId, std::result::Result<NodeInfo, CallError>)> = viewed
+                .iter()
+                .map(|(id, _, out)| (id.clone(), out.clone()))
+                .collect();
+            transition_status(&state, t.started_ms, &probed)
+        });
         let member = state.all_nodes().contains(&self.me);
         Ok(StatusReply {
             node: self.me.clone(),
@@ -643,16 +685,10 @@ impl Membership {
             .cloned()
             .collect();
         let states = self
-            .probe(&nodes)
+            .view(&nodes)
             .await
             .into_iter()
-            .map(|(node, out)| {
-                let state = match out {
-                    Ok(_) => NodeState::Alive,
-                    Err(e) => liveness(&e),
-                };
-                (node, state)
-            })
+            .map(|(node, state, _)| (node, state))
             .collect();
         Ok(LocateReply {
             key,
@@ -665,12 +701,11 @@ impl Membership {
     }
 }
 
-/// How a failed probe reads: a refused connection means the process is gone, a
-/// timeout may be a slow or partitioned node.
+/// How a failed probe reads: a refused connection (nothing listens) or a
+/// stranger at the address is down; a timeout may be a slow or partitioned node.
 fn liveness(e: &CallError) -> NodeState {
     match e {
-        CallError::Unreachable(r) if !r.contains("timed out") => NodeState::Down,
-        CallError::Remote(Error::Stranger { .. }) => NodeState::Down,
+        CallError::Refused(_) | CallError::Remote(Error::Stranger { .. }) => NodeState::Down,
         _ => NodeState::Suspect,
     }
 }

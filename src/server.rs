@@ -26,6 +26,7 @@ use crate::antientropy::reaper::Reaper;
 use crate::antientropy::AntiEntropy;
 use crate::config::{DataDir, NodeConfig};
 use crate::coordinator::Coordinator;
+use crate::detector::Detector;
 use crate::error::{Error, Result};
 use crate::handoff::Handoff;
 use crate::membership::{Membership, Reports};
@@ -336,6 +337,15 @@ pub async fn start_on(config: NodeConfig, listener: TcpListener) -> Result<NodeH
     background.spawn(handoff.run(stop_rx.clone()));
     background.spawn(anti_entropy.run(stop_rx.clone()));
     background.spawn(reaper.run(stop_rx.clone()));
+    background.spawn(
+        Arc::new(Detector::new(
+            config.id.clone(),
+            peers.clone(),
+            ring.clone(),
+            config.ping_interval,
+        ))
+        .run(stop_rx.clone()),
+    );
     tracing::info!(id = %config.id, addr = %local_addr, fsync = %storage.fsync(), "node listening");
     let main = tokio::spawn(serve(
         listener,

@@ -125,12 +125,16 @@ fn deleted_keys_leave_every_disk_and_a_later_write_is_not_lost() {
         .map(|(k, _)| k)
         .collect();
     let seen = delete_all(&c, 0, &keys);
-    let status = c.status(0).unwrap();
-    for i in 0..3 {
-        let (keys, tombstones, removed) = counts(&status, &c, i);
-        assert_eq!(keys, tombstones, "node {i} holds only tombstones: {status}");
-        assert_eq!(tombstones + removed, 1000, "node {i}: {status}");
-    }
+    // The third replica of each delete may land just after its reply.
+    common::wait_for("every copy deleted", Duration::from_secs(10), || {
+        let status = c.status(0)?;
+        (0..3)
+            .all(|i| {
+                let (keys, tombstones, removed) = counts(&status, &c, i);
+                keys == tombstones && tombstones + removed >= 1000
+            })
+            .then_some(())
+    });
     let took = wait_empty(&c, &[0, 1, 2], Duration::from_secs(60));
     eprintln!("1000 tombstones left all 3 nodes {took:?} after the deletes (grace 3 s)");
     let status = c.status(0).unwrap();

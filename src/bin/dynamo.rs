@@ -70,6 +70,10 @@ struct Args {
     /// call deadline, 10 s).
     #[arg(long, default_value_t = dynamo::config::DEFAULT_TOMBSTONE_GRACE_MS)]
     tombstone_grace_ms: u64,
+    /// Pause between two rounds of failure-detector pings, in milliseconds (0: no
+    /// pings; peers then count as alive until a call to them fails).
+    #[arg(long, default_value_t = dynamo::config::DEFAULT_PING_INTERVAL_MS)]
+    ping_interval_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -98,6 +102,7 @@ fn main() -> ExitCode {
         repair_rate: Some(args.repair_rate),
         anti_entropy_interval_ms: Some(args.anti_entropy_interval_ms),
         tombstone_grace_ms: Some(args.tombstone_grace_ms),
+        ping_interval_ms: Some(args.ping_interval_ms),
     }) {
         Ok(c) => c,
         Err(e) => {

@@ -875,6 +875,24 @@ impl Ring {
             .clockwise_at(position, self.state.replication.n)
     }
 
+    /// The nodes that share a preference list with `node` in the current ring
+    /// or, during a change, in the target ring (`node` left out): the peers its
+    /// replicas are compared and its requests are sent to. Each token starts
+    /// one range, so this is one walk of N nodes per token of each table.
+    pub fn neighbours(&self, node: &NodeId) -> Vec<NodeId> {
+        let n = self.state.replication.n;
+        let mut out = std::collections::BTreeSet::new();
+        for table in std::iter::once(&self.current).chain(&self.target) {
+            for token in &table.tokens {
+                let owners = table.clockwise_at(token.position, n);
+                if owners.contains(node) {
+                    out.extend(owners.into_iter().filter(|o| o != node));
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
     /// True when every position in `lo..=hi` has the same owners: no token of
     /// the current table lies in `lo..hi` (a token at `hi` itself is the first
     /// token of every position in the range).

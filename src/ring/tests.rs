@@ -830,3 +830,29 @@ fn an_address_back_with_a_new_data_directory_writes_under_a_new_actor() {
     // under its address.
     assert_eq!(ring.actor(&leader, u2), Some(leader.clone()));
 }
+
+#[test]
+fn neighbours_are_every_node_sharing_a_preference_list() {
+    let nodes = local_nodes(12);
+    let ring = Ring::new(state_of(nodes.clone(), Replication { n: 3, w: 2, r: 2 }));
+    let keys = random_keys(20_000, 7);
+    for me in &nodes {
+        let mut shared = std::collections::BTreeSet::new();
+        for k in &keys {
+            let list = ring.preference_list(k);
+            if list.contains(me) {
+                shared.extend(list.into_iter().filter(|n| n != me));
+            }
+        }
+        let neighbours: std::collections::BTreeSet<NodeId> =
+            ring.neighbours(me).into_iter().collect();
+        assert!(!neighbours.contains(me));
+        // Every node met through a key is a neighbour (the keys sample the
+        // ranges; a neighbour may share only a range no sampled key fell in).
+        assert!(
+            shared.is_subset(&neighbours),
+            "{me}: {shared:?} vs {neighbours:?}"
+        );
+        assert!(neighbours.len() >= 2, "{me}: {neighbours:?}");
+    }
+}

@@ -402,6 +402,22 @@ impl Cluster {
         })
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) to process `i`.
+    pub fn signal(&self, i: usize, signal: &str) {
+        let pid = self.nodes[i]
+            .child
+            .as_ref()
+            .expect("running")
+            .id()
+            .to_string();
+        let ok = Command::new("kill")
+            .args(["-s", signal, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -s {signal} {pid}");
+    }
+
     /// True while process `i` runs.
     pub fn alive(&mut self, i: usize) -> bool {
         match self.nodes[i].child.as_mut() {
