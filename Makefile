@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/release
 
-.PHONY: build test lint check run-db testcase run-client stop clean bench bench-move bench-ae bench-detector
+.PHONY: build test lint check run-db testcase run-client stop clean bench bench-move bench-ae bench-detector help
 
 ## release build of both binaries
 build:
@@ -97,3 +97,7 @@ logs-docker:
 ## the docker ring end to end (tests/docker.sh, its own compose project)
 test-docker: docker-image
 	@tests/docker.sh
+
+## this list: every target with the comment above it
+help:
+	@awk '/^## /{doc=substr($$0,4); next} /^[a-zA-Z][a-zA-Z_-]*:/{if (doc != "") {split($$1, t, ":"); printf "  %-22s %s\n", t[1], doc}} {doc=""}' $(MAKEFILE_LIST)

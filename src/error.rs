@@ -42,11 +42,25 @@ fn list(failures: &[ReplicaFailure]) -> String {
         .join("; ")
 }
 
+/// What a failed write's message adds when some node acknowledged it: the
+/// write is not undone there, so it can still be read later.
+fn stored_note(acked: usize) -> &'static str {
+    if acked == 0 {
+        ""
+    } else {
+        "; the write may still have been stored on the nodes that acked it and be read later"
+    }
+}
+
 /// Everything that can go wrong, named after what the user asked for.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum Error {
     /// Fewer than W nodes of the whole ring acknowledged a write.
-    #[error("write quorum not reached: {acked} of {needed} acks ({})", list(.failures))]
+    #[error(
+        "write quorum not reached: {acked} of {needed} acks ({}){}",
+        list(.failures),
+        stored_note(*.acked)
+    )]
     WriteQuorum {
         needed: usize,
         acked: usize,
@@ -175,7 +189,17 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "write quorum not reached: 1 of 2 acks (127.0.0.1:13338: connection refused)"
+            "write quorum not reached: 1 of 2 acks (127.0.0.1:13338: connection refused); \
+             the write may still have been stored on the nodes that acked it and be read later"
+        );
+        let none = Error::WriteQuorum {
+            needed: 2,
+            acked: 0,
+            failures: vec![],
+        };
+        assert_eq!(
+            none.to_string(),
+            "write quorum not reached: 0 of 2 acks (no other node to try)"
         );
     }
 

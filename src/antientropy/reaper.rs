@@ -93,6 +93,16 @@ pub const MAX_WAITING: usize = 200_000;
 /// Deadline of one check or reap call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Refuses a call from a peer that names more than [`MAX_CHECK_KEYS`] keys.
+fn within_limit(keys: usize, what: &str) -> Result<()> {
+    if keys > MAX_CHECK_KEYS {
+        return Err(Error::invalid(format!(
+            "{keys} keys in one {what}, the limit is {MAX_CHECK_KEYS}"
+        )));
+    }
+    Ok(())
+}
+
 /// A key that passed a check: the digest every owner held, and when.
 struct Waiting {
     digest: u64,
@@ -194,12 +204,7 @@ impl Reaper {
 
     /// Answers a peer's [`TombstoneCheck`] for `keys` under `epoch`.
     pub async fn check_here(&self, epoch: u64, keys: Vec<Key>) -> Result<TombstoneCheck> {
-        if keys.len() > MAX_CHECK_KEYS {
-            return Err(Error::invalid(format!(
-                "{} keys in one tombstone check, the limit is {MAX_CHECK_KEYS}",
-                keys.len()
-            )));
-        }
+        within_limit(keys.len(), "tombstone check")?;
         let ring = self.ring_at(epoch)?;
         if let Some(reason) = self.not_ready(&ring)? {
             return Ok(TombstoneCheck {
@@ -222,12 +227,7 @@ impl Reaper {
 
     /// Removes this node's copies of `items` (key, proven digest) under `epoch`.
     pub async fn reap_here(&self, epoch: u64, items: Vec<(Key, u64)>) -> Result<u64> {
-        if items.len() > MAX_CHECK_KEYS {
-            return Err(Error::invalid(format!(
-                "{} keys in one reap, the limit is {MAX_CHECK_KEYS}",
-                items.len()
-            )));
-        }
+        within_limit(items.len(), "reap")?;
         let ring = self.ring_at(epoch)?;
         if let Some(reason) = self.not_ready(&ring)? {
             return Err(Error::invalid(format!(

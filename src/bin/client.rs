@@ -32,7 +32,24 @@ const DEFAULT_PORT: u16 = 13337;
     version,
     about = "The interactive client of dynamo, a Dynamo-style key-value database",
     after_help = "Interactive when stdin is a terminal; otherwise reads one command per line.\n\
-                  Type `help` at the prompt for the commands."
+\n\
+Commands (`help COMMAND` at the prompt for details; names are case-insensitive):\n  \
+put KEY CONTEXT VALUE    store VALUE; CONTEXT is {} or one printed by get\n  \
+get KEY                  every current version (sibling) and the merged context\n  \
+delete KEY CONTEXT       a tombstone over what CONTEXT has seen\n  \
+add-node HOST:PORT       (leader) start a ring change that adds the node\n  \
+remove-node HOST:PORT    (leader) start a ring change that removes the node\n  \
+status                   the ring, each node's state and counters, a running change\n  \
+locate KEY               the key's replicas, pending owners, fallbacks and their states\n  \
+wait-settled [SECONDS]   wait until no ring change runs\n  \
+help [COMMAND], quit\n\
+\n\
+Exit status: with -c or a script on stdin, 0 when every command succeeded and 1\n\
+when one failed (an unreachable node fails its commands); 2 for bad flags. The\n\
+interactive prompt exits 0.\n\
+\n\
+Environment: DYNAMO_HISTORY is the file the interactive prompt keeps its history\n\
+in (default ~/.dynamo_history)."
 )]
 struct Args {
     /// The node to talk to: HOST or HOST:PORT.

@@ -21,6 +21,7 @@ use dynamo::types::NodeId;
 #[derive(Parser)]
 #[command(
     name = "dynamo-bench",
+    version,
     about = "Load generator for dynamo (and Redis, for comparison)"
 )]
 struct Args {

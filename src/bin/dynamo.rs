@@ -18,7 +18,14 @@ const DEFAULT_LOG_FILTER: &str = "info,tarpc=warn";
 
 /// A node of a Dynamo-style replicated key-value store.
 #[derive(Parser, Debug)]
-#[command(name = "dynamo", version, about)]
+#[command(
+    name = "dynamo",
+    version,
+    about,
+    after_help = "Logs go to stderr, filtered by RUST_LOG (default \"info,tarpc=warn\"; for example\n\
+RUST_LOG=debug or RUST_LOG=dynamo::antientropy=debug,info), without colours unless\n\
+stderr is a terminal. SIGINT or SIGTERM: finish the requests in flight, flush, exit 0."
+)]
 struct Args {
     /// Host part of this node's identity (the address others reach it at).
     #[arg(long, default_value = "127.0.0.1")]
@@ -80,6 +87,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),

@@ -190,6 +190,15 @@ fn lossy(value: &Value) -> String {
     String::from_utf8_lossy(value).into_owned()
 }
 
+/// A value as people read it: its text, and `""` for the empty value (which
+/// would otherwise show as nothing at all).
+fn shown(value: &Value) -> String {
+    if value.is_empty() {
+        return "\"\"".to_string();
+    }
+    lossy(value)
+}
+
 #[derive(Serialize)]
 struct JsonWrite<'a> {
     ok: bool,
@@ -285,7 +294,7 @@ fn write_human(verb: &str, reply: &WriteReply, delete: bool) -> String {
             },
             if delete { "the delete" } else { "yours" },
         ));
-        lines.extend(reply.values.iter().map(lossy));
+        lines.extend(reply.values.iter().map(shown));
     }
     lines.push(context_line(&reply.context));
     lines.join("\n")
@@ -299,7 +308,7 @@ fn read_human(reply: &ReadReply) -> String {
         1 => {}
         n => lines.push(format!("{n} siblings:")),
     }
-    lines.extend(reply.values.iter().map(lossy));
+    lines.extend(reply.values.iter().map(shown));
     lines.push(context_line(&reply.context));
     lines.join("\n")
 }
@@ -776,7 +785,7 @@ mod tests {
         };
         assert_eq!(
             Outcome::Error(e).to_json(),
-            r#"{"ok":false,"error":"write quorum not reached: 1 of 2 acks (127.0.0.1:13338: connection refused)"}"#
+            r#"{"ok":false,"error":"write quorum not reached: 1 of 2 acks (127.0.0.1:13338: connection refused); the write may still have been stored on the nodes that acked it and be read later"}"#
         );
         assert_eq!(
             Outcome::Error(Error::invalid(r#"unknown command "foo"; type help"#)).to_json(),
@@ -928,6 +937,15 @@ mod tests {
             Outcome::Get(read("k", &[], "{}")).to_human(),
             "(not found)\ncontext: {}"
         );
+        // The empty value is shown, as "" (and stays "" in JSON).
+        let empty = read("k", &[b"", b"x"], r#"{"a:1":2}"#);
+        assert_eq!(
+            Outcome::Get(empty.clone()).to_human(),
+            "2 siblings:\n\"\"\nx\ncontext: {\"a:1\":2}"
+        );
+        assert!(Outcome::Get(empty)
+            .to_json()
+            .contains(r#""values":["","x"]"#));
         assert_eq!(
             Outcome::Get(read("k", &[], r#"{"a:1":3}"#)).to_human(),
             "(deleted)\ncontext: {\"a:1\":3}"
