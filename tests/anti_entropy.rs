@@ -116,16 +116,20 @@ fn a_write_whose_hints_were_lost_reaches_every_replica_without_reads() {
         logs.contains("anti-entropy repaired keys"),
         "an info line per repairing exchange"
     );
-    let status = c.status(0).unwrap();
-    let repaired: u64 = status["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|n| n["anti_entropy"]["keys_repaired"].as_u64())
-        .sum();
-    assert!(
-        repaired >= 2 * keys.len() as u64,
-        "status counts the repairs: {status}"
+    // Status shows the counters of each node's last answer to a ping (at most
+    // a ping interval old).
+    common::wait_for(
+        "status to count the repairs",
+        Duration::from_secs(5),
+        || {
+            let status = c.status(0)?;
+            let repaired: u64 = status["nodes"]
+                .as_array()?
+                .iter()
+                .filter_map(|n| n["anti_entropy"]["keys_repaired"].as_u64())
+                .sum();
+            (repaired >= 2 * keys.len() as u64).then_some(())
+        },
     );
 }
 

@@ -15,8 +15,11 @@
 //!   history kept across sessions (`$DYNAMO_HISTORY`, else `~/.dynamo_history`; a
 //!   history file that cannot be read or written is a warning, never fatal), tab
 //!   completion of command names (which are case-insensitive), errors printed
-//!   without leaving. Ctrl-C drops the
-//!   line being typed; Ctrl-D, `quit` and `exit` leave. The exit status is 0.
+//!   without leaving. Ctrl-C drops the line being typed, or abandons the command
+//!   running and returns to the prompt (a put or delete may still have been
+//!   applied, and the message says so); Ctrl-D, `quit` and `exit` leave. Lines
+//!   longer than [`HISTORY_MAX_LINE_BYTES`] are not kept in the history. The exit
+//!   status is 0.
 //! * **Script**, when stdin is not a terminal: one command per line, no prompt, no
 //!   echo. Blank lines and lines starting with `#` are skipped. A line that is not
 //!   UTF-8 is a failed command, not the end of the script.
@@ -62,6 +65,12 @@ pub const HISTORY_FILE: &str = ".dynamo_history";
 const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 /// Lines of history kept: enough for weeks of sessions, small enough to load at once.
 pub const HISTORY_LINES: usize = 1000;
+/// Longer lines (a pasted value, say) are run but not kept in the history file:
+/// it stays small and never holds a large value.
+pub const HISTORY_MAX_LINE_BYTES: usize = 4096;
+/// What Ctrl-C during a command prints.
+pub const CANCELLED: &str =
+    "cancelled: the command was abandoned; a put or delete may still have been applied";
 
 /// What the binary hands over after parsing its flags.
 #[derive(Clone, Debug)]
@@ -372,13 +381,22 @@ fn run_interactive(runtime: &tokio::runtime::Runtime, session: &mut Session) {
     loop {
         match editor.readline(&prompt) {
             Ok(line) => {
-                if !is_blank_or_comment(&line) {
+                if !is_blank_or_comment(&line) && line.len() <= HISTORY_MAX_LINE_BYTES {
                     let _ = editor.add_history_entry(line.as_str());
                 }
-                match runtime.block_on(session.line(&line)) {
-                    Step::Quit => break,
-                    Step::Skip => {}
-                    Step::Result(text, _) => println!("{text}"),
+                // Ctrl-C while a command runs: back to the prompt at once. The
+                // request may already be on its way, so say so.
+                let step = runtime.block_on(async {
+                    tokio::select! {
+                        step = session.line(&line) => Some(step),
+                        _ = tokio::signal::ctrl_c() => None,
+                    }
+                });
+                match step {
+                    Some(Step::Quit) => break,
+                    Some(Step::Skip) => {}
+                    Some(Step::Result(text, _)) => println!("{text}"),
+                    None => println!("{CANCELLED}"),
                 }
             }
             // Ctrl-C: drop the line, keep the session.

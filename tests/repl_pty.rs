@@ -1,0 +1,57 @@
+//! The interactive client on a real pseudo-terminal (rexpect): Ctrl-C abandons
+//! a command that hangs and returns to the prompt, and the history file keeps
+//! the commands typed but not a pasted line over the limit.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{client_bin, Cluster};
+
+#[test]
+fn ctrl_c_abandons_a_hung_command_and_history_keeps_short_lines() {
+    let c = Cluster::ring(1, (1, 1, 1));
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("history");
+    let mut cmd = Command::new(client_bin());
+    cmd.args(["--port", &c.nodes[0].port.to_string()])
+        .env("DYNAMO_HISTORY", &history);
+    let mut p = rexpect::session::spawn_command(cmd, Some(15_000)).expect("spawn client");
+    let prompt = format!("dynamo 127.0.0.1:{}> ", c.nodes[0].port);
+    p.exp_string(&prompt).unwrap();
+    p.send_line("put k {} v1").unwrap();
+    p.exp_string("ok").unwrap();
+    p.exp_string(&prompt).unwrap();
+
+    // The node hangs: the get would wait for the client's 10 s deadline.
+    c.signal(0, "STOP");
+    p.send_line("get k").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = Instant::now();
+    p.send_control('c').unwrap();
+    p.exp_string("cancelled").unwrap();
+    p.exp_string(&prompt).unwrap();
+    let took = sent.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "Ctrl-C took {took:?} to give the prompt back"
+    );
+    c.signal(0, "CONT");
+    p.send_line("get k").unwrap();
+    p.exp_string("v1").unwrap();
+    p.exp_string(&prompt).unwrap();
+
+    // A line over the history limit runs but is not kept.
+    let big = "x".repeat(dynamo::repl::HISTORY_MAX_LINE_BYTES + 100);
+    p.send_line(&format!("put big {{}} {big}")).unwrap();
+    p.exp_string("ok").unwrap();
+    p.exp_string(&prompt).unwrap();
+    p.send_line("quit").unwrap();
+    p.exp_eof().unwrap();
+
+    let kept = std::fs::read_to_string(&history).unwrap();
+    assert!(kept.contains("put k {} v1"), "{kept}");
+    assert!(kept.contains("get k"), "{kept}");
+    assert!(!kept.contains(&big), "the long line was kept");
+}
