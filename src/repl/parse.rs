@@ -9,7 +9,10 @@
 //! the token: `"a"b` is refused rather than guessed at. A token that does *not*
 //! begin with a quote runs to the next space and every character in it is literal,
 //! which is what lets a context such as `{"127.0.0.1:13337":2}` be typed, and
-//! pasted back from `get`, as one token without escaping.
+//! pasted back from `get`, as one token without escaping. Where a CONTEXT is
+//! expected, a token that begins with `{` runs to its matching `}`, so a context
+//! written with spaces (`{"127.0.0.1:13337": 2, "127.0.0.1:13338": 1}`, valid
+//! JSON) is one token too.
 //!
 //! Command names are case-insensitive (`GET k` is `get k`, and so is `help GET`'s
 //! topic); keys, contexts, values and addresses are taken exactly as written.
@@ -226,6 +229,41 @@ impl<'a> Lexer<'a> {
         }))
     }
 
+    /// A CONTEXT: a token that begins with `{` runs to its matching `}` (a JSON
+    /// object, spaces inside allowed: `{"127.0.0.1:13337": 2}` is one context);
+    /// any other token as [`Lexer::next_token`] reads it.
+    pub fn next_context(&mut self) -> Result<Option<Token>> {
+        self.skip_separators();
+        let rest = self.remaining();
+        if !rest.starts_with('{') {
+            return self.next_token();
+        }
+        let Some(end) = object_end(rest) else {
+            return Err(Error::BadContext {
+                reason: format!(
+                    "{rest:?} has no closing '}}'; write it as {{}} or \
+                     {{\"HOST:PORT\":N,...}} as get prints it"
+                ),
+            });
+        };
+        let (text, after) = rest.split_at(end);
+        if let Some(c) = after.chars().next() {
+            if !is_separator(c) {
+                return Err(Error::BadContext {
+                    reason: format!(
+                        "unexpected {c:?} right after the context's closing '}}'; \
+                         put a space between the context and what follows"
+                    ),
+                });
+            }
+        }
+        self.pos += end;
+        Ok(Some(Token {
+            text: text.to_string(),
+            quoted: false,
+        }))
+    }
+
     /// The rest of the line after the separators that follow the last token,
     /// verbatim (inner and trailing spacing kept); the cursor moves to the end.
     pub fn rest_of_line(&mut self) -> &'a str {
@@ -241,6 +279,35 @@ impl<'a> Lexer<'a> {
             .trim_start_matches(is_separator)
             .starts_with('"')
     }
+}
+
+/// The byte length of the JSON object `s` begins with (up to and including its
+/// matching `}`), braces inside strings ignored; None if it never closes.
+fn object_end(s: &str) -> Option<usize> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, c) in s.char_indices() {
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '{' => depth += 1,
+            '}' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Reads a quoted token's body (the text after the opening quote) up to the
@@ -370,7 +437,8 @@ fn take_key(lexer: &mut Lexer<'_>, name: &str) -> Result<Key> {
 }
 
 fn take_context(lexer: &mut Lexer<'_>, name: &str) -> Result<VersionVector> {
-    VersionVector::parse_context(&take(lexer, name)?.text)
+    let token = lexer.next_context()?.ok_or_else(|| usage(name))?;
+    VersionVector::parse_context(&token.text)
 }
 
 fn take_node(lexer: &mut Lexer<'_>, name: &str) -> Result<NodeId> {
@@ -516,6 +584,32 @@ mod tests {
         assert!(err(&format!("put {long_key} {{}} v")).starts_with("key too large"));
         let long_value = "v".repeat(MAX_VALUE_BYTES + 1);
         assert!(err(&format!("put k {{}} {long_value}")).starts_with("value too large"));
+    }
+
+    #[test]
+    fn a_context_may_hold_spaces() {
+        assert_eq!(
+            parse(r#"put k {"127.0.0.1:13337": 2, "127.0.0.1:13338": 1} hello world"#).unwrap(),
+            put(
+                "k",
+                r#"{"127.0.0.1:13337":2,"127.0.0.1:13338":1}"#,
+                "hello world"
+            )
+        );
+        assert_eq!(
+            parse(r#"delete k { "127.0.0.1:13337" : 3 }"#).unwrap(),
+            Command::Delete {
+                key: "k".into(),
+                context: vv(r#"{"127.0.0.1:13337":3}"#)
+            }
+        );
+        // A brace inside a quoted name does not end the context.
+        assert_eq!(
+            parse(r#"put k {"a}b:1": 1} v"#).unwrap(),
+            put("k", r#"{"a}b:1":1}"#, "v")
+        );
+        assert!(err(r#"put k {"127.0.0.1:13337": 2 v"#).contains("no closing '}'"));
+        assert!(err(r#"put k {"127.0.0.1:13337":2}v"#).contains("put a space"));
     }
 
     #[test]
