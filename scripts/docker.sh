@@ -39,14 +39,15 @@ compose() {
 
 # The image context: the binaries and every shared library ldd names (copied with
 # their paths, symlinks resolved), the dynamic loader among them; an nsswitch.conf so
-# hostnames resolve through /etc/hosts, then docker's DNS; and empty /data, /root, /tmp.
+# hostnames resolve through /etc/hosts, then docker's DNS; and empty /data, /root, /tmp,
+# /history (the client's history volume).
 image() {
   local rootfs=$CONTEXT/rootfs
   for b in dynamo client; do
     [[ -x $BIN/$b ]] || { echo "$BIN/$b is missing; run 'make build' first" >&2; exit 1; }
   done
   rm -rf "$CONTEXT"
-  mkdir -p "$rootfs/usr/local/bin" "$rootfs/etc" "$rootfs/data" "$rootfs/root" "$rootfs/tmp"
+  mkdir -p "$rootfs/usr/local/bin" "$rootfs/etc" "$rootfs/data" "$rootfs/root" "$rootfs/tmp" "$rootfs/history"
   chmod 1777 "$rootfs/tmp"
   chmod 700 "$rootfs/root"
   local libs=()
