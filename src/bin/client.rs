@@ -35,7 +35,7 @@ const DEFAULT_PORT: u16 = 13337;
 \n\
 Commands (`help COMMAND` at the prompt for details; names are case-insensitive):\n  \
 put KEY CONTEXT VALUE    store VALUE; CONTEXT is {} or one printed by get\n  \
-get KEY                  every current version (sibling) and the merged context\n  \
+get [-v] KEY             every current version and the merged context (-v: who answered)\n  \
 delete KEY CONTEXT       a tombstone over what CONTEXT has seen\n  \
 add-node HOST:PORT       (leader) start a ring change that adds the node\n  \
 remove-node HOST:PORT    (leader) start a ring change that removes the node\n  \

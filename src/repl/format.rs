@@ -55,6 +55,8 @@ pub enum Outcome {
     /// `delete`.
     Delete(WriteReply),
     Get(ReadReply),
+    /// `get -v`: also which replicas answered.
+    GetVerbose(ReadReply),
     /// `add-node` or `remove-node`.
     Membership(MembershipReply),
     Status(StatusReply),
@@ -94,7 +96,7 @@ impl Outcome {
                 acks: &reply.acks,
                 hinted: reply.hinted,
             }),
-            Outcome::Get(reply) => serde_json::to_string(&JsonRead {
+            Outcome::Get(reply) | Outcome::GetVerbose(reply) => serde_json::to_string(&JsonRead {
                 ok: true,
                 key: &reply.key,
                 values: reply.values.iter().map(lossy).collect(),
@@ -151,6 +153,15 @@ impl Outcome {
             Outcome::Put(reply) => write_human("ok", reply, false),
             Outcome::Delete(reply) => write_human("deleted", reply, true),
             Outcome::Get(reply) => read_human(reply),
+            Outcome::GetVerbose(reply) => format!(
+                "{}\nanswered by: {}",
+                read_human(reply),
+                if reply.replicas.is_empty() {
+                    "-".to_string()
+                } else {
+                    join_ids(&reply.replicas)
+                }
+            ),
             Outcome::Membership(reply) => membership_human(reply),
             Outcome::Status(reply) => status_human(reply),
             Outcome::Locate(reply) => locate_human(reply),
@@ -937,6 +948,16 @@ mod tests {
             Outcome::Get(read("k", &[], "{}")).to_human(),
             "(not found)\ncontext: {}"
         );
+        let mut traced = read("k", &[b"v"], r#"{"a:1":1}"#);
+        traced.replicas = vec![id("127.0.0.1:13337"), id("127.0.0.1:13339")];
+        assert_eq!(
+            Outcome::GetVerbose(traced.clone()).to_human(),
+            "v\ncontext: {\"a:1\":1}\nanswered by: 127.0.0.1:13337, 127.0.0.1:13339"
+        );
+        assert_eq!(
+            Outcome::GetVerbose(traced.clone()).to_json(),
+            Outcome::Get(traced).to_json()
+        );
         // The empty value is shown, as "" (and stays "" in JSON).
         let empty = read("k", &[b"", b"x"], r#"{"a:1":2}"#);
         assert_eq!(
@@ -1099,7 +1120,8 @@ mod tests {
     fn help_for_one_command() {
         assert_eq!(
             help_text(Some("get")),
-            "usage: get KEY\n  every current version (sibling) of KEY and their merged context"
+            "usage: get [-v] KEY\n  every current version (sibling) of KEY and their merged context; \
+             -v also names the replicas that answered"
         );
         assert_eq!(
             help_text(Some("locate")),

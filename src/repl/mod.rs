@@ -152,6 +152,7 @@ impl Session {
                 value,
             } => Outcome::write(client.put(key, context, value).await?, false),
             Command::Get { key } => Outcome::Get(client.get(key).await?),
+            Command::GetVerbose { key } => Outcome::GetVerbose(client.get(key).await?),
             Command::Delete { key, context } => {
                 Outcome::write(client.delete(key, context).await?, true)
             }

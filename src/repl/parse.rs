@@ -53,6 +53,8 @@ pub enum Command {
     },
     /// `get KEY`.
     Get { key: Key },
+    /// `get -v KEY`: the same, saying which replicas answered.
+    GetVerbose { key: Key },
     /// `delete KEY CONTEXT`.
     Delete { key: Key, context: VersionVector },
     /// `add-node HOST:PORT`.
@@ -101,8 +103,8 @@ pub const COMMANDS: &[CommandInfo] = &[
     },
     CommandInfo {
         name: "get",
-        usage: "get KEY",
-        summary: "every current version (sibling) of KEY and their merged context",
+        usage: "get [-v] KEY",
+        summary: "every current version (sibling) of KEY and their merged context; -v also names the replicas that answered",
     },
     CommandInfo {
         name: "delete",
@@ -374,9 +376,19 @@ pub fn parse(line: &str) -> Result<Command> {
                 value,
             });
         }
-        "get" => Command::Get {
-            key: take_key(&mut lexer, &name)?,
-        },
+        "get" => {
+            let first = take(&mut lexer, &name)?;
+            // `get -v KEY` traces; `get -v` alone reads the key named "-v".
+            if !first.quoted && (first.text == "-v" || first.text == "--verbose") && !lexer.at_end()
+            {
+                Command::GetVerbose {
+                    key: take_key(&mut lexer, &name)?,
+                }
+            } else {
+                check_key(&first.text)?;
+                Command::Get { key: first.text }
+            }
+        }
         "delete" => {
             let key = take_key(&mut lexer, &name)?;
             let context = take_context(&mut lexer, &name)?;
@@ -616,6 +628,19 @@ mod tests {
     fn other_commands_parse() {
         assert_eq!(parse("get k").unwrap(), Command::Get { key: "k".into() });
         assert_eq!(
+            parse("get -v k").unwrap(),
+            Command::GetVerbose { key: "k".into() }
+        );
+        assert_eq!(
+            parse("get --verbose k").unwrap(),
+            Command::GetVerbose { key: "k".into() }
+        );
+        assert_eq!(parse("get -v").unwrap(), Command::Get { key: "-v".into() });
+        assert_eq!(
+            parse(r#"get "-v" k"#).unwrap_err().to_string(),
+            "usage: get [-v] KEY"
+        );
+        assert_eq!(
             parse(r#"get "a b""#).unwrap(),
             Command::Get { key: "a b".into() }
         );
@@ -661,8 +686,8 @@ mod tests {
     #[test]
     fn usage_errors_name_the_usage() {
         for (line, want) in [
-            ("get", "usage: get KEY"),
-            ("get a b", "usage: get KEY"),
+            ("get", "usage: get [-v] KEY"),
+            ("get a b", "usage: get [-v] KEY"),
             ("delete", "usage: delete KEY CONTEXT"),
             ("delete k", "usage: delete KEY CONTEXT"),
             ("delete k {} x", "usage: delete KEY CONTEXT"),
@@ -759,7 +784,7 @@ mod tests {
         );
         assert_eq!(parse("QUIT").unwrap(), Command::Quit);
         assert_eq!(parse("Exit").unwrap(), Command::Quit);
-        assert_eq!(err("GET"), "usage: get KEY");
+        assert_eq!(err("GET"), "usage: get [-v] KEY");
     }
 
     #[test]
