@@ -2,8 +2,8 @@
 //!
 //! Every [`PING_INTERVAL`] a node pings each of its *neighbours* (the nodes it
 //! shares a preference list with, [`Ring::neighbours`], and the leader) with
-//! the `info` call, whose answer also carries the peer's counters for
-//! `status`. A ping that gets no answer within [`PING_TIMEOUT`] is a miss. The
+//! the `info` call (whose answer also carries the peer's counters, shown by
+//! `status` while the peer is held down). A ping that gets no answer within [`PING_TIMEOUT`] is a miss. The
 //! rules, in [`crate::peers::Liveness`]:
 //!
 //! - `alive`: the last ping was answered, or the misses began less than
@@ -24,8 +24,9 @@
 //! - The coordinator sends a slot whose replica is `down` straight to a
 //!   stand-in, instead of spending the request's deadline on it, and forwards a
 //!   request to the first replica not `down`.
-//! - `status` and `locate` read the detector's view and last answers instead
-//!   of calling every member (only nodes this one does not ping are called).
+//! - `status` and `locate` take each node's state from the detector and do not
+//!   call a node it holds down (its last answer is shown instead); the others
+//!   are asked for their current counters.
 //!
 //! Being held `down` never makes a node refuse anything: the detector only
 //! routes around a peer. A wrong `down` costs a hint, never a write.
@@ -36,9 +37,9 @@
 //! and N replicas that is at most 2·T·(N−1) nodes, whatever the ring's size,
 //! and in practice far fewer in small rings. The request path only ever asks
 //! about neighbours (the replicas and stand-ins of keys it coordinates are
-//! near it on the ring); `status` calls the rest directly. Gossiping views
-//! (so a node learns about non-neighbours without calling them) is left out
-//! until rings are large enough for status calls to matter.
+//! near it on the ring); `status`, an operator's command, calls the members.
+//! Gossiping views (so a node learns about non-neighbours without calling
+//! them) is left out until rings are large enough for that to matter.
 //!
 //! # Bounds
 //!

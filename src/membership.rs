@@ -88,6 +88,8 @@ pub struct Membership {
     warned_replication: AtomicBool,
     reports: Reports,
     ring_news: Arc<Notify>,
+    /// When this process started (for `uptime_ms`).
+    started: std::time::Instant,
 }
 
 impl Membership {
@@ -116,6 +118,7 @@ impl Membership {
             warned_replication: AtomicBool::new(false),
             reports,
             ring_news,
+            started: std::time::Instant::now(),
         }
     }
 
@@ -398,9 +401,11 @@ impl Membership {
             .await
     }
 
-    /// Each node's state and [`NodeInfo`] as the failure detector last saw them
-    /// ([`crate::detector`]); a node the detector does not ping is asked now
-    /// (this node answers locally).
+    /// Each node's state and [`NodeInfo`] for `status` and `locate`. A node the
+    /// failure detector holds down is not called: its state and last answer
+    /// come from the detector, so a hung node costs nothing. Every other node
+    /// is asked now, so the counters are the current ones (a put just made
+    /// shows in `keys`); if it does not answer, the detector's state stands.
     async fn view(
         &self,
         nodes: &[NodeId],
@@ -409,26 +414,23 @@ impl Membership {
         let mut out = Vec::with_capacity(nodes.len());
         let mut ask = Vec::new();
         for node in nodes {
-            if *node == self.me {
-                out.push((node.clone(), NodeState::Alive, Ok(self.info())));
-                continue;
-            }
             let seen = self.peers.liveness(node);
-            match (seen.known(), seen.info()) {
-                (true, Some(info)) => out.push((node.clone(), seen.state(now), Ok(info.clone()))),
-                (true, None) => out.push((
+            if *node != self.me && seen.known() && seen.state(now) == NodeState::Down {
+                let reason = seen.reason().unwrap_or("no answer to pings").to_string();
+                out.push((
                     node.clone(),
-                    seen.state(now),
-                    Err(CallError::Unknown(
-                        seen.reason().unwrap_or("no answer to pings").to_string(),
-                    )),
-                )),
-                (false, _) => ask.push(node.clone()),
+                    NodeState::Down,
+                    Err(CallError::Unknown(reason)),
+                ));
+            } else {
+                ask.push(node.clone());
             }
         }
         for (node, result) in self.probe(&ask).await {
+            let seen = self.peers.liveness(&node);
             let state = match &result {
                 Ok(_) => NodeState::Alive,
+                Err(_) if seen.known() => seen.state(std::time::Instant::now()),
                 Err(e) => liveness(e),
             };
             out.push((node, state, result));
@@ -609,44 +611,54 @@ impl Membership {
             transfer: (self.reports.transfer)(),
             anti_entropy: (self.reports.anti_entropy)(),
             restoring: self.storage.restoring(),
+            hints_by_target: self.storage.hints_by_target(),
+            uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }
 
     /// `status`: the ring as this node sees it, every node's liveness and
     /// counters, and the running change with its progress.
     pub async fn status(&self) -> Result<StatusReply> {
-        let state = self
-            .ring
-            .get()
-            .ok_or_else(|| Error::NoRing {
-                leader: self.configured_leader.clone(),
-            })?
-            .state()
-            .clone();
+        let ring = self.ring.get().ok_or_else(|| Error::NoRing {
+            leader: self.configured_leader.clone(),
+        })?;
+        let state = ring.state().clone();
         let viewed = self.view(&state.all_nodes()).await;
         let nodes = viewed
             .iter()
-            .map(|(id, seen, out)| match out {
-                Ok(info) => MemberStatus {
-                    id: id.clone(),
-                    state: *seen,
-                    keys: Some(info.keys),
-                    tombstones: Some(info.tombstones),
-                    hints: Some(info.hints),
-                    epoch: Some(info.epoch),
-                    anti_entropy: Some(info.anti_entropy.clone()),
-                    restoring: Some(info.restoring),
-                },
-                Err(_) => MemberStatus {
-                    id: id.clone(),
-                    state: *seen,
-                    keys: None,
-                    tombstones: None,
-                    hints: None,
-                    epoch: None,
-                    anti_entropy: None,
-                    restoring: None,
-                },
+            .map(|(id, seen, out)| {
+                let share = ring.share(id);
+                match out {
+                    Ok(info) => MemberStatus {
+                        id: id.clone(),
+                        state: *seen,
+                        keys: Some(info.keys),
+                        tombstones: Some(info.tombstones),
+                        hints: Some(info.hints),
+                        epoch: Some(info.epoch),
+                        anti_entropy: Some(info.anti_entropy.clone()),
+                        restoring: Some(info.restoring),
+                        share,
+                        hints_by_target: Some(info.hints_by_target.clone()),
+                        uptime_ms: Some(info.uptime_ms),
+                        version: Some(info.version.clone()),
+                    },
+                    Err(_) => MemberStatus {
+                        id: id.clone(),
+                        state: *seen,
+                        keys: None,
+                        tombstones: None,
+                        hints: None,
+                        epoch: None,
+                        anti_entropy: None,
+                        restoring: None,
+                        share,
+                        hints_by_target: None,
+                        uptime_ms: None,
+                        version: None,
+                    },
+                }
             })
             .collect();
         let transition = state.transition.as_ref().map(|t| {

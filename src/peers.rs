@@ -20,7 +20,7 @@
 //! ([`crate::detector`]) learned from pinging it, and the last [`NodeInfo`] it
 //! answered with. The request path reads it ([`Peers::state`]) to send a slot
 //! whose replica is held `down` straight to a stand-in, and `status` reads it
-//! instead of calling every member. A peer nobody pinged yet is `alive`: the
+//! instead of calling a node held down. A peer nobody pinged yet is `alive`: the
 //! detector is a hint for routing, never a reason to refuse a request.
 
 use std::collections::HashMap;
@@ -354,6 +354,9 @@ mod tests {
             transfer: None,
             anti_entropy: Default::default(),
             restoring: false,
+            hints_by_target: Default::default(),
+            uptime_ms: 0,
+            version: "0.1.0".into(),
         }
     }
 

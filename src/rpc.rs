@@ -201,6 +201,15 @@ pub struct MemberStatus {
     /// True while it refills after losing its data directory (its reads do
     /// not count yet); None when it did not answer.
     pub restoring: Option<bool>,
+    /// The fraction of the hash space it keeps a replica of in the current
+    /// ring (0 for a node outside it), from the ring itself.
+    pub share: f64,
+    /// Pending hints it holds, per target (None when it did not answer).
+    pub hints_by_target: Option<BTreeMap<NodeId, u64>>,
+    /// How long its process has run, in milliseconds (None when it did not answer).
+    pub uptime_ms: Option<u64>,
+    /// Its build (None when it did not answer).
+    pub version: Option<String>,
 }
 
 /// The answer to `status`.
@@ -297,6 +306,12 @@ pub struct NodeInfo {
     pub anti_entropy: AeStats,
     /// True while it refills after losing its data directory.
     pub restoring: bool,
+    /// Pending hints per target.
+    pub hints_by_target: BTreeMap<NodeId, u64>,
+    /// How long the process has run, in milliseconds.
+    pub uptime_ms: u64,
+    /// Its build (`CARGO_PKG_VERSION`).
+    pub version: String,
 }
 
 /// The service every node serves.

@@ -423,6 +423,9 @@ fn status_human(reply: &StatusReply) -> String {
         "EPOCH".to_string(),
         "REPAIRED".to_string(),
         "LAST ANTI-ENTROPY".to_string(),
+        "SHARE".to_string(),
+        "UP".to_string(),
+        "VERSION".to_string(),
     ]];
     rows.extend(reply.nodes.iter().map(|m| {
         [
@@ -438,9 +441,13 @@ fn status_human(reply: &StatusReply) -> String {
             opt(m.epoch),
             opt(m.anti_entropy.as_ref().map(|a| a.keys_repaired)),
             last_exchange(m.anti_entropy.as_ref()),
+            format!("{:.0}%", m.share * 100.0),
+            m.uptime_ms
+                .map_or("-".to_string(), |ms| duration_human(ms / 1000)),
+            m.version.clone().unwrap_or_else(|| "-".to_string()),
         ]
     }));
-    let mut widths = [0usize; 8];
+    let mut widths = [0usize; 11];
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
@@ -455,6 +462,12 @@ fn status_human(reply: &StatusReply) -> String {
         lines.push(cells.join("  ").trim_end().to_string());
     }
     lines.push(String::new());
+    // Hints waiting for their replicas, per holder and target.
+    for m in &reply.nodes {
+        for (target, count) in m.hints_by_target.iter().flatten() {
+            lines.push(format!("hints: {} holds {count} for {target}", m.id));
+        }
+    }
     if !reply.member {
         lines.push(format!(
             "this node ({}) is not a member of the ring",
@@ -678,6 +691,10 @@ mod tests {
                         tombstones_removed: 5,
                     }),
                     restoring: Some(false),
+                    share: 0.6,
+                    hints_by_target: Some([(id("10.0.0.2:13338"), 4)].into_iter().collect()),
+                    uptime_ms: Some(754_000),
+                    version: Some("0.1.0".into()),
                 },
                 MemberStatus {
                     id: id("10.0.0.2:13338"),
@@ -688,6 +705,10 @@ mod tests {
                     epoch: None,
                     anti_entropy: None,
                     restoring: None,
+                    share: 0.4,
+                    hints_by_target: None,
+                    uptime_ms: None,
+                    version: None,
                 },
             ],
             transition: None,
@@ -843,8 +864,8 @@ mod tests {
             concat!(
                 r#"{"ok":true,"leader":"127.0.0.1:13337","epoch":7,"qsize":3,"write_n":2,"read_n":2,"#,
                 r#""nodes":[{"id":"127.0.0.1:13337","state":"alive","keys":120,"tombstones":3,"hints":0,"epoch":7,"#,
-                r#""anti_entropy":{"exchanges":12,"keys_repaired":40,"last_exchange":{"peer":"127.0.0.1:13339","at_unix_ms":1700000000000,"ago_ms":1200,"keys_repaired":2},"tombstones_removed":5},"restoring":false},"#,
-                r#"{"id":"10.0.0.2:13338","state":"down","keys":null,"tombstones":null,"hints":null,"epoch":null,"anti_entropy":null,"restoring":null}],"#,
+                r#""anti_entropy":{"exchanges":12,"keys_repaired":40,"last_exchange":{"peer":"127.0.0.1:13339","at_unix_ms":1700000000000,"ago_ms":1200,"keys_repaired":2},"tombstones_removed":5},"restoring":false,"share":0.6,"hints_by_target":{"10.0.0.2:13338":4},"uptime_ms":754000,"version":"0.1.0"},"#,
+                r#"{"id":"10.0.0.2:13338","state":"down","keys":null,"tombstones":null,"hints":null,"epoch":null,"anti_entropy":null,"restoring":null,"share":0.4,"hints_by_target":null,"uptime_ms":null,"version":null}],"#,
                 r#""node":"127.0.0.1:13338","fsync":"batch","transition":null,"member":true}"#
             )
         );
@@ -857,8 +878,8 @@ mod tests {
             concat!(
                 r#"{"ok":true,"leader":"127.0.0.1:13337","epoch":8,"qsize":3,"write_n":2,"read_n":2,"#,
                 r#""nodes":[{"id":"127.0.0.1:13337","state":"alive","keys":120,"tombstones":3,"hints":0,"epoch":7,"#,
-                r#""anti_entropy":{"exchanges":12,"keys_repaired":40,"last_exchange":{"peer":"127.0.0.1:13339","at_unix_ms":1700000000000,"ago_ms":1200,"keys_repaired":2},"tombstones_removed":5},"restoring":false},"#,
-                r#"{"id":"10.0.0.2:13338","state":"down","keys":null,"tombstones":null,"hints":null,"epoch":null,"anti_entropy":null,"restoring":null}],"#,
+                r#""anti_entropy":{"exchanges":12,"keys_repaired":40,"last_exchange":{"peer":"127.0.0.1:13339","at_unix_ms":1700000000000,"ago_ms":1200,"keys_repaired":2},"tombstones_removed":5},"restoring":false,"share":0.6,"hints_by_target":{"10.0.0.2:13338":4},"uptime_ms":754000,"version":"0.1.0"},"#,
+                r#"{"id":"10.0.0.2:13338","state":"down","keys":null,"tombstones":null,"hints":null,"epoch":null,"anti_entropy":null,"restoring":null,"share":0.4,"hints_by_target":null,"uptime_ms":null,"version":null}],"#,
                 r#""node":"127.0.0.1:13338","fsync":"batch","#,
                 r#""transition":{"epoch":8,"joining":["127.0.0.1:13342"],"leaving":[],"#,
                 r#""keys_to_move":4000,"keys_moved":1200,"bytes_moved":1258291,"elapsed_ms":1500,"#,
@@ -989,10 +1010,11 @@ mod tests {
              epoch:  7\n\
              N/W/R:  3/2/2\n\
              \n\
-             ID               STATE  KEYS  TOMBSTONES  HINTS  EPOCH  REPAIRED  LAST ANTI-ENTROPY\n\
-             127.0.0.1:13337  alive  120   3           0      7      40        1.2 s ago with 127.0.0.1:13339\n\
-             10.0.0.2:13338   down   -     -           -      -      -         -\n\
+             ID               STATE  KEYS  TOMBSTONES  HINTS  EPOCH  REPAIRED  LAST ANTI-ENTROPY               SHARE  UP           VERSION\n\
+             127.0.0.1:13337  alive  120   3           0      7      40        1.2 s ago with 127.0.0.1:13339  60%    12 min 34 s  0.1.0\n\
+             10.0.0.2:13338   down   -     -           -      -      -         -                               40%    -            -\n\
              \n\
+             hints: 127.0.0.1:13337 holds 4 for 10.0.0.2:13338\n\
              ring settled"
         );
     }
@@ -1006,10 +1028,11 @@ mod tests {
              epoch:  8\n\
              N/W/R:  3/2/2\n\
              \n\
-             ID               STATE  KEYS  TOMBSTONES  HINTS  EPOCH  REPAIRED  LAST ANTI-ENTROPY\n\
-             127.0.0.1:13337  alive  120   3           0      7      40        1.2 s ago with 127.0.0.1:13339\n\
-             10.0.0.2:13338   down   -     -           -      -      -         -\n\
+             ID               STATE  KEYS  TOMBSTONES  HINTS  EPOCH  REPAIRED  LAST ANTI-ENTROPY               SHARE  UP           VERSION\n\
+             127.0.0.1:13337  alive  120   3           0      7      40        1.2 s ago with 127.0.0.1:13339  60%    12 min 34 s  0.1.0\n\
+             10.0.0.2:13338   down   -     -           -      -      -         -                               40%    -            -\n\
              \n\
+             hints: 127.0.0.1:13337 holds 4 for 10.0.0.2:13338\n\
              this node (127.0.0.1:13338) is not a member of the ring\n\
              ring change in progress (epoch 8): adding 127.0.0.1:13342\n  \
              moved 1200 of 4000 keys (30%), 1.2 MiB, 800 keys/s, about 3 s left\n  \
@@ -1035,6 +1058,7 @@ mod tests {
             tail,
             [
                 "",
+                "hints: 127.0.0.1:13337 holds 4 for 10.0.0.2:13338",
                 "ring change in progress (epoch 8): removing 10.0.0.2:13338",
                 "  moved 0 of 0 keys (100%), 0 B, 0 keys/s",
                 "  127.0.0.1:13337  done  0/0 keys",

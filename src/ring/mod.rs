@@ -875,6 +875,29 @@ impl Ring {
             .clockwise_at(position, self.state.replication.n)
     }
 
+    /// The fraction of the hash space whose keys `node` keeps a replica of in
+    /// the current ring: about N / members with enough tokens, 0 outside it.
+    pub fn share(&self, node: &NodeId) -> f64 {
+        let n = self.state.replication.n;
+        let tokens = &self.current.tokens;
+        let mut owned: u128 = 0;
+        for (i, token) in tokens.iter().enumerate() {
+            // The range ending at this token, from the previous one (the last
+            // token for the first, across the wrap).
+            let prev = match i.checked_sub(1).and_then(|j| tokens.get(j)) {
+                Some(p) => p.position,
+                None => tokens.last().map_or(0, |l| l.position),
+            };
+            let len = u128::from(token.position.wrapping_sub(prev));
+            // One token alone owns the whole ring.
+            let len = if tokens.len() == 1 { 1u128 << 64 } else { len };
+            if self.current.clockwise_at(token.position, n).contains(node) {
+                owned += len;
+            }
+        }
+        owned as f64 / (1u128 << 64) as f64
+    }
+
     /// The nodes that share a preference list with `node` in the current ring
     /// or, during a change, in the target ring (`node` left out): the peers its
     /// replicas are compared and its requests are sent to. Each token starts

@@ -856,3 +856,18 @@ fn neighbours_are_every_node_sharing_a_preference_list() {
         assert!(neighbours.len() >= 2, "{me}: {neighbours:?}");
     }
 }
+
+#[test]
+fn shares_sum_to_n_and_are_about_even() {
+    let nodes = local_nodes(5);
+    let ring = Ring::new(state_of(nodes.clone(), Replication { n: 3, w: 2, r: 2 }));
+    let shares: Vec<f64> = nodes.iter().map(|n| ring.share(n)).collect();
+    let total: f64 = shares.iter().sum();
+    assert!((total - 3.0).abs() < 1e-9, "{shares:?}");
+    for s in &shares {
+        assert!((0.45..0.75).contains(s), "{shares:?}");
+    }
+    assert_eq!(ring.share(&node("10.9.9.9:1")), 0.0);
+    let one = Ring::new(state_of(local_nodes(1), Replication { n: 1, w: 1, r: 1 }));
+    assert_eq!(one.share(&local_nodes(1)[0]), 1.0);
+}

@@ -167,6 +167,9 @@ pub struct Storage {
     tombstones: AtomicU64,
     /// Pending hints; reads skip the hints tree entirely while it is zero.
     hint_records: AtomicU64,
+    /// Pending hints per target, for `status` (taken only when a hint is
+    /// stored or goes, which is rare: a replica is down).
+    hint_targets: Mutex<std::collections::BTreeMap<NodeId, u64>>,
     stripes: Vec<Mutex<()>>,
     commit: GroupCommit,
     fsync: FsyncMode,
@@ -236,6 +239,14 @@ impl Storage {
         let keys = AtomicU64::new(stored);
         let tombstones = AtomicU64::new(deleted);
         let hint_records = AtomicU64::new(hints.len() as u64);
+        let mut per_target = std::collections::BTreeMap::<NodeId, u64>::new();
+        for item in hints.iter() {
+            let (k, _) = item?;
+            if let Ok((_, target)) = split_hint_key(&k) {
+                *per_target.entry(target).or_default() += 1;
+            }
+        }
+        let hint_targets = Mutex::new(per_target);
         let fsync = if dir.is_none() {
             FsyncMode::Never
         } else {
@@ -271,6 +282,7 @@ impl Storage {
             keys,
             tombstones,
             hint_records,
+            hint_targets,
             stripes,
             commit,
             fsync,
@@ -379,15 +391,40 @@ impl Storage {
             .is_ok()
         {
             self.hint_records.fetch_sub(1, Ordering::Relaxed);
+            if let Ok((_, target)) = split_hint_key(hkey) {
+                self.count_hint(&target, false);
+            }
         }
         Ok(())
     }
 
-    fn insert_hint(&self, hkey: Vec<u8>, obj: &Object) -> Result<()> {
+    fn insert_hint(&self, target: &NodeId, hkey: Vec<u8>, obj: &Object) -> Result<()> {
         if self.hints.insert(hkey, encode(obj)?)?.is_none() {
             self.hint_records.fetch_add(1, Ordering::Relaxed);
+            self.count_hint(target, true);
         }
         Ok(())
+    }
+
+    /// Counts a hint for `target` in (`added`) or out.
+    fn count_hint(&self, target: &NodeId, added: bool) {
+        let mut t = self.hint_targets.lock().unwrap_or_else(|p| p.into_inner());
+        if added {
+            *t.entry(target.clone()).or_default() += 1;
+        } else if let Some(n) = t.get_mut(target) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                t.remove(target);
+            }
+        }
+    }
+
+    /// Pending hints per target (targets with none left out).
+    pub fn hints_by_target(&self) -> std::collections::BTreeMap<NodeId, u64> {
+        self.hint_targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn stripe(&self, key: &str) -> std::sync::MutexGuard<'_, ()> {
@@ -582,7 +619,7 @@ impl Storage {
         let hkey = hint_key(key, target)?;
         let mut obj = self.hint_or_new(&hkey)?;
         obj.merge(incoming);
-        self.insert_hint(hkey, &obj)
+        self.insert_hint(target, hkey, &obj)
     }
 
     /// The coordinator's read-modify-write: applies a put or delete made by `actor`
@@ -621,7 +658,7 @@ impl Storage {
                 // This node may hand the hint off and forget the key: remember the
                 // counter so it never issues the same dot twice.
                 self.floors.insert(key.as_bytes(), encode(&dot.counter)?)?;
-                self.insert_hint(hint_key(key, target)?, &obj)?;
+                self.insert_hint(target, hint_key(key, target)?, &obj)?;
             }
         }
         Ok((obj, dot))
@@ -666,6 +703,7 @@ impl Storage {
             .compare_and_swap(hkey, Some(&hint.raw), None as Option<&[u8]>)?;
         if swapped.is_ok() {
             self.hint_records.fetch_sub(1, Ordering::Relaxed);
+            self.count_hint(&hint.target, false);
         }
         Ok(swapped.is_ok())
     }

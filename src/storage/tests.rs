@@ -665,3 +665,31 @@ fn graves_are_listed_reaped_only_unchanged_and_leave_a_segment_floor() {
         .unwrap();
     assert!(dot.counter > 2, "{dot:?}");
 }
+
+#[test]
+fn hints_are_counted_per_target_through_delivery_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (id("127.0.0.1:2"), id("127.0.0.1:3"));
+    let me = id("127.0.0.1:1");
+    {
+        let s = open_dir(dir.path(), FsyncMode::Never);
+        for k in ["x", "y"] {
+            s.coordinate(k, &me, &VersionVector::new(), val(k), Some(&a))
+                .unwrap();
+        }
+        s.coordinate("z", &me, &VersionVector::new(), val("z"), Some(&b))
+            .unwrap();
+        // A second write of the same key for the same target is one hint.
+        let ctx = s.get("x").unwrap().context().clone();
+        s.coordinate("x", &me, &ctx, val("x2"), Some(&a)).unwrap();
+        let want: std::collections::BTreeMap<NodeId, u64> =
+            [(a.clone(), 2), (b.clone(), 1)].into_iter().collect();
+        assert_eq!(s.hints_by_target(), want);
+        let delivered = s.hints().unwrap().hints.into_iter().find(|h| h.target == b);
+        assert!(s.remove_hint(&delivered.unwrap()).unwrap());
+        s.flush().unwrap();
+    }
+    let s = open_dir(dir.path(), FsyncMode::Never);
+    let want: std::collections::BTreeMap<NodeId, u64> = [(a, 2)].into_iter().collect();
+    assert_eq!(s.hints_by_target(), want, "recounted at open");
+}
