@@ -29,17 +29,7 @@ client() { "$BIN/client" --port "$BASE" "$@"; }
 rm -rf "$OUT/ae-data" "$RESULTS"
 mkdir -p "$OUT/ae-data" "$OUT/logs"
 
-# start I [ARGS...]: node I in the background (its pid in PIDS[I]).
-start() {
-  local i=$1 port=$((BASE + $1))
-  shift
-  "$BIN/dynamo" --port "$port" --leader "127.0.0.1:$BASE" --qsize 3 --sq-write-n 2 --sq-read-n 2 \
-    --data-dir "$OUT/ae-data/$port" "$@" 2>>"$OUT/logs/ae-$port.log" &
-  PIDS[i]=$!
-  for _ in $(seq 1 100); do listening "$port" && return; sleep 0.1; done
-  echo "node $port did not start" >&2
-  exit 1
-}
+start() { start_node ae "$@"; }
 
 for ((i = 0; i < 4; i++)); do start "$i" --anti-entropy-interval-ms 0; done
 for ((i = 1; i < 4; i++)); do

@@ -28,17 +28,7 @@ trap 'resume_all; cleanup' EXIT
 rm -rf "$OUT/detector-data" "$RESULTS"
 mkdir -p "$OUT/detector-data" "$OUT/logs"
 
-# start I [ARGS...]: node I in the background (its pid in PIDS[I]).
-start() {
-  local i=$1 port=$((BASE + $1))
-  shift
-  "$BIN/dynamo" --port "$port" --leader "127.0.0.1:$BASE" --qsize 3 --sq-write-n 2 --sq-read-n 2 \
-    --data-dir "$OUT/detector-data/$port" "$@" 2>>"$OUT/logs/detector-$port.log" &
-  PIDS[i]=$!
-  for _ in $(seq 1 100); do listening "$port" && return; sleep 0.1; done
-  echo "node $port did not start" >&2
-  exit 1
-}
+start() { start_node detector "$@"; }
 restart() {
   resume_all
   cleanup

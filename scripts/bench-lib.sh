@@ -1,5 +1,5 @@
-# Shared by scripts/bench.sh and scripts/bench-move.sh (sourced, not run): the
-# processes a benchmark starts, stopped on exit, and a port probe.
+# Shared by the bench scripts (sourced, not run): the processes a benchmark
+# starts, stopped on exit, a port probe, and one node of a ring started by number.
 
 PIDS=()
 
@@ -13,3 +13,17 @@ trap cleanup EXIT
 
 # listening PORT: true once something accepts connections on 127.0.0.1:PORT.
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# start_node NAME I [ARGS...]: node I of a ring on BASE+I whose leader is BASE
+# (N=3, W=2, R=2), data in $OUT/NAME-data, log in $OUT/logs/NAME-PORT.log, in
+# the background (its pid in PIDS[I]); returns once it listens.
+start_node() {
+  local name=$1 i=$2 port=$((BASE + $2))
+  shift 2
+  "$BIN/dynamo" --port "$port" --leader "127.0.0.1:$BASE" --qsize 3 --sq-write-n 2 --sq-read-n 2 \
+    --data-dir "$OUT/$name-data/$port" "$@" 2>>"$OUT/logs/$name-$port.log" &
+  PIDS[i]=$!
+  for _ in $(seq 1 100); do listening "$port" && return; sleep 0.1; done
+  echo "node $port did not start" >&2
+  exit 1
+}
