@@ -288,7 +288,7 @@ impl Reaper {
         if keys.is_empty() {
             return Ok(0);
         }
-        let proven = self.check(&ring, &keys).await?;
+        let (proven, owners) = self.check(&ring, &keys).await?;
         let checked_at = Instant::now();
         let mut reap = Vec::new();
         {
@@ -296,10 +296,11 @@ impl Reaper {
             if w.0 != epoch {
                 return Ok(0);
             }
-            for (i, (key, digest)) in keys.into_iter().zip(proven).enumerate() {
+            let checked = keys.into_iter().zip(proven).zip(owners);
+            for (i, ((key, digest), owners)) in checked.enumerate() {
                 match (i < due, digest) {
                     (true, Some(d)) => match w.1.remove(&key) {
-                        Some(v) if v.digest == d => reap.push((key, d)),
+                        Some(v) if v.digest == d => reap.push((key, d, owners)),
                         // Changed since the first proof: start over.
                         _ => {
                             w.1.insert(
@@ -378,7 +379,12 @@ impl Reaper {
     /// now: every member answered and is ready, every owner holds these same
     /// bytes and they are only tombstones, no member keeps a hint for the key
     /// and no other member keeps a copy.
-    async fn check(&self, ring: &Arc<Ring>, keys: &[Key]) -> Result<Vec<Option<u64>>> {
+    /// Returns that digest (or None) and the owners of each key.
+    async fn check(
+        &self,
+        ring: &Arc<Ring>,
+        keys: &[Key],
+    ) -> Result<(Vec<Option<u64>>, Vec<Vec<NodeId>>)> {
         let storage = self.storage.clone();
         let asked = keys.to_vec();
         // Mine first: the digest of a copy that is only tombstones, and no hint.
@@ -425,7 +431,7 @@ impl Reaper {
                 }
             }
         }
-        Ok(proven)
+        Ok((proven, owners))
     }
 
     /// `member`'s check of every key (in calls of at most [`MAX_CHECK_KEYS`]).
@@ -459,13 +465,13 @@ impl Reaper {
         Ok(all)
     }
 
-    /// Removes `items` on every owner (this node included). Returns how many
-    /// copies this node removed.
-    async fn reap(&self, ring: &Arc<Ring>, items: Vec<(Key, u64)>) -> Result<u64> {
+    /// Removes `items` (key, proven digest, its owners) on every owner (this
+    /// node included). Returns how many copies this node removed.
+    async fn reap(&self, ring: &Arc<Ring>, items: Vec<(Key, u64, Vec<NodeId>)>) -> Result<u64> {
         let epoch = ring.epoch();
         let mut by_owner: HashMap<NodeId, Vec<(Key, u64)>> = HashMap::new();
-        for (key, digest) in items {
-            for owner in ring.owners_at(key_position(key.as_bytes())) {
+        for (key, digest, owners) in items {
+            for owner in owners {
                 by_owner
                     .entry(owner)
                     .or_default()
