@@ -249,8 +249,41 @@ impl Coordinator {
                 ),
             });
         };
+        self.check_actors(&ring, &req)?;
         self.coordinate(&ring, &placement, req, &actor, unreachable, deadline)
             .await
+    }
+
+    /// Refuses a context that names a node this ring never had (a typo, or a
+    /// context from another cluster): it would cover none of the key's
+    /// versions, so the put would keep what the client meant to replace, and
+    /// its entry would stay in the key's context for good. An actor the ring
+    /// forgot (removed before the ring recorded incarnations) is still
+    /// accepted when this node's copy of the key names it.
+    fn check_actors(&self, ring: &Ring, req: &WriteRequest) -> Result<()> {
+        let state = ring.state();
+        let mut unknown = req.context.iter().filter(|(a, _)| !state.knows_actor(a));
+        let Some((first, _)) = unknown.next() else {
+            return Ok(());
+        };
+        let local = self.storage.get(&req.key)?;
+        let named = local.context();
+        if named.get(first) > 0 && unknown.all(|(a, _)| named.get(a) > 0) {
+            return Ok(());
+        }
+        let stranger = req
+            .context
+            .iter()
+            .map(|(a, _)| a)
+            .find(|a| !state.knows_actor(a) && named.get(a) == 0)
+            .unwrap_or(first);
+        Err(Error::BadContext {
+            reason: format!(
+                "it names {stranger}, which was never a node of this ring; \
+                 pass {{}} or the context printed by get {}",
+                req.key
+            ),
+        })
     }
 
     async fn coordinate(

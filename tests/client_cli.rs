@@ -296,6 +296,45 @@ async fn failures_set_the_exit_status_and_do_not_stop_the_script() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_context_naming_a_node_never_in_the_ring_is_refused() {
+    let node = start_node().await;
+    let id = node.id.to_string();
+    // A typo'd port and a context from another cluster: refused, nothing
+    // stored; the real node's context (written with spaces) is accepted.
+    let script = format!(
+        "put k {{\"127.0.0.1:1\":1}} v1\n\
+         put k {{\"{id}\":0, \"10.9.9.9~1:13337\":3}} v2\n\
+         get k\n\
+         put k {{}} v3\n\
+         put k {{\"{id}\": 1}} v4\n\
+         get k\n"
+    );
+    let run = client(&["--node", &id, "--json"], Some(&script)).await;
+    assert_eq!(run.code, Some(1), "stderr: {}", run.stderr);
+    let r = run.json();
+    assert_eq!(r.len(), 6, "{}", run.stdout);
+    assert_eq!(r[0]["ok"], Json::Bool(false));
+    assert_eq!(
+        r[0]["error"],
+        Json::String(
+            "bad context: it names 127.0.0.1:1, which was never a node of this ring; \
+             pass {} or the context printed by get k"
+                .into()
+        )
+    );
+    let e1 = r[1]["error"].as_str().expect("error");
+    assert!(
+        e1.contains("it names 10.9.9.9~1:13337, which was never"),
+        "{e1}"
+    );
+    assert_eq!(r[2]["values"], serde_json::json!([]), "nothing was stored");
+    assert_eq!(r[3]["ok"], Json::Bool(true));
+    assert_eq!(r[4]["ok"], Json::Bool(true), "{}", r[4]);
+    assert_eq!(r[5]["values"], serde_json::json!(["v4"]), "v4 replaced v3");
+    node.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_and_membership_in_json() {
     let node = start_node().await;
     let id = node.id.to_string();

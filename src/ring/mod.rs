@@ -361,6 +361,31 @@ impl RingState {
         all
     }
 
+    /// True when `actor` is a name this ring ever let a node write under: an
+    /// address it admitted (a member, a node of the running change, the
+    /// leader, or a former member it keeps an incarnation for) or one of that
+    /// address's incarnations up to the last (`HOST~I:PORT`).
+    ///
+    /// A ring from before incarnations (format 2 and older) forgot the members
+    /// removed back then, so a false here is not proof: callers also accept an
+    /// actor the stored copy of the key already names.
+    pub fn knows_actor(&self, actor: &NodeId) -> bool {
+        let (address, number) = match actor.host().rsplit_once('~') {
+            Some((host, n)) => match (NodeId::new(host, actor.port()), n.parse::<u32>()) {
+                (Ok(address), Ok(n)) if n > 0 => (address, n),
+                _ => return false,
+            },
+            None => (actor.clone(), 0),
+        };
+        if let Some(inc) = self.incarnations.get(&address) {
+            return number <= inc.number;
+        }
+        number == 0
+            && (self.leader == address
+                || self.members.binary_search(&address).is_ok()
+                || self.target().binary_search(&address).is_ok())
+    }
+
     /// The address a node with this identity is known under, if any.
     pub fn address_of(&self, uuid: &Uuid) -> Option<&NodeId> {
         self.identities

@@ -871,3 +871,54 @@ fn shares_sum_to_n_and_are_about_even() {
     let one = Ring::new(state_of(local_nodes(1), Replication { n: 1, w: 1, r: 1 }));
     assert_eq!(one.share(&local_nodes(1)[0]), 1.0);
 }
+
+#[test]
+fn the_ring_knows_every_actor_it_ever_let_write_and_no_other() {
+    let leader = node("127.0.0.1:13337");
+    let b = node("127.0.0.1:13338");
+    let c = node("127.0.0.1:13339");
+    let (u1, u2) = (Uuid::new_v4(), Uuid::new_v4());
+    let ring = RingState::bootstrap(leader.clone(), Replication::default())
+        .begin_add(b.clone(), Some(u1), 0)
+        .unwrap()
+        .settle()
+        .unwrap()
+        .readmit(&b, u2)
+        .unwrap();
+    // The leader (never admitted by identity), a member and its incarnations.
+    assert!(ring.knows_actor(&leader));
+    assert!(ring.knows_actor(&b));
+    assert!(ring.knows_actor(&node("127.0.0.1~1:13338")));
+    assert!(
+        !ring.knows_actor(&node("127.0.0.1~2:13338")),
+        "not yet issued"
+    );
+    assert!(
+        !ring.knows_actor(&node("127.0.0.1~1:13337")),
+        "leader has none"
+    );
+    // Never in the ring: a typo'd port, another host, a malformed suffix.
+    assert!(!ring.knows_actor(&node("127.0.0.1:1333")));
+    assert!(!ring.knows_actor(&node("10.0.0.1:13338")));
+    assert!(!ring.knows_actor(&node("127.0.0.1~x:13338")));
+    assert!(!ring.knows_actor(&node("127.0.0.1~0:13338")));
+    // A node being added is known from the start of the change, and a removed
+    // one stays known (its dots live on in stored contexts).
+    let adding = ring.begin_add(c.clone(), Some(Uuid::new_v4()), 0).unwrap();
+    assert!(adding.knows_actor(&c));
+    let gone = adding
+        .settle()
+        .unwrap()
+        .begin_remove(&b, 0)
+        .unwrap()
+        .settle()
+        .unwrap();
+    assert!(gone.knows_actor(&b));
+    assert!(gone.knows_actor(&node("127.0.0.1~1:13338")));
+    // A node added without an identity (a ring from before identities) is
+    // known while it is a member.
+    let old = RingState::bootstrap(leader, Replication::default())
+        .begin_add(c.clone(), None, 0)
+        .unwrap();
+    assert!(old.knows_actor(&c));
+}
