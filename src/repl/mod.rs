@@ -48,7 +48,10 @@ use std::path::PathBuf;
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
-use rustyline::{Editor, Helper, Highlighter, Hinter, Validator};
+use rustyline::{
+    Cmd, ConditionalEventHandler, Editor, Event, EventContext, EventHandler, Helper, Highlighter,
+    Hinter, KeyCode, KeyEvent, Modifiers, RepeatCount, Validator,
+};
 
 use crate::client::Client;
 use crate::error::{Error, Result};
@@ -71,6 +74,62 @@ pub const HISTORY_MAX_LINE_BYTES: usize = 4096;
 /// What Ctrl-C during a command prints.
 pub const CANCELLED: &str =
     "cancelled: the command was abandoned; a put or delete may still have been applied";
+
+/// Past this many bytes on the prompt line, further characters typed at its
+/// end are kept aside instead of drawn (see [`Spill`]).
+pub const SPILL_AFTER_BYTES: usize = HISTORY_MAX_LINE_BYTES;
+
+/// Keeps a long pasted line off the screen.
+///
+/// A terminal that does not bracket a paste hands the line editor one key at a
+/// time, and once the line wraps, rustyline redraws the whole line for each
+/// key: a pasted 1 MiB value took hours to appear. Past [`SPILL_AFTER_BYTES`],
+/// with the cursor at the end of the line, each further character is appended
+/// here (no redraw) and Enter submits the line; [`Spill::take`] gives the
+/// characters back to be joined to what rustyline returns. A bracketed paste
+/// arrives as one insertion and is left to rustyline.
+#[derive(Clone, Default)]
+pub struct Spill(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl Spill {
+    /// What to do with `key` typed on a line of `len` bytes with the cursor at
+    /// `pos`: None leaves it to rustyline.
+    pub fn on_key(&self, key: &KeyEvent, len: usize, pos: usize) -> Option<Cmd> {
+        let mut spilled = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if pos < len || len + spilled.len() < SPILL_AFTER_BYTES {
+            return None;
+        }
+        match *key {
+            KeyEvent(KeyCode::Char(c), Modifiers::NONE | Modifiers::SHIFT) => {
+                spilled.push(c);
+                Some(Cmd::Noop)
+            }
+            KeyEvent(KeyCode::Tab, Modifiers::NONE) => {
+                spilled.push('\t');
+                Some(Cmd::Noop)
+            }
+            KeyEvent(KeyCode::Enter, Modifiers::NONE)
+            | KeyEvent(KeyCode::Char('J'), Modifiers::CTRL) => Some(Cmd::AcceptLine),
+            _ => None,
+        }
+    }
+
+    /// The characters kept aside since the last call.
+    pub fn take(&self) -> String {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl ConditionalEventHandler for Spill {
+    fn handle(&self, evt: &Event, _: RepeatCount, _: bool, ctx: &EventContext) -> Option<Cmd> {
+        match evt {
+            Event::KeySeq(keys) if keys.len() == 1 => {
+                self.on_key(&keys[0], ctx.line().len(), ctx.pos())
+            }
+            _ => None,
+        }
+    }
+}
 
 /// What the binary hands over after parsing its flags.
 #[derive(Clone, Debug)]
@@ -360,6 +419,11 @@ fn run_interactive(runtime: &tokio::runtime::Runtime, session: &mut Session) {
         }
     };
     editor.set_helper(Some(CommandCompleter));
+    let spill = Spill::default();
+    editor.bind_sequence(
+        Event::Any,
+        EventHandler::Conditional(Box::new(spill.clone())),
+    );
     let history = history_path();
     match &history {
         Some(path) => match editor.load_history(path) {
@@ -380,8 +444,14 @@ fn run_interactive(runtime: &tokio::runtime::Runtime, session: &mut Session) {
     );
     let prompt = format!("dynamo {}> ", session.node());
     loop {
-        match editor.readline(&prompt) {
-            Ok(line) => {
+        let read = editor.readline(&prompt);
+        let spilled = spill.take();
+        match read {
+            Ok(mut line) => {
+                if !spilled.is_empty() {
+                    println!("({} more bytes pasted, not shown)", spilled.len());
+                    line.push_str(&spilled);
+                }
                 if !is_blank_or_comment(&line) && line.len() <= HISTORY_MAX_LINE_BYTES {
                     let _ = editor.add_history_entry(line.as_str());
                 }
@@ -429,6 +499,30 @@ mod tests {
         let ctx = rustyline::Context::new(&history);
         let (start, pairs) = CommandCompleter.complete(line, line.len(), &ctx).unwrap();
         (start, pairs.into_iter().map(|p| p.display).collect())
+    }
+
+    #[test]
+    fn a_long_line_spills_characters_typed_at_its_end_and_enter_submits() {
+        let spill = Spill::default();
+        let key = |c| KeyEvent(KeyCode::Char(c), Modifiers::NONE);
+        let enter = KeyEvent(KeyCode::Enter, Modifiers::NONE);
+        let n = SPILL_AFTER_BYTES;
+        // Short lines, and the cursor inside a long one: rustyline's business.
+        assert_eq!(spill.on_key(&key('x'), n - 1, n - 1), None);
+        assert_eq!(spill.on_key(&key('x'), n, n - 5), None);
+        assert_eq!(spill.on_key(&enter, 10, 10), None);
+        // At the end of a long line: kept aside, not drawn.
+        assert_eq!(spill.on_key(&key('a'), n, n), Some(Cmd::Noop));
+        let shifted = KeyEvent(KeyCode::Char('B'), Modifiers::SHIFT);
+        assert_eq!(spill.on_key(&shifted, n, n), Some(Cmd::Noop));
+        let tab = KeyEvent(KeyCode::Tab, Modifiers::NONE);
+        assert_eq!(spill.on_key(&tab, n, n), Some(Cmd::Noop));
+        // Other keys (Ctrl-C, arrows) keep their meaning; Enter submits.
+        let ctrl_c = KeyEvent(KeyCode::Char('C'), Modifiers::CTRL);
+        assert_eq!(spill.on_key(&ctrl_c, n, n), None);
+        assert_eq!(spill.on_key(&enter, n, n), Some(Cmd::AcceptLine));
+        assert_eq!(spill.take(), "aB\t");
+        assert_eq!(spill.take(), "");
     }
 
     #[test]
