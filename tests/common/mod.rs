@@ -55,12 +55,22 @@ where
 /// small ring settles in well under a second at the default transfer rate).
 pub const SETTLE_LIMIT: Duration = Duration::from_secs(60);
 
-/// A free port on 127.0.0.1 (bound and released; good enough for tests).
+/// A free port on 127.0.0.1 (bound and released), never one this test process
+/// handed out before: two tests running side by side once drew the same port,
+/// so both clients talked to one node and a SIGSTOP hit the other.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -372,6 +382,13 @@ impl Cluster {
             &format!("node {i} to listen"),
             Duration::from_secs(20),
             || port_open(port).then_some(()),
+        );
+        // The port answering is not enough: another process may hold it.
+        let exited = p.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+        assert!(
+            exited.is_none(),
+            "node {i} exited ({exited:?}) although port {port} answers: {}",
+            std::fs::read_to_string(&p.log).unwrap_or_default()
         );
     }
 
