@@ -8,7 +8,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{ctx, run_client, wait_for, Cluster};
+use common::writeload::{describe_lost, verify, WriteLoad};
+use common::{ctx, run_client, run_script, wait_for, Cluster};
 use dynamo::ring::{Ring, RingState, DEFAULT_TOKENS_PER_NODE};
 use dynamo::types::{NodeId, Replication};
 use serde_json::Value;
@@ -394,4 +395,72 @@ fn sigterm_stops_gracefully_and_bad_flags_exit_nonzero() {
         .unwrap();
     assert!(!out.status.success());
     let _ = run_client; // used by other tests through Cluster::client
+}
+
+/// How many times the node under the write load is killed.
+const KILLS: usize = 6;
+
+/// A put sent before its node died may have been applied: the client must call
+/// its outcome unknown, never resend it and report what the resend met (the
+/// client once answered "connection refused" for puts that were stored). A put
+/// refused at connect was never sent, so it must be nowhere; every
+/// acknowledged put must read back. Reads use R = N = 3, so a get sees all
+/// three copies.
+#[test]
+fn puts_in_flight_when_their_node_is_killed_are_unknown_and_refused_ones_are_absent() {
+    let mut c = Cluster::ring(3, (3, 2, 3));
+    let via = 1;
+    let port = c.nodes[via].port;
+    let load = WriteLoad::start_with("k9", &[port], Duration::ZERO);
+    for _ in 0..KILLS {
+        load.wait_acked(40, Duration::from_secs(120));
+        c.kill(via);
+        std::thread::sleep(Duration::from_millis(300));
+        c.start(via);
+    }
+    load.wait_acked(40, Duration::from_secs(120));
+    let report = load.stop();
+
+    let refused_msg = format!("127.0.0.1:{port}: connection refused");
+    let refused: Vec<&str> = report
+        .failures
+        .iter()
+        .filter(|(_, e)| *e == refused_msg)
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let unknown = report
+        .failures
+        .iter()
+        .filter(|(_, e)| e.contains("outcome is unknown"))
+        .count();
+    eprintln!(
+        "{KILLS} kills: {} puts acked, {} failed ({} refused at connect, {unknown} with an unknown outcome); samples {:?}",
+        report.acked.len(),
+        report.failed,
+        refused.len(),
+        report.samples
+    );
+    assert!(
+        !refused.is_empty(),
+        "the node was down and no put was refused"
+    );
+
+    let lost = verify(&c.ports(&[0, 1, 2]), &report.acked);
+    assert!(
+        lost.is_empty(),
+        "{}",
+        describe_lost(&lost, report.acked.len())
+    );
+
+    let gets: Vec<String> = refused.iter().map(|k| format!("get {k}")).collect();
+    let out = run_script(c.nodes[0].port, &gets, Duration::from_secs(60));
+    assert_eq!(out.results.len(), gets.len(), "{out:?}");
+    for (key, r) in refused.iter().zip(&out.results) {
+        assert_eq!(r["ok"], true, "get {key}: {r}");
+        assert_eq!(
+            r["values"],
+            serde_json::json!([]),
+            "{key} was refused at connect (never sent) but is stored: {r}"
+        );
+    }
 }

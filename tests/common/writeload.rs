@@ -39,6 +39,8 @@ pub struct LoadReport {
     pub acked: Vec<(String, String)>,
     /// Puts that failed (outcome unknown).
     pub failed: usize,
+    /// Each failed put: (key, what the client answered).
+    pub failures: Vec<(String, String)>,
     /// A few distinct error strings.
     pub samples: Vec<String>,
     /// Clients started after the first (a node died or kept failing).
@@ -262,7 +264,8 @@ fn run_load(
                     PutFailure::Answered(m) => (m, false),
                     PutFailure::ClientGone(m) => (m, true),
                 };
-                sample(&mut report, msg);
+                sample(&mut report, msg.clone());
+                report.failures.push((key, msg));
                 if gone || in_a_row >= ROTATE_AFTER {
                     if let Some(c) = client.take() {
                         c.end();
