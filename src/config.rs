@@ -133,8 +133,9 @@ pub struct NodeConfig {
     pub fsync: FsyncMode,
     /// Coordinator deadline for one client request.
     pub request_timeout: Duration,
-    /// Reserved for the HTTP API (not served yet).
-    pub http_port: Option<u16>,
+    /// Where the HTTP API listens (`--http-port` on the listener's host);
+    /// None: no HTTP.
+    pub http_listen: Option<String>,
     /// Keys per second this node sends during a ring change (0: no cap).
     pub transfer_rate: u64,
     /// Keys per second anti-entropy repairs (0: no cap).
@@ -206,6 +207,18 @@ impl NodeConfig {
             });
         }
         let listen = flags.listen.unwrap_or_else(|| id.to_string());
+        let http_listen = match flags.http_port {
+            None => None,
+            Some(p) if p == id.port() => {
+                return Err(Error::Config {
+                    reason: format!("--http-port {p} is the node's own port; pick another"),
+                })
+            }
+            Some(p) => {
+                let host = listen.rsplit_once(':').map_or(listen.as_str(), |(h, _)| h);
+                Some(format!("{host}:{p}"))
+            }
+        };
         Ok(NodeConfig {
             id,
             listen,
@@ -214,7 +227,7 @@ impl NodeConfig {
             data_dir,
             fsync,
             request_timeout,
-            http_port: flags.http_port,
+            http_listen,
             transfer_rate: flags.transfer_rate.unwrap_or(DEFAULT_TRANSFER_RATE),
             repair_rate: flags.repair_rate.unwrap_or(DEFAULT_REPAIR_RATE),
             anti_entropy_interval: match flags

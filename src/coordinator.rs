@@ -72,7 +72,7 @@ use crate::ring::{Placement, Quorum, Ring, RingCell};
 use crate::rpc::{Addressee, ReadReply, WriteReply, WriteRequest};
 use crate::storage::Storage;
 use crate::types::{check_key, check_value, Key, NodeId, MAX_CONTEXT_ENTRIES, MAX_OBJECT_BYTES};
-use crate::vclock::{Content, Object};
+use crate::vclock::Object;
 
 /// Background continuations (fan-out remainders, read repairs) one node runs at
 /// once. Each holds at most a few RPCs; 4096 covers a saturated node's
@@ -167,8 +167,11 @@ impl Coordinator {
     /// Coordinates a put or delete.
     pub async fn write(self: &Arc<Self>, req: WriteRequest) -> Result<WriteReply> {
         check_key(&req.key)?;
-        if let Content::Value(v) = &req.content {
+        if let Some(v) = req.content.value() {
             check_value(v)?;
+        }
+        if let Some(t) = req.content.media_type() {
+            crate::types::check_media_type(t)?;
         }
         if req.context.len() > MAX_CONTEXT_ENTRIES {
             return Err(Error::BadContext {
@@ -531,6 +534,10 @@ impl Coordinator {
         let reply = ReadReply {
             key: key.clone(),
             values: merged.values().cloned().collect(),
+            media_types: merged
+                .media_types()
+                .map(|t| t.map(str::to_string))
+                .collect(),
             context: merged.context().clone(),
             replicas: answers.iter().map(|a| a.node.clone()).collect(),
         };

@@ -9,8 +9,8 @@
 //! | 2 | [`storage`] |
 //! | 3 | [`rpc`] |
 //! | 4 | [`peers`] |
-//! | 5 | [`coordinator`], [`membership`], [`handoff`], [`rebalance`], [`antientropy`], [`detector`] |
-//! | 6 | [`server`], [`client`], [`repl`], [`bench`] |
+//! | 5 | [`coordinator`], [`membership`], [`handoff`], [`rebalance`], [`antientropy`], [`detector`], [`metrics`] |
+//! | 6 | [`server`], [`client`], [`http`], [`repl`], [`bench`] |
 
 pub mod error;
 pub mod types;
@@ -30,10 +30,12 @@ pub mod coordinator;
 pub mod detector;
 pub mod handoff;
 pub mod membership;
+pub mod metrics;
 pub mod rebalance;
 
 pub mod bench;
 pub mod client;
+pub mod http;
 pub mod repl;
 pub mod server;
 

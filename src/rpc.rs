@@ -65,6 +65,9 @@ pub struct ReadReply {
     pub key: Key,
     /// Every version no other answer dominates (tombstones are left out).
     pub values: Vec<crate::types::Value>,
+    /// The media type each value was written with (None: none given, as from
+    /// the REPL), in the order of `values`.
+    pub media_types: Vec<Option<String>>,
     /// The merged context: pass it to the next put.
     pub context: VersionVector,
     /// The nodes whose answers made up the reply.

@@ -8,6 +8,9 @@
 //! connections. A connection that sends a malformed or oversized
 //! frame is closed; nothing a peer sends can stop the listener.
 //!
+//! With `--http-port`, the HTTP API ([`crate::http`]) runs beside it on the
+//! same runtime, over the same coordinator and membership, and stops with it.
+//!
 //! Shutdown (SIGINT/SIGTERM in the binary, [`NodeHandle::shutdown`] in tests):
 //! stop accepting, stop reading new requests, let in-flight requests finish (up to
 //! [`SHUTDOWN_GRACE`]), flush sled, return.
@@ -30,6 +33,7 @@ use crate::detector::Detector;
 use crate::error::{Error, Result};
 use crate::handoff::Handoff;
 use crate::membership::{Membership, Reports};
+use crate::metrics::{Metrics, Op};
 use crate::peers::Peers;
 use crate::rebalance::Rebalance;
 use crate::ring::{RingCell, RingState};
@@ -55,6 +59,7 @@ struct State {
     membership: Arc<Membership>,
     anti_entropy: Arc<AntiEntropy>,
     reaper: Arc<Reaper>,
+    metrics: Arc<Metrics>,
 }
 
 /// The tarpc service implementation: a cheap handle on the node's state.
@@ -63,15 +68,27 @@ struct Handler(Arc<State>);
 
 impl rpc::Node for Handler {
     async fn write(self, _: tarpc::context::Context, req: WriteRequest) -> Result<WriteReply> {
-        self.0.coordinator.write(req).await
+        if req.forwarded {
+            // Counted once, where the client sent it.
+            return self.0.coordinator.write(req).await;
+        }
+        let op = if req.content.value().is_some() {
+            Op::Put
+        } else {
+            Op::Delete
+        };
+        let m = &self.0.metrics;
+        m.time(op, self.0.coordinator.write(req)).await
     }
 
     async fn read(self, _: tarpc::context::Context, key: Key) -> Result<ReadReply> {
-        self.0.coordinator.read(key).await
+        let m = &self.0.metrics;
+        m.time(Op::Get, self.0.coordinator.read(key)).await
     }
 
     async fn add_node(self, _: tarpc::context::Context, node: NodeId) -> Result<MembershipReply> {
-        self.0.membership.add_node(node).await
+        let m = &self.0.metrics;
+        m.time(Op::AddNode, self.0.membership.add_node(node)).await
     }
 
     async fn remove_node(
@@ -79,15 +96,19 @@ impl rpc::Node for Handler {
         _: tarpc::context::Context,
         node: NodeId,
     ) -> Result<MembershipReply> {
-        self.0.membership.remove_node(node).await
+        let m = &self.0.metrics;
+        m.time(Op::RemoveNode, self.0.membership.remove_node(node))
+            .await
     }
 
     async fn status(self, _: tarpc::context::Context) -> Result<StatusReply> {
-        self.0.membership.status().await
+        let m = &self.0.metrics;
+        m.time(Op::Status, self.0.membership.status()).await
     }
 
     async fn locate(self, _: tarpc::context::Context, key: Key) -> Result<LocateReply> {
-        self.0.membership.locate(key).await
+        let m = &self.0.metrics;
+        m.time(Op::Locate, self.0.membership.locate(key)).await
     }
 
     async fn replicate(
@@ -254,9 +275,12 @@ pub async fn start_on(config: NodeConfig, listener: TcpListener) -> Result<NodeH
             .await
             .map_err(|e| Error::internal(e.to_string()))??,
     );
-    if config.http_port.is_some() {
-        tracing::warn!("--http-port is accepted but the HTTP API is not served yet");
-    }
+    let http_listener = match &config.http_listen {
+        None => None,
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| Error::Config {
+            reason: format!("cannot listen for HTTP on {addr}: {e}"),
+        })?),
+    };
     let peers = Arc::new(Peers::default());
     let ring = Arc::new(RingCell::new());
     let ring_news = Arc::new(tokio::sync::Notify::new());
@@ -324,13 +348,31 @@ pub async fn start_on(config: NodeConfig, listener: TcpListener) -> Result<NodeH
         peers.clone(),
         ring.clone(),
     ));
+    let metrics = Metrics::new();
     let state = Arc::new(State {
-        coordinator,
+        coordinator: coordinator.clone(),
         membership: membership.clone(),
         anti_entropy: anti_entropy.clone(),
         reaper: reaper.clone(),
+        metrics: metrics.clone(),
     });
     let (stop, stop_rx) = watch::channel(false);
+    background.spawn(metrics.clone().run_upkeep(stop_rx.clone()));
+    if let Some(listener) = http_listener {
+        let addr = listener.local_addr().ok();
+        let http = crate::http::HttpState {
+            coordinator,
+            membership: membership.clone(),
+            metrics,
+        };
+        let stop_http = stop_rx.clone();
+        background.spawn(async move {
+            if let Err(e) = crate::http::serve(listener, http, stop_http).await {
+                tracing::error!(error = %e, "the HTTP server failed");
+            }
+        });
+        tracing::info!(addr = ?addr, "HTTP API listening");
+    }
     background.spawn(membership.clone().run_sync(stop_rx.clone()));
     background.spawn(membership.clone().run_transitions(stop_rx.clone()));
     background.spawn(rebalance.run(stop_rx.clone()));

@@ -206,6 +206,27 @@ pub fn check_value(value: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The longest media type a value may carry (`Content-Type` of an HTTP put).
+pub const MAX_MEDIA_TYPE_BYTES: usize = 256;
+
+/// Checks a value's media type: at most [`MAX_MEDIA_TYPE_BYTES`] of visible
+/// ASCII and spaces (what an HTTP header may hold), not empty.
+pub fn check_media_type(media_type: &str) -> Result<()> {
+    if media_type.is_empty()
+        || media_type.len() > MAX_MEDIA_TYPE_BYTES
+        || !media_type
+            .bytes()
+            .all(|b| b == b' ' || b.is_ascii_graphic())
+    {
+        return Err(Error::InvalidInput {
+            reason: format!(
+                "bad content type: it must be 1 to {MAX_MEDIA_TYPE_BYTES} bytes of visible ASCII"
+            ),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +241,15 @@ mod tests {
         ] {
             assert!(bad.parse::<NodeId>().is_err(), "{bad:?} parsed");
         }
+    }
+
+    #[test]
+    fn media_types_are_short_visible_ascii() {
+        assert!(check_media_type("image/png").is_ok());
+        assert!(check_media_type("text/plain; charset=utf-8").is_ok());
+        assert!(check_media_type("").is_err());
+        assert!(check_media_type("a\nb").is_err());
+        assert!(check_media_type(&"x".repeat(MAX_MEDIA_TYPE_BYTES + 1)).is_err());
     }
 
     #[test]

@@ -659,6 +659,7 @@ mod tests {
         ReadReply {
             key: key.into(),
             values: values.iter().map(|v| Value::copy_from_slice(v)).collect(),
+            media_types: vec![None; values.len()],
             context: vv(context),
             replicas: vec![id("127.0.0.1:13337")],
         }

@@ -407,6 +407,28 @@ pub enum Content {
     /// The mark of a delete: it replaces what the deleting client saw and is
     /// never shown as a value.
     Tombstone,
+    /// A value written with its media type (an HTTP `PUT` with a
+    /// `Content-Type`), which a `GET` over HTTP answers with. It comes last so
+    /// that objects stored before it existed decode unchanged.
+    Typed { value: Value, media_type: String },
+}
+
+impl Content {
+    /// The value, unless this is a tombstone.
+    pub fn value(&self) -> Option<&Value> {
+        match self {
+            Content::Value(v) | Content::Typed { value: v, .. } => Some(v),
+            Content::Tombstone => None,
+        }
+    }
+
+    /// The media type a value was written with, if it was given one.
+    pub fn media_type(&self) -> Option<&str> {
+        match self {
+            Content::Typed { media_type, .. } => Some(media_type),
+            Content::Value(_) | Content::Tombstone => None,
+        }
+    }
 }
 
 /// One concurrent version of a key: the write event that made it and what it holds.
@@ -471,10 +493,15 @@ impl Object {
 
     /// Values of the non-tombstone siblings, in dot order.
     pub fn values(&self) -> impl Iterator<Item = &Value> {
-        self.siblings.iter().filter_map(|s| match &s.content {
-            Content::Value(v) => Some(v),
-            Content::Tombstone => None,
-        })
+        self.siblings.iter().filter_map(|s| s.content.value())
+    }
+
+    /// The media type of each value of [`Object::values`], in the same order.
+    pub fn media_types(&self) -> impl Iterator<Item = Option<&str>> {
+        self.siblings
+            .iter()
+            .filter(|s| s.content.value().is_some())
+            .map(|s| s.content.media_type())
     }
 
     /// The causal join: keep a sibling of one side if the other side holds the same
@@ -625,10 +652,8 @@ impl Object {
     /// per-context-entry overhead), used for the MAX_OBJECT_BYTES check.
     pub fn approx_size(&self) -> usize {
         let siblings = self.siblings.iter().fold(0usize, |size, s| {
-            let value = match &s.content {
-                Content::Value(v) => v.len(),
-                Content::Tombstone => 0,
-            };
+            let value = s.content.value().map_or(0, |v| v.len())
+                + s.content.media_type().map_or(0, str::len);
             size.saturating_add(value)
                 .saturating_add(s.dot.node.as_str().len())
                 .saturating_add(SIBLING_OVERHEAD_BYTES)

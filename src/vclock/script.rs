@@ -157,7 +157,9 @@ fn show(object: &Object) -> Vec<String> {
     let mut out = vec![format!("context {}", object.context())];
     for sibling in object.siblings() {
         let content = match &sibling.content {
-            Content::Value(v) => String::from_utf8_lossy(v).into_owned(),
+            Content::Value(v) | Content::Typed { value: v, .. } => {
+                String::from_utf8_lossy(v).into_owned()
+            }
             Content::Tombstone => "<tombstone>".into(),
         };
         out.push(format!("sibling {} = {content}", sibling.dot));

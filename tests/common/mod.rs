@@ -202,6 +202,8 @@ impl InProcess {
 /// One `dynamo` process.
 pub struct Proc {
     pub port: u16,
+    /// Its HTTP API's port (every test node serves one).
+    pub http: u16,
     pub id: String,
     pub data: PathBuf,
     pub log: PathBuf,
@@ -246,6 +248,7 @@ impl Cluster {
         let nodes = ports
             .iter()
             .map(|&port| {
+                let http = free_port();
                 let data = dir.path().join(format!("data-{port}"));
                 let log = dir.path().join(format!("node-{port}.log"));
                 let args = vec![
@@ -263,11 +266,14 @@ impl Cluster {
                     nwr.2.to_string(),
                     "--data-dir".into(),
                     data.display().to_string(),
+                    "--http-port".into(),
+                    http.to_string(),
                 ];
                 let mut args = args;
                 args.extend(extra.iter().map(|a| a.to_string()));
                 Proc {
                     port,
+                    http,
                     id: format!("127.0.0.1:{port}"),
                     data,
                     log,
@@ -377,11 +383,11 @@ impl Cluster {
             .spawn()
             .expect("spawn dynamo");
         p.child = Some(child);
-        let port = p.port;
+        let (port, http) = (p.port, p.http);
         wait_for(
             &format!("node {i} to listen"),
             Duration::from_secs(20),
-            || port_open(port).then_some(()),
+            || (port_open(port) && port_open(http)).then_some(()),
         );
         // The port answering is not enough: another process may hold it.
         let exited = p.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
