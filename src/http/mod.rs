@@ -324,7 +324,11 @@ fn context_of(headers: &HeaderMap) -> Result<VersionVector> {
                 reason: format!("the {CONTEXT_HEADER} header is not visible ASCII"),
             })?;
             if text.trim().is_empty() {
-                return Ok(VersionVector::new());
+                return Err(Error::BadContext {
+                    reason: format!(
+                        "the {CONTEXT_HEADER} header is empty; send {{}} or leave the header out"
+                    ),
+                });
             }
             VersionVector::parse_context(text.trim())
         }
