@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The local ring of `make run-db` / `make testcase` / `make stop`:
 # a leader on 127.0.0.1:13337 and members on 13338-13341 (N=3, W=2, R=2),
+# each serving HTTP on its port + 5000 (18337-18341),
 # data under ./data, logs and pid files under ./logs.
 set -euo pipefail
 
@@ -9,6 +10,7 @@ HOST=127.0.0.1
 LEADER_PORT=13337
 MEMBER_PORTS=(13338 13339 13340 13341)
 NWR=(--qsize 3 --sq-write-n 2 --sq-read-n 2)
+HTTP_OFFSET=5000
 DATA=${DATA:-data}
 LOGS=${LOGS:-logs}
 
@@ -30,7 +32,7 @@ start_node() {
     echo "port $port is taken by another program; stop it first" >&2
     exit 1
   fi
-  nohup "$BIN/dynamo" --host "$HOST" --port "$port" "${NWR[@]}" \
+  nohup "$BIN/dynamo" --host "$HOST" --port "$port" --http-port "$((port + HTTP_OFFSET))" "${NWR[@]}" \
     --data-dir "$DATA/${HOST}_$port" "$@" >/dev/null 2>>"$LOGS/$port.log" &
   echo $! >"$LOGS/$port.pid"
 }
@@ -58,6 +60,7 @@ start() {
   done
   for p in "$LEADER_PORT" "${MEMBER_PORTS[@]}"; do wait_up "$p"; done
   echo "ring up: leader $HOST:$LEADER_PORT, members ${MEMBER_PORTS[*]/#/$HOST:} (logs in $LOGS/)"
+  echo "web page and HTTP API: http://$HOST:$((LEADER_PORT + HTTP_OFFSET))/ (each node on its port + $HTTP_OFFSET)"
 }
 
 # One ring change runs at a time: each add-node starts a change, and the next one

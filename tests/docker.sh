@@ -131,6 +131,18 @@ else
   fail "status: 5 members alive" "$st"
 fi
 
+# --- 1b. the leader's HTTP API, published on the host
+http_st=$(curl -s --max-time 10 http://127.0.0.1:18337/status || true)
+http_put=$(curl -s --max-time 10 -X PUT -H 'Content-Type: text/plain' --data-binary 'over http' \
+  http://127.0.0.1:18337/kv/docker-http || true)
+http_get=$(curl -s --max-time 10 http://127.0.0.1:18337/kv/docker-http || true)
+if [[ $(jq '.nodes | length' <<<"$http_st" 2>/dev/null) == 5 && $(jq .ok <<<"$http_put" 2>/dev/null) == true &&
+  $http_get == "over http" ]]; then
+  pass "HTTP on the host at 127.0.0.1:18337: status shows 5 members, a put reads back"
+else
+  fail "HTTP on the host at 127.0.0.1:18337" "status: ${http_st:0:200}" "put: $http_put" "get: $http_get"
+fi
+
 # --- 2. put and get through the client container
 puts base 20 | cli leader >"$WORK/put-base"
 gets base 20 | cli member2 >"$WORK/get-base"
