@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/release
 
-.PHONY: build test lint check run-db testcase run-client stop clean bench bench-move bench-ae bench-detector help
+.PHONY: build test lint check run-db testcase run-client stop clean bench bench-move bench-ae bench-detector bench-http help
 
 ## release build of both binaries
 build:
@@ -58,6 +58,10 @@ bench-ae: build
 ## foreground latency with one node hung (SIGSTOP), without and with the failure detector
 bench-detector: build
 	@scripts/bench-detector.sh
+
+## the HTTP API (wrk) beside the RPC port on one ring, and YCSB A with and without a /metrics scraper
+bench-http: build
+	@scripts/bench-http.sh
 
 # The same ring in containers (docker-compose.yaml): `docker compose` (v2) when present,
 # else `docker-compose` (v1); the image is built from target/release, nothing is pulled.

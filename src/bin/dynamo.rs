@@ -54,7 +54,7 @@ struct Args {
     /// When an acknowledgement means "on disk": always, batch (group commit) or never.
     #[arg(long, default_value = "batch", value_parser = ["always", "batch", "never"])]
     fsync: String,
-    /// Port of the HTTP API (reserved; not served yet).
+    /// Serve the HTTP API, /metrics and the web page on this port (same host as --listen).
     #[arg(long)]
     http_port: Option<u16>,
     /// Address to bind (default: HOST:PORT).
