@@ -2,7 +2,7 @@
 # `make bench`: fresh local rings, the benchmark suite, the table, the JSON.
 #
 # 1. A 3-node ring (N=3, W=2, R=2, --fsync batch, data on disk under target/bench):
-#    YCSB A and B (64 clients, uniform and Zipfian, 100 B and 1 KiB), put-only
+#    YCSB A (also with a scraper polling every node's /metrics once a second) and B (64 clients, uniform and Zipfian, 100 B and 1 KiB), put-only
 #    (64 clients) over the loaded keys and over 200,000 new keys (insert), one
 #    client sequential put and get, an open-loop YCSB A run,
 #    then 1,000,000 keys of 100 B loaded and each node's resident memory read.
@@ -32,7 +32,7 @@ start_ring() { # start_ring COUNT N W R
   for ((i = 0; i < count; i++)); do
     local port=$((BASE + i))
     "$BIN/dynamo" --port "$port" --leader "127.0.0.1:$BASE" --qsize "$n" --sq-write-n "$w" \
-      --sq-read-n "$r" --fsync batch --data-dir "$OUT/data/$port" \
+      --sq-read-n "$r" --fsync batch --data-dir "$OUT/data/$port" --http-port $((port + 5000)) \
       2>"$OUT/logs/$port.log" &
     PIDS+=($!)
   done
@@ -61,6 +61,20 @@ NODES=$(nodes_args 3)
 note=(--note "3 nodes N=3 W=2 R=2 fsync=batch; $machine")
 # shellcheck disable=SC2086
 bench $NODES --label "dynamo N=3" --workload ycsb-a --clients 64 --load "${note[@]}"
+# The same YCSB A with a Prometheus-style scraper fetching every node's /metrics
+# once a second (the ratio to the run above is its cost).
+scrape() {
+  while :; do
+    for ((i = 0; i < 3; i++)); do curl -s -o /dev/null "http://127.0.0.1:$((BASE + 5000 + i))/metrics" || true; done
+    sleep 1
+  done
+}
+scrape &
+SCRAPER=$!
+# shellcheck disable=SC2086
+bench $NODES --label "dynamo N=3 scraped" --workload ycsb-a --clients 64 "${note[@]}"
+kill "$SCRAPER" 2>/dev/null || true
+wait "$SCRAPER" 2>/dev/null || true
 # shellcheck disable=SC2086
 bench $NODES --label "dynamo N=3" --workload ycsb-b --clients 64 "${note[@]}"
 # shellcheck disable=SC2086
