@@ -149,6 +149,24 @@ fn hinted_writes_reach_restarted_replicas() {
         (pending == 0).then_some(())
     });
 
+    // The restarted replicas' detectors saw each other refuse while the other
+    // was down; wait (bounded) until each holds the other alive again, as the
+    // reads below need both.
+    for (via, other) in [(a, b), (b, a)] {
+        let id = c.nodes[other].id.clone();
+        wait_for(
+            &format!("node {via} to see node {other} alive"),
+            Duration::from_secs(15),
+            || {
+                let s = c.client(via, &["status"]);
+                let nodes = s.results.first()?["nodes"].as_array()?.clone();
+                nodes
+                    .iter()
+                    .any(|n| n["id"] == id.as_str() && n["state"] == "alive")
+                    .then_some(())
+            },
+        );
+    }
     // Stop the stand-ins: only the restarted replicas remain.
     for i in 0..3 {
         c.kill(i);

@@ -519,27 +519,25 @@ async fn add_node(
     State(s): State<HttpState>,
     path: std::result::Result<Path<String>, PathRejection>,
 ) -> Response {
-    let out = match node_of(path) {
-        Ok(node) => {
-            s.metrics
-                .time(Op::AddNode, s.membership.add_node(node))
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    answer(out.map(Outcome::Membership))
+    ring_change(&s, path, Op::AddNode).await
 }
 
 async fn remove_node(
     State(s): State<HttpState>,
     path: std::result::Result<Path<String>, PathRejection>,
 ) -> Response {
+    ring_change(&s, path, Op::RemoveNode).await
+}
+
+/// `add-node` (`op` = [`Op::AddNode`]) or `remove-node` of the node in `path`.
+async fn ring_change(
+    s: &HttpState,
+    path: std::result::Result<Path<String>, PathRejection>,
+    op: Op,
+) -> Response {
     let out = match node_of(path) {
-        Ok(node) => {
-            s.metrics
-                .time(Op::RemoveNode, s.membership.remove_node(node))
-                .await
-        }
+        Ok(node) if op == Op::AddNode => s.metrics.time(op, s.membership.add_node(node)).await,
+        Ok(node) => s.metrics.time(op, s.membership.remove_node(node)).await,
         Err(e) => Err(e),
     };
     answer(out.map(Outcome::Membership))
