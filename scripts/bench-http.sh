@@ -2,7 +2,7 @@
 # `make bench-http`: one 3-node ring (N=3, W=2, R=2, --fsync batch), measured
 # through its RPC port with dynamo-bench and through its HTTP API with wrk, in
 # the same run; then YCSB A with and without a Prometheus scraper polling every
-# node's /metrics once a second (alternating off/on/off/on).
+# node's /metrics once a second (alternating off/on, BENCH_ROUNDS times, default 2).
 # Every client talks to node 0 (with N=3 on 3 nodes it holds every key), 64
 # connections, 100 B values, 100,000 keys. Results: target/bench-http/.
 set -euo pipefail
@@ -53,15 +53,10 @@ wrk_run get scripts/wrk/get.lua
 wrk_run put scripts/wrk/put.lua
 
 echo "== YCSB A over RPC without and with a scraper on every node's /metrics (1/s)"
-scraper() {
-  while :; do
-    for i in 0 1 2; do curl -s -o /dev/null "http://127.0.0.1:$((HTTP + i))/metrics" || true; done
-    sleep 1
-  done
-}
-for round in 1 2; do
+ROUNDS=${BENCH_ROUNDS:-2}
+for ((round = 1; round <= ROUNDS; round++)); do
   bench --label "ycsb-a no scraper" --workload ycsb-a
-  scraper &
+  scrape_metrics $((HTTP)) $((HTTP + 1)) $((HTTP + 2)) &
   SCRAPER=$!
   bench --label "ycsb-a scraper 1/s" --workload ycsb-a
   kill "$SCRAPER" 2>/dev/null || true

@@ -27,3 +27,22 @@ start_node() {
   echo "node $port did not start" >&2
   exit 1
 }
+
+# scrape_metrics PORT...: fetches http://127.0.0.1:PORT/metrics of every PORT once
+# a second until killed, over kept-alive connections from one process, as
+# Prometheus does (a curl per fetch would mostly measure process start-up).
+# Run it in the background (`scrape_metrics ... &`): it becomes the python process.
+scrape_metrics() {
+  exec python3 - "$@" <<'PY'
+import http.client, sys, time
+conns = [http.client.HTTPConnection("127.0.0.1", int(p), timeout=5) for p in sys.argv[1:]]
+while True:
+    for c in conns:
+        try:
+            c.request("GET", "/metrics")
+            c.getresponse().read()
+        except Exception:
+            c.close()
+    time.sleep(1)
+PY
+}

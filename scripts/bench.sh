@@ -63,13 +63,7 @@ note=(--note "3 nodes N=3 W=2 R=2 fsync=batch; $machine")
 bench $NODES --label "dynamo N=3" --workload ycsb-a --clients 64 --load "${note[@]}"
 # The same YCSB A with a Prometheus-style scraper fetching every node's /metrics
 # once a second (the ratio to the run above is its cost).
-scrape() {
-  while :; do
-    for ((i = 0; i < 3; i++)); do curl -s -o /dev/null "http://127.0.0.1:$((BASE + 5000 + i))/metrics" || true; done
-    sleep 1
-  done
-}
-scrape &
+scrape_metrics $((BASE + 5000)) $((BASE + 5001)) $((BASE + 5002)) &
 SCRAPER=$!
 # shellcheck disable=SC2086
 bench $NODES --label "dynamo N=3 scraped" --workload ycsb-a --clients 64 "${note[@]}"
