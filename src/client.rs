@@ -1,47 +1,109 @@
-//! The client library: one connection to one node, a method per command.
+//! The client library: a connection to one node, a method per command, and
+//! gets coordinated by the client itself.
 //!
-//! It depends on the wire contract ([`crate::rpc`]) only. Any node accepts data
-//! commands, `status` and `locate`; membership commands must go to the leader (a
-//! non-leader answers [`Error::NotLeader`] naming it), and they only start a ring
-//! change, which settles in the background. Every call carries a deadline of
-//! [`CLIENT_TIMEOUT`]. A connection the node closed since the last call (it
-//! restarted) is reopened before the next call is sent; a call lost with its
-//! connection fails with an unknown outcome and is never resent (a put may or may
-//! not have been applied).
+//! Any node accepts data commands, `status` and `locate`; membership commands
+//! must go to the leader (a non-leader answers [`Error::NotLeader`] naming it),
+//! and they only start a ring change, which settles in the background. Every call
+//! carries a deadline of [`CLIENT_TIMEOUT`]. A connection the node closed since
+//! the last call (it restarted) is reopened before the next call is sent; a call
+//! lost with its connection fails with an unknown outcome and is never resent (a
+//! put may or may not have been applied).
+//!
+//! # Client-driven reads
+//!
+//! A get coordinated by a node costs two round trips: client to node, node to the
+//! other replicas. A client made with [`Client::connect`] learns the ring from its
+//! node (`fetch_ring`) and coordinates a get itself, as the Dynamo paper's
+//! client-driven coordination does: it asks every slot of the key's
+//! [`Placement`] directly (`read_at`, one long-lived connection per node), waits
+//! for the same [`Quorum`] of R a node would, merges the answers and repairs the
+//! replicas that answered with less, after the reply. One round trip.
+//!
+//! It never answers from a ring the replicas do not share: `read_at` carries the
+//! client's ring epoch and a node under another epoch refuses it, so a client
+//! whose ring is old cannot read from nodes a key has left. Whenever the direct
+//! read cannot produce its quorum (a stale ring, a replica refilling, replicas
+//! down or slow past [`DIRECT_READ_TIMEOUT`], a node it cannot reach) the client
+//! asks its node to coordinate the get instead, as a client without a ring does.
+//! A read may be asked again; a write may not, so:
+//!
+//! Writes always go to the client's node. The node knows which replicas its
+//! failure detector holds down and forwards around them; a client that sent a
+//! put to a hung replica itself could only report "outcome unknown" and may not
+//! send it again. (The forward costs a hop only when the node is not a replica
+//! of the key; with N equal to the ring's size every node is.)
+//!
+//! A client-driven get is counted once in `/metrics`: by the client's node when
+//! it is a replica of the key, else by the key's first replica.
 
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
 use tarpc::client::RpcError;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 use crate::error::{Error, Result};
+use crate::peers::{CallError, Peers};
+use crate::ring::{Quorum, Ring};
 use crate::rpc::{
-    self, Connection, LocateReply, MembershipReply, NodeClient, ReadReply, StatusReply, WriteReply,
-    WriteRequest,
+    self, Addressee, Connection, LocateReply, MembershipReply, NodeClient, ReadReply, StatusReply,
+    WriteReply, WriteRequest,
 };
-use crate::types::{Key, NodeId, Value};
-use crate::vclock::{Content, VersionVector};
+use crate::types::{check_key, Key, NodeId, Value};
+use crate::vclock::{Content, Object, VersionVector};
 
 /// Deadline of one client call: longer than a node's request timeout (2 s) plus a
 /// forward to a replica, so the node's own, more precise error arrives first.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the TCP connect.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a client-driven get waits for its quorum before it asks its node
+/// instead (a node gives each replica the same time before a stand-in).
+pub const DIRECT_READ_TIMEOUT: Duration = Duration::from_secs(1);
+/// Connect timeout to the replicas of a client-driven get: a replica that takes
+/// longer is left to the node's coordination.
+const DIRECT_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Least time between two ring fetches (a ring the nodes refuse, or none yet).
+const RING_REFRESH_INTERVAL: Duration = Duration::from_millis(200);
+/// Read repairs one client runs at once after their replies; past that a repair
+/// is dropped (anti-entropy converges the replicas anyway).
+const MAX_REPAIRS: usize = 256;
 
 /// A connection to one node.
 pub struct Client {
     node: NodeId,
     conn: tokio::sync::Mutex<Option<Connection>>,
     timeout: Duration,
+    /// Client-driven gets (None: the node coordinates everything).
+    direct: Option<Arc<Direct>>,
 }
 
 impl Client {
-    /// Connects to `node`.
+    /// Connects to `node`; gets are coordinated by the client when it can (see
+    /// the module docs).
     pub async fn connect(node: NodeId) -> Result<Client> {
+        let client = Client::connect_via_node(node).await?;
+        let client = Client {
+            direct: Some(Arc::new(Direct::new())),
+            ..client
+        };
+        client.refresh_ring().await;
+        Ok(client)
+    }
+
+    /// Connects to `node`, which coordinates every request.
+    pub async fn connect_via_node(node: NodeId) -> Result<Client> {
         let c = rpc::connect(&node, CONNECT_TIMEOUT).await?;
         Ok(Client {
             node,
             conn: tokio::sync::Mutex::new(Some(c)),
             timeout: CLIENT_TIMEOUT,
+            direct: None,
         })
     }
 
@@ -127,13 +189,55 @@ impl Client {
         .await
     }
 
-    /// `get KEY`.
+    /// `get KEY`: coordinated by the client when it can, else by its node.
     pub async fn get(&self, key: Key) -> Result<ReadReply> {
+        if let Some(direct) = &self.direct {
+            check_key(&key)?;
+            if let Some(ring) = self.ring().await {
+                match direct.clone().read(ring, key.clone(), &self.node).await {
+                    Ok(reply) => return Ok(reply),
+                    Err(why) => {
+                        tracing::debug!(%key, %why, "client-driven get fell back to the node");
+                        if matches!(why, Fallback::StaleRing) {
+                            self.refresh_ring().await;
+                        }
+                    }
+                }
+            }
+        }
         self.call(|c, ctx| {
             let key = key.clone();
             async move { c.read(ctx, key).await }
         })
         .await
+    }
+
+    /// The ring client-driven gets use, fetched from the node when the client
+    /// has none yet.
+    async fn ring(&self) -> Option<Arc<Ring>> {
+        let direct = self.direct.as_ref()?;
+        if let Some(ring) = direct.ring() {
+            return Some(ring);
+        }
+        self.refresh_ring().await;
+        direct.ring()
+    }
+
+    /// Asks the node for its ring (at most once per [`RING_REFRESH_INTERVAL`]).
+    /// Without an answer the client keeps what it had.
+    async fn refresh_ring(&self) {
+        let Some(direct) = &self.direct else { return };
+        if !direct.may_fetch() {
+            return;
+        }
+        match self
+            .call(|c, ctx| async move { c.fetch_ring(ctx).await })
+            .await
+        {
+            Ok(Some(state)) if !state.members.is_empty() => direct.set_ring(Ring::new(state)),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "no ring from the node"),
+        }
     }
 
     /// `add-node HOST:PORT` (leader only).
@@ -166,5 +270,205 @@ impl Client {
             async move { c.locate(ctx, key).await }
         })
         .await
+    }
+}
+
+/// Why a client-driven get handed the request to the node.
+#[derive(Debug)]
+enum Fallback {
+    /// A replica is under another ring than the client's.
+    StaleRing,
+    /// Too few replicas answered in time (down, refilling, unreachable).
+    NoQuorum { answered: usize, needed: usize },
+}
+
+impl std::fmt::Display for Fallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fallback::StaleRing => write!(f, "a replica is under another ring"),
+            Fallback::NoQuorum { answered, needed } => {
+                write!(f, "{answered} of {needed} replicas answered in time")
+            }
+        }
+    }
+}
+
+/// One replica's answer to a client-driven get.
+type Answer = (NodeId, std::result::Result<Object, CallError>);
+
+/// What a client keeps to coordinate gets: the ring and a connection per node.
+struct Direct {
+    peers: Peers,
+    ring: RwLock<Option<Arc<Ring>>>,
+    last_fetch: Mutex<Option<Instant>>,
+    repairs: TaskTracker,
+    repair_permits: Arc<Semaphore>,
+}
+
+impl Direct {
+    fn new() -> Direct {
+        Direct {
+            peers: Peers::new(DIRECT_CONNECT_TIMEOUT),
+            ring: RwLock::new(None),
+            last_fetch: Mutex::new(None),
+            repairs: TaskTracker::new(),
+            repair_permits: Arc::new(Semaphore::new(MAX_REPAIRS)),
+        }
+    }
+
+    fn ring(&self) -> Option<Arc<Ring>> {
+        self.ring.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_ring(&self, ring: Ring) {
+        let mut slot = self.ring.write().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_none_or(|r| r.epoch() <= ring.epoch()) {
+            *slot = Some(Arc::new(ring));
+        }
+    }
+
+    /// True (and the time noted) if no fetch ran in the last interval.
+    fn may_fetch(&self) -> bool {
+        let mut last = self.last_fetch.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| t.elapsed() < RING_REFRESH_INTERVAL) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
+
+    fn addressee(ring: &Ring, node: &NodeId) -> Addressee {
+        Addressee {
+            node: node.clone(),
+            identity: ring.identity(node),
+        }
+    }
+
+    /// Asks every slot of `key` under `ring` and answers once R of them (R of
+    /// each side during a ring change) have answered. The get is counted in the
+    /// metrics of `home` (the client's node) when it is a slot, else of the
+    /// first slot.
+    async fn read(
+        self: Arc<Self>,
+        ring: Arc<Ring>,
+        key: Key,
+        home: &NodeId,
+    ) -> std::result::Result<ReadReply, Fallback> {
+        let placement = ring.placement(key.as_bytes());
+        let counter = if placement.is_slot(home) {
+            home.clone()
+        } else {
+            placement
+                .slots()
+                .next()
+                .cloned()
+                .unwrap_or_else(|| home.clone())
+        };
+        let mut quorum = Quorum::new(&placement, ring.replication().r);
+        let epoch = ring.epoch();
+        let mut pending: FuturesUnordered<BoxFuture<'static, Answer>> = FuturesUnordered::new();
+        for slot in placement.slots() {
+            let (this, to, key, slot) = (
+                self.clone(),
+                Self::addressee(&ring, slot),
+                key.clone(),
+                slot.clone(),
+            );
+            let count = slot == counter;
+            pending.push(Box::pin(async move {
+                let r = this
+                    .peers
+                    .call(&slot, DIRECT_READ_TIMEOUT, |c, ctx| async move {
+                        c.read_at(ctx, to, epoch, key, count).await
+                    })
+                    .await;
+                (slot, r)
+            }));
+        }
+        let deadline = Instant::now() + DIRECT_READ_TIMEOUT;
+        let mut answers: Vec<(NodeId, Object)> = Vec::new();
+        while !quorum.reached() {
+            match tokio::time::timeout_at(deadline, pending.next()).await {
+                Ok(Some((slot, Ok(object)))) => {
+                    quorum.record(&slot);
+                    answers.push((slot, object));
+                }
+                Ok(Some((_, Err(CallError::Remote(Error::StaleRing { .. }))))) => {
+                    return Err(Fallback::StaleRing)
+                }
+                Ok(Some((_, Err(_)))) => {}
+                Ok(None) | Err(_) => {
+                    return Err(Fallback::NoQuorum {
+                        answered: quorum.counted(),
+                        needed: quorum.needed(),
+                    })
+                }
+            }
+        }
+        let mut merged = Object::new();
+        for (_, object) in &answers {
+            merged.merge(object);
+        }
+        let reply = ReadReply::from_merged(
+            key.clone(),
+            &merged,
+            answers.iter().map(|(n, _)| n.clone()).collect(),
+        );
+        let consistent = answers.iter().all(|(_, o)| *o == merged);
+        if !pending.is_empty() || !consistent {
+            if let Ok(permit) = self.repair_permits.clone().try_acquire_owned() {
+                let this = self.clone();
+                self.repairs.spawn(async move {
+                    this.repair(ring, key, merged, answers, pending).await;
+                    drop(permit);
+                });
+            }
+        }
+        Ok(reply)
+    }
+
+    /// Read repair after a client-driven get: waits for the answers still on
+    /// their way, then sends the merge to every replica that answered with
+    /// less (each merges it into its copy, under the client's ring epoch).
+    async fn repair(
+        &self,
+        ring: Arc<Ring>,
+        key: Key,
+        mut merged: Object,
+        mut answers: Vec<(NodeId, Object)>,
+        mut pending: FuturesUnordered<BoxFuture<'static, Answer>>,
+    ) {
+        let until = Instant::now() + DIRECT_READ_TIMEOUT;
+        while let Ok(Some((node, result))) = tokio::time::timeout_at(until, pending.next()).await {
+            if let Ok(object) = result {
+                merged.merge(&object);
+                answers.push((node, object));
+            }
+        }
+        if merged.is_empty() {
+            return;
+        }
+        let merged = Arc::new(merged);
+        let epoch = ring.epoch();
+        let repairs: FuturesUnordered<_> = answers
+            .into_iter()
+            .filter(|(_, o)| *o != *merged)
+            .map(|(node, _)| {
+                let (to, key, merged) =
+                    (Self::addressee(&ring, &node), key.clone(), merged.clone());
+                async move {
+                    let r = self
+                        .peers
+                        .call(&node, DIRECT_READ_TIMEOUT, |c, ctx| async move {
+                            c.replicate(ctx, to, epoch, key, merged, None).await
+                        })
+                        .await;
+                    if let Err(e) = r {
+                        tracing::debug!(%node, reason = %e.reason(), "client read repair failed");
+                    }
+                }
+            })
+            .collect();
+        repairs.collect::<Vec<_>>().await;
     }
 }

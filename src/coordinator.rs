@@ -531,16 +531,11 @@ impl Coordinator {
         for answer in &answers {
             merged.merge(&answer.object);
         }
-        let reply = ReadReply {
-            key: key.clone(),
-            values: merged.values().cloned().collect(),
-            media_types: merged
-                .media_types()
-                .map(|t| t.map(str::to_string))
-                .collect(),
-            context: merged.context().clone(),
-            replicas: answers.iter().map(|a| a.node.clone()).collect(),
-        };
+        let reply = ReadReply::from_merged(
+            key.clone(),
+            &merged,
+            answers.iter().map(|a| a.node.clone()).collect(),
+        );
         let consistent = answers
             .iter()
             .all(|a| a.slot != a.node || a.object == merged);
@@ -729,6 +724,25 @@ impl Coordinator {
             });
         }
         self.storage.get(key)
+    }
+
+    /// Replica side of a get a client coordinates itself: `read_replica`, only
+    /// under the ring `epoch` the client placed the key with. A client whose
+    /// ring is older could be reading nodes the key has left; one whose ring is
+    /// newer shows this node is behind (it pulls the ring).
+    pub fn read_at(&self, to: &Addressee, epoch: u64, key: &str) -> Result<Object> {
+        let current = self.ring.get().map(|r| r.epoch()).unwrap_or(0);
+        if epoch != current {
+            if epoch > current {
+                self.ring_news.notify_one();
+            }
+            return Err(Error::StaleRing {
+                node: self.me.clone(),
+                sent: epoch,
+                current,
+            });
+        }
+        self.read_replica(to, key)
     }
 
     /// Receiving side of a ring change's transfer: merges every object, durably.

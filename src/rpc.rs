@@ -74,6 +74,22 @@ pub struct ReadReply {
     pub replicas: Vec<NodeId>,
 }
 
+impl ReadReply {
+    /// The answer to a get from the merge of the answers of `replicas`.
+    pub fn from_merged(key: Key, merged: &Object, replicas: Vec<NodeId>) -> ReadReply {
+        ReadReply {
+            key,
+            values: merged.values().cloned().collect(),
+            media_types: merged
+                .media_types()
+                .map(|t| t.map(str::to_string))
+                .collect(),
+            context: merged.context().clone(),
+            replicas,
+        }
+    }
+}
+
 /// The answer to add-node / remove-node: the change has started (it settles in
 /// the background; `status` shows its progress).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -348,6 +364,12 @@ pub trait Node {
     ) -> Result<()>;
     /// What this node holds for `key` (its replica merged with hints for the key).
     async fn read_replica(to: Addressee, key: Key) -> Result<Object>;
+    /// `read_replica` for a client that coordinates its own get (see
+    /// [`crate::client`]): answered only under ring `epoch` (any other gets
+    /// [`Error::StaleRing`], so a client with an old ring never reads from nodes
+    /// that no longer own the key). With `count`, the node counts the get in
+    /// its metrics (the client sets it on one replica per get).
+    async fn read_at(to: Addressee, epoch: u64, key: Key, count: bool) -> Result<Object>;
     /// Merges a batch of objects durably into this node's replica (a ring
     /// change's transfer); returns how many keys changed.
     async fn transfer(to: Addressee, items: Vec<(Key, Arc<Object>)>) -> Result<u64>;

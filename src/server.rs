@@ -135,6 +135,22 @@ impl rpc::Node for Handler {
         self.0.coordinator.read_replica(&to, &key)
     }
 
+    async fn read_at(
+        self,
+        _: tarpc::context::Context,
+        to: Addressee,
+        epoch: u64,
+        key: Key,
+        count: bool,
+    ) -> Result<Object> {
+        let read = async { self.0.coordinator.read_at(&to, epoch, &key) };
+        if count {
+            self.0.metrics.time(Op::Get, read).await
+        } else {
+            read.await
+        }
+    }
+
     async fn transfer(
         self,
         _: tarpc::context::Context,

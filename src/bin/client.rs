@@ -44,6 +44,10 @@ locate KEY               the key's replicas, pending owners, fallbacks and their
 wait-settled [SECONDS]   wait until no ring change runs\n  \
 help [COMMAND], quit\n\
 \n\
+Puts, deletes and ring commands go to the node; a get asks the key's replicas
+directly (the ring learned from the node) and falls back to the node when it
+cannot.
+
 Exit status: with -c or a script on stdin, 0 when every command succeeded and 1\n\
 when one failed (an unreachable node fails its commands); 2 for bad flags. The\n\
 interactive prompt exits 0.\n\

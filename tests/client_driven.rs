@@ -1,0 +1,91 @@
+//! Gets coordinated by the client library itself (`dynamo::client`): real
+//! `dynamo` processes on loopback, the library's `Client` held across a ring
+//! change, and each node's `/metrics` read over HTTP.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{run_script, wait_for, Cluster};
+use dynamo::client::Client;
+
+/// `dynamo_requests_total{op="get",outcome="ok"}` of the node serving HTTP on
+/// `port` (0 before its first get).
+fn gets_counted(port: u16) -> f64 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(r#"dynamo_requests_total{op="get",outcome="ok"} "#))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+/// With N=1 a key lives on one node, so a client that read a moved key from
+/// the node it left would see nothing: the replicas refuse a get placed under
+/// another ring, and the client asks its node and learns the new ring.
+#[test]
+fn a_client_holding_an_old_ring_reads_every_moved_key_from_its_new_owner() {
+    let c = Cluster::ring_with(3, 2, (1, 1, 1), &[]);
+    let keys: Vec<String> = (0..80).map(|i| format!("moving{i}")).collect();
+    let puts: Vec<String> = keys.iter().map(|k| format!("put {k} {{}} v-{k}")).collect();
+    let out = run_script(c.nodes[0].port, &puts, Duration::from_secs(60));
+    assert!(out.results.iter().all(|r| r["ok"] == true), "{out:?}");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = rt
+        .block_on(Client::connect(c.nodes[0].id.parse().unwrap()))
+        .unwrap();
+    let read_all = |when: &str| {
+        for k in &keys {
+            let r = rt
+                .block_on(client.get(k.clone()))
+                .unwrap_or_else(|e| panic!("get {k} {when}: {e}"));
+            assert_eq!(
+                r.values,
+                vec![bytes::Bytes::from(format!("v-{k}"))],
+                "get {k} {when}: answered by {:?}",
+                r.replicas
+            );
+        }
+    };
+    read_all("before the change");
+
+    // Node 2 joins; once the ring settles its old owners drop the moved keys.
+    c.add_settled(2);
+    let held = wait_for("the moved keys dropped", Duration::from_secs(60), || {
+        let s = c.status(0)?;
+        let held: Vec<u64> = (0..3)
+            .map(|i| common::node_status(&s, &c.nodes[i].id)["keys"].as_u64())
+            .collect::<Option<_>>()?;
+        (held.iter().sum::<u64>() == keys.len() as u64).then_some(held)
+    });
+    assert!(held[2] > 0, "nothing moved to the new node: {held:?}");
+
+    // The client still holds the ring of two nodes.
+    read_all("after the change, with the old ring");
+    read_all("after the change, with the new ring");
+
+    // A get is counted once: by the key's replica when the client's node is
+    // not one, and the client's node counts nothing for it.
+    let on_2 = keys
+        .iter()
+        .find(|k| {
+            let r = rt.block_on(client.locate(k.to_string())).unwrap();
+            r.replicas == vec![c.nodes[2].id.parse().unwrap()]
+        })
+        .expect("a key on node 2");
+    let (home, owner) = (gets_counted(c.nodes[0].http), gets_counted(c.nodes[2].http));
+    let r = rt.block_on(client.get(on_2.clone())).unwrap();
+    assert_eq!(r.replicas, vec![c.nodes[2].id.parse().unwrap()]);
+    assert_eq!(gets_counted(c.nodes[0].http), home, "the client's node");
+    assert_eq!(
+        gets_counted(c.nodes[2].http),
+        owner + 1.0,
+        "the key's replica"
+    );
+}
