@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/release
 
-.PHONY: build test lint check run-db testcase run-client stop clean bench bench-move bench-ae bench-detector bench-http help
+.PHONY: build test lint check run-db testcase run-client stop clean bench bench-move bench-ae bench-detector bench-http profile bench-ab help
 
 ## release build of both binaries
 build:
@@ -58,6 +58,14 @@ bench-ae: build
 ## foreground latency with one node hung (SIGSTOP), without and with the failure detector
 bench-detector: build
 	@scripts/bench-detector.sh
+
+## where the time goes: perf over the 3 nodes and the load generator during YCSB A, a table and a flamegraph
+profile: build
+	@scripts/profile.sh
+
+## two builds A/B, alternating on fresh rings: scripts/bench-ab.sh DIR_A DIR_B [ROUNDS]
+bench-ab:
+	@scripts/bench-ab.sh $(A) $(B) $(ROUNDS)
 
 ## the HTTP API (wrk) beside the RPC port on one ring, and YCSB A with and without a /metrics scraper
 bench-http: build

@@ -4,7 +4,8 @@
 # 1. A 3-node ring (N=3, W=2, R=2, --fsync batch, data on disk under target/bench):
 #    YCSB A (also with a scraper polling every node's /metrics once a second) and B (64 clients, uniform and Zipfian, 100 B and 1 KiB), put-only
 #    (64 clients) over the loaded keys and over 200,000 new keys (insert), one
-#    client sequential put and get, an open-loop YCSB A run,
+#    client sequential put and get (also with the nodes coordinating gets,
+#    --via-node), an open-loop YCSB A run at half the closed-loop throughput,
 #    then 1,000,000 keys of 100 B loaded and each node's resident memory read.
 # 2. The seed-style baseline: one unreplicated node (N=W=R=1) with the same
 #    YCSB A / put-only runs.
@@ -85,7 +86,16 @@ bench $NODES --label "dynamo N=3 seq" --workload put-only --clients 1 --connecti
 # shellcheck disable=SC2086
 bench $NODES --label "dynamo N=3 seq" --workload get-only --clients 1 --connections 1 "${note[@]}"
 # shellcheck disable=SC2086
-bench $NODES --label "dynamo N=3 open" --workload ycsb-a --rate 10000 "${note[@]}"
+bench $NODES --label "dynamo N=3 seq via node" --workload get-only --clients 1 --connections 1 \
+  --via-node "${note[@]}"
+# Open loop at half the closed-loop YCSB A throughput measured above (a fixed
+# rate would overload a slow machine and idle a fast one).
+RATE=$(python3 -c 'import json, sys
+runs = json.load(open(sys.argv[1]))
+print(max(100, int(0.5 * next(r["ops_per_s"] for r in runs
+    if r["spec"]["label"] == "dynamo N=3" and r["spec"]["workload"] == "ycsb-a"))))' "$RESULTS")
+# shellcheck disable=SC2086
+bench $NODES --label "dynamo N=3 open" --workload ycsb-a --rate "$RATE" "${note[@]}"
 echo "== dynamo: memory after loading $MEM_KEYS keys of 100 B"
 # shellcheck disable=SC2086
 bench $NODES --label "dynamo N=3 mem" --workload load --keys "$MEM_KEYS" --clients 64 \

@@ -165,12 +165,22 @@ pub enum Target {
 }
 
 impl Target {
-    /// Connects `connections` times to each dynamo node.
-    pub async fn dynamo(nodes: &[NodeId], connections: usize) -> crate::Result<Target> {
+    /// Connects `connections` times to each dynamo node; `direct`: the client
+    /// library coordinates gets itself (see [`crate::client`]).
+    pub async fn dynamo(
+        nodes: &[NodeId],
+        connections: usize,
+        direct: bool,
+    ) -> crate::Result<Target> {
         let mut out = Vec::new();
         for node in nodes {
             for _ in 0..connections.max(1) {
-                out.push(Arc::new(Client::connect(node.clone()).await?));
+                let client = if direct {
+                    Client::connect(node.clone()).await?
+                } else {
+                    Client::connect_via_node(node.clone()).await?
+                };
+                out.push(Arc::new(client));
             }
         }
         Ok(Target::Dynamo(out))

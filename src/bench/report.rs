@@ -115,13 +115,15 @@ pub fn ratios(results: &[RunResult], label: &str) -> String {
                 && o.spec.rate == r.spec.rate
         }) {
             let p99 = |x: &RunResult| x.get.p99_us.max(x.put.p99_us) as f64;
+            let p50 = |x: &RunResult| x.get.p50_us.max(x.put.p50_us) as f64;
             out.push_str(&format!(
-                "{:?} C={}: {} does {:.2}x the ops/s of {} at {:.2}x its p99\n",
+                "{:?} C={}: {} does {:.2}x the ops/s of {} at {:.2}x its p50 and {:.2}x its p99\n",
                 r.spec.workload,
                 r.spec.clients,
                 r.spec.label,
                 r.ops_per_s / other.ops_per_s.max(1e-9),
                 other.spec.label,
+                p50(r) / p50(other).max(1.0),
                 p99(r) / p99(other).max(1.0),
             ));
         }

@@ -54,6 +54,10 @@ struct RunArgs {
     /// Connections per node.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// Let the nodes coordinate gets too (by default the client library
+    /// coordinates them itself, reading the replicas directly).
+    #[arg(long)]
+    via_node: bool,
     #[arg(long, value_enum, default_value = "ycsb-a")]
     workload: WorkloadArg,
     #[arg(long, value_enum, default_value = "uniform")]
@@ -157,7 +161,7 @@ async fn run(a: RunArgs) -> ExitCode {
         None => {
             let nodes: Result<Vec<NodeId>, _> = a.nodes.iter().map(|n| n.parse()).collect();
             match nodes {
-                Ok(nodes) => Target::dynamo(&nodes, a.connections)
+                Ok(nodes) => Target::dynamo(&nodes, a.connections, !a.via_node)
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(format!("{e}")),
