@@ -67,9 +67,10 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::error::{Error, ReplicaFailure, Result};
+use crate::outbox::Outboxes;
 use crate::peers::{CallError, Peers};
 use crate::ring::{Placement, Quorum, Ring, RingCell};
-use crate::rpc::{Addressee, ReadReply, WriteReply, WriteRequest};
+use crate::rpc::{Addressee, ReadReply, ReplicaWrite, WriteReply, WriteRequest};
 use crate::storage::Storage;
 use crate::types::{check_key, check_value, Key, NodeId, MAX_CONTEXT_ENTRIES, MAX_OBJECT_BYTES};
 use crate::vclock::Object;
@@ -91,6 +92,8 @@ pub struct Coordinator {
     background_permits: Arc<Semaphore>,
     /// Woken when a peer shows this node a newer ring (membership pulls it).
     ring_news: Arc<Notify>,
+    /// Replica writes to other nodes, coalesced per peer.
+    outbox: Outboxes,
 }
 
 impl Coordinator {
@@ -108,6 +111,7 @@ impl Coordinator {
         background: TaskTracker,
         ring_news: Arc<Notify>,
     ) -> Coordinator {
+        let outbox = Outboxes::new(peers.clone(), background.clone());
         Coordinator {
             me,
             storage,
@@ -118,6 +122,7 @@ impl Coordinator {
             background,
             background_permits: Arc::new(Semaphore::new(MAX_BACKGROUND)),
             ring_news,
+            outbox,
         }
     }
 
@@ -612,14 +617,14 @@ impl Coordinator {
                 .await
                 .map_err(CallError::Remote);
         }
-        self.peers
-            .call(node, self.replica_timeout(), |c, ctx| {
-                let to = to.clone();
-                let key = key.to_string();
-                let object = object.clone();
-                let hint_for = hint_for.cloned();
-                async move { c.replicate(ctx, to, epoch, key, object, hint_for).await }
-            })
+        let write = ReplicaWrite {
+            epoch,
+            key: key.to_string(),
+            object: object.clone(),
+            hint_for: hint_for.cloned(),
+        };
+        self.outbox
+            .replicate(to, write, self.replica_timeout())
             .await
     }
 
@@ -679,7 +684,67 @@ impl Coordinator {
         hint_for: Option<NodeId>,
     ) -> Result<()> {
         self.check_addressee(&to)?;
-        check_key(&key)?;
+        {
+            // The ring is held while the write is applied, so a transfer that
+            // starts for a newer ring sees this write (RingCell::older_in_use).
+            let ring = self.ring.get();
+            self.apply_replica_write(ring.as_deref(), epoch, &key, object, hint_for.as_ref())?;
+        }
+        self.storage.durable().await
+    }
+
+    /// Replica side of a batch of writes (see [`crate::outbox`]): each applied
+    /// as [`Coordinator::replicate`] applies one, then one flush wait for all;
+    /// the answers in the order of `writes`.
+    pub async fn replicate_batch(
+        &self,
+        to: Addressee,
+        writes: Vec<ReplicaWrite>,
+    ) -> Result<Vec<Result<()>>> {
+        self.check_addressee(&to)?;
+        if writes.len() > crate::outbox::MAX_ITEMS {
+            return Err(Error::invalid(format!(
+                "{} writes in one batch, the limit is {}",
+                writes.len(),
+                crate::outbox::MAX_ITEMS
+            )));
+        }
+        let mut answers: Vec<Result<()>> = {
+            let ring = self.ring.get();
+            writes
+                .iter()
+                .map(|w| {
+                    self.apply_replica_write(
+                        ring.as_deref(),
+                        w.epoch,
+                        &w.key,
+                        &w.object,
+                        w.hint_for.as_ref(),
+                    )
+                })
+                .collect()
+        };
+        if answers.iter().any(|a| a.is_ok()) {
+            if let Err(e) = self.storage.durable().await {
+                for a in answers.iter_mut().filter(|a| a.is_ok()) {
+                    *a = Err(e.clone());
+                }
+            }
+        }
+        Ok(answers)
+    }
+
+    /// Checks and applies one replica write under `ring` (held by the caller),
+    /// without waiting for the flush.
+    fn apply_replica_write(
+        &self,
+        ring: Option<&Ring>,
+        epoch: u64,
+        key: &str,
+        object: &Object,
+        hint_for: Option<&NodeId>,
+    ) -> Result<()> {
+        check_key(key)?;
         let size = object.approx_size();
         if size > MAX_OBJECT_BYTES {
             return Err(Error::ObjectTooLarge {
@@ -687,31 +752,21 @@ impl Coordinator {
                 limit: MAX_OBJECT_BYTES,
             });
         }
-        {
-            // The ring is held while the write is applied, so a transfer that
-            // starts for a newer ring sees this write (RingCell::older_in_use).
-            let ring = self.ring.get();
-            let current = ring.as_ref().map(|r| r.epoch()).unwrap_or(0);
-            if epoch != 0 && epoch < current {
-                return Err(Error::StaleRing {
-                    node: self.me.clone(),
-                    sent: epoch,
-                    current,
-                });
-            }
-            if epoch > current {
-                self.ring_news.notify_one();
-            }
-            match hint_for {
-                Some(target) if target != self.me => {
-                    self.storage.merge_hint(&target, &key, object)?
-                }
-                _ => {
-                    self.storage.merge(&key, object)?;
-                }
-            }
+        let current = ring.map(|r| r.epoch()).unwrap_or(0);
+        if epoch != 0 && epoch < current {
+            return Err(Error::StaleRing {
+                node: self.me.clone(),
+                sent: epoch,
+                current,
+            });
         }
-        self.storage.durable().await
+        if epoch > current {
+            self.ring_news.notify_one();
+        }
+        match hint_for {
+            Some(target) if *target != self.me => self.storage.merge_hint(target, key, object),
+            _ => self.storage.merge(key, object).map(|_| ()),
+        }
     }
 
     /// Replica side of a read.

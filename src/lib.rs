@@ -8,7 +8,7 @@
 //! | 1 | [`vclock`], [`ring`], [`config`] |
 //! | 2 | [`storage`] |
 //! | 3 | [`rpc`] |
-//! | 4 | [`peers`] |
+//! | 4 | [`peers`], [`outbox`] |
 //! | 5 | [`coordinator`], [`membership`], [`handoff`], [`rebalance`], [`antientropy`], [`detector`], [`metrics`] |
 //! | 6 | [`server`], [`client`], [`http`], [`repl`], [`bench`] |
 
@@ -23,6 +23,7 @@ pub mod storage;
 
 pub mod rpc;
 
+pub mod outbox;
 pub mod peers;
 
 pub mod antientropy;

@@ -90,6 +90,18 @@ impl ReadReply {
     }
 }
 
+/// One write of a `replicate_batch`: the arguments of a `replicate` but the
+/// addressee, which the batch names once.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReplicaWrite {
+    /// The ring the coordinator placed the write with (0: not checked).
+    pub epoch: u64,
+    pub key: Key,
+    pub object: Arc<Object>,
+    /// Stored as a hint for this replica when set.
+    pub hint_for: Option<NodeId>,
+}
+
 /// The answer to add-node / remove-node: the change has started (it settles in
 /// the background; `status` shows its progress).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -362,6 +374,10 @@ pub trait Node {
         object: Arc<Object>,
         hint_for: Option<NodeId>,
     ) -> Result<()>;
+    /// Several `replicate`s to the receiver in one call (see [`crate::outbox`]),
+    /// at most [`crate::outbox::MAX_ITEMS`]: each write is applied as
+    /// `replicate` would, and answered, in order, after one flush wait.
+    async fn replicate_batch(to: Addressee, writes: Vec<ReplicaWrite>) -> Result<Vec<Result<()>>>;
     /// What this node holds for `key` (its replica merged with hints for the key).
     async fn read_replica(to: Addressee, key: Key) -> Result<Object>;
     /// `read_replica` for a client that coordinates its own get (see

@@ -39,7 +39,7 @@ use crate::rebalance::Rebalance;
 use crate::ring::{RingCell, RingState};
 use crate::rpc::{
     self, Addressee, AeAnswer, AeQuery, LocateReply, MembershipReply, Node as _, NodeInfo,
-    ReadReply, StatusReply, TombstoneCheck, WriteReply, WriteRequest,
+    ReadReply, ReplicaWrite, StatusReply, TombstoneCheck, WriteReply, WriteRequest,
 };
 use crate::storage::Storage;
 use crate::types::{Key, NodeId};
@@ -124,6 +124,15 @@ impl rpc::Node for Handler {
             .coordinator
             .replicate(to, epoch, key, &object, hint_for)
             .await
+    }
+
+    async fn replicate_batch(
+        self,
+        _: tarpc::context::Context,
+        to: Addressee,
+        writes: Vec<ReplicaWrite>,
+    ) -> Result<Vec<Result<()>>> {
+        self.0.coordinator.replicate_batch(to, writes).await
     }
 
     async fn read_replica(

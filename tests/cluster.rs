@@ -301,3 +301,86 @@ async fn a_member_restarted_under_another_address_does_not_count_as_it() {
     }
     c.shutdown().await;
 }
+
+/// A replica applies each write of a batch on its own and answers them in
+/// order: one bad write does not fail the others, and only good ones land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_batch_answers_each_write_in_order() {
+    use dynamo::rpc::{self, Addressee, ReplicaWrite};
+    use dynamo::vclock::{Content, Object};
+    use std::sync::Arc;
+
+    let c = InProcess::start(2, (2, 1, 1)).await;
+    let epoch = c.client(0).await.status().await.unwrap().epoch;
+    assert!(epoch > 1, "the ring changed at least once: {epoch}");
+    let mut object = Object::new();
+    object
+        .update(&c.ids[0], &VersionVector::new(), Content::Value(b("v")), 0)
+        .unwrap();
+    let object = Arc::new(object);
+    let w = |epoch: u64, key: String, hint_for: Option<&str>| ReplicaWrite {
+        epoch,
+        key,
+        object: object.clone(),
+        hint_for: hint_for.map(|h| h.parse().unwrap()),
+    };
+    let writes = vec![
+        w(epoch, "good".into(), None),
+        w(epoch, "k".repeat(5000), None),
+        w(epoch - 1, "stale".into(), None),
+        w(0, "handed-off".into(), None),
+    ];
+    let conn = rpc::connect(&c.ids[1], Duration::from_secs(2))
+        .await
+        .unwrap();
+    let to = Addressee {
+        node: c.ids[1].clone(),
+        identity: None,
+    };
+    let answers = conn
+        .client()
+        .replicate_batch(rpc::context(Duration::from_secs(5)), to.clone(), writes)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answers.len(), 4, "{answers:?}");
+    assert!(answers[0].is_ok(), "{answers:?}");
+    assert!(
+        matches!(answers[1], Err(Error::KeyTooLarge { .. })),
+        "{answers:?}"
+    );
+    assert!(
+        matches!(answers[2], Err(Error::StaleRing { .. })),
+        "{answers:?}"
+    );
+    assert!(answers[3].is_ok(), "{answers:?}");
+    let held = |key: &'static str| {
+        let conn = &conn;
+        let to = to.clone();
+        async move {
+            conn.client()
+                .read_replica(rpc::context(Duration::from_secs(2)), to, key.into())
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    assert_eq!(held("good").await.values().count(), 1);
+    assert_eq!(held("handed-off").await.values().count(), 1);
+    assert!(held("stale").await.is_empty(), "a refused write landed");
+    // A batch meant for another node is refused whole.
+    let wrong = Addressee {
+        node: c.ids[0].clone(),
+        identity: None,
+    };
+    let out = conn
+        .client()
+        .replicate_batch(
+            rpc::context(Duration::from_secs(2)),
+            wrong,
+            vec![w(epoch, "x".into(), None)],
+        )
+        .await
+        .unwrap();
+    assert!(matches!(out, Err(Error::Stranger { .. })), "{out:?}");
+}
