@@ -6,8 +6,9 @@
 # DIR_A and DIR_B each hold `dynamo`, `client` and `dynamo-bench` (copy
 # target/release aside before and after the change). Each round and build: a fresh
 # 3-node ring (N=3, W=2, R=2, --fsync batch, on disk), 100,000 keys of 100 B loaded,
-# then YCSB A (64 clients) for BENCH_DURATION seconds (default 8) and one client's
-# sequential put and get for 4 s each. Results in target/bench/ab.json, labelled
+# then YCSB A (64 clients) for BENCH_DURATION seconds (default 8), with the CPU
+# the nodes spent per operation, and one client's sequential put and get for 4 s
+# each. Results in target/bench/ab.json, labelled
 # "A" and "B"; the table and the B/A ratios are printed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +24,16 @@ BIN=
 # shellcheck source=scripts/bench-lib.sh
 source scripts/bench-lib.sh
 
-rm -f "$RESULTS"
+rm -f "$RESULTS" "$OUT/ab-cpu.txt"
+# cpu_ticks PID...: user + system clock ticks those processes have used.
+cpu_ticks() {
+  local total=0 p f
+  for p in "$@"; do
+    read -ra f <"/proc/$p/stat"
+    total=$((total + f[13] + f[14]))
+  done
+  echo "$total"
+}
 mkdir -p "$OUT/logs"
 one() { # one LABEL DIR
   local label=$1
@@ -32,10 +42,22 @@ one() { # one LABEL DIR
   for i in 0 1 2; do start_node ab "$i" --fsync batch; done
   for i in 1 2; do "$BIN/client" --port "$BASE" -c "add-node 127.0.0.1:$((BASE + i))" -c wait-settled >/dev/null; done
   local nodes=(--node "127.0.0.1:$BASE" --node "127.0.0.1:$((BASE + 1))" --node "127.0.0.1:$((BASE + 2))")
-  local run=("$BIN/dynamo-bench" run --out "$RESULTS" --warmup 1 "${nodes[@]}" --label "$label")
-  "${run[@]}" --duration "$DUR" --workload ycsb-a --clients 64 --load
-  "${run[@]}" --duration 4 --workload put-only --clients 1 --connections 1
-  "${run[@]}" --duration 4 --workload get-only --clients 1 --connections 1
+  local run=("$BIN/dynamo-bench" run --out "$RESULTS" "${nodes[@]}" --label "$label")
+  "${run[@]}" --duration 0.5 --warmup 0 --workload ycsb-a --clients 64 --load
+  # CPU the three nodes spend per operation (user + system, from /proc): steadier
+  # than throughput on a VM whose neighbours come and go.
+  local before after
+  before=$(cpu_ticks "${PIDS[@]}")
+  "${run[@]}" --duration "$DUR" --warmup 0 --workload ycsb-a --clients 64
+  after=$(cpu_ticks "${PIDS[@]}")
+  python3 -c 'import json, os, sys
+run = [r for r in json.load(open(sys.argv[1])) if r["spec"]["label"] == sys.argv[2]][-1]
+ops = run["all"]["count"]
+secs = (int(sys.argv[4]) - int(sys.argv[3])) / os.sysconf("SC_CLK_TCK")
+print(f"{sys.argv[2]} ycsb-a: {1e6 * secs / max(ops, 1):.1f} us of node CPU per operation ({ops} operations)")' \
+    "$RESULTS" "$label" "$before" "$after" | tee -a "$OUT/ab-cpu.txt"
+  "${run[@]}" --duration 4 --warmup 1 --workload put-only --clients 1 --connections 1
+  "${run[@]}" --duration 4 --warmup 1 --workload get-only --clients 1 --connections 1
   cleanup
 }
 for ((r = 1; r <= ROUNDS; r++)); do
