@@ -605,12 +605,24 @@ async fn open_loop(
     let mut rng = SmallRng::seed_from_u64(spec.seed);
     let get_fraction = spec.workload.get_fraction();
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0u64.. {
-        let intended = start + Duration::from_secs_f64(i as f64 / rate);
-        if intended >= end {
-            break;
+    // The schedule runs on a thread of its own: tokio's timer has a resolution
+    // of 1 ms, so operations it woke would leave up to a millisecond after their
+    // intended time and carry that delay in their latency. A thread's sleep is
+    // precise to tens of microseconds.
+    let (ticks, mut due) = tokio::sync::mpsc::channel::<(u64, Instant)>(MAX_OPEN_IN_FLIGHT);
+    std::thread::spawn(move || {
+        for i in 0u64.. {
+            let intended = start + Duration::from_secs_f64(i as f64 / rate);
+            if intended >= end {
+                break;
+            }
+            std::thread::sleep(intended.saturating_duration_since(Instant::now()));
+            if ticks.blocking_send((i, intended)).is_err() {
+                break;
+            }
         }
-        tokio::time::sleep_until(intended.into()).await;
+    });
+    while let Some((i, intended)) = due.recv().await {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             break;
         };
