@@ -537,15 +537,8 @@ impl AntiEntropy {
         Ok(())
     }
 
-    fn addressee(&self, map: &SharedMap, peer: &NodeId) -> Addressee {
-        Addressee {
-            node: peer.clone(),
-            identity: map.ring.identity(peer),
-        }
-    }
-
     async fn ask(&self, map: &SharedMap, peer: &NodeId, query: AeQuery) -> Result<AeAnswer, Stop> {
-        let to = self.addressee(map, peer);
+        let to = Addressee::in_ring(&map.ring, peer);
         let epoch = map.epoch();
         let from = self.me.clone();
         self.peers
@@ -643,7 +636,7 @@ impl AntiEntropy {
     async fn pull(&self, map: &SharedMap, peer: &NodeId, mut keys: Vec<Key>) -> Result<u64, Stop> {
         let mut merged = 0;
         while !keys.is_empty() {
-            let to = self.addressee(map, peer);
+            let to = Addressee::in_ring(&map.ring, peer);
             let epoch = map.epoch();
             let asked = keys.clone();
             let items = self
@@ -687,7 +680,7 @@ impl AntiEntropy {
             .await?;
         let mut sent = 0;
         for items in batches(items, |(key, object)| item_size(key, object)) {
-            let to = self.addressee(map, peer);
+            let to = Addressee::in_ring(&map.ring, peer);
             let count = items.len() as u64;
             self.peers
                 .call(peer, CALL_TIMEOUT, |c, ctx| async move {

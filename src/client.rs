@@ -337,13 +337,6 @@ impl Direct {
         true
     }
 
-    fn addressee(ring: &Ring, node: &NodeId) -> Addressee {
-        Addressee {
-            node: node.clone(),
-            identity: ring.identity(node),
-        }
-    }
-
     /// Asks every slot of `key` under `ring` and answers once R of them (R of
     /// each side during a ring change) have answered. The get is counted in the
     /// metrics of `home` (the client's node) when it is a slot, else of the
@@ -370,7 +363,7 @@ impl Direct {
         for slot in placement.slots() {
             let (this, to, key, slot) = (
                 self.clone(),
-                Self::addressee(&ring, slot),
+                Addressee::in_ring(&ring, slot),
                 key.clone(),
                 slot.clone(),
             );
@@ -454,8 +447,11 @@ impl Direct {
             .into_iter()
             .filter(|(_, o)| *o != *merged)
             .map(|(node, _)| {
-                let (to, key, merged) =
-                    (Self::addressee(&ring, &node), key.clone(), merged.clone());
+                let (to, key, merged) = (
+                    Addressee::in_ring(&ring, &node),
+                    key.clone(),
+                    merged.clone(),
+                );
                 async move {
                     let r = self
                         .peers

@@ -161,14 +161,6 @@ impl Coordinator {
         }
     }
 
-    /// The addressee of a call to `node` under `ring`.
-    fn addressee(ring: &Ring, node: &NodeId) -> Addressee {
-        Addressee {
-            node: node.clone(),
-            identity: ring.identity(node),
-        }
-    }
-
     /// Coordinates a put or delete.
     pub async fn write(self: &Arc<Self>, req: WriteRequest) -> Result<WriteReply> {
         check_key(&req.key)?;
@@ -609,7 +601,7 @@ impl Coordinator {
         object: &Arc<Object>,
         hint_for: Option<&NodeId>,
     ) -> std::result::Result<(), CallError> {
-        let to = Self::addressee(ring, node);
+        let to = Addressee::in_ring(ring, node);
         let epoch = ring.epoch();
         if *node == self.me {
             return self
@@ -635,7 +627,7 @@ impl Coordinator {
         node: &NodeId,
         key: &str,
     ) -> std::result::Result<Object, CallError> {
-        let to = Self::addressee(ring, node);
+        let to = Addressee::in_ring(ring, node);
         if *node == self.me {
             return self.read_replica(&to, key).map_err(CallError::Remote);
         }

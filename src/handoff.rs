@@ -127,10 +127,7 @@ impl Handoff {
                 };
                 nodes
                     .into_iter()
-                    .map(|node| Addressee {
-                        identity: r.identity(&node),
-                        node,
-                    })
+                    .map(|node| Addressee::in_ring(&r, &node))
                     .collect()
             }
             None => vec![Addressee {

@@ -507,10 +507,7 @@ impl Rebalance {
         F: Fn(NodeClient, tarpc::context::Context, Addressee) -> Fut,
         Fut: std::future::Future<Output = Result<crate::Result<T>, tarpc::client::RpcError>>,
     {
-        let to = Addressee {
-            node: target.clone(),
-            identity: ring.identity(target),
-        };
+        let to = Addressee::in_ring(ring, target);
         let mut backoff = RETRY_BACKOFF;
         loop {
             self.check(ring, stop)?;

@@ -24,7 +24,7 @@ use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::ring::RingState;
+use crate::ring::{Ring, RingState};
 use crate::types::{Key, NodeId, Replication, MAX_FRAME_BYTES};
 use crate::vclock::{Content, Object, VersionVector};
 
@@ -126,6 +126,17 @@ pub struct MembershipReply {
 pub struct Addressee {
     pub node: NodeId,
     pub identity: Option<Uuid>,
+}
+
+impl Addressee {
+    /// `node` as `ring` knows it: its address and the identity the ring
+    /// admitted it with.
+    pub fn in_ring(ring: &Ring, node: &NodeId) -> Addressee {
+        Addressee {
+            node: node.clone(),
+            identity: ring.identity(node),
+        }
+    }
 }
 
 /// Where one sender of a ring change is.

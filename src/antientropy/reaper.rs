@@ -438,10 +438,7 @@ impl Reaper {
     async fn ask_all(&self, ring: &Ring, member: &NodeId, keys: &[Key]) -> Result<TombstoneCheck> {
         let mut all = TombstoneCheck::default();
         for chunk in keys.chunks(MAX_CHECK_KEYS) {
-            let to = Addressee {
-                node: member.clone(),
-                identity: ring.identity(member),
-            };
+            let to = Addressee::in_ring(ring, member);
             let epoch = ring.epoch();
             let asked = chunk.to_vec();
             let answer = self
@@ -481,10 +478,7 @@ impl Reaper {
         let mine = by_owner.remove(&self.me).unwrap_or_default();
         let remote = futures::future::join_all(by_owner.into_iter().map(|(owner, items)| async move {
             for chunk in items.chunks(MAX_CHECK_KEYS) {
-                let to = Addressee {
-                    node: owner.clone(),
-                    identity: ring.identity(&owner),
-                };
+                let to = Addressee::in_ring(ring, &owner);
                 let sent = chunk.to_vec();
                 if let Err(e) = self
                     .peers
