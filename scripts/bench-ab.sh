@@ -40,7 +40,7 @@ one() { # one LABEL DIR
   BIN=$2
   rm -rf "$OUT/ab-data"
   for i in 0 1 2; do start_node ab "$i" --fsync batch; done
-  for i in 1 2; do "$BIN/client" --port "$BASE" -c "add-node 127.0.0.1:$((BASE + i))" -c wait-settled >/dev/null; done
+  join_ring 3
   local nodes=(--node "127.0.0.1:$BASE" --node "127.0.0.1:$((BASE + 1))" --node "127.0.0.1:$((BASE + 2))")
   local run=("$BIN/dynamo-bench" run --out "$RESULTS" "${nodes[@]}" --label "$label")
   "${run[@]}" --duration 0.5 --warmup 0 --workload ycsb-a --clients 64 --load

@@ -32,9 +32,7 @@ mkdir -p "$OUT/ae-data" "$OUT/logs"
 start() { start_node ae "$@"; }
 
 for ((i = 0; i < 4; i++)); do start "$i" --anti-entropy-interval-ms 0; done
-for ((i = 1; i < 4; i++)); do
-  client -c "add-node 127.0.0.1:$((BASE + i))" -c wait-settled >/dev/null
-done
+join_ring 4
 NODES="--node 127.0.0.1:$BASE --node 127.0.0.1:$((BASE + 1)) --node 127.0.0.1:$((BASE + 2))"
 machine="$(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r)"
 note=(--note "4 nodes N=3 W=2 R=2 fsync=batch, $KEYS keys; $machine")

@@ -41,9 +41,7 @@ state_of() {
 }
 
 for ((i = 0; i < 5; i++)); do start "$i" --ping-interval-ms 0; done
-for ((i = 1; i < 5; i++)); do
-  client -c "add-node 127.0.0.1:$((BASE + i))" -c wait-settled >/dev/null
-done
+join_ring 5
 NODES="--node 127.0.0.1:$BASE --node 127.0.0.1:$((BASE + 1))"
 machine="$(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r)"
 note=(--note "5 nodes N=3 W=2 R=2 fsync=batch, $KEYS keys; $machine")

@@ -23,9 +23,7 @@ command -v wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)" >&2; e
 rm -rf "$OUT"
 mkdir -p "$OUT/logs"
 for i in 0 1 2; do start_node ring "$i" --fsync batch --http-port $((HTTP + i)); done
-for i in 1 2; do
-  "$BIN/client" --port "$BASE" -c "add-node 127.0.0.1:$((BASE + i))" -c wait-settled >/dev/null
-done
+join_ring 3
 machine="$(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r)"
 note=(--note "3 nodes N=3 W=2 R=2 fsync=batch, all clients on node 0; $machine")
 bench() {

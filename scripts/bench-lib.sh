@@ -1,5 +1,6 @@
 # Shared by the bench scripts (sourced, not run): the processes a benchmark
-# starts, stopped on exit, a port probe, and one node of a ring started by number.
+# starts, stopped on exit, a port probe, one node of a ring started by number,
+# the rest of a ring joined at its leader, and a /metrics scraper.
 
 PIDS=()
 
@@ -26,6 +27,15 @@ start_node() {
   for _ in $(seq 1 100); do listening "$port" && return; sleep 0.1; done
   echo "node $port did not start" >&2
   exit 1
+}
+
+# join_ring COUNT: adds nodes BASE+1 .. BASE+COUNT-1 to the ring of the leader on
+# BASE, one change at a time (each settles before the next starts).
+join_ring() {
+  local i
+  for ((i = 1; i < $1; i++)); do
+    "$BIN/client" --port "$BASE" -c "add-node 127.0.0.1:$((BASE + i))" -c wait-settled >/dev/null
+  done
 }
 
 # scrape_metrics PORT...: fetches http://127.0.0.1:PORT/metrics of every PORT once

@@ -34,9 +34,7 @@ done
 for ((i = 0; i < 4; i++)); do
   for _ in $(seq 1 100); do listening $((BASE + i)) && break; sleep 0.1; done
 done
-for ((i = 1; i < 3; i++)); do
-  client -c "add-node 127.0.0.1:$((BASE + i))" -c wait-settled >/dev/null
-done
+join_ring 3
 NODES="--node 127.0.0.1:$BASE --node 127.0.0.1:$((BASE + 1)) --node 127.0.0.1:$((BASE + 2))"
 machine="$(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r)"
 note=(--note "3 nodes N=3 W=2 R=2 fsync=batch, $KEYS keys; $machine")

@@ -40,9 +40,7 @@ start_ring() { # start_ring COUNT N W R
   for ((i = 0; i < count; i++)); do
     for _ in $(seq 1 100); do listening $((BASE + i)) && break; sleep 0.1; done
   done
-  for ((i = 1; i < count; i++)); do
-    "$BIN/client" --port "$BASE" -c "add-node 127.0.0.1:$((BASE + i))" -c wait-settled >/dev/null
-  done
+  join_ring "$count"
 }
 
 nodes_args() { # every node of the ring as --node flags

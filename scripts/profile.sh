@@ -22,7 +22,7 @@ command -v perf >/dev/null || { echo "perf is not installed (apt-get install lin
 rm -rf "$OUT/prof-data" "$PROF"
 mkdir -p "$PROF" "$OUT/logs"
 for i in 0 1 2; do start_node prof "$i" --fsync batch; done
-for i in 1 2; do "$BIN/client" --port "$BASE" -c "add-node 127.0.0.1:$((BASE + i))" -c wait-settled >/dev/null; done
+join_ring 3
 "$BIN/dynamo-bench" run --out "$PROF/run.json" --node "127.0.0.1:$BASE" --node "127.0.0.1:$((BASE + 1))" \
   --node "127.0.0.1:$((BASE + 2))" --label profiled --workload ycsb-a --clients 64 --load \
   --duration $((SECS + 8)) --warmup 1 &
