@@ -96,6 +96,23 @@ impl Client {
         Ok(client)
     }
 
+    /// Connects to `node` as another client of `other`'s ring: both share one
+    /// ring and one connection per replica for their client-driven gets (a
+    /// process that talks to several nodes keeps one connection per node for
+    /// its gets, and concurrent gets to a node travel together on it). Writes
+    /// go to `node`. If `other` lets its node coordinate, so does this client.
+    pub async fn connect_beside(node: NodeId, other: &Client) -> Result<Client> {
+        let client = Client::connect_via_node(node).await?;
+        let client = Client {
+            direct: other.direct.clone(),
+            ..client
+        };
+        if client.direct.is_some() {
+            client.refresh_ring().await;
+        }
+        Ok(client)
+    }
+
     /// Connects to `node`, which coordinates every request.
     pub async fn connect_via_node(node: NodeId) -> Result<Client> {
         let c = rpc::connect(&node, CONNECT_TIMEOUT).await?;

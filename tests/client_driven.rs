@@ -89,3 +89,47 @@ fn a_client_holding_an_old_ring_reads_every_moved_key_from_its_new_owner() {
         "the key's replica"
     );
 }
+
+/// A client made beside another shares its ring and replica connections: its
+/// gets are coordinated by the client too (answered and counted by the key's
+/// replica, not by its own node), and its writes go to its own node.
+#[test]
+fn a_client_beside_another_reads_directly_through_the_shared_ring() {
+    let c = Cluster::ring_with(3, 3, (1, 1, 1), &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let first = rt
+        .block_on(Client::connect(c.nodes[0].id.parse().unwrap()))
+        .unwrap();
+    let beside = rt
+        .block_on(Client::connect_beside(
+            c.nodes[1].id.parse().unwrap(),
+            &first,
+        ))
+        .unwrap();
+    assert_eq!(beside.node().to_string(), c.nodes[1].id);
+    // A key whose one replica is neither client's node.
+    let key = (0..200)
+        .map(|i| format!("beside{i}"))
+        .find(|k| {
+            let r = rt.block_on(first.locate(k.clone())).unwrap();
+            r.replicas == vec![c.nodes[2].id.parse().unwrap()]
+        })
+        .expect("a key on node 2");
+    let w = rt
+        .block_on(beside.put(key.clone(), Default::default(), "v".into()))
+        .unwrap();
+    assert_eq!(w.acks, vec![c.nodes[2].id.parse().unwrap()]);
+
+    let before: Vec<f64> = (0..3).map(|i| gets_counted(c.nodes[i].http)).collect();
+    for client in [&beside, &first] {
+        let r = rt.block_on(client.get(key.clone())).unwrap();
+        assert_eq!(r.values, vec![bytes::Bytes::from("v")]);
+        assert_eq!(r.replicas, vec![c.nodes[2].id.parse().unwrap()]);
+    }
+    let after: Vec<f64> = (0..3).map(|i| gets_counted(c.nodes[i].http)).collect();
+    assert_eq!(
+        (after[0], after[1], after[2]),
+        (before[0], before[1], before[2] + 2.0),
+        "each get counted once, by the replica"
+    );
+}

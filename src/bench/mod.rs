@@ -172,13 +172,15 @@ impl Target {
         connections: usize,
         direct: bool,
     ) -> crate::Result<Target> {
-        let mut out = Vec::new();
+        let mut out: Vec<Arc<Client>> = Vec::new();
         for node in nodes {
             for _ in 0..connections.max(1) {
-                let client = if direct {
-                    Client::connect(node.clone()).await?
-                } else {
-                    Client::connect_via_node(node.clone()).await?
+                // One process, one ring: every client after the first shares
+                // its ring and its connections to the replicas.
+                let client = match out.first() {
+                    _ if !direct => Client::connect_via_node(node.clone()).await?,
+                    None => Client::connect(node.clone()).await?,
+                    Some(first) => Client::connect_beside(node.clone(), first).await?,
                 };
                 out.push(Arc::new(client));
             }
