@@ -15,11 +15,18 @@
 //! other replicas. A client made with [`Client::connect`] learns the ring from its
 //! node (`fetch_ring`) and coordinates a get itself, as the Dynamo paper's
 //! client-driven coordination does: it asks every slot of the key's
-//! [`Placement`] directly (`read_at`, one long-lived connection per node), waits
-//! for the same [`Quorum`] of R a node would, merges the answers and repairs the
-//! replicas that answered with less, after the reply. One round trip.
+//! [`Placement`] directly, waits for the same [`Quorum`] of R a node would,
+//! merges the answers and repairs the replicas that answered with less, after
+//! the reply. One round trip.
 //!
-//! It never answers from a ring the replicas do not share: `read_at` carries the
+//! The reads to one node travel in an outbox ([`crate::outbox`]): one
+//! long-lived connection per node, and the reads queued for a node while its
+//! last batch is on the way leave together in one `read_batch`. Clients made
+//! with [`Client::connect_beside`] share the ring, the connections and the
+//! outboxes, so a process with a client per node still sends each node one
+//! stream of batches.
+//!
+//! It never answers from a ring the replicas do not share: each read carries the
 //! client's ring epoch and a node under another epoch refuses it, so a client
 //! whose ring is old cannot read from nodes a key has left. Whenever the direct
 //! read cannot produce its quorum (a stale ring, a replica refilling, replicas
@@ -48,11 +55,12 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::error::{Error, Result};
+use crate::outbox::{Outboxes, ReadAt};
 use crate::peers::{CallError, Peers};
 use crate::ring::{Quorum, Ring};
 use crate::rpc::{
-    self, Addressee, Connection, LocateReply, MembershipReply, NodeClient, ReadReply, StatusReply,
-    WriteReply, WriteRequest,
+    self, Addressee, Connection, LocateReply, MembershipReply, NodeClient, ReadReply, ReplicaRead,
+    StatusReply, WriteReply, WriteRequest,
 };
 use crate::types::{check_key, Key, NodeId, Value};
 use crate::vclock::{Content, Object, VersionVector};
@@ -313,22 +321,28 @@ impl std::fmt::Display for Fallback {
 /// One replica's answer to a client-driven get.
 type Answer = (NodeId, std::result::Result<Object, CallError>);
 
-/// What a client keeps to coordinate gets: the ring and a connection per node.
+/// What a client keeps to coordinate gets: the ring, a connection per node,
+/// and an outbox per node that coalesces the reads sent to it.
 struct Direct {
-    peers: Peers,
+    peers: Arc<Peers>,
+    reads: Outboxes<ReadAt>,
     ring: RwLock<Option<Arc<Ring>>>,
     last_fetch: Mutex<Option<Instant>>,
-    repairs: TaskTracker,
+    /// Read repairs and the read outboxes' tasks.
+    tasks: TaskTracker,
     repair_permits: Arc<Semaphore>,
 }
 
 impl Direct {
     fn new() -> Direct {
+        let peers = Arc::new(Peers::new(DIRECT_CONNECT_TIMEOUT));
+        let tasks = TaskTracker::new();
         Direct {
-            peers: Peers::new(DIRECT_CONNECT_TIMEOUT),
+            reads: Outboxes::new(peers.clone(), tasks.clone()),
+            peers,
             ring: RwLock::new(None),
             last_fetch: Mutex::new(None),
-            repairs: TaskTracker::new(),
+            tasks,
             repair_permits: Arc::new(Semaphore::new(MAX_REPAIRS)),
         }
     }
@@ -386,12 +400,8 @@ impl Direct {
             );
             let count = slot == counter;
             pending.push(Box::pin(async move {
-                let r = this
-                    .peers
-                    .call(&slot, DIRECT_READ_TIMEOUT, |c, ctx| async move {
-                        c.read_at(ctx, to, epoch, key, count).await
-                    })
-                    .await;
+                let read = ReplicaRead { epoch, key, count };
+                let r = this.reads.send(to, read, DIRECT_READ_TIMEOUT).await;
                 (slot, r)
             }));
         }
@@ -428,7 +438,7 @@ impl Direct {
         if !pending.is_empty() || !consistent {
             if let Ok(permit) = self.repair_permits.clone().try_acquire_owned() {
                 let this = self.clone();
-                self.repairs.spawn(async move {
+                self.tasks.spawn(async move {
                     this.repair(ring, key, merged, answers, pending).await;
                     drop(permit);
                 });

@@ -67,10 +67,10 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::error::{Error, ReplicaFailure, Result};
-use crate::outbox::Outboxes;
+use crate::outbox::{Outboxes, Replicate};
 use crate::peers::{CallError, Peers};
 use crate::ring::{Placement, Quorum, Ring, RingCell};
-use crate::rpc::{Addressee, ReadReply, ReplicaWrite, WriteReply, WriteRequest};
+use crate::rpc::{Addressee, ReadReply, ReplicaRead, ReplicaWrite, WriteReply, WriteRequest};
 use crate::storage::Storage;
 use crate::types::{check_key, check_value, Key, NodeId, MAX_CONTEXT_ENTRIES, MAX_OBJECT_BYTES};
 use crate::vclock::Object;
@@ -93,7 +93,7 @@ pub struct Coordinator {
     /// Woken when a peer shows this node a newer ring (membership pulls it).
     ring_news: Arc<Notify>,
     /// Replica writes to other nodes, coalesced per peer.
-    outbox: Outboxes,
+    outbox: Outboxes<Replicate>,
 }
 
 impl Coordinator {
@@ -615,9 +615,7 @@ impl Coordinator {
             object: object.clone(),
             hint_for: hint_for.cloned(),
         };
-        self.outbox
-            .replicate(to, write, self.replica_timeout())
-            .await
+        self.outbox.send(to, write, self.replica_timeout()).await
     }
 
     /// Reads what `node` holds for `key` (locally when it is this node).
@@ -790,6 +788,23 @@ impl Coordinator {
             });
         }
         self.read_replica(to, key)
+    }
+
+    /// Replica side of a batch of client reads (see [`crate::outbox`]): each
+    /// answered as [`Coordinator::read_at`] answers one, in order.
+    pub fn read_batch(&self, to: &Addressee, reads: &[ReplicaRead]) -> Result<Vec<Result<Object>>> {
+        self.check_addressee(to)?;
+        if reads.len() > crate::outbox::MAX_ITEMS {
+            return Err(Error::invalid(format!(
+                "{} reads in one batch, the limit is {}",
+                reads.len(),
+                crate::outbox::MAX_ITEMS
+            )));
+        }
+        Ok(reads
+            .iter()
+            .map(|r| self.read_at(to, r.epoch, &r.key))
+            .collect())
     }
 
     /// Receiving side of a ring change's transfer: merges every object, durably.

@@ -1,44 +1,49 @@
-//! Replica writes coalesced per peer: one `replicate_batch` call carries every
-//! write queued for a peer, and the peer applies them with one flush wait.
+//! Calls coalesced per peer: one call carries every item queued for a peer.
+//! Two kinds ride on it: replica writes ([`Replicate`], one `replicate_batch`
+//! applied with one flush wait) and a client's replica reads ([`ReadAt`], one
+//! `read_batch`).
 //!
 //! # Why
 //!
-//! A put on a 3-node ring sends two `replicate` calls; under load a coordinator
-//! has dozens in flight to each peer. Each was a request of its own on both
-//! sides: a frame, a request slot and a response in tarpc, a task wake-up, a
+//! A put on a 3-node ring sends two `replicate` calls, and a client-driven get
+//! three `read_at` calls; under load a node or client has dozens in flight to
+//! each peer. Each was a request of its own on both sides: a frame, a `writev`
+//! (on loopback the sender's `writev` also runs the receiver's TCP stack), a
+//! request slot and a response in tarpc, a task wake-up, and for writes a
 //! group-commit registration. Coalescing pays those once per batch.
 //!
 //! # How
 //!
-//! Each peer has an outbox: a bounded queue ([`QUEUE`] writes) drained by one
-//! task. The task takes whatever is queued (at most [`MAX_ITEMS`] writes or
+//! Each peer has an outbox: a bounded queue ([`QUEUE`] items) drained by one
+//! task. The task takes whatever is queued (at most [`MAX_ITEMS`] items or
 //! [`MAX_BYTES`] of objects, and always at least one) and sends it as one call
-//! without waiting: nothing is held back for a batch to fill, so a lone write
+//! without waiting: nothing is held back for a batch to fill, so a lone item
 //! leaves at once. At most [`MAX_IN_FLIGHT`] batches per peer are in flight;
-//! while they are, new writes queue up and leave together in the next one,
+//! while they are, new items queue up and leave together in the next one,
 //! which is where the batching comes from under load (as group commit does for
 //! flushes).
 //!
 //! # What a caller learns
 //!
-//! Exactly what a single `replicate` call would tell it ([`CallError`]): the
-//! peer's own answer for its write, or the batch's failure. A batch that
-//! surely never left (connect refused, queue full) fails every write in it as
-//! never delivered; a batch lost in flight or past its deadline is an unknown
-//! outcome for each write in it, never sent again. A write that waited in the
-//! queue past its caller's deadline may still be sent: its caller was told the
-//! outcome is unknown.
+//! Exactly what a single call would tell it ([`CallError`]): the peer's own
+//! answer for its item, or the batch's failure. A batch that surely never left
+//! (connect refused, queue full) fails every item in it as never delivered; a
+//! batch lost in flight or past its deadline is an unknown outcome for each
+//! item in it, never sent again (for a write that matters: it may have been
+//! applied). An item that waited in the queue past its caller's deadline may
+//! still be sent: its caller was told the outcome is unknown.
 //!
 //! # Lifetime
 //!
-//! The task is spawned on the first write to a peer, tracked by the node's
-//! background [`TaskTracker`], and ends after [`IDLE`] without writes (the next
-//! write starts a new one), so shutdown never waits on an idle outbox.
+//! The task is spawned on the first item to a peer, tracked by the owner's
+//! [`TaskTracker`], and ends after [`IDLE`] without items (the next item starts
+//! a new one), so shutdown never waits on an idle outbox.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
@@ -46,12 +51,13 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::peers::{CallError, Peers};
-use crate::rpc::{Addressee, ReplicaWrite};
+use crate::rpc::{Addressee, ReplicaRead, ReplicaWrite};
 use crate::types::NodeId;
+use crate::vclock::Object;
 
-/// Writes one outbox holds before callers wait for room.
+/// Items one outbox holds before callers wait for room.
 pub const QUEUE: usize = 4096;
-/// Most writes in one batch (the receiver refuses more).
+/// Most items in one batch (the receiver refuses more).
 pub const MAX_ITEMS: usize = 256;
 /// Most object bytes in one batch (a single larger object goes alone): well
 /// under the 16 MiB frame.
@@ -61,23 +67,93 @@ pub const MAX_IN_FLIGHT: usize = 1;
 /// An outbox task with nothing to send for this long ends.
 const IDLE: Duration = Duration::from_millis(250);
 
-/// One queued write and where its outcome goes.
-struct Queued {
-    write: ReplicaWrite,
-    deadline: Instant,
-    done: oneshot::Sender<Result<(), CallError>>,
+/// One kind of call an outbox coalesces: many items, one answer per item.
+pub trait Batch: 'static {
+    type Item: Send + 'static;
+    type Answer: Send + 'static;
+    /// Bytes an item adds to a batch (counted against [`MAX_BYTES`]).
+    fn size(item: &Self::Item) -> usize;
+    /// Sends `items` to `to` as one call within `timeout`; the answers come in
+    /// the order of `items`.
+    fn call(
+        peers: Arc<Peers>,
+        to: Addressee,
+        items: Vec<Self::Item>,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Vec<crate::Result<Self::Answer>>, CallError>>;
 }
 
-/// The outboxes of one node, one per peer written to.
-pub struct Outboxes {
+/// Replica writes: `replicate_batch`.
+pub struct Replicate;
+
+impl Batch for Replicate {
+    type Item = ReplicaWrite;
+    type Answer = ();
+    fn size(item: &ReplicaWrite) -> usize {
+        item.object.approx_size()
+    }
+    fn call(
+        peers: Arc<Peers>,
+        to: Addressee,
+        items: Vec<ReplicaWrite>,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Vec<crate::Result<()>>, CallError>> {
+        Box::pin(async move {
+            let node = to.node.clone();
+            peers
+                .call(&node, timeout, |c, ctx| async move {
+                    c.replicate_batch(ctx, to, items).await
+                })
+                .await
+        })
+    }
+}
+
+/// A client's replica reads under its ring epoch: `read_batch`.
+pub struct ReadAt;
+
+impl Batch for ReadAt {
+    type Item = ReplicaRead;
+    type Answer = Object;
+    fn size(item: &ReplicaRead) -> usize {
+        item.key.len()
+    }
+    fn call(
+        peers: Arc<Peers>,
+        to: Addressee,
+        items: Vec<ReplicaRead>,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Vec<crate::Result<Object>>, CallError>> {
+        Box::pin(async move {
+            let node = to.node.clone();
+            peers
+                .call(&node, timeout, |c, ctx| async move {
+                    c.read_batch(ctx, to, items).await
+                })
+                .await
+        })
+    }
+}
+
+type Outcome<B> = Result<<B as Batch>::Answer, CallError>;
+
+/// One queued item and where its outcome goes.
+struct Queued<B: Batch> {
+    item: B::Item,
+    deadline: Instant,
+    done: oneshot::Sender<Outcome<B>>,
+}
+
+/// The outboxes of one node or client for one kind of call, one per peer.
+pub struct Outboxes<B: Batch> {
     peers: Arc<Peers>,
-    boxes: Mutex<HashMap<NodeId, mpsc::Sender<Queued>>>,
+    boxes: Mutex<HashMap<NodeId, mpsc::Sender<Queued<B>>>>,
     tasks: TaskTracker,
 }
 
-impl Outboxes {
+impl<B: Batch> Outboxes<B> {
     /// Outboxes over `peers`' connections; their tasks are tracked by `tasks`.
-    pub fn new(peers: Arc<Peers>, tasks: TaskTracker) -> Outboxes {
+    pub fn new(peers: Arc<Peers>, tasks: TaskTracker) -> Outboxes<B> {
         Outboxes {
             peers,
             boxes: Mutex::new(HashMap::new()),
@@ -85,22 +161,17 @@ impl Outboxes {
         }
     }
 
-    /// Sends `write` to `to.node` within `timeout`, in a batch with the other
-    /// writes queued for it, and returns that node's answer for it.
-    pub async fn replicate(
-        &self,
-        to: Addressee,
-        write: ReplicaWrite,
-        timeout: Duration,
-    ) -> Result<(), CallError> {
+    /// Sends `item` to `to.node` within `timeout`, in a batch with the other
+    /// items queued for it, and returns that node's answer for it.
+    pub async fn send(&self, to: Addressee, item: B::Item, timeout: Duration) -> Outcome<B> {
         let deadline = Instant::now() + timeout;
         let (done, outcome) = oneshot::channel();
         let mut item = Queued {
-            write,
+            item,
             deadline,
             done,
         };
-        // A queue whose task just ended idle refuses the write: start a new one.
+        // A queue whose task just ended idle refuses the item: start a new one.
         for _ in 0..2 {
             let sender = self.sender(&to);
             match tokio::time::timeout_at(deadline, sender.send(item)).await {
@@ -111,7 +182,7 @@ impl Outboxes {
                 }
                 Err(_) => {
                     return Err(CallError::Unreachable(format!(
-                        "{} writes already queued for it for {} ms",
+                        "{} calls already queued for it for {} ms",
                         QUEUE,
                         timeout.as_millis()
                     )))
@@ -122,14 +193,14 @@ impl Outboxes {
     }
 
     async fn outcome(
-        outcome: oneshot::Receiver<Result<(), CallError>>,
+        outcome: oneshot::Receiver<Outcome<B>>,
         deadline: Instant,
         timeout: Duration,
-    ) -> Result<(), CallError> {
+    ) -> Outcome<B> {
         match tokio::time::timeout_at(deadline, outcome).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(CallError::Unknown(
-                "the batch carrying the write was abandoned".into(),
+                "the batch carrying the call was abandoned".into(),
             )),
             Err(_) => Err(CallError::Unknown(format!(
                 "timed out after {} ms",
@@ -139,19 +210,20 @@ impl Outboxes {
     }
 
     /// The queue to `to.node`, with a task draining it.
-    fn sender(&self, to: &Addressee) -> mpsc::Sender<Queued> {
+    fn sender(&self, to: &Addressee) -> mpsc::Sender<Queued<B>> {
         let mut boxes = self.boxes.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = boxes.get(&to.node).filter(|s| !s.is_closed()) {
             return s.clone();
         }
         let (tx, rx) = mpsc::channel(QUEUE);
         boxes.insert(to.node.clone(), tx.clone());
-        self.tasks.spawn(drain(self.peers.clone(), to.clone(), rx));
+        self.tasks
+            .spawn(drain::<B>(self.peers.clone(), to.clone(), rx));
         tx
     }
 
     /// Drops `sender` from the table unless it was replaced already.
-    fn forget(&self, node: &NodeId, sender: &mpsc::Sender<Queued>) {
+    fn forget(&self, node: &NodeId, sender: &mpsc::Sender<Queued<B>>) {
         let mut boxes = self.boxes.lock().unwrap_or_else(|p| p.into_inner());
         if boxes.get(node).is_some_and(|s| s.same_channel(sender)) {
             boxes.remove(node);
@@ -160,7 +232,7 @@ impl Outboxes {
 }
 
 /// The outbox task of one peer: sends what is queued, in batches.
-async fn drain(peers: Arc<Peers>, to: Addressee, mut rx: mpsc::Receiver<Queued>) {
+async fn drain<B: Batch>(peers: Arc<Peers>, to: Addressee, mut rx: mpsc::Receiver<Queued<B>>) {
     let mut in_flight = FuturesUnordered::new();
     loop {
         tokio::select! {
@@ -170,62 +242,54 @@ async fn drain(peers: Arc<Peers>, to: Addressee, mut rx: mpsc::Receiver<Queued>)
                 let first = match next {
                     Ok(Some(first)) => first,
                     // Closed, or idle with nothing in flight: end (the table
-                    // starts a new task for the next write).
+                    // starts a new task for the next item).
                     Ok(None) => break,
                     Err(_) if in_flight.is_empty() => {
                         rx.close();
-                        // Writes that raced the close are still sent.
+                        // Items that raced the close are still sent.
                         let mut rest = Vec::new();
                         while let Ok(q) = rx.try_recv() {
                             rest.push(q);
                         }
                         if !rest.is_empty() {
-                            in_flight.push(send(peers.clone(), to.clone(), rest));
+                            in_flight.push(send::<B>(peers.clone(), to.clone(), rest));
                         }
                         break;
                     }
                     Err(_) => continue,
                 };
-                let mut bytes = first.write.object.approx_size();
+                let mut bytes = B::size(&first.item);
                 let mut batch = vec![first];
                 while batch.len() < MAX_ITEMS && bytes < MAX_BYTES {
                     match rx.try_recv() {
                         Ok(q) => {
-                            bytes += q.write.object.approx_size();
+                            bytes += B::size(&q.item);
                             batch.push(q);
                         }
                         Err(_) => break,
                     }
                 }
-                in_flight.push(send(peers.clone(), to.clone(), batch));
+                in_flight.push(send::<B>(peers.clone(), to.clone(), batch));
             }
         }
     }
     while in_flight.next().await.is_some() {}
 }
 
-/// Sends one batch and hands each write its outcome.
-async fn send(peers: Arc<Peers>, to: Addressee, batch: Vec<Queued>) {
+/// Sends one batch and hands each item its outcome.
+async fn send<B: Batch>(peers: Arc<Peers>, to: Addressee, batch: Vec<Queued<B>>) {
     let now = Instant::now();
     let Some(deadline) = batch.iter().map(|q| q.deadline).max() else {
         return;
     };
     let mut waiting = Vec::with_capacity(batch.len());
-    let mut writes = Vec::with_capacity(batch.len());
+    let mut items = Vec::with_capacity(batch.len());
     for q in batch {
         waiting.push(q.done);
-        writes.push(q.write);
+        items.push(q.item);
     }
-    let count = writes.len();
-    let node = to.node.clone();
-    let out = peers
-        .call(
-            &node,
-            deadline.saturating_duration_since(now),
-            |c, ctx| async move { c.replicate_batch(ctx, to, writes).await },
-        )
-        .await;
-    match out {
+    let count = items.len();
+    match B::call(peers, to, items, deadline.saturating_duration_since(now)).await {
         Ok(answers) if answers.len() == count => {
             for (done, answer) in waiting.into_iter().zip(answers) {
                 let _ = done.send(answer.map_err(CallError::Remote));
@@ -233,7 +297,7 @@ async fn send(peers: Arc<Peers>, to: Addressee, batch: Vec<Queued>) {
         }
         Ok(answers) => {
             let e = CallError::Unknown(format!(
-                "{} answers to a batch of {count} writes",
+                "{} answers to a batch of {count} calls",
                 answers.len()
             ));
             for done in waiting {
@@ -285,12 +349,12 @@ mod tests {
             again.is_ok()
         });
         let tasks = TaskTracker::new();
-        let outboxes = Outboxes::new(Arc::new(Peers::default()), tasks.clone());
+        let outboxes = Outboxes::<Replicate>::new(Arc::new(Peers::default()), tasks.clone());
         let t = Duration::from_secs(2);
         let (a, b, c) = tokio::join!(
-            outboxes.replicate(to.clone(), write("a"), t),
-            outboxes.replicate(to.clone(), write("b"), t),
-            outboxes.replicate(to.clone(), write("c"), t),
+            outboxes.send(to.clone(), write("a"), t),
+            outboxes.send(to.clone(), write("b"), t),
+            outboxes.send(to.clone(), write("c"), t),
         );
         for r in [a, b, c] {
             assert!(matches!(r, Err(CallError::Unknown(_))), "{r:?}");
@@ -310,11 +374,11 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let to = addressee(&listener);
         drop(listener);
-        let outboxes = Outboxes::new(Arc::new(Peers::default()), TaskTracker::new());
+        let outboxes = Outboxes::<Replicate>::new(Arc::new(Peers::default()), TaskTracker::new());
         let t = Duration::from_secs(2);
         let (a, b) = tokio::join!(
-            outboxes.replicate(to.clone(), write("a"), t),
-            outboxes.replicate(to.clone(), write("b"), t),
+            outboxes.send(to.clone(), write("a"), t),
+            outboxes.send(to.clone(), write("b"), t),
         );
         for r in [a, b] {
             assert!(r.as_ref().is_err_and(|e| e.never_delivered()), "{r:?}");

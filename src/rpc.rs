@@ -102,6 +102,17 @@ pub struct ReplicaWrite {
     pub hint_for: Option<NodeId>,
 }
 
+/// One read of a `read_batch`: the arguments of a `read_at` but the
+/// addressee, which the batch names once.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReplicaRead {
+    /// The ring the client placed the key with; any other is refused.
+    pub epoch: u64,
+    pub key: Key,
+    /// Count the get in the receiver's metrics.
+    pub count: bool,
+}
+
 /// The answer to add-node / remove-node: the change has started (it settles in
 /// the background; `status` shows its progress).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -395,8 +406,13 @@ pub trait Node {
     /// [`crate::client`]): answered only under ring `epoch` (any other gets
     /// [`Error::StaleRing`], so a client with an old ring never reads from nodes
     /// that no longer own the key). With `count`, the node counts the get in
-    /// its metrics (the client sets it on one replica per get).
+    /// its metrics (the client sets it on one replica per get). Today's client
+    /// sends `read_batch`; this stays for clients built before it.
     async fn read_at(to: Addressee, epoch: u64, key: Key, count: bool) -> Result<Object>;
+    /// Several `read_at`s to the receiver in one call (see [`crate::outbox`]),
+    /// at most [`crate::outbox::MAX_ITEMS`]: each answered, in order, as
+    /// `read_at` would.
+    async fn read_batch(to: Addressee, reads: Vec<ReplicaRead>) -> Result<Vec<Result<Object>>>;
     /// Merges a batch of objects durably into this node's replica (a ring
     /// change's transfer); returns how many keys changed.
     async fn transfer(to: Addressee, items: Vec<(Key, Arc<Object>)>) -> Result<u64>;

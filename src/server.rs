@@ -33,13 +33,13 @@ use crate::detector::Detector;
 use crate::error::{Error, Result};
 use crate::handoff::Handoff;
 use crate::membership::{Membership, Reports};
-use crate::metrics::{Metrics, Op};
+use crate::metrics::{Metrics, Op, Outcome};
 use crate::peers::Peers;
 use crate::rebalance::Rebalance;
 use crate::ring::{RingCell, RingState};
 use crate::rpc::{
     self, Addressee, AeAnswer, AeQuery, LocateReply, MembershipReply, Node as _, NodeInfo,
-    ReadReply, ReplicaWrite, StatusReply, TombstoneCheck, WriteReply, WriteRequest,
+    ReadReply, ReplicaRead, ReplicaWrite, StatusReply, TombstoneCheck, WriteReply, WriteRequest,
 };
 use crate::storage::Storage;
 use crate::types::{Key, NodeId};
@@ -158,6 +158,24 @@ impl rpc::Node for Handler {
         } else {
             read.await
         }
+    }
+
+    async fn read_batch(
+        self,
+        _: tarpc::context::Context,
+        to: Addressee,
+        reads: Vec<ReplicaRead>,
+    ) -> Result<Vec<Result<Object>>> {
+        let started = std::time::Instant::now();
+        let answers = self.0.coordinator.read_batch(&to, &reads)?;
+        // Each read the client marked is a get of its own in the metrics.
+        for (read, answer) in reads.iter().zip(&answers) {
+            if read.count {
+                let outcome = Outcome::of(answer);
+                self.0.metrics.record(Op::Get, outcome, started.elapsed());
+            }
+        }
+        Ok(answers)
     }
 
     async fn transfer(

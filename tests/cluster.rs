@@ -384,3 +384,81 @@ async fn a_replica_batch_answers_each_write_in_order() {
         .unwrap();
     assert!(matches!(out, Err(Error::Stranger { .. })), "{out:?}");
 }
+
+/// A batch of client reads (`read_batch`, the client's read outbox) is
+/// answered read by read, in order: a read under another ring or of a bad key
+/// fails alone, and a batch meant for another node is refused whole; it can
+/// be no longer than a replica batch.
+#[tokio::test]
+async fn a_read_batch_answers_each_read_in_order() {
+    use dynamo::rpc::{self, Addressee, ReplicaRead};
+
+    let c = InProcess::start(2, (2, 1, 1)).await;
+    let client = c.client(0).await;
+    client
+        .put("there".into(), VersionVector::new(), b("v"))
+        .await
+        .unwrap();
+    let epoch = client.status().await.unwrap().epoch;
+    let r = |epoch: u64, key: String| ReplicaRead {
+        epoch,
+        key,
+        count: false,
+    };
+    let reads = vec![
+        r(epoch, "there".into()),
+        r(epoch + 1, "there".into()),
+        r(epoch, "k".repeat(5000)),
+        r(epoch, "absent".into()),
+    ];
+    let conn = rpc::connect(&c.ids[1], Duration::from_secs(2))
+        .await
+        .unwrap();
+    let to = Addressee {
+        node: c.ids[1].clone(),
+        identity: None,
+    };
+    let answers = conn
+        .client()
+        .read_batch(rpc::context(Duration::from_secs(5)), to.clone(), reads)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answers.len(), 4, "{answers:?}");
+    let values =
+        |i: usize| -> Vec<Bytes> { answers[i].as_ref().unwrap().values().cloned().collect() };
+    assert_eq!(values(0), vec![b("v")], "{answers:?}");
+    assert!(
+        matches!(answers[1], Err(Error::StaleRing { .. })),
+        "{answers:?}"
+    );
+    assert!(
+        matches!(answers[2], Err(Error::KeyTooLarge { .. })),
+        "{answers:?}"
+    );
+    assert!(values(3).is_empty(), "{answers:?}");
+
+    let too_many = (0..=dynamo::outbox::MAX_ITEMS)
+        .map(|i| r(epoch, format!("k{i}")))
+        .collect();
+    let out = conn
+        .client()
+        .read_batch(rpc::context(Duration::from_secs(2)), to, too_many)
+        .await
+        .unwrap();
+    assert!(matches!(out, Err(Error::InvalidInput { .. })), "{out:?}");
+    let wrong = Addressee {
+        node: c.ids[0].clone(),
+        identity: None,
+    };
+    let out = conn
+        .client()
+        .read_batch(
+            rpc::context(Duration::from_secs(2)),
+            wrong,
+            vec![r(epoch, "there".into())],
+        )
+        .await
+        .unwrap();
+    assert!(matches!(out, Err(Error::Stranger { .. })), "{out:?}");
+}
