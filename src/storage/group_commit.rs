@@ -40,6 +40,10 @@ pub const COMMIT_DELAY_MIN_BATCH: usize = 2;
 struct Queue {
     waiters: Vec<Waiter>,
     stopped: bool,
+    /// The flusher sleeps on the condvar. Only then does a new waiter wake it
+    /// (a futex call per write otherwise): a busy flusher looks at the queue,
+    /// under this mutex, before it sleeps again.
+    flusher_asleep: bool,
 }
 
 struct Shared {
@@ -92,8 +96,11 @@ impl GroupCommit {
             } else {
                 q.waiters.push(tx);
             }
+            let asleep = q.flusher_asleep;
             drop(q);
-            self.shared.wake.notify_one();
+            if asleep {
+                self.shared.wake.notify_one();
+            }
             Some(rx)
         };
         async move {
@@ -132,10 +139,12 @@ fn run(db: sled::Db, shared: Arc<Shared>, mode: FsyncMode) {
         let (batch, stopped) = {
             let mut q = lock(&shared.queue);
             while q.waiters.is_empty() && !q.stopped {
+                q.flusher_asleep = true;
                 q = match shared.wake.wait(q) {
                     Ok(g) => g,
                     Err(p) => p.into_inner(),
                 };
+                q.flusher_asleep = false;
             }
             if mode == FsyncMode::Batch && previous_batch >= COMMIT_DELAY_MIN_BATCH && !q.stopped {
                 drop(q);
