@@ -154,7 +154,7 @@ impl SharedMap {
         for seg in 0..SEGMENTS as u64 {
             let lo = seg << SEGMENT_SHIFT;
             let hi = lo | ((1u64 << SEGMENT_SHIFT) - 1);
-            if !ring.same_owners(lo, hi) {
+            if !ring.same_owner_set(lo, hi) {
                 for at in [lo, hi] {
                     let holders = ring.owners_at(at);
                     if holders.contains(&me) {
@@ -202,11 +202,23 @@ impl SharedMap {
 
     /// How `seg` is shared with `peer`.
     pub fn share(&self, seg: Segment, peer: &NodeId) -> Share {
+        self.share_in(seg, &self.lists_with(peer))
+    }
+
+    /// For each owner list, whether `peer` is on it: worked out once per
+    /// digest request instead of once per segment (65,536 of them, every
+    /// exchange, on both sides).
+    fn lists_with(&self, peer: &NodeId) -> Vec<bool> {
+        self.lists.iter().map(|l| l.contains(peer)).collect()
+    }
+
+    /// [`SharedMap::share`] with the peer's [`SharedMap::lists_with`].
+    fn share_in(&self, seg: Segment, with: &[bool]) -> Share {
         match self.segments.get(usize::from(seg)).copied() {
             Some(SPLIT) => Share::Split,
             Some(NOT_HELD) | None => Share::None,
-            Some(i) => match self.lists.get(i as usize) {
-                Some(list) if list.contains(peer) => Share::Whole,
+            Some(i) => match with.get(i as usize) {
+                Some(true) => Share::Whole,
                 _ => Share::None,
             },
         }
@@ -219,8 +231,14 @@ impl SharedMap {
     }
 
     /// The digest of what this node holds of `seg` in common with `peer`.
-    fn segment_digest(&self, storage: &Storage, seg: Segment, peer: &NodeId) -> Result<u64> {
-        Ok(match self.share(seg, peer) {
+    fn segment_digest(
+        &self,
+        storage: &Storage,
+        seg: Segment,
+        peer: &NodeId,
+        with: &[bool],
+    ) -> Result<u64> {
+        Ok(match self.share_in(seg, with) {
             Share::None => 0,
             Share::Whole => storage.segment_digest(seg),
             Share::Split => storage
@@ -234,10 +252,11 @@ impl SharedMap {
     /// The [`GROUPS`] group digests of what this node shares with `peer`.
     pub fn group_digests(&self, storage: &Storage, peer: &NodeId) -> Result<Vec<u64>> {
         let mut out = vec![0u64; GROUPS];
+        let with = self.lists_with(peer);
         for seg in all_segments() {
             // The group of a segment is its top 8 bits.
             if let Some(slot) = out.get_mut(usize::from(seg >> 8)) {
-                *slot ^= self.segment_digest(storage, seg, peer)?;
+                *slot ^= self.segment_digest(storage, seg, peer, &with)?;
             }
         }
         Ok(out)
@@ -251,9 +270,10 @@ impl SharedMap {
         groups: &[u8],
     ) -> Result<Vec<u64>> {
         let mut out = Vec::with_capacity(groups.len() * SEGMENTS_PER_GROUP);
+        let with = self.lists_with(peer);
         for &g in groups {
             for seg in group_segments(g) {
-                out.push(self.segment_digest(storage, seg, peer)?);
+                out.push(self.segment_digest(storage, seg, peer, &with)?);
             }
         }
         Ok(out)
@@ -267,8 +287,9 @@ impl SharedMap {
         segments: &[Segment],
     ) -> Result<Vec<(Key, u64)>> {
         let mut out = Vec::new();
+        let with = self.lists_with(peer);
         for &seg in segments {
-            match self.share(seg, peer) {
+            match self.share_in(seg, &with) {
                 Share::None => {}
                 Share::Whole => out.extend(storage.segment_entries(seg)?),
                 Share::Split => out.extend(

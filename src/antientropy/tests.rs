@@ -57,6 +57,28 @@ fn the_map_agrees_with_the_ring_key_by_key() {
     assert!(splits > 0 && splits < 20_000 * 4 / 10, "{splits}");
 }
 
+/// With N equal to the ring's size every node keeps every key: no segment is
+/// split, though tokens fall inside some (the order of the owners changes
+/// there, not who they are), so an exchange scans no keys.
+#[test]
+fn with_n_equal_to_the_ring_size_no_segment_is_split() {
+    let members = nodes(3);
+    let ring = Arc::new(Ring::new(ring_of(&members)));
+    assert!(
+        !ring.same_owners(0, u64::MAX),
+        "tokens fall inside the range"
+    );
+    let map = SharedMap::new(ring, members[0].clone());
+    for seg in all_segments() {
+        for peer in &members[1..] {
+            assert!(
+                matches!(map.share(seg, peer), Share::Whole),
+                "segment {seg} with {peer}"
+            );
+        }
+    }
+}
+
 #[test]
 fn during_a_change_only_the_current_owners_compare() {
     let members = nodes(4);

@@ -727,6 +727,16 @@ impl Table {
             .is_some_and(|t| t.position <= hi)
     }
 
+    /// The positions of the tokens in `[lo, hi]`, in order.
+    fn token_positions_in(&self, lo: u64, hi: u64) -> impl Iterator<Item = u64> + '_ {
+        self.tokens
+            .get(self.first_token_at_or_after(lo)..)
+            .unwrap_or_default()
+            .iter()
+            .map(|t| t.position)
+            .take_while(move |p| *p <= hi)
+    }
+
     /// The first `limit` distinct members clockwise from `position`.
     fn clockwise_at(&self, position: u64, limit: usize) -> Vec<NodeId> {
         let members = &self.members;
@@ -946,6 +956,27 @@ impl Ring {
     /// token of every position in the range).
     pub fn same_owners(&self, lo: u64, hi: u64) -> bool {
         lo >= hi || !self.current.has_token_in(lo, hi - 1)
+    }
+
+    /// True if every position in `[lo, hi]` is kept by the same set of nodes in
+    /// the current ring, in whatever order their preference lists name them: a
+    /// range [`Ring::same_owners`] calls split (a token falls inside it) may
+    /// still be kept whole by the same nodes, as every range is when N is the
+    /// ring's size. The owners change only just past a token.
+    pub fn same_owner_set(&self, lo: u64, hi: u64) -> bool {
+        if self.same_owners(lo, hi) {
+            return true;
+        }
+        let n = self.state.replication.n;
+        let set = |position: u64| {
+            let mut owners = self.current.clockwise_at(position, n);
+            owners.sort();
+            owners
+        };
+        let first = set(lo);
+        self.current
+            .token_positions_in(lo, hi - 1)
+            .all(|t| set(t + 1) == first)
     }
 
     /// Where the key lives in this epoch: its replicas, the pending owners a
