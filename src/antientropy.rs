@@ -37,9 +37,11 @@
 //! of the ring's token ranges because they never move: a ring change changes who
 //! holds a segment, not what is in it, so nothing is rebuilt when tokens come
 //! and go, and two nodes agree on the leaves whatever ring either has. Tokens
-//! are hashed, so a few segments (at most one per token) straddle a token and
-//! are held by different nodes on either side: for those *split* segments the
-//! shared part is computed from the keys (a prefix scan, a few keys each).
+//! are hashed, so a few segments (at most one per token) straddle a token, and
+//! some of those are held by different nodes on either side (a token where
+//! only the order of the same owners changes, as everywhere when N is the
+//! ring's size, splits nothing): for those *split* segments the shared part is
+//! computed from the keys (a prefix scan, a few keys each).
 //!
 //! The tree has three levels: [`GROUPS`] groups of 256 segments, the segments,
 //! the keys. For a pair of nodes a group's digest is the XOR of the digests of

@@ -51,7 +51,8 @@ struct RunArgs {
     /// Drive a Redis server at this URL instead (e.g. redis://127.0.0.1:6379).
     #[arg(long)]
     redis: Option<String>,
-    /// Connections per node.
+    /// Clients (connections) per node, for puts and node-coordinated gets;
+    /// client-driven gets share one connection per replica.
     #[arg(long, default_value_t = 4)]
     connections: usize,
     /// Let the nodes coordinate gets too (by default the client library

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# `scripts/bench-cpu.sh BIN_DIR [NODES]`: the CPU one operation costs, split
+# between the nodes and the client (the load generator), for get-only, put-only
+# and YCSB A with 64 clients, 6 s each, on a fresh ring of NODES (3: N=3, W=2,
+# R=2; 1: one unreplicated node), --fsync batch, 100,000 keys of 100 B loaded.
+# BIN_DIR holds `dynamo`, `client` and `dynamo-bench` (a build copied aside, as
+# for bench-ab). WORKLOADS="get-only ycsb-a" picks the workloads. CPU is user +
+# system time from /proc, steadier than ops/s on a VM whose neighbours come and
+# go; run two builds alternately and compare within a round.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${1:?usage: scripts/bench-cpu.sh BIN_DIR [NODES]}
+NODES=${2:-3}
+OUT=target/bench/cpu
+BASE=18637
+DUR=6
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
+
+ticks() {
+  local t=0 p f
+  for p in "$@"; do
+    read -ra f <"/proc/$p/stat"
+    t=$((t + f[13] + f[14]))
+  done
+  echo "$t"
+}
+rm -rf "$OUT"
+mkdir -p "$OUT/logs"
+if [[ $NODES == 1 ]]; then
+  "$BIN/dynamo" --port "$BASE" --leader "127.0.0.1:$BASE" --qsize 1 --sq-write-n 1 --sq-read-n 1 \
+    --data-dir "$OUT/single" --fsync batch 2>>"$OUT/logs/single.log" &
+  PIDS[0]=$!
+  for _ in $(seq 1 100); do listening "$BASE" && break; sleep 0.1; done
+  nodes=(--node "127.0.0.1:$BASE")
+else
+  for i in 0 1 2; do start_node cpu "$i" --fsync batch; done
+  join_ring 3
+  nodes=(--node "127.0.0.1:$BASE" --node "127.0.0.1:$((BASE + 1))" --node "127.0.0.1:$((BASE + 2))")
+fi
+run=("$BIN/dynamo-bench" run --out "$OUT/runs.json" "${nodes[@]}" --clients 64 --warmup 0)
+"${run[@]}" --label load --duration 0.5 --workload ycsb-a --load >/dev/null
+for w in ${WORKLOADS:-get-only put-only ycsb-a}; do
+  "${run[@]}" --label "$w" --duration "$DUR" --workload "$w" >/dev/null &
+  lg=$!
+  sleep 0.3
+  nodes_before=$(ticks "${PIDS[@]}")
+  client_before=$(ticks "$lg")
+  nodes_after=$nodes_before client_after=$client_before
+  # Read the counters until the load generator exits (after that /proc forgets it).
+  while kill -0 "$lg" 2>/dev/null; do
+    client_after=$(ticks "$lg") nodes_after=$(ticks "${PIDS[@]}") || true
+    sleep 0.2
+  done
+  wait "$lg"
+  python3 - "$OUT/runs.json" "$w" "$DUR" "$nodes_before" "$nodes_after" "$client_before" "$client_after" <<'PY'
+import json, os, sys
+path, label, dur, nb, na, cb, ca = sys.argv[1:]
+run = [r for r in json.load(open(path)) if r["spec"]["label"] == label][-1]
+ops = max(run["all"]["count"], 1)
+hz = os.sysconf("SC_CLK_TCK")
+node = (int(na) - int(nb)) / hz
+client = (int(ca) - int(cb)) / hz
+print(f"{label:9} {ops / float(dur):8.0f} ops/s   nodes {1e6 * node / ops:6.1f} us/op   client {1e6 * client / ops:6.1f} us/op")
+PY
+done
+cleanup
