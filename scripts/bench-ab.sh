@@ -25,15 +25,6 @@ BIN=
 source scripts/bench-lib.sh
 
 rm -f "$RESULTS" "$OUT/ab-cpu.txt"
-# cpu_ticks PID...: user + system clock ticks those processes have used.
-cpu_ticks() {
-  local total=0 p f
-  for p in "$@"; do
-    read -ra f <"/proc/$p/stat"
-    total=$((total + f[13] + f[14]))
-  done
-  echo "$total"
-}
 mkdir -p "$OUT/logs"
 one() { # one LABEL DIR
   local label=$1

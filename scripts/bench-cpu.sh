@@ -18,14 +18,6 @@ DUR=6
 # shellcheck source=scripts/bench-lib.sh
 source scripts/bench-lib.sh
 
-ticks() {
-  local t=0 p f
-  for p in "$@"; do
-    read -ra f <"/proc/$p/stat"
-    t=$((t + f[13] + f[14]))
-  done
-  echo "$t"
-}
 rm -rf "$OUT"
 mkdir -p "$OUT/logs"
 if [[ $NODES == 1 ]]; then
@@ -45,12 +37,12 @@ for w in ${WORKLOADS:-get-only put-only ycsb-a}; do
   "${run[@]}" --label "$w" --duration "$DUR" --workload "$w" >/dev/null &
   lg=$!
   sleep 0.3
-  nodes_before=$(ticks "${PIDS[@]}")
-  client_before=$(ticks "$lg")
+  nodes_before=$(cpu_ticks "${PIDS[@]}")
+  client_before=$(cpu_ticks "$lg")
   nodes_after=$nodes_before client_after=$client_before
   # Read the counters until the load generator exits (after that /proc forgets it).
   while kill -0 "$lg" 2>/dev/null; do
-    client_after=$(ticks "$lg") nodes_after=$(ticks "${PIDS[@]}") || true
+    client_after=$(cpu_ticks "$lg") nodes_after=$(cpu_ticks "${PIDS[@]}") || true
     sleep 0.2
   done
   wait "$lg"

@@ -1,6 +1,7 @@
 # Shared by the bench scripts (sourced, not run): the processes a benchmark
 # starts, stopped on exit, a port probe, one node of a ring started by number,
-# the rest of a ring joined at its leader, and a /metrics scraper.
+# the rest of a ring joined at its leader, a /metrics scraper, and the CPU
+# ticks of processes.
 
 PIDS=()
 
@@ -11,6 +12,16 @@ cleanup() {
   PIDS=()
 }
 trap cleanup EXIT
+
+# cpu_ticks PID...: user + system clock ticks those processes have used.
+cpu_ticks() {
+  local total=0 p f
+  for p in "$@"; do
+    read -ra f <"/proc/$p/stat"
+    total=$((total + f[13] + f[14]))
+  done
+  echo "$total"
+}
 
 # listening PORT: true once something accepts connections on 127.0.0.1:PORT.
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

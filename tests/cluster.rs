@@ -16,6 +16,20 @@ fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
 
+/// A node-to-node connection to `node` and the addressee naming it.
+async fn node_conn(
+    node: &dynamo::types::NodeId,
+) -> (dynamo::rpc::Connection, dynamo::rpc::Addressee) {
+    let conn = dynamo::rpc::connect(node, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let to = dynamo::rpc::Addressee {
+        node: node.clone(),
+        identity: None,
+    };
+    (conn, to)
+}
+
 fn strs(values: &[Bytes]) -> Vec<String> {
     let mut v: Vec<String> = values
         .iter()
@@ -330,13 +344,7 @@ async fn a_replica_batch_answers_each_write_in_order() {
         w(epoch - 1, "stale".into(), None),
         w(0, "handed-off".into(), None),
     ];
-    let conn = rpc::connect(&c.ids[1], Duration::from_secs(2))
-        .await
-        .unwrap();
-    let to = Addressee {
-        node: c.ids[1].clone(),
-        identity: None,
-    };
+    let (conn, to) = node_conn(&c.ids[1]).await;
     let answers = conn
         .client()
         .replicate_batch(rpc::context(Duration::from_secs(5)), to.clone(), writes)
@@ -411,13 +419,7 @@ async fn a_read_batch_answers_each_read_in_order() {
         r(epoch, "k".repeat(5000)),
         r(epoch, "absent".into()),
     ];
-    let conn = rpc::connect(&c.ids[1], Duration::from_secs(2))
-        .await
-        .unwrap();
-    let to = Addressee {
-        node: c.ids[1].clone(),
-        identity: None,
-    };
+    let (conn, to) = node_conn(&c.ids[1]).await;
     let answers = conn
         .client()
         .read_batch(rpc::context(Duration::from_secs(5)), to.clone(), reads)
