@@ -46,12 +46,14 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
+use tarpc::client::RpcError;
+use tarpc::context::Context;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::peers::{CallError, Peers};
-use crate::rpc::{Addressee, ReplicaRead, ReplicaWrite};
+use crate::rpc::{Addressee, NodeClient, ReplicaRead, ReplicaWrite};
 use crate::types::NodeId;
 use crate::vclock::Object;
 
@@ -67,20 +69,23 @@ pub const MAX_IN_FLIGHT: usize = 1;
 /// An outbox task with nothing to send for this long ends.
 const IDLE: Duration = Duration::from_millis(250);
 
+/// The answers of one batch call as the RPC returns them.
+type Answers<T> = BoxFuture<'static, Result<crate::Result<Vec<crate::Result<T>>>, RpcError>>;
+
 /// One kind of call an outbox coalesces: many items, one answer per item.
 pub trait Batch: 'static {
     type Item: Send + 'static;
     type Answer: Send + 'static;
     /// Bytes an item adds to a batch (counted against [`MAX_BYTES`]).
     fn size(item: &Self::Item) -> usize;
-    /// Sends `items` to `to` as one call within `timeout`; the answers come in
-    /// the order of `items`.
+    /// The RPC carrying `items` to `to`; the answers come in the order of
+    /// `items`.
     fn call(
-        peers: Arc<Peers>,
+        c: NodeClient,
+        ctx: Context,
         to: Addressee,
         items: Vec<Self::Item>,
-        timeout: Duration,
-    ) -> BoxFuture<'static, Result<Vec<crate::Result<Self::Answer>>, CallError>>;
+    ) -> Answers<Self::Answer>;
 }
 
 /// Replica writes: `replicate_batch`.
@@ -92,20 +97,8 @@ impl Batch for Replicate {
     fn size(item: &ReplicaWrite) -> usize {
         item.object.approx_size()
     }
-    fn call(
-        peers: Arc<Peers>,
-        to: Addressee,
-        items: Vec<ReplicaWrite>,
-        timeout: Duration,
-    ) -> BoxFuture<'static, Result<Vec<crate::Result<()>>, CallError>> {
-        Box::pin(async move {
-            let node = to.node.clone();
-            peers
-                .call(&node, timeout, |c, ctx| async move {
-                    c.replicate_batch(ctx, to, items).await
-                })
-                .await
-        })
+    fn call(c: NodeClient, ctx: Context, to: Addressee, items: Vec<ReplicaWrite>) -> Answers<()> {
+        Box::pin(async move { c.replicate_batch(ctx, to, items).await })
     }
 }
 
@@ -119,19 +112,12 @@ impl Batch for ReadAt {
         item.key.len()
     }
     fn call(
-        peers: Arc<Peers>,
+        c: NodeClient,
+        ctx: Context,
         to: Addressee,
         items: Vec<ReplicaRead>,
-        timeout: Duration,
-    ) -> BoxFuture<'static, Result<Vec<crate::Result<Object>>, CallError>> {
-        Box::pin(async move {
-            let node = to.node.clone();
-            peers
-                .call(&node, timeout, |c, ctx| async move {
-                    c.read_batch(ctx, to, items).await
-                })
-                .await
-        })
+    ) -> Answers<Object> {
+        Box::pin(async move { c.read_batch(ctx, to, items).await })
     }
 }
 
@@ -289,7 +275,12 @@ async fn send<B: Batch>(peers: Arc<Peers>, to: Addressee, batch: Vec<Queued<B>>)
         items.push(q.item);
     }
     let count = items.len();
-    match B::call(peers, to, items, deadline.saturating_duration_since(now)).await {
+    let node = to.node.clone();
+    let timeout = deadline.saturating_duration_since(now);
+    match peers
+        .call(&node, timeout, |c, ctx| B::call(c, ctx, to, items))
+        .await
+    {
         Ok(answers) if answers.len() == count => {
             for (done, answer) in waiting.into_iter().zip(answers) {
                 let _ = done.send(answer.map_err(CallError::Remote));
