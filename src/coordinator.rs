@@ -691,14 +691,7 @@ impl Coordinator {
         to: Addressee,
         writes: Vec<ReplicaWrite>,
     ) -> Result<Vec<Result<()>>> {
-        self.check_addressee(&to)?;
-        if writes.len() > crate::outbox::MAX_ITEMS {
-            return Err(Error::invalid(format!(
-                "{} writes in one batch, the limit is {}",
-                writes.len(),
-                crate::outbox::MAX_ITEMS
-            )));
-        }
+        self.check_batch(&to, writes.len(), "writes")?;
         let mut answers: Vec<Result<()>> = {
             let ring = self.ring.get();
             writes
@@ -790,17 +783,24 @@ impl Coordinator {
         self.read_replica(to, key)
     }
 
-    /// Replica side of a batch of client reads (see [`crate::outbox`]): each
-    /// answered as [`Coordinator::read_at`] answers one, in order.
-    pub fn read_batch(&self, to: &Addressee, reads: &[ReplicaRead]) -> Result<Vec<Result<Object>>> {
+    /// The receiving side's checks of a batch (see [`crate::outbox`]): it is
+    /// meant for this node and holds at most [`crate::outbox::MAX_ITEMS`]
+    /// `what`; else the whole batch is refused.
+    fn check_batch(&self, to: &Addressee, len: usize, what: &str) -> Result<()> {
         self.check_addressee(to)?;
-        if reads.len() > crate::outbox::MAX_ITEMS {
+        if len > crate::outbox::MAX_ITEMS {
             return Err(Error::invalid(format!(
-                "{} reads in one batch, the limit is {}",
-                reads.len(),
+                "{len} {what} in one batch, the limit is {}",
                 crate::outbox::MAX_ITEMS
             )));
         }
+        Ok(())
+    }
+
+    /// Replica side of a batch of client reads (see [`crate::outbox`]): each
+    /// answered as [`Coordinator::read_at`] answers one, in order.
+    pub fn read_batch(&self, to: &Addressee, reads: &[ReplicaRead]) -> Result<Vec<Result<Object>>> {
+        self.check_batch(to, reads.len(), "reads")?;
         Ok(reads
             .iter()
             .map(|r| self.read_at(to, r.epoch, &r.key))
