@@ -3,7 +3,7 @@
 # --fsync batch, on disk), 100,000 keys of 100 B, YCSB A with 64 clients; after
 # a few seconds `perf record` samples every process on the machine (the three
 # nodes and the load generator) for PROFILE_SECONDS (default 4) with DWARF call
-# stacks. Writes target/bench/profile/perf.data, a flat table by binary and
+# stacks. PROFILE_WORKLOAD picks another workload (put-only, get-only). Writes target/bench/profile/perf.data, a flat table by binary and
 # symbol (top.txt), and, when inferno is installed (`cargo install inferno`),
 # one flamegraph of all processes (flamegraph.svg). Needs perf (Debian's
 # linux-perf) and root or perf_event_paranoid <= 0.
@@ -14,6 +14,7 @@ BIN=target/release
 OUT=target/bench
 PROF=$OUT/profile
 SECS=${PROFILE_SECONDS:-4}
+WORKLOAD=${PROFILE_WORKLOAD:-ycsb-a}
 BASE=18537
 # shellcheck source=scripts/bench-lib.sh
 source scripts/bench-lib.sh
@@ -24,7 +25,7 @@ mkdir -p "$PROF" "$OUT/logs"
 for i in 0 1 2; do start_node prof "$i" --fsync batch; done
 join_ring 3
 "$BIN/dynamo-bench" run --out "$PROF/run.json" --node "127.0.0.1:$BASE" --node "127.0.0.1:$((BASE + 1))" \
-  --node "127.0.0.1:$((BASE + 2))" --label profiled --workload ycsb-a --clients 64 --load \
+  --node "127.0.0.1:$((BASE + 2))" --label profiled --workload "$WORKLOAD" --clients 64 --load \
   --duration $((SECS + 8)) --warmup 1 &
 LOADGEN=$!
 sleep 5

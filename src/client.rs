@@ -38,7 +38,14 @@
 //! failure detector holds down and forwards around them; a client that sent a
 //! put to a hung replica itself could only report "outcome unknown" and may not
 //! send it again. (The forward costs a hop only when the node is not a replica
-//! of the key; with N equal to the ring's size every node is.)
+//! of the key; with N equal to the ring's size every node is.) A client with a
+//! ring sends them through a third outbox, to its node: the puts and deletes
+//! its clients (and those beside it) issue while the last batch is on its way
+//! leave together as one `write_batch`, which the node coordinates write by
+//! write, all at once, answering each as `write` would. A batch that surely
+//! never left fails its writes as unreachable; one lost on the way (the node
+//! died, the deadline passed) is an unknown outcome for every write in it, and
+//! none is sent again.
 //!
 //! A client-driven get is counted once in `/metrics`: by the client's node when
 //! it is a replica of the key, else by the key's first replica.
@@ -55,7 +62,7 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::error::{Error, Result};
-use crate::outbox::{Outboxes, ReadAt};
+use crate::outbox::{Outboxes, ReadAt, Write};
 use crate::peers::{CallError, Peers};
 use crate::ring::{Quorum, Ring};
 use crate::rpc::{
@@ -73,8 +80,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a client-driven get waits for its quorum before it asks its node
 /// instead (a node gives each replica the same time before a stand-in).
 pub const DIRECT_READ_TIMEOUT: Duration = Duration::from_secs(1);
-/// Connect timeout to the replicas of a client-driven get: a replica that takes
-/// longer is left to the node's coordination.
+/// Connect timeout of a client's shared connections (to the replicas of a
+/// client-driven get, and to its node for writes): a replica that takes longer
+/// is left to the node's coordination; a write is refused as unreachable (it
+/// was never sent).
 const DIRECT_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Least time between two ring fetches (a ring the nodes refuse, or none yet).
 const RING_REFRESH_INTERVAL: Duration = Duration::from_millis(200);
@@ -206,12 +215,32 @@ impl Client {
         .await
     }
 
+    /// A put or delete: through the shared write outbox to the node when the
+    /// client has one (see the module docs), else as a call of its own.
     async fn write(&self, req: WriteRequest) -> Result<WriteReply> {
-        self.call(|c, ctx| {
-            let req = req.clone();
-            async move { c.write(ctx, req).await }
-        })
-        .await
+        let Some(direct) = &self.direct else {
+            return self
+                .call(|c, ctx| {
+                    let req = req.clone();
+                    async move { c.write(ctx, req).await }
+                })
+                .await;
+        };
+        let to = Addressee {
+            node: self.node.clone(),
+            identity: None,
+        };
+        match direct.writes.send(to, req, self.timeout).await {
+            Ok(reply) => Ok(reply),
+            Err(CallError::Remote(e)) => Err(e),
+            // Sent, maybe applied: say so, and never send it again.
+            Err(CallError::Unknown(reason)) => Err(Error::Unreachable {
+                node: self.node.clone(),
+                reason: format!("{reason}; the outcome is unknown"),
+            }),
+            // Never sent (refused at connect, unreachable, queue full).
+            Err(e) => Err(e.into_error(&self.node)),
+        }
     }
 
     /// `get KEY`: coordinated by the client when it can, else by its node.
@@ -326,6 +355,7 @@ type Answer = (NodeId, std::result::Result<Object, CallError>);
 struct Direct {
     peers: Arc<Peers>,
     reads: Outboxes<ReadAt>,
+    writes: Outboxes<Write>,
     ring: RwLock<Option<Arc<Ring>>>,
     last_fetch: Mutex<Option<Instant>>,
     /// Read repairs and the read outboxes' tasks.
@@ -339,6 +369,7 @@ impl Direct {
         let tasks = TaskTracker::new();
         Direct {
             reads: Outboxes::new(peers.clone(), tasks.clone()),
+            writes: Outboxes::new(peers.clone(), tasks.clone()),
             peers,
             ring: RwLock::new(None),
             last_fetch: Mutex::new(None),

@@ -788,13 +788,7 @@ impl Coordinator {
     /// `what`; else the whole batch is refused.
     fn check_batch(&self, to: &Addressee, len: usize, what: &str) -> Result<()> {
         self.check_addressee(to)?;
-        if len > crate::outbox::MAX_ITEMS {
-            return Err(Error::invalid(format!(
-                "{len} {what} in one batch, the limit is {}",
-                crate::outbox::MAX_ITEMS
-            )));
-        }
-        Ok(())
+        crate::outbox::check_len(len, what)
     }
 
     /// Replica side of a batch of client reads (see [`crate::outbox`]): each

@@ -1,12 +1,14 @@
 //! Calls coalesced per peer: one call carries every item queued for a peer.
-//! Two kinds ride on it: replica writes ([`Replicate`], one `replicate_batch`
-//! applied with one flush wait) and a client's replica reads ([`ReadAt`], one
-//! `read_batch`).
+//! Three kinds ride on it: replica writes ([`Replicate`], one `replicate_batch`
+//! applied with one flush wait), a client's replica reads ([`ReadAt`], one
+//! `read_batch`) and a client's puts and deletes to its node ([`Write`], one
+//! `write_batch`).
 //!
 //! # Why
 //!
-//! A put on a 3-node ring sends two `replicate` calls, and a client-driven get
-//! three `read_at` calls; under load a node or client has dozens in flight to
+//! A put on a 3-node ring sends two `replicate` calls, a client-driven get
+//! three `read_at` calls, and a load of many clients in one process a `write`
+//! per put to each node; under load a node or client has dozens in flight to
 //! each peer. Each was a request of its own on both sides: a frame, a `writev`
 //! (on loopback the sender's `writev` also runs the receiver's TCP stack), a
 //! request slot and a response in tarpc, a task wake-up, and for writes a
@@ -18,10 +20,13 @@
 //! task. The task takes whatever is queued (at most [`MAX_ITEMS`] items or
 //! [`MAX_BYTES`] of objects, and always at least one) and sends it as one call
 //! without waiting: nothing is held back for a batch to fill, so a lone item
-//! leaves at once. At most [`MAX_IN_FLIGHT`] batches per peer are in flight;
-//! while they are, new items queue up and leave together in the next one,
-//! which is where the batching comes from under load (as group commit does for
-//! flushes).
+//! leaves at once. One batch per peer is in flight at a time; while it is,
+//! new items queue up and leave together in the next one, which is where the
+//! batching comes from under load (as group commit does for flushes). A batch
+//! is answered as a whole, so its slowest item holds the others back (a write
+//! forwarded to a hung node waits out its deadline): once the last batch sent
+//! has been on its way for [`PATIENCE`], the next one leaves without waiting
+//! for it, up to [`MAX_IN_FLIGHT`] at once.
 //!
 //! # What a caller learns
 //!
@@ -53,7 +58,7 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::peers::{CallError, Peers};
-use crate::rpc::{Addressee, NodeClient, ReplicaRead, ReplicaWrite};
+use crate::rpc::{Addressee, NodeClient, ReplicaRead, ReplicaWrite, WriteReply, WriteRequest};
 use crate::types::NodeId;
 use crate::vclock::Object;
 
@@ -64,10 +69,24 @@ pub const MAX_ITEMS: usize = 256;
 /// Most object bytes in one batch (a single larger object goes alone): well
 /// under the 16 MiB frame.
 pub const MAX_BYTES: usize = 4 << 20;
-/// Batches in flight to one peer at once.
-pub const MAX_IN_FLIGHT: usize = 1;
+/// Batches in flight to one peer at once when they are slow to come back.
+pub const MAX_IN_FLIGHT: usize = 8;
+/// How long the last batch sent may be on its way before the next one leaves
+/// beside it: well above a loaded ring's p99 (a few ms), far below a deadline.
+pub const PATIENCE: Duration = Duration::from_millis(20);
 /// An outbox task with nothing to send for this long ends.
 const IDLE: Duration = Duration::from_millis(250);
+
+/// The receiving side's check of a batch's length: at most [`MAX_ITEMS`]
+/// `what`, else the whole batch is refused.
+pub fn check_len(len: usize, what: &str) -> crate::Result<()> {
+    if len > MAX_ITEMS {
+        return Err(crate::Error::invalid(format!(
+            "{len} {what} in one batch, the limit is {MAX_ITEMS}"
+        )));
+    }
+    Ok(())
+}
 
 /// The answers of one batch call as the RPC returns them.
 type Answers<T> = BoxFuture<'static, Result<crate::Result<Vec<crate::Result<T>>>, RpcError>>;
@@ -99,6 +118,26 @@ impl Batch for Replicate {
     }
     fn call(c: NodeClient, ctx: Context, to: Addressee, items: Vec<ReplicaWrite>) -> Answers<()> {
         Box::pin(async move { c.replicate_batch(ctx, to, items).await })
+    }
+}
+
+/// A client's puts and deletes to its node: `write_batch` (the node
+/// coordinates each; `to` names the node, which any node accepts).
+pub struct Write;
+
+impl Batch for Write {
+    type Item = WriteRequest;
+    type Answer = WriteReply;
+    fn size(item: &WriteRequest) -> usize {
+        item.key.len() + item.content.value().map_or(0, |v| v.len())
+    }
+    fn call(
+        c: NodeClient,
+        ctx: Context,
+        _: Addressee,
+        items: Vec<WriteRequest>,
+    ) -> Answers<WriteReply> {
+        Box::pin(async move { c.write_batch(ctx, items).await })
     }
 }
 
@@ -220,11 +259,17 @@ impl<B: Batch> Outboxes<B> {
 /// The outbox task of one peer: sends what is queued, in batches.
 async fn drain<B: Batch>(peers: Arc<Peers>, to: Addressee, mut rx: mpsc::Receiver<Queued<B>>) {
     let mut in_flight = FuturesUnordered::new();
+    // When the last batch left: the next waits for it until PATIENCE has passed.
+    let mut last_sent = Instant::now();
     loop {
+        let impatient = last_sent + PATIENCE;
+        let room = in_flight.is_empty()
+            || (in_flight.len() < MAX_IN_FLIGHT && Instant::now() >= impatient);
         tokio::select! {
             biased;
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-            next = tokio::time::timeout(IDLE, rx.recv()), if in_flight.len() < MAX_IN_FLIGHT => {
+            () = tokio::time::sleep_until(impatient), if !room && in_flight.len() < MAX_IN_FLIGHT => {}
+            next = tokio::time::timeout(IDLE, rx.recv()), if room => {
                 let first = match next {
                     Ok(Some(first)) => first,
                     // Closed, or idle with nothing in flight: end (the table
@@ -256,6 +301,7 @@ async fn drain<B: Batch>(peers: Arc<Peers>, to: Addressee, mut rx: mpsc::Receive
                     }
                 }
                 in_flight.push(send::<B>(peers.clone(), to.clone(), batch));
+                last_sent = Instant::now();
             }
         }
     }
@@ -356,6 +402,47 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(2), tasks.wait())
             .await
             .expect("the idle outbox task ends");
+    }
+
+    /// A peer that takes a batch and never answers holds the next item back
+    /// for PATIENCE only: it leaves in a batch of its own beside the first.
+    #[tokio::test]
+    async fn a_batch_stuck_on_its_way_holds_the_next_back_only_for_a_while() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let to = addressee(&listener);
+        let (first_read, first) = oneshot::channel();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 1 << 16];
+            assert!(s.read(&mut buf).await.unwrap() > 0);
+            let _ = first_read.send(());
+            // The second batch arrives on the same connection while the
+            // first is unanswered.
+            let more = tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await;
+            (more.is_ok_and(|n| n.is_ok_and(|n| n > 0)), s)
+        });
+        let outboxes = Arc::new(Outboxes::<Replicate>::new(
+            Arc::new(Peers::default()),
+            TaskTracker::new(),
+        ));
+        let send = |key: &'static str| {
+            let (outboxes, to) = (outboxes.clone(), to.clone());
+            tokio::spawn(async move { outboxes.send(to, write(key), Duration::from_secs(3)).await })
+        };
+        let _stuck = send("a");
+        first.await.unwrap();
+        let started = Instant::now();
+        let _next = send("b");
+        let (arrived, _conn) = server.await.unwrap();
+        let after = started.elapsed();
+        assert!(
+            arrived,
+            "the second batch waited for the first one's answer"
+        );
+        assert!(
+            after >= PATIENCE,
+            "it left after {after:?}, before PATIENCE"
+        );
     }
 
     /// Nothing listens: every write surely never left, so the coordinator may

@@ -448,6 +448,13 @@ pub trait Node {
     /// Tombstone removal: the receiver, an owner of each key, removes its copy if
     /// it still has the given digest; returns how many it removed.
     async fn reap(to: Addressee, epoch: u64, items: Vec<(Key, u64)>) -> Result<u64>;
+
+    // ---- added later: a request names its call by position, so new calls go
+    // last and the ones above keep their numbers ----
+    /// Called by clients: several `write`s in one call (see
+    /// [`crate::outbox`]), at most [`crate::outbox::MAX_ITEMS`]: each
+    /// coordinated as `write` would, all at once, and answered in order.
+    async fn write_batch(writes: Vec<WriteRequest>) -> Result<Vec<Result<WriteReply>>>;
 }
 
 /// Longest deadline a request may carry. tarpc turns a request's deadline into

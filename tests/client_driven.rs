@@ -14,13 +14,24 @@ use dynamo::client::Client;
 /// `dynamo_requests_total{op="get",outcome="ok"}` of the node serving HTTP on
 /// `port` (0 before its first get).
 fn gets_counted(port: u16) -> f64 {
+    counted(port, "get")
+}
+
+/// `dynamo_requests_total{op=OP,outcome="ok"}` of the node serving HTTP on
+/// `port` (0 before the first).
+fn counted(port: u16, op: &str) -> f64 {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
         .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     text.lines()
-        .find_map(|l| l.strip_prefix(r#"dynamo_requests_total{op="get",outcome="ok"} "#))
+        .find_map(|l| {
+            l.strip_prefix(&format!(
+                r#"dynamo_requests_total{{op="{op}",outcome="ok"}} "#
+            ))
+            .map(str::to_string)
+        })
         .map(|v| v.trim().parse().unwrap())
         .unwrap_or(0.0)
 }
@@ -132,4 +143,46 @@ fn a_client_beside_another_reads_directly_through_the_shared_ring() {
         (before[0], before[1], before[2] + 2.0),
         "each get counted once, by the replica"
     );
+}
+
+/// Puts issued at once by clients beside each other travel to each node in
+/// batches (`write_batch`); each put still gets its own answer, and each node
+/// counts each put it received once.
+#[test]
+fn concurrent_puts_through_the_write_outbox_each_get_their_own_answer() {
+    let c = Cluster::ring_with(3, 3, (3, 2, 2), &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let first = rt
+        .block_on(Client::connect(c.nodes[0].id.parse().unwrap()))
+        .unwrap();
+    let beside = rt
+        .block_on(Client::connect_beside(
+            c.nodes[1].id.parse().unwrap(),
+            &first,
+        ))
+        .unwrap();
+    let clients = [&first, &beside];
+    let puts = (0..400).map(|i| {
+        let client = clients[i % 2];
+        async move {
+            let key = format!("batched{i}");
+            let reply = client
+                .put(key.clone(), Default::default(), format!("v{i}").into())
+                .await;
+            (key, i, reply)
+        }
+    });
+    let replies = rt.block_on(futures::future::join_all(puts));
+    for (key, i, reply) in &replies {
+        let reply = reply.as_ref().unwrap_or_else(|e| panic!("put {key}: {e}"));
+        assert_eq!(&reply.key, key);
+        assert_eq!(reply.values, vec![bytes::Bytes::from(format!("v{i}"))]);
+        assert!(reply.acks.len() >= 2, "{reply:?}");
+    }
+    let puts: Vec<f64> = (0..2).map(|n| counted(c.nodes[n].http, "put")).collect();
+    assert_eq!((puts[0], puts[1]), (200.0, 200.0));
+    for (key, i, _) in replies.iter().step_by(37) {
+        let r = rt.block_on(first.get(key.clone())).unwrap();
+        assert_eq!(r.values, vec![bytes::Bytes::from(format!("v{i}"))]);
+    }
 }

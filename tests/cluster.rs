@@ -464,3 +464,58 @@ async fn a_read_batch_answers_each_read_in_order() {
         .unwrap();
     assert!(matches!(out, Err(Error::Stranger { .. })), "{out:?}");
 }
+
+/// A batch of client writes (`write_batch`, the client's write outbox) is
+/// coordinated write by write and answered in order: a bad key fails alone,
+/// two blind puts of one key in the same batch both survive as siblings, and a
+/// batch longer than the outbox sends is refused whole.
+#[tokio::test]
+async fn a_write_batch_answers_each_write_in_order() {
+    use dynamo::rpc::{self, WriteRequest};
+    use dynamo::vclock::Content;
+
+    let c = InProcess::start(2, (2, 2, 1)).await;
+    let w = |key: String, value: &'static str| WriteRequest {
+        key,
+        context: VersionVector::new(),
+        content: Content::Value(b(value)),
+        forwarded: false,
+    };
+    let writes = vec![
+        w("one".into(), "a"),
+        w("k".repeat(5000), "x"),
+        w("two".into(), "b"),
+        w("one".into(), "c"),
+    ];
+    let (conn, _) = node_conn(&c.ids[1]).await;
+    let answers = conn
+        .client()
+        .write_batch(rpc::context(Duration::from_secs(5)), writes)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answers.len(), 4, "{answers:?}");
+    let reply = |i: usize| answers[i].as_ref().unwrap();
+    assert_eq!(reply(0).key, "one");
+    assert_eq!(reply(2).key, "two");
+    assert_eq!(reply(2).values, vec![b("b")]);
+    assert_eq!(reply(3).key, "one");
+    assert!(
+        matches!(answers[1], Err(Error::KeyTooLarge { .. })),
+        "{answers:?}"
+    );
+    let client = c.client(0).await;
+    let one = client.get("one".into()).await.unwrap();
+    assert_eq!(strs(&one.values), vec!["a", "c"], "{one:?}");
+
+    let too_many = (0..=dynamo::outbox::MAX_ITEMS)
+        .map(|i| w(format!("k{i}"), "v"))
+        .collect();
+    let out = conn
+        .client()
+        .write_batch(rpc::context(Duration::from_secs(2)), too_many)
+        .await
+        .unwrap();
+    assert!(matches!(out, Err(Error::InvalidInput { .. })), "{out:?}");
+    assert!(client.get("k0".into()).await.unwrap().values.is_empty());
+}
