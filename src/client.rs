@@ -422,6 +422,9 @@ impl Direct {
         let mut quorum = Quorum::new(&placement, ring.replication().r);
         let epoch = ring.epoch();
         let mut pending: FuturesUnordered<BoxFuture<'static, Answer>> = FuturesUnordered::new();
+        // One deadline and one timer for the whole get (the outbox's answers
+        // have none of their own).
+        let deadline = Instant::now() + DIRECT_READ_TIMEOUT;
         for slot in placement.slots() {
             let (this, to, key, slot) = (
                 self.clone(),
@@ -432,23 +435,32 @@ impl Direct {
             let count = slot == counter;
             pending.push(Box::pin(async move {
                 let read = ReplicaRead { epoch, key, count };
-                let r = this.reads.send(to, read, DIRECT_READ_TIMEOUT).await;
+                let r = match this.reads.enqueue(to, read, deadline).await {
+                    Ok(answer) => answer.await,
+                    Err(e) => Err(e),
+                };
                 (slot, r)
             }));
         }
-        let deadline = Instant::now() + DIRECT_READ_TIMEOUT;
+        let expired = tokio::time::sleep_until(deadline);
+        tokio::pin!(expired);
         let mut answers: Vec<(NodeId, Object)> = Vec::new();
         while !quorum.reached() {
-            match tokio::time::timeout_at(deadline, pending.next()).await {
-                Ok(Some((slot, Ok(object)))) => {
+            let next = tokio::select! {
+                biased;
+                next = pending.next() => next,
+                () = &mut expired => None,
+            };
+            match next {
+                Some((slot, Ok(object))) => {
                     quorum.record(&slot);
                     answers.push((slot, object));
                 }
-                Ok(Some((_, Err(CallError::Remote(Error::StaleRing { .. }))))) => {
+                Some((_, Err(CallError::Remote(Error::StaleRing { .. })))) => {
                     return Err(Fallback::StaleRing)
                 }
-                Ok(Some((_, Err(_)))) => {}
-                Ok(None) | Err(_) => {
+                Some((_, Err(_))) => {}
+                None => {
                     return Err(Fallback::NoQuorum {
                         answered: quorum.counted(),
                         needed: quorum.needed(),
@@ -489,8 +501,15 @@ impl Direct {
         mut answers: Vec<(NodeId, Object)>,
         mut pending: FuturesUnordered<BoxFuture<'static, Answer>>,
     ) {
-        let until = Instant::now() + DIRECT_READ_TIMEOUT;
-        while let Ok(Some((node, result))) = tokio::time::timeout_at(until, pending.next()).await {
+        let expired = tokio::time::sleep(DIRECT_READ_TIMEOUT);
+        tokio::pin!(expired);
+        loop {
+            let next = tokio::select! {
+                biased;
+                next = pending.next() => next,
+                () = &mut expired => None,
+            };
+            let Some((node, result)) = next else { break };
             if let Ok(object) = result {
                 merged.merge(&object);
                 answers.push((node, object));

@@ -360,11 +360,13 @@ impl Coordinator {
 
         let mut acks = Vec::new();
         let mut hinted = 0;
+        let expired = tokio::time::sleep_until(deadline);
+        tokio::pin!(expired);
         loop {
-            let outcome = match tokio::time::timeout_at(deadline, fanout.next()).await {
+            let outcome = match fanout.next_before(expired.as_mut()).await {
                 Ok(Some(outcome)) => outcome,
                 Ok(None) => break,
-                Err(_) => {
+                Err(Expired) => {
                     failures.push(ReplicaFailure {
                         node: self.me.clone(),
                         reason: format!(
@@ -462,8 +464,10 @@ impl Coordinator {
         // that may hold it has yet to answer: count such answers only once every
         // slot has answered or failed.
         let mut deferred: Vec<NodeId> = Vec::new();
+        let expired = tokio::time::sleep_until(deadline);
+        tokio::pin!(expired);
         while !quorum.reached() {
-            match tokio::time::timeout_at(deadline, fanout.next()).await {
+            match fanout.next_before(expired.as_mut()).await {
                 Ok(Some(outcome)) => {
                     let primary = outcome.slot == outcome.node;
                     if primary {
@@ -497,7 +501,7 @@ impl Coordinator {
                     }
                 }
                 Ok(None) => break,
-                Err(_) => {
+                Err(Expired) => {
                     failures.push(ReplicaFailure {
                         node: self.me.clone(),
                         reason: format!(
@@ -556,8 +560,9 @@ impl Coordinator {
         mut answers: Vec<Answer>,
         mut fanout: Fanout<Object>,
     ) {
-        let until = Instant::now() + self.request_timeout;
-        while let Ok(Some(outcome)) = tokio::time::timeout_at(until, fanout.next()).await {
+        let expired = tokio::time::sleep(self.request_timeout);
+        tokio::pin!(expired);
+        while let Ok(Some(outcome)) = fanout.next_before(expired.as_mut()).await {
             if let Ok(obj) = outcome.result {
                 merged.merge(&obj);
                 answers.push(Answer {
@@ -886,6 +891,9 @@ fn held_down(node: &NodeId) -> ReplicaFailure {
 type Attempt<T> = BoxFuture<'static, (NodeId, NodeId, std::result::Result<T, CallError>)>;
 type Launch<T> = Box<dyn Fn(NodeId, NodeId) -> Attempt<T> + Send + Sync>;
 
+/// A request's deadline passed.
+struct Expired;
+
 /// The calls of one request in flight, one per slot: a failed attempt is
 /// replaced by the next stand-in, which serves the same slot. Polled by the
 /// request until its quorum, then (if attempts remain) in the background. The
@@ -961,6 +969,19 @@ impl<T: Send + 'static> Fanout<T> {
             }
         }
         Some(Outcome { slot, node, result })
+    }
+
+    /// [`Fanout::next`], or `Err(Expired)` once `expired` has fired: a request
+    /// keeps one timer for its deadline however many answers it waits for.
+    async fn next_before(
+        &mut self,
+        expired: std::pin::Pin<&mut tokio::time::Sleep>,
+    ) -> Result<Option<Outcome<T>>, Expired> {
+        tokio::select! {
+            biased;
+            next = self.next() => Ok(next),
+            () = expired => Err(Expired),
+        }
     }
 
     /// Drives the remaining attempts to completion.

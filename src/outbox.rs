@@ -162,6 +162,26 @@ impl Batch for ReadAt {
 
 type Outcome<B> = Result<<B as Batch>::Answer, CallError>;
 
+/// The answer to one queued item, once its batch comes back.
+pub struct Answer<B: Batch>(oneshot::Receiver<Outcome<B>>);
+
+impl<B: Batch> std::future::Future for Answer<B> {
+    type Output = Outcome<B>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Outcome<B>> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|r| {
+            r.unwrap_or_else(|_| {
+                Err(CallError::Unknown(
+                    "the batch carrying the call was abandoned".into(),
+                ))
+            })
+        })
+    }
+}
+
 /// One queued item and where its outcome goes.
 struct Queued<B: Batch> {
     item: B::Item,
@@ -190,7 +210,29 @@ impl<B: Batch> Outboxes<B> {
     /// items queued for it, and returns that node's answer for it.
     pub async fn send(&self, to: Addressee, item: B::Item, timeout: Duration) -> Outcome<B> {
         let deadline = Instant::now() + timeout;
-        let (done, outcome) = oneshot::channel();
+        let answer = self.enqueue(to, item, deadline).await?;
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(CallError::Unknown(format!(
+                "timed out after {} ms",
+                timeout.as_millis()
+            ))),
+        }
+    }
+
+    /// Queues `item` for `to.node` (waiting for room until `deadline`) and
+    /// returns its answer to come, which has no timer of its own: for a caller
+    /// that waits for several items under one deadline (a client's get asks
+    /// three nodes). It comes by the deadline of the batch carrying the item
+    /// at the latest, which is no earlier than `deadline`.
+    pub async fn enqueue(
+        &self,
+        to: Addressee,
+        item: B::Item,
+        deadline: Instant,
+    ) -> Result<Answer<B>, CallError> {
+        let started = Instant::now();
+        let (done, answer) = oneshot::channel();
         let mut item = Queued {
             item,
             deadline,
@@ -200,7 +242,7 @@ impl<B: Batch> Outboxes<B> {
         for _ in 0..2 {
             let sender = self.sender(&to);
             match tokio::time::timeout_at(deadline, sender.send(item)).await {
-                Ok(Ok(())) => return Self::outcome(outcome, deadline, timeout).await,
+                Ok(Ok(())) => return Ok(Answer(answer)),
                 Ok(Err(mpsc::error::SendError(back))) => {
                     self.forget(&to.node, &sender);
                     item = back;
@@ -209,29 +251,12 @@ impl<B: Batch> Outboxes<B> {
                     return Err(CallError::Unreachable(format!(
                         "{} calls already queued for it for {} ms",
                         QUEUE,
-                        timeout.as_millis()
+                        started.elapsed().as_millis()
                     )))
                 }
             }
         }
         Err(CallError::Unreachable("its outbox kept closing".into()))
-    }
-
-    async fn outcome(
-        outcome: oneshot::Receiver<Outcome<B>>,
-        deadline: Instant,
-        timeout: Duration,
-    ) -> Outcome<B> {
-        match tokio::time::timeout_at(deadline, outcome).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(CallError::Unknown(
-                "the batch carrying the call was abandoned".into(),
-            )),
-            Err(_) => Err(CallError::Unknown(format!(
-                "timed out after {} ms",
-                timeout.as_millis()
-            ))),
-        }
     }
 
     /// The queue to `to.node`, with a task draining it.
