@@ -55,7 +55,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tarpc::client::RpcError;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -477,6 +477,14 @@ impl Direct {
             &merged,
             answers.iter().map(|(n, _)| n.clone()).collect(),
         );
+        // Answers already in need no task to wait for them: under load the
+        // last replica's often is, and then a get whose copies agree is done.
+        while let Some(Some((node, result))) = pending.next().now_or_never() {
+            if let Ok(object) = result {
+                merged.merge(&object);
+                answers.push((node, object));
+            }
+        }
         let consistent = answers.iter().all(|(_, o)| *o == merged);
         if !pending.is_empty() || !consistent {
             if let Ok(permit) = self.repair_permits.clone().try_acquire_owned() {
