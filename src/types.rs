@@ -51,7 +51,10 @@ pub type Key = String;
 /// Deserialising validates, so an identity decoded from a peer, a context or the
 /// disk is always well formed. The text is shared (`Arc<str>`): identities are
 /// cloned into every preference list, context and reply, and a clone must not
-/// allocate.
+/// allocate. Nor, mostly, must a decode: every object carries the identities of
+/// its writers, and a ring has a handful, so each thread keeps the last
+/// [`KNOWN_NODE_IDS`] it decoded and hands out those again (no allocation, no
+/// second validation).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NodeId(Arc<str>);
 
@@ -61,10 +64,46 @@ impl Serialize for NodeId {
     }
 }
 
+/// Identities each thread keeps for decoding (see [`NodeId`]); more than a ring
+/// has members in practice, few enough to search one by one.
+pub const KNOWN_NODE_IDS: usize = 32;
+
+thread_local! {
+    static KNOWN: std::cell::RefCell<Vec<NodeId>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl NodeId {
+    /// `s` parsed, or the identity with that text this thread decoded before.
+    fn decode(s: &str) -> Result<NodeId> {
+        let known = KNOWN.with(|k| k.borrow().iter().find(|n| &*n.0 == s).cloned());
+        if let Some(n) = known {
+            return Ok(n);
+        }
+        let n: NodeId = s.parse()?;
+        KNOWN.with(|k| {
+            let mut k = k.borrow_mut();
+            if k.len() >= KNOWN_NODE_IDS {
+                k.remove(0);
+            }
+            k.push(n.clone());
+        });
+        Ok(n)
+    }
+}
+
 impl<'de> Deserialize<'de> for NodeId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = NodeId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a node address HOST:PORT")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<NodeId, E> {
+                NodeId::decode(s).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Text)
     }
 }
 
@@ -230,6 +269,26 @@ pub fn check_media_type(media_type: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A decoded identity is shared with the one this thread decoded before
+    /// (no allocation); decoding still validates, with more distinct
+    /// identities than a thread keeps too.
+    #[test]
+    fn decoded_node_ids_are_shared_and_still_validated() {
+        let wire = |s: &str| bincode::serialize(s).unwrap();
+        let a: NodeId = bincode::deserialize(&wire("10.0.0.1:7000")).unwrap();
+        let b: NodeId = bincode::deserialize(&wire("10.0.0.1:7000")).unwrap();
+        assert!(Arc::ptr_eq(&a.0, &b.0));
+        for i in 0..3 * KNOWN_NODE_IDS {
+            let text = format!("h{i}:{}", 1000 + i);
+            let id: NodeId = bincode::deserialize(&wire(&text)).unwrap();
+            assert_eq!(id.as_str(), text);
+            assert!(bincode::deserialize::<NodeId>(&wire(&format!("h{i}"))).is_err());
+        }
+        let json: NodeId = serde_json::from_str(r#""10.0.0.1:7000""#).unwrap();
+        assert_eq!(json, a);
+        assert!(serde_json::from_str::<NodeId>(r#""a b:1""#).is_err());
+    }
 
     #[test]
     fn node_ids_parse_and_reject() {
