@@ -101,13 +101,8 @@ fn a_client_holding_an_old_ring_reads_every_moved_key_from_its_new_owner() {
     );
 }
 
-/// A client made beside another shares its ring and replica connections: its
-/// gets are coordinated by the client too (answered and counted by the key's
-/// replica, not by its own node), and its writes go to its own node.
-#[test]
-fn a_client_beside_another_reads_directly_through_the_shared_ring() {
-    let c = Cluster::ring_with(3, 3, (1, 1, 1), &[]);
-    let rt = tokio::runtime::Runtime::new().unwrap();
+/// A client of node 0, and one of node 1 made beside it.
+fn first_and_beside(rt: &tokio::runtime::Runtime, c: &Cluster) -> (Client, Client) {
     let first = rt
         .block_on(Client::connect(c.nodes[0].id.parse().unwrap()))
         .unwrap();
@@ -117,6 +112,17 @@ fn a_client_beside_another_reads_directly_through_the_shared_ring() {
             &first,
         ))
         .unwrap();
+    (first, beside)
+}
+
+/// A client made beside another shares its ring and replica connections: its
+/// gets are coordinated by the client too (answered and counted by the key's
+/// replica, not by its own node), and its writes go to its own node.
+#[test]
+fn a_client_beside_another_reads_directly_through_the_shared_ring() {
+    let c = Cluster::ring_with(3, 3, (1, 1, 1), &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (first, beside) = first_and_beside(&rt, &c);
     assert_eq!(beside.node().to_string(), c.nodes[1].id);
     // A key whose one replica is neither client's node.
     let key = (0..200)
@@ -152,15 +158,7 @@ fn a_client_beside_another_reads_directly_through_the_shared_ring() {
 fn concurrent_puts_through_the_write_outbox_each_get_their_own_answer() {
     let c = Cluster::ring_with(3, 3, (3, 2, 2), &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let first = rt
-        .block_on(Client::connect(c.nodes[0].id.parse().unwrap()))
-        .unwrap();
-    let beside = rt
-        .block_on(Client::connect_beside(
-            c.nodes[1].id.parse().unwrap(),
-            &first,
-        ))
-        .unwrap();
+    let (first, beside) = first_and_beside(&rt, &c);
     let clients = [&first, &beside];
     let puts = (0..400).map(|i| {
         let client = clients[i % 2];
