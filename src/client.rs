@@ -350,15 +350,16 @@ impl std::fmt::Display for Fallback {
 /// One replica's answer to a client-driven get.
 type Answer = (NodeId, std::result::Result<Object, CallError>);
 
-/// What a client keeps to coordinate gets: the ring, a connection per node,
-/// and an outbox per node that coalesces the reads sent to it.
+/// What a client keeps to coordinate gets and batch its writes: the ring, a
+/// connection per node, and per node an outbox that coalesces the reads sent
+/// to it and one that coalesces the client's writes to it.
 struct Direct {
     peers: Arc<Peers>,
     reads: Outboxes<ReadAt>,
     writes: Outboxes<Write>,
     ring: RwLock<Option<Arc<Ring>>>,
     last_fetch: Mutex<Option<Instant>>,
-    /// Read repairs and the read outboxes' tasks.
+    /// Read repairs and the outboxes' tasks.
     tasks: TaskTracker,
     repair_permits: Arc<Semaphore>,
 }
