@@ -63,7 +63,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::{Error, Result};
 use crate::outbox::{Outboxes, ReadAt, Write};
-use crate::peers::{CallError, Peers};
+use crate::peers::{before, CallError, Expired, Peers};
 use crate::ring::{Quorum, Ring};
 use crate::rpc::{
     self, Addressee, Connection, LocateReply, MembershipReply, NodeClient, ReadReply, ReplicaRead,
@@ -447,21 +447,16 @@ impl Direct {
         tokio::pin!(expired);
         let mut answers: Vec<(NodeId, Object)> = Vec::new();
         while !quorum.reached() {
-            let next = tokio::select! {
-                biased;
-                next = pending.next() => next,
-                () = &mut expired => None,
-            };
-            match next {
-                Some((slot, Ok(object))) => {
+            match before(pending.next(), expired.as_mut()).await {
+                Ok(Some((slot, Ok(object)))) => {
                     quorum.record(&slot);
                     answers.push((slot, object));
                 }
-                Some((_, Err(CallError::Remote(Error::StaleRing { .. })))) => {
+                Ok(Some((_, Err(CallError::Remote(Error::StaleRing { .. }))))) => {
                     return Err(Fallback::StaleRing)
                 }
-                Some((_, Err(_))) => {}
-                None => {
+                Ok(Some((_, Err(_)))) => {}
+                Ok(None) | Err(Expired) => {
                     return Err(Fallback::NoQuorum {
                         answered: quorum.counted(),
                         needed: quorum.needed(),
@@ -512,13 +507,7 @@ impl Direct {
     ) {
         let expired = tokio::time::sleep(DIRECT_READ_TIMEOUT);
         tokio::pin!(expired);
-        loop {
-            let next = tokio::select! {
-                biased;
-                next = pending.next() => next,
-                () = &mut expired => None,
-            };
-            let Some((node, result)) = next else { break };
+        while let Ok(Some((node, result))) = before(pending.next(), expired.as_mut()).await {
             if let Ok(object) = result {
                 merged.merge(&object);
                 answers.push((node, object));

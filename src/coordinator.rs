@@ -68,7 +68,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::{Error, ReplicaFailure, Result};
 use crate::outbox::{Outboxes, Replicate};
-use crate::peers::{CallError, Peers};
+use crate::peers::{before, CallError, Expired, Peers};
 use crate::ring::{Placement, Quorum, Ring, RingCell};
 use crate::rpc::{Addressee, ReadReply, ReplicaRead, ReplicaWrite, WriteReply, WriteRequest};
 use crate::storage::Storage;
@@ -363,7 +363,7 @@ impl Coordinator {
         let expired = tokio::time::sleep_until(deadline);
         tokio::pin!(expired);
         loop {
-            let outcome = match fanout.next_before(expired.as_mut()).await {
+            let outcome = match before(fanout.next(), expired.as_mut()).await {
                 Ok(Some(outcome)) => outcome,
                 Ok(None) => break,
                 Err(Expired) => {
@@ -467,7 +467,7 @@ impl Coordinator {
         let expired = tokio::time::sleep_until(deadline);
         tokio::pin!(expired);
         while !quorum.reached() {
-            match fanout.next_before(expired.as_mut()).await {
+            match before(fanout.next(), expired.as_mut()).await {
                 Ok(Some(outcome)) => {
                     let primary = outcome.slot == outcome.node;
                     if primary {
@@ -562,7 +562,7 @@ impl Coordinator {
     ) {
         let expired = tokio::time::sleep(self.request_timeout);
         tokio::pin!(expired);
-        while let Ok(Some(outcome)) = fanout.next_before(expired.as_mut()).await {
+        while let Ok(Some(outcome)) = before(fanout.next(), expired.as_mut()).await {
             if let Ok(obj) = outcome.result {
                 merged.merge(&obj);
                 answers.push(Answer {
@@ -891,9 +891,6 @@ fn held_down(node: &NodeId) -> ReplicaFailure {
 type Attempt<T> = BoxFuture<'static, (NodeId, NodeId, std::result::Result<T, CallError>)>;
 type Launch<T> = Box<dyn Fn(NodeId, NodeId) -> Attempt<T> + Send + Sync>;
 
-/// A request's deadline passed.
-struct Expired;
-
 /// The calls of one request in flight, one per slot: a failed attempt is
 /// replaced by the next stand-in, which serves the same slot. Polled by the
 /// request until its quorum, then (if attempts remain) in the background. The
@@ -969,19 +966,6 @@ impl<T: Send + 'static> Fanout<T> {
             }
         }
         Some(Outcome { slot, node, result })
-    }
-
-    /// [`Fanout::next`], or `Err(Expired)` once `expired` has fired: a request
-    /// keeps one timer for its deadline however many answers it waits for.
-    async fn next_before(
-        &mut self,
-        expired: std::pin::Pin<&mut tokio::time::Sleep>,
-    ) -> Result<Option<Outcome<T>>, Expired> {
-        tokio::select! {
-            biased;
-            next = self.next() => Ok(next),
-            () = expired => Err(Expired),
-        }
     }
 
     /// Drives the remaining attempts to completion.

@@ -120,6 +120,24 @@ impl Liveness {
     }
 }
 
+/// A request's deadline passed (see [`before`]).
+pub struct Expired;
+
+/// `f`'s output, or [`Expired`] once `expired` has fired. A request that waits
+/// for several answers keeps one pinned sleep for its deadline and passes it
+/// to every wait: one timer per request, not one per wait (tokio's timer wheel
+/// is one lock per runtime).
+pub async fn before<F: Future>(
+    f: F,
+    expired: std::pin::Pin<&mut tokio::time::Sleep>,
+) -> Result<F::Output, Expired> {
+    tokio::select! {
+        biased;
+        out = f => Ok(out),
+        () = expired => Err(Expired),
+    }
+}
+
 /// Why a call to a peer did not produce an answer.
 #[derive(Clone, Debug)]
 pub enum CallError {
