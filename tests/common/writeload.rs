@@ -396,6 +396,12 @@ pub fn verify(via_ports: &[u16], acked: &[(String, String)]) -> Vec<Lost> {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
+    eprintln!(
+        "verified {} acknowledged puts: {} read back with their value, {} did not",
+        acked.len(),
+        acked.len() - lost.len(),
+        lost.len()
+    );
     lost
 }
 
