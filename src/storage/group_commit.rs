@@ -29,10 +29,13 @@ use crate::error::{Error, Result};
 
 type Waiter = oneshot::Sender<Result<()>>;
 
-/// How long a busy flusher waits for more writers before flushing. Half a
-/// millisecond is about three fsyncs on this project's disk: small next to the
-/// queueing a loaded node already has, large enough to fill a batch.
-pub const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_micros(500);
+/// How long a busy flusher waits for more writers before flushing: small next
+/// to the queueing a loaded node already has (a loaded ring's put p50 is
+/// several ms), large enough to fill a batch. It was 500 us while sled's flush
+/// ended in `sync_file_range`; with a real `fdatasync` each flush costs more,
+/// and 1 ms gave 0.78x and 0.84x the node CPU per YCSB A operation on a ring
+/// (BENCHMARKS.md).
+pub const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
 /// The previous batch size from which the flusher considers itself busy.
 pub const COMMIT_DELAY_MIN_BATCH: usize = 2;
 
