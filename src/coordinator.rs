@@ -11,7 +11,7 @@
 //! during a change, W (or R) among the owners after it too (ARCHITECTURE.md,
 //! "life of a ring change").
 //!
-//! # Writes (SPEC 3.2, 3.3)
+//! # Writes (and sloppy quorum)
 //!
 //! A write is coordinated by a slot of the key: a node outside them forwards it
 //! to the first one that can be reached (a write forwarded once is never
@@ -33,7 +33,7 @@
 //! the new ring at once: a write placed under an old ring never lands on a node
 //! after that node started moving data for the new one.
 //!
-//! # Reads (SPEC 3.4)
+//! # Reads
 //!
 //! Any node coordinates a read: it asks every slot (stand-ins for those that
 //! fail), merges the answers with the causal join until the read quorum is

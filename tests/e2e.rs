@@ -1,6 +1,6 @@
 //! End-to-end tests: real `dynamo` processes on loopback, killed with SIGKILL and
 //! restarted on their data directories, driven by the real `client` binary in
-//! `--json` mode. These are the scenarios of SPEC 3 as a user sees them.
+//! `--json` mode: writes, reads, deletes, failures and membership as a user sees them.
 
 mod common;
 

@@ -1,12 +1,12 @@
 //! Rendering a command's result, for people or as one line of JSON.
 //!
 //! Every command produces exactly one [`Outcome`], and every outcome renders to
-//! exactly one result: with `--json` a single JSON object on a single line (SPEC
-//! section 2, "`--json` results"), otherwise a few lines of text.
+//! exactly one result: with `--json` a single JSON object on a single line (the
+//! shapes the README's "The client" section lists), otherwise a few lines of text.
 //!
 //! # The JSON contract
 //!
-//! The fields SPEC lists come first, in SPEC's order, and are never renamed or
+//! The documented fields come first, in their documented order, and are never renamed or
 //! removed; extra fields (who coordinated, which replicas answered, hints) follow.
 //! Contexts are real JSON objects keyed by node identity, exactly what `put` and
 //! `delete` accept back as a CONTEXT token. Values are JSON strings: the stored

@@ -9,7 +9,7 @@
 //! script that sends K commands reads back K results. `quit` and `exit` are not
 //! results: they stop the loop and print nothing.
 //!
-//! # Three ways in (SPEC section 2)
+//! # Three ways in
 //!
 //! * **Interactive**, when stdin is a terminal: a rustyline prompt naming the node,
 //!   history kept across sessions (`$DYNAMO_HISTORY`, else `~/.dynamo_history`; a

@@ -1,6 +1,6 @@
 //! Turning one line a person typed into a [`Command`].
 //!
-//! # Tokens (SPEC section 2)
+//! # Tokens
 //!
 //! Tokens are separated by spaces (a tab counts as a space). A token that begins
 //! with a double quote runs to the matching closing quote and may hold spaces;
