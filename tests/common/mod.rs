@@ -384,10 +384,20 @@ impl Cluster {
             .expect("spawn dynamo");
         p.child = Some(child);
         let (port, http) = (p.port, p.http);
+        let (child, log) = (&mut p.child, &p.log);
         wait_for(
             &format!("node {i} to listen"),
             Duration::from_secs(20),
-            || (port_open(port) && port_open(http)).then_some(()),
+            || {
+                // A node that exited will never listen: say why at once.
+                if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                    panic!(
+                        "node {i} exited ({status}) before listening on {port} and {http}: {}",
+                        std::fs::read_to_string(log).unwrap_or_default()
+                    );
+                }
+                (port_open(port) && port_open(http)).then_some(())
+            },
         );
         // The port answering is not enough: another process may hold it.
         let exited = p.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
