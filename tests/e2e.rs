@@ -492,16 +492,7 @@ fn puts_in_flight_when_their_node_is_killed_are_unknown_and_refused_ones_are_abs
 /// (A kill -9 cannot show the difference: the page cache survives it.)
 #[test]
 fn an_acknowledged_put_has_been_through_fdatasync() {
-    let found = std::process::Command::new("strace")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "strace is not installed (.ci/run installs it)"
-        );
-        eprintln!("SKIPPED: strace is not installed (.ci/run installs it)");
+    if !common::have("strace") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -11,23 +11,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::Cluster;
-
-/// True if `tool` runs; false (after saying so) when it is missing outside CI.
-fn have(tool: &str) -> bool {
-    let found = Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{tool} is not installed (.ci/run installs it)"
-        );
-        eprintln!("SKIPPED: {tool} is not installed (.ci/run installs it)");
-    }
-    found
-}
+use common::{have, Cluster};
 
 #[test]
 fn schemathesis_finds_no_server_error_and_no_answer_off_the_schema() {

@@ -217,6 +217,24 @@ pub struct Cluster {
     pub nodes: Vec<Proc>,
 }
 
+/// True if `tool` runs; false (after saying so) when it is missing outside CI,
+/// where a test that needs it then passes without running. Under CI (`CI` set)
+/// a missing tool fails the test: `.ci/run` installs every one.
+pub fn have(tool: &str) -> bool {
+    let found = Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{tool} is not installed (.ci/run installs it)"
+        );
+        eprintln!("SKIPPED: {tool} is not installed (.ci/run installs it)");
+    }
+    found
+}
+
 pub fn dynamo_bin() -> &'static str {
     env!("CARGO_BIN_EXE_dynamo")
 }
