@@ -35,10 +35,10 @@
 //! one) when it polls the answer. That saves the hand-over to the outbox task
 //! and back, two task wake-ups, which is most of what batching would cost a
 //! lone client: one client's sequential put took 0.92x to 0.95x and its get
-//! 0.95x to 0.99x the time, in three alternating rounds (BENCHMARKS.md). The call counts as on its way, so items that come
-//! meanwhile queue and leave together once it is back (or after
-//! [`PATIENCE`]), as behind a batch. Which of the two an item takes changes
-//! nothing a caller learns.
+//! 0.95x to 0.99x the time, in three alternating rounds (BENCHMARKS.md). The
+//! call counts as on its way, so items that come meanwhile queue and leave
+//! together once it is back (or after [`PATIENCE`]), as behind a batch. Which
+//! of the two an item takes changes nothing a caller learns.
 //!
 //! # What a caller learns
 //!
@@ -319,7 +319,8 @@ impl<B: Batch> Outboxes<B> {
         // A queue whose task just ended idle refuses the item: start a new one.
         for _ in 0..2 {
             let (sender, lane) = self.lane(&to);
-            if sender.capacity() == QUEUE {
+            // Nothing queued: every slot of the channel is free.
+            if sender.capacity() == sender.max_capacity() {
                 if let Some(on_the_way) = OnTheWay::first(&lane) {
                     lane.sent_now();
                     let peers = self.peers.clone();
