@@ -24,11 +24,14 @@ rm -rf "$OUT/prof-data" "$PROF"
 mkdir -p "$PROF" "$OUT/logs"
 for i in 0 1 2; do start_node prof "$i" --fsync batch; done
 join_ring 3
-"$BIN/dynamo-bench" run --out "$PROF/run.json" --node "127.0.0.1:$BASE" --node "127.0.0.1:$((BASE + 1))" \
-  --node "127.0.0.1:$((BASE + 2))" --label profiled --workload "$WORKLOAD" --clients 64 --load \
-  --duration $((SECS + 8)) --warmup 1 &
+NODES=(--node "127.0.0.1:$BASE" --node "127.0.0.1:$((BASE + 1))" --node "127.0.0.1:$((BASE + 2))")
+# The keys are loaded first, on their own: perf samples only the workload.
+"$BIN/dynamo-bench" run --out "$PROF/load.json" "${NODES[@]}" --label load --workload "$WORKLOAD" \
+  --clients 64 --load --duration 0.5 --warmup 0 >/dev/null
+"$BIN/dynamo-bench" run --out "$PROF/run.json" "${NODES[@]}" --label profiled --workload "$WORKLOAD" \
+  --clients 64 --duration $((SECS + 4)) --warmup 1 &
 LOADGEN=$!
-sleep 5
+sleep 2
 perf record -e cpu-clock -F 499 -a --call-graph dwarf,8192 -o "$PROF/perf.data" -- sleep "$SECS" >/dev/null 2>&1
 wait "$LOADGEN"
 cleanup
