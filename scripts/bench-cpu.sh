@@ -6,7 +6,11 @@
 # BIN_DIR holds `dynamo`, `client` and `dynamo-bench` (a build copied aside, as
 # for bench-ab). WORKLOADS="get-only ycsb-a" picks the workloads. CPU is user +
 # system time from /proc, steadier than ops/s on a VM whose neighbours come and
-# go; run two builds alternately and compare within a round.
+# go; run two builds alternately and compare within a round. "busy" is the share
+# of both cores in use over the same interval (/proc/stat: everything but idle
+# and iowait), and "other" what the machine spent per operation outside the
+# nodes and the client (kernel threads, other processes): near 0 when nothing
+# else runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,22 +43,30 @@ for w in ${WORKLOADS:-get-only put-only ycsb-a}; do
   sleep 0.3
   nodes_before=$(cpu_ticks "${PIDS[@]}")
   client_before=$(cpu_ticks "$lg")
-  nodes_after=$nodes_before client_after=$client_before
+  machine_before=$(head -1 /proc/stat)
+  nodes_after=$nodes_before client_after=$client_before machine_after=$machine_before
   # Read the counters until the load generator exits (after that /proc forgets it).
   while kill -0 "$lg" 2>/dev/null; do
-    client_after=$(cpu_ticks "$lg") nodes_after=$(cpu_ticks "${PIDS[@]}") || true
+    client_after=$(cpu_ticks "$lg") nodes_after=$(cpu_ticks "${PIDS[@]}") machine_after=$(head -1 /proc/stat) || true
     sleep 0.2
   done
   wait "$lg"
-  python3 - "$OUT/runs.json" "$w" "$DUR" "$nodes_before" "$nodes_after" "$client_before" "$client_after" <<'PY'
+  python3 - "$OUT/runs.json" "$w" "$DUR" "$nodes_before" "$nodes_after" "$client_before" "$client_after" \
+    "$machine_before" "$machine_after" <<'PY'
 import json, os, sys
-path, label, dur, nb, na, cb, ca = sys.argv[1:]
+path, label, dur, nb, na, cb, ca, mb, ma = sys.argv[1:]
 run = [r for r in json.load(open(path)) if r["spec"]["label"] == label][-1]
 ops = max(run["all"]["count"], 1)
 hz = os.sysconf("SC_CLK_TCK")
 node = (int(na) - int(nb)) / hz
 client = (int(ca) - int(cb)) / hz
-print(f"{label:9} {ops / float(dur):8.0f} ops/s   nodes {1e6 * node / ops:6.1f} us/op   client {1e6 * client / ops:6.1f} us/op")
+# /proc/stat's cpu line: user nice system idle iowait irq softirq steal ...
+ticks = [int(b) - int(a) for a, b in zip(mb.split()[1:9], ma.split()[1:9])]
+total = max(sum(ticks), 1)
+busy = total - ticks[3] - ticks[4]
+other = busy / hz - node - client
+print(f"{label:9} {ops / float(dur):8.0f} ops/s   nodes {1e6 * node / ops:6.1f} us/op   client {1e6 * client / ops:6.1f} us/op"
+      f"   other {1e6 * other / ops:5.1f} us/op   busy {100 * busy / total:3.0f}%")
 PY
 done
 cleanup
