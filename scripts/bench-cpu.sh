@@ -2,7 +2,8 @@
 # `scripts/bench-cpu.sh BIN_DIR [NODES]`: the CPU one operation costs, split
 # between the nodes and the client (the load generator), for get-only, put-only
 # and YCSB A with 64 clients, 6 s each, on a fresh ring of NODES (3: N=3, W=2,
-# R=2; 1: one unreplicated node), --fsync batch, 100,000 keys of 100 B loaded.
+# R=2; 1: one unreplicated node), --fsync $FSYNC (default batch), 100,000 keys of
+# 100 B loaded.
 # BIN_DIR holds `dynamo`, `client` and `dynamo-bench` (a build copied aside, as
 # for bench-ab). WORKLOADS="get-only ycsb-a" picks the workloads. CPU is user +
 # system time from /proc, steadier than ops/s on a VM whose neighbours come and
@@ -19,6 +20,7 @@ NODES=${2:-3}
 OUT=target/bench/cpu
 BASE=18637
 DUR=6
+FSYNC=${FSYNC:-batch}
 # shellcheck source=scripts/bench-lib.sh
 source scripts/bench-lib.sh
 
@@ -26,12 +28,12 @@ rm -rf "$OUT"
 mkdir -p "$OUT/logs"
 if [[ $NODES == 1 ]]; then
   "$BIN/dynamo" --port "$BASE" --leader "127.0.0.1:$BASE" --qsize 1 --sq-write-n 1 --sq-read-n 1 \
-    --data-dir "$OUT/single" --fsync batch 2>>"$OUT/logs/single.log" &
+    --data-dir "$OUT/single" --fsync "$FSYNC" 2>>"$OUT/logs/single.log" &
   PIDS[0]=$!
   for _ in $(seq 1 100); do listening "$BASE" && break; sleep 0.1; done
   nodes=(--node "127.0.0.1:$BASE")
 else
-  for i in 0 1 2; do start_node cpu "$i" --fsync batch; done
+  for i in 0 1 2; do start_node cpu "$i" --fsync "$FSYNC"; done
   join_ring 3
   nodes=(--node "127.0.0.1:$BASE" --node "127.0.0.1:$((BASE + 1))" --node "127.0.0.1:$((BASE + 2))")
 fi
@@ -66,7 +68,7 @@ total = max(sum(ticks), 1)
 busy = total - ticks[3] - ticks[4]
 other = busy / hz - node - client
 print(f"{label:9} {ops / float(dur):8.0f} ops/s   nodes {1e6 * node / ops:6.1f} us/op   client {1e6 * client / ops:6.1f} us/op"
-      f"   other {1e6 * other / ops:5.1f} us/op   busy {100 * busy / total:3.0f}%")
+      f"   other {1e6 * other / ops:5.1f} us/op   busy {100 * busy / total:3.0f}%   p99 {run['all']['p99_us'] / 1000:5.2f} ms")
 PY
 done
 cleanup
