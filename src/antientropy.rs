@@ -115,8 +115,6 @@ pub use crate::config::{DEFAULT_EXCHANGE_INTERVAL_MS, DEFAULT_REPAIR_RATE};
 pub const MAX_SEGMENTS_PER_QUERY: usize = 1024;
 /// Most keys one fetch may name.
 pub const MAX_FETCH_KEYS: usize = BATCH_KEYS;
-/// Deadline of one anti-entropy call.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 const SPLIT: u32 = u32::MAX;
 const NOT_HELD: u32 = u32::MAX - 1;
@@ -398,6 +396,15 @@ pub struct AntiEntropy {
     map: Mutex<Option<Arc<SharedMap>>>,
     stats: Mutex<AeStats>,
     next_peer: AtomicUsize,
+    /// Keys a peer refused for good, for `status`.
+    refused: Arc<crate::peers::Refusals>,
+    /// Deadline of one call (`--copy-timeout-ms`).
+    call_timeout: Duration,
+}
+
+/// A refusal that says the sender is not admitted: no key is at fault.
+fn fenced(e: &Error) -> bool {
+    matches!(e, Error::Fenced { .. } | Error::Removed { .. })
 }
 
 fn unix_ms() -> u64 {
@@ -417,6 +424,8 @@ impl AntiEntropy {
         ring: Arc<RingCell>,
         rate: u64,
         interval: Option<Duration>,
+        refused: Arc<crate::peers::Refusals>,
+        call_timeout: Duration,
     ) -> AntiEntropy {
         AntiEntropy {
             me,
@@ -428,6 +437,8 @@ impl AntiEntropy {
             map: Mutex::new(None),
             stats: Mutex::new(AeStats::default()),
             next_peer: AtomicUsize::new(0),
+            refused,
+            call_timeout,
         }
     }
 
@@ -565,7 +576,7 @@ impl AntiEntropy {
         let epoch = map.epoch();
         let from = self.me.clone();
         self.peers
-            .call(peer, CALL_TIMEOUT, |c, ctx| async move {
+            .call(peer, self.call_timeout, |c, ctx| async move {
                 c.ae_digests(ctx, to, epoch, from, query).await
             })
             .await
@@ -664,7 +675,7 @@ impl AntiEntropy {
             let asked = keys.clone();
             let items = self
                 .peers
-                .call(peer, CALL_TIMEOUT, |c, ctx| async move {
+                .call(peer, self.call_timeout, |c, ctx| async move {
                     c.ae_fetch(ctx, to, epoch, asked).await
                 })
                 .await
@@ -703,17 +714,45 @@ impl AntiEntropy {
             .await?;
         let mut sent = 0;
         for items in batches(items, |(key, object)| item_size(key, object)) {
-            let to = Addressee::in_ring(&map.ring, peer);
             let count = items.len() as u64;
-            self.peers
-                .call(peer, CALL_TIMEOUT, |c, ctx| async move {
-                    c.transfer(ctx, to, items).await
-                })
-                .await
-                .map_err(Stop::Peer)?;
+            match self.send_copies(map, peer, items.clone()).await {
+                Ok(()) => {}
+                // One key the peer will never take must not stop the exchange
+                // every round: each goes alone, and those refused for good are
+                // reported and skipped.
+                Err(CallError::Remote(e)) if !e.retryable() && !fenced(&e) => {
+                    for item in items {
+                        match self.send_copies(map, peer, vec![item.clone()]).await {
+                            Ok(()) => {}
+                            Err(CallError::Remote(e)) if !e.retryable() && !fenced(&e) => {
+                                self.refused.record(&item.0, peer, e.to_string(), "anti-entropy")
+                            }
+                            Err(e) => return Err(Stop::Peer(e)),
+                        }
+                    }
+                }
+                Err(e) => return Err(Stop::Peer(e)),
+            }
             sent += count;
         }
         Ok(sent)
+    }
+
+    /// One `transfer` of this node's copies to `peer`, named as sent by this
+    /// node under the map's ring.
+    async fn send_copies(
+        &self,
+        map: &SharedMap,
+        peer: &NodeId,
+        items: Vec<(Key, Arc<Object>)>,
+    ) -> Result<(), CallError> {
+        let to = Addressee::from_me(&map.ring, peer, &self.me, self.storage.uuid());
+        self.peers
+            .call(peer, self.call_timeout, |c, ctx| async move {
+                c.transfer(ctx, to, items).await
+            })
+            .await
+            .map(|_| ())
     }
 
     /// Answers a peer's query about what this node shares with it, under `epoch`.

@@ -229,6 +229,7 @@ impl Client {
         let to = Addressee {
             node: self.node.clone(),
             identity: None,
+            from: None,
         };
         match direct.writes.send(to, req, self.timeout).await {
             Ok(reply) => Ok(reply),
@@ -310,6 +311,12 @@ impl Client {
             async move { c.remove_node(ctx, node).await }
         })
         .await
+    }
+
+    /// `abort-change` (leader only).
+    pub async fn abort_change(&self) -> Result<MembershipReply> {
+        self.call(|c, ctx| async move { c.abort_change(ctx).await })
+            .await
     }
 
     /// `status`.
@@ -485,8 +492,9 @@ impl Direct {
         if !pending.is_empty() || !consistent {
             if let Ok(permit) = self.repair_permits.clone().try_acquire_owned() {
                 let this = self.clone();
+                let home = home.clone();
                 self.tasks.spawn(async move {
-                    this.repair(ring, key, merged, answers, pending).await;
+                    this.repair(ring, home, key, merged, answers, pending).await;
                     drop(permit);
                 });
             }
@@ -495,11 +503,12 @@ impl Direct {
     }
 
     /// Read repair after a client-driven get: waits for the answers still on
-    /// their way, then sends the merge to every replica that answered with
-    /// less (each merges it into its copy, under the client's ring epoch).
+    /// their way and, if any replica answered with less than the merge, asks
+    /// the client's node to read the key, which repairs them.
     async fn repair(
         &self,
         ring: Arc<Ring>,
+        node: NodeId,
         key: Key,
         mut merged: Object,
         mut answers: Vec<(NodeId, Object)>,
@@ -516,30 +525,22 @@ impl Direct {
         if merged.is_empty() {
             return;
         }
-        let merged = Arc::new(merged);
-        let epoch = ring.epoch();
-        let repairs: FuturesUnordered<_> = answers
-            .into_iter()
-            .filter(|(_, o)| *o != *merged)
-            .map(|(node, _)| {
-                let (to, key, merged) = (
-                    Addressee::in_ring(&ring, &node),
-                    key.clone(),
-                    merged.clone(),
-                );
-                async move {
-                    let r = self
-                        .peers
-                        .call(&node, DIRECT_READ_TIMEOUT, |c, ctx| async move {
-                            c.replicate(ctx, to, epoch, key, merged, None).await
-                        })
-                        .await;
-                    if let Err(e) = r {
-                        tracing::debug!(%node, reason = %e.reason(), "client read repair failed");
-                    }
-                }
+        if answers.iter().all(|(_, o)| *o == merged) {
+            return;
+        }
+        // A client is not a node of the ring, and nodes take copies only from
+        // nodes of their ring (a client's copy may be older than a delete the
+        // ring has since finished): its node reads the key itself, which
+        // repairs every replica whose copy differs.
+        drop(ring);
+        let r = self
+            .peers
+            .call(&node, DIRECT_READ_TIMEOUT, |c, ctx| async move {
+                c.read(ctx, key).await
             })
-            .collect();
-        repairs.collect::<Vec<_>>().await;
+            .await;
+        if let Err(e) = r {
+            tracing::debug!(%node, reason = %e.reason(), "client read repair failed");
+        }
     }
 }

@@ -38,10 +38,21 @@ pub const DEFAULT_REPAIR_RATE: u64 = 5_000;
 pub const DEFAULT_EXCHANGE_INTERVAL_MS: u64 = 500;
 /// How long every owner must have held a tombstone identically, with no hint
 /// for it anywhere, before it is removed (`--tombstone-grace-ms`). A copy read
-/// before that proof can still be on its way in a call; the longest calls
-/// (anti-entropy and transfer batches) give up after 10 s, so twice that
-/// leaves no such copy in flight when the tombstone goes.
-pub const DEFAULT_TOMBSTONE_GRACE_MS: u64 = 20_000;
+/// before that proof can still be on its way in a call; the longest calls that
+/// carry copies (anti-entropy and transfer batches) give up after 10 s, and a
+/// receiver refuses a copy whose deadline has passed when it arrives, so a
+/// grace above twice that leaves no such copy in flight when the tombstone
+/// goes. The grace must exceed twice the longest of the request timeout, the
+/// copy timeout and the hint delivery deadline, or the node refuses to start.
+pub const DEFAULT_TOMBSTONE_GRACE_MS: u64 = 25_000;
+/// Deadline of a call that carries copies of stored objects in bulk: a ring
+/// change's transfer batch and an anti-entropy call (`--copy-timeout-ms`). A
+/// receiver merging 256 keys and flushing takes milliseconds; ten seconds
+/// means it is gone or overloaded.
+pub const DEFAULT_COPY_TIMEOUT_MS: u64 = 10_000;
+/// Deadline of a hint delivery (kept here: the tombstone grace is checked
+/// against it).
+pub const HANDOFF_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Pause between two rounds of failure-detector pings (`--ping-interval-ms`):
 /// four a second keeps a hung node's `down` within about two seconds at one
@@ -114,6 +125,7 @@ pub struct Flags {
     pub anti_entropy_interval_ms: Option<u64>,
     pub tombstone_grace_ms: Option<u64>,
     pub ping_interval_ms: Option<u64>,
+    pub copy_timeout_ms: Option<u64>,
 }
 
 /// A node's validated settings.
@@ -145,6 +157,9 @@ pub struct NodeConfig {
     pub anti_entropy_interval: Option<Duration>,
     /// How long a tombstone must be proven held everywhere before it goes.
     pub tombstone_grace: Duration,
+    /// Deadline of a call that carries copies in bulk (transfer batches,
+    /// anti-entropy).
+    pub copy_timeout: Duration,
     /// Pause between two rounds of failure-detector pings (None: no pings,
     /// every peer counts as alive until a call to it fails).
     pub ping_interval: Option<Duration>,
@@ -198,11 +213,26 @@ impl NodeConfig {
                 .tombstone_grace_ms
                 .unwrap_or(DEFAULT_TOMBSTONE_GRACE_MS),
         );
-        if tombstone_grace <= request_timeout {
+        let copy_timeout = match flags.copy_timeout_ms.unwrap_or(DEFAULT_COPY_TIMEOUT_MS) {
+            0 => {
+                return Err(Error::Config {
+                    reason: "--copy-timeout-ms must be positive".into(),
+                })
+            }
+            ms => Duration::from_millis(ms),
+        };
+        // A copy read before a tombstone's proof may still be in a call; it
+        // lands or is dropped within that call's deadline.
+        let longest = request_timeout.max(copy_timeout).max(HANDOFF_TIMEOUT);
+        if tombstone_grace <= longest * 2 {
             return Err(Error::Config {
                 reason: format!(
-                    "--tombstone-grace-ms must be longer than the request timeout ({} ms)",
-                    request_timeout.as_millis()
+                    "--tombstone-grace-ms must be longer than twice the longest deadline of a \
+                     call that carries copies ({} ms: the largest of --request-timeout-ms, \
+                     --copy-timeout-ms and the {} ms of a hint delivery), so more than {} ms",
+                    longest.as_millis(),
+                    HANDOFF_TIMEOUT.as_millis(),
+                    (longest * 2).as_millis()
                 ),
             });
         }
@@ -238,6 +268,7 @@ impl NodeConfig {
                 ms => Some(Duration::from_millis(ms)),
             },
             tombstone_grace,
+            copy_timeout,
             ping_interval: match flags.ping_interval_ms.unwrap_or(DEFAULT_PING_INTERVAL_MS) {
                 0 => None,
                 ms => Some(Duration::from_millis(ms)),

@@ -72,7 +72,9 @@ use crate::peers::{before, CallError, Expired, Peers};
 use crate::ring::{Placement, Quorum, Ring, RingCell};
 use crate::rpc::{Addressee, ReadReply, ReplicaRead, ReplicaWrite, WriteReply, WriteRequest};
 use crate::storage::Storage;
-use crate::types::{check_key, check_value, Key, NodeId, MAX_CONTEXT_ENTRIES, MAX_OBJECT_BYTES};
+use crate::types::{
+    check_key, check_value, Key, NodeId, MAX_CONTEXT_ENTRIES, MAX_COPY_BYTES, MAX_OBJECT_BYTES,
+};
 use crate::vclock::Object;
 
 /// Background continuations (fan-out remainders, read repairs) one node runs at
@@ -134,7 +136,10 @@ impl Coordinator {
 
     fn current_ring(&self) -> Result<Arc<Ring>> {
         match self.ring.get() {
-            Some(r) if !r.members().is_empty() => Ok(r),
+            Some(r) if !r.members().is_empty() => {
+                self.refuse_if_removed(&r)?;
+                Ok(r)
+            }
             Some(r) => Err(Error::NoRing {
                 leader: r.leader().clone(),
             }),
@@ -415,11 +420,91 @@ impl Coordinator {
         })
     }
 
-    /// Reacts to a typed failure: a peer with a newer ring makes this node pull it.
+    /// Reacts to a typed failure: a peer with a newer ring, or one that does
+    /// not count this node in its ring, makes this node pull the ring.
     fn note_failure(&self, e: &CallError) {
-        if let CallError::Remote(Error::StaleRing { .. }) = e {
+        if let CallError::Remote(Error::StaleRing { .. } | Error::Fenced { .. }) = e {
             self.ring_news.notify_one();
         }
+    }
+
+    /// Refuses to serve once the ring says this node was removed while it was
+    /// away: its copies may hold versions the ring has deleted since.
+    fn refuse_if_removed(&self, ring: &Ring) -> Result<()> {
+        match ring.state().removed_at(&self.me, self.storage.uuid()) {
+            Some(epoch) => Err(Error::Removed {
+                node: self.me.clone(),
+                epoch,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses a call that stores data here unless it comes from a node of
+    /// this node's ring (current or target) under the identity the ring
+    /// admitted (see [`Addressee`]). A sender whose ring is newer than this
+    /// node's may be one this node does not know yet: that is refused as a
+    /// stale ring (worth retrying) and this node pulls the ring.
+    fn check_sender(&self, ring: Option<&Ring>, to: &Addressee) -> Result<()> {
+        let Some(from) = &to.from else {
+            return Err(Error::Fenced {
+                node: to.node.clone(),
+                reason: "the call does not name the node that sends it".into(),
+            });
+        };
+        let Some(ring) = ring else {
+            self.ring_news.notify_one();
+            return Err(Error::StaleRing {
+                node: self.me.clone(),
+                sent: from.epoch,
+                current: 0,
+            });
+        };
+        self.refuse_if_removed(ring)?;
+        if from.epoch > ring.epoch() {
+            self.ring_news.notify_one();
+        }
+        let admitted = ring.identity(&from.node);
+        if ring.is_member(&from.node) && admitted.is_none_or(|id| id == from.identity) {
+            return Ok(());
+        }
+        if from.epoch > ring.epoch() {
+            return Err(Error::StaleRing {
+                node: self.me.clone(),
+                sent: from.epoch,
+                current: ring.epoch(),
+            });
+        }
+        let state = ring.state();
+        let reason = match state.departed.get(&from.node) {
+            _ if ring.is_member(&from.node) => format!(
+                "its data directory (identity {}) is not the one the ring admitted there",
+                from.identity
+            ),
+            Some(d) => format!(
+                "it is not in the ring at epoch {} ({} at epoch {})",
+                ring.epoch(),
+                d.kind.name(),
+                d.epoch
+            ),
+            None => format!("it is not in the ring at epoch {}", ring.epoch()),
+        };
+        Err(Error::Fenced {
+            node: from.node.clone(),
+            reason,
+        })
+    }
+
+    /// [`Coordinator::check_sender`] under the current ring, for calls that
+    /// change data outside the request path (a tombstone's removal).
+    pub fn check_writer(&self, to: &Addressee) -> Result<()> {
+        self.check_addressee(to)?;
+        self.check_sender(self.ring.get().as_deref(), to)
+    }
+
+    /// How this node names itself in calls that store data under `ring`.
+    fn addressee(&self, ring: &Ring, node: &NodeId) -> Addressee {
+        Addressee::from_me(ring, node, &self.me, self.storage.uuid())
     }
 
     /// Coordinates a get.
@@ -606,7 +691,7 @@ impl Coordinator {
         object: &Arc<Object>,
         hint_for: Option<&NodeId>,
     ) -> std::result::Result<(), CallError> {
-        let to = Addressee::in_ring(ring, node);
+        let to = self.addressee(ring, node);
         let epoch = ring.epoch();
         if *node == self.me {
             return self
@@ -681,8 +766,10 @@ impl Coordinator {
         self.check_addressee(&to)?;
         {
             // The ring is held while the write is applied, so a transfer that
-            // starts for a newer ring sees this write (RingCell::older_in_use).
+            // starts for a newer ring sees this write (RingCell::older_in_use),
+            // and a node cannot vouch for a tombstone while it runs.
             let ring = self.ring.get();
+            self.check_sender(ring.as_deref(), &to)?;
             self.apply_replica_write(ring.as_deref(), epoch, &key, object, hint_for.as_ref())?;
         }
         self.storage.durable().await
@@ -699,6 +786,7 @@ impl Coordinator {
         self.check_batch(&to, writes.len(), "writes")?;
         let mut answers: Vec<Result<()>> = {
             let ring = self.ring.get();
+            self.check_sender(ring.as_deref(), &to)?;
             writes
                 .iter()
                 .map(|w| {
@@ -733,13 +821,7 @@ impl Coordinator {
         hint_for: Option<&NodeId>,
     ) -> Result<()> {
         check_key(key)?;
-        let size = object.approx_size();
-        if size > MAX_OBJECT_BYTES {
-            return Err(Error::ObjectTooLarge {
-                size,
-                limit: MAX_OBJECT_BYTES,
-            });
-        }
+        check_copy_size(key, object)?;
         let current = ring.map(|r| r.epoch()).unwrap_or(0);
         if epoch != 0 && epoch < current {
             return Err(Error::StaleRing {
@@ -761,6 +843,9 @@ impl Coordinator {
     pub fn read_replica(&self, to: &Addressee, key: &str) -> Result<Object> {
         self.check_addressee(to)?;
         check_key(key)?;
+        if let Some(ring) = self.ring.get() {
+            self.refuse_if_removed(&ring)?;
+        }
         if self.storage.restoring() {
             return Err(Error::Restoring {
                 node: self.me.clone(),
@@ -807,23 +892,36 @@ impl Coordinator {
     }
 
     /// Receiving side of a ring change's transfer: merges every object, durably.
+    ///
+    /// The sender must be a node of this node's ring ([`Addressee`]) whose
+    /// ring is not older than this node's: a transfer placed under a ring
+    /// this node has replaced (a change since settled or aborted) could bring
+    /// back what the newer ring has since deleted, so it is refused as stale
+    /// and the sender starts over under the new ring. The ring is held until
+    /// the merge is durable, so a tombstone check here waits for it.
     pub async fn transfer(&self, to: Addressee, items: Vec<(Key, Arc<Object>)>) -> Result<u64> {
         self.check_addressee(&to)?;
         for (key, object) in &items {
             check_key(key)?;
-            let size = object.approx_size();
-            if size > MAX_OBJECT_BYTES {
-                return Err(Error::ObjectTooLarge {
-                    size,
-                    limit: MAX_OBJECT_BYTES,
-                });
-            }
+            check_copy_size(key, object)?;
+        }
+        let ring = self.ring.get();
+        self.check_sender(ring.as_deref(), &to)?;
+        let current = ring.as_ref().map_or(0, |r| r.epoch());
+        let sent = to.from.as_ref().map_or(0, |f| f.epoch);
+        if sent < current {
+            return Err(Error::StaleRing {
+                node: self.me.clone(),
+                sent,
+                current,
+            });
         }
         let storage = self.storage.clone();
         let changed = tokio::task::spawn_blocking(move || storage.merge_many(&items))
             .await
             .map_err(|e| Error::internal(e.to_string()))??;
         self.storage.durable().await?;
+        drop(ring);
         Ok(u64::try_from(changed).unwrap_or(u64::MAX))
     }
 
@@ -857,6 +955,28 @@ impl Coordinator {
         .await
         .map_err(|e| Error::internal(e.to_string()))?
     }
+}
+
+/// Refuses a copy of `key` above [`MAX_COPY_BYTES`] and warns about one above
+/// [`MAX_OBJECT_BYTES`] (a merge of concurrent versions; see the limits).
+fn check_copy_size(key: &str, object: &Object) -> Result<()> {
+    let size = object.approx_size();
+    if size > MAX_COPY_BYTES {
+        return Err(Error::ObjectTooLarge {
+            size,
+            limit: MAX_COPY_BYTES,
+        });
+    }
+    if size > MAX_OBJECT_BYTES {
+        tracing::warn!(
+            key,
+            size,
+            limit = MAX_OBJECT_BYTES,
+            "taking a copy above the object limit (a merge of concurrent versions); \
+             get the key and put with its merged context to resolve its siblings"
+        );
+    }
+    Ok(())
 }
 
 /// Most keys one `transfer_check` may carry (bounds the receiver's work per call).

@@ -142,6 +142,18 @@ pub enum Error {
     /// A bug or an impossible state, reported instead of panicking.
     #[error("internal error: {reason}")]
     Internal { reason: String },
+    /// A node-to-node call that stores data came from a node that is not in
+    /// the receiver's ring (it was removed, its join was aborted, or it was
+    /// never added): a node outside the ring never writes into it.
+    #[error("{node} may not write into the ring: {reason}")]
+    Fenced { node: NodeId, reason: String },
+    /// This node was removed from the ring at `epoch` while it was away: it
+    /// keeps its data untouched for the operator and serves nothing.
+    #[error(
+        "{node} was removed from the ring at epoch {epoch} while it was away; it serves \
+         nothing and hands nothing off. Delete its data directory before adding it again"
+    )]
+    Removed { node: NodeId, epoch: u64 },
 }
 
 impl Error {
@@ -163,6 +175,40 @@ impl Error {
     pub fn internal(reason: impl fmt::Display) -> Self {
         Error::Internal {
             reason: reason.to_string(),
+        }
+    }
+
+    /// Whether the same call may succeed if sent again later: true for
+    /// failures of the moment (a node down or behind, a ring that changed, a
+    /// refill, a disk error that may clear), false for a refusal that the
+    /// same request will always get (bad or oversized input, a sender the
+    /// ring does not admit, a node removed from the ring). Background work
+    /// (a ring change's transfer, anti-entropy, handoff) retries the first
+    /// kind and reports the second instead of retrying it for ever.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Error::WriteQuorum { .. }
+            | Error::ReadQuorum { .. }
+            | Error::NotLeader { .. }
+            | Error::NoRing { .. }
+            | Error::Unreachable { .. }
+            | Error::Timeout { .. }
+            | Error::Storage { .. }
+            | Error::StaleRing { .. }
+            | Error::Stranger { .. }
+            | Error::Restoring { .. }
+            | Error::ShuttingDown
+            | Error::Internal { .. } => true,
+            Error::InvalidInput { .. }
+            | Error::BadContext { .. }
+            | Error::KeyTooLarge { .. }
+            | Error::ValueTooLarge { .. }
+            | Error::TooManySiblings { .. }
+            | Error::ObjectTooLarge { .. }
+            | Error::Membership { .. }
+            | Error::Config { .. }
+            | Error::Fenced { .. }
+            | Error::Removed { .. } => false,
         }
     }
 }

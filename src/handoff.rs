@@ -29,7 +29,7 @@ pub const HANDOFF_INTERVAL: Duration = Duration::from_secs(1);
 /// Hints delivered at once.
 pub const HANDOFF_CONCURRENCY: usize = 32;
 /// Deadline of one delivery.
-pub const HANDOFF_TIMEOUT: Duration = Duration::from_secs(2);
+pub use crate::config::HANDOFF_TIMEOUT;
 
 /// The handoff task of one node.
 pub struct Handoff {
@@ -65,7 +65,16 @@ impl Handoff {
     }
 
     /// One pass over the pending hints. Returns how many were delivered.
+    ///
+    /// A node outside its ring delivers nothing: receivers refuse data from a
+    /// node that is not in their ring, and a node that left holds nothing the
+    /// ring needs (its hints went with its transfer) or must not hand off
+    /// what it holds (it was removed while away).
     pub async fn round(&self) -> usize {
+        match self.ring.get() {
+            Some(r) if r.is_member(&self.me) => {}
+            _ => return 0,
+        }
         let hints = match self.storage.hints() {
             Ok(scan) => {
                 for bad in &scan.corrupt {
@@ -125,15 +134,13 @@ impl Handoff {
                 } else {
                     r.preference_list(hint.key.as_bytes())
                 };
+                let uuid = self.storage.uuid();
                 nodes
                     .into_iter()
-                    .map(|node| Addressee::in_ring(&r, &node))
+                    .map(|node| Addressee::from_me(&r, &node, &self.me, uuid))
                     .collect()
             }
-            None => vec![Addressee {
-                node: hint.target.clone(),
-                identity: None,
-            }],
+            None => return Err("this node has no ring yet".into()),
         };
         for to in targets {
             let target = to.node.clone();

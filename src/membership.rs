@@ -60,6 +60,9 @@ pub struct Reports {
     pub transfer: ProgressSource,
     /// Its anti-entropy counters.
     pub anti_entropy: AeSource,
+    /// Keys its background tasks could not hand off because a receiver
+    /// refused them for good.
+    pub refused: Arc<crate::peers::Refusals>,
 }
 
 /// How often the leader polls the nodes of a running change. A quarter second
@@ -153,7 +156,11 @@ impl Membership {
                     transition = state.transition.is_some(),
                     "ring loaded"
                 );
+                let removed = state.removed_at(&self.me, self.storage.uuid());
                 self.ring.install(state);
+                if let Some(at) = removed {
+                    self.warn_removed(at);
+                }
             }
             None if self.configured_leader == self.me => {
                 let state = RingState::bootstrap(self.me.clone(), self.configured_replication);
@@ -235,12 +242,41 @@ impl Membership {
 
     /// `remove-node`: the node leaves the ring once its keys have moved. It may
     /// be down: its keys then come from the other replicas.
+    ///
+    /// While a change runs: a node the change adds has its join aborted (the
+    /// whole change when that was all it did), and a member that stays is
+    /// taken out of the target, so a node that is gone for good never blocks
+    /// the change.
     pub async fn remove_node(&self, node: NodeId) -> Result<MembershipReply> {
         self.leader_ring()?;
         let _one_at_a_time = self.changes.lock().await;
         let current = self.leader_ring()?;
         let next = current.begin_remove(&node, now_ms())?;
-        self.commit(next, Vec::new()).await
+        if current.transition.is_some() {
+            tracing::warn!(
+                %node,
+                epoch = next.epoch,
+                change = %next.describe_change(),
+                "remove-node during a ring change: the change goes on without it"
+            );
+        }
+        self.commit(next, vec![node]).await
+    }
+
+    /// `abort-change`: ends the running change and returns the ring to the
+    /// members it had before it (see [`RingState::abort`] for why nothing
+    /// acknowledged is lost). Nodes it was adding are told they are out.
+    pub async fn abort_change(&self) -> Result<MembershipReply> {
+        self.leader_ring()?;
+        let _one_at_a_time = self.changes.lock().await;
+        let current = self.leader_ring()?;
+        let next = current.abort()?;
+        tracing::warn!(
+            epoch = next.epoch,
+            aborted = %current.describe_change(),
+            "ring change aborted: the ring returns to the members it had before it"
+        );
+        self.commit(next, current.joining()).await
     }
 
     /// Persists `next`, installs it here and pushes it to every node of both of
@@ -324,8 +360,8 @@ impl Membership {
                     continue;
                 }
             };
-            if self.transition_done(&state, &mut silent).await {
-                if let Err(e) = self.settle(state.epoch).await {
+            if let Some(unreported) = self.transition_done(&state, &mut silent).await {
+                if let Err(e) = self.settle(state.epoch, &unreported).await {
                     tracing::warn!(error = %e, "cannot settle the ring change yet");
                 }
                 silent.clear();
@@ -333,11 +369,17 @@ impl Membership {
         }
     }
 
-    /// Polls every node of the change in `state`: true once each has finished
-    /// its transfer (or is a leaving node that stays silent).
-    async fn transition_done(&self, state: &RingState, silent: &mut BTreeMap<NodeId, u32>) -> bool {
+    /// Polls every node of the change in `state`: once each has finished its
+    /// transfer (or is a leaving node that stays silent), the leaving nodes
+    /// that never reported it (they are recorded as removed while away).
+    async fn transition_done(
+        &self,
+        state: &RingState,
+        silent: &mut BTreeMap<NodeId, u32>,
+    ) -> Option<Vec<NodeId>> {
         let leaving = state.leaving();
         let mut all_done = true;
+        let mut unreported = Vec::new();
         for (node, out) in self.probe(&state.all_nodes()).await {
             let info = out.and_then(|info| match state.identities.get(&node) {
                 Some(id) if *id != info.identity => Err(CallError::Remote(Error::Stranger {
@@ -354,8 +396,15 @@ impl Membership {
                             tracing::debug!(%node, reason = %e.reason(), "ring not delivered");
                         }
                     }
-                    info.transfer
-                        .is_some_and(|t| t.epoch == state.epoch && t.phase == TransferPhase::Done)
+                    let done = info.transfer.is_some_and(|t| {
+                        t.epoch == state.epoch && t.phase == TransferPhase::Done
+                    });
+                    if !done && leaving.contains(&node) {
+                        // It answers but has not finished: it is not silent, and
+                        // the settle must wait for its report.
+                        unreported.push(node.clone());
+                    }
+                    done
                 }
                 Err(e) if leaving.contains(&node) => {
                     let polls = silent.entry(node.clone()).or_insert(0);
@@ -367,24 +416,34 @@ impl Membership {
                             "the leaving node does not answer; its keys are taken from the other replicas"
                         );
                     }
+                    unreported.push(node.clone());
                     *polls >= LEAVING_DOWN_POLLS
                 }
                 Err(_) => false,
             };
             all_done &= done;
         }
-        all_done
+        all_done.then_some(unreported)
     }
 
-    /// Ends the running change of epoch `epoch`.
-    async fn settle(&self, epoch: u64) -> Result<()> {
+    /// Ends the running change of epoch `epoch`; `unreported` are the leaving
+    /// nodes it settles without (recorded as removed while away).
+    async fn settle(&self, epoch: u64, unreported: &[NodeId]) -> Result<()> {
         let _one_at_a_time = self.changes.lock().await;
         let current = self.leader_ring()?;
         if current.epoch != epoch || current.transition.is_none() {
             return Ok(());
         }
         let left = current.leaving();
-        let next = current.settle()?;
+        let next = current.settle(unreported)?;
+        for node in unreported {
+            tracing::warn!(
+                %node,
+                epoch = next.epoch,
+                "settled without the leaving node's report: it is recorded as removed while \
+                 away, and its data directory must be deleted before it is added again"
+            );
+        }
         self.commit(next, left).await?;
         Ok(())
     }
@@ -468,10 +527,25 @@ impl Membership {
         self.storage.durable().await?;
         self.check_replication(&state);
         let epoch = state.epoch;
+        let removed = state.removed_at(&self.me, self.storage.uuid());
         if self.ring.install(state) {
             tracing::info!(epoch, "installed ring from the leader");
+            if let Some(at) = removed {
+                self.warn_removed(at);
+            }
         }
         Ok(self.ring.epoch())
+    }
+
+    /// Says, loudly, that this node was removed while it was away.
+    fn warn_removed(&self, epoch: u64) {
+        tracing::error!(
+            node = %self.me,
+            removed_at_epoch = epoch,
+            "this node was removed from the ring at epoch {epoch} while it was away: it keeps \
+             its data untouched, hands nothing off and serves nothing. To add it again, stop \
+             it, delete its data directory (--data-dir), start it and run add-node"
+        );
     }
 
     /// The ring this node has.
@@ -528,7 +602,7 @@ impl Membership {
         };
         let mine = self.storage.uuid();
         let known = match ring.identity(&self.me) {
-            Some(known) if known != mine && ring.members().contains(&self.me) => known,
+            Some(known) if known != mine && ring.is_member(&self.me) => known,
             _ => return Ok(()),
         };
         if self.storage.key_count() > 0 || self.storage.hint_count() > 0 {
@@ -614,7 +688,16 @@ impl Membership {
             hints_by_target: self.storage.hints_by_target(),
             uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            removed_at_epoch: self.removed_at(),
+            refused: self.reports.refused.list(),
         }
+    }
+
+    /// The epoch that removed this node while it was away, if it was.
+    pub fn removed_at(&self) -> Option<u64> {
+        self.ring
+            .get()
+            .and_then(|r| r.state().removed_at(&self.me, self.storage.uuid()))
     }
 
     /// `status`: the ring as this node sees it, every node's liveness and
@@ -669,6 +752,12 @@ impl Membership {
             transition_status(&state, t.started_ms, &probed)
         });
         let member = state.all_nodes().contains(&self.me);
+        let mut refused = Vec::new();
+        for (_, _, out) in &viewed {
+            if let Ok(info) = out {
+                refused.extend(info.refused.iter().cloned());
+            }
+        }
         Ok(StatusReply {
             node: self.me.clone(),
             leader: state.leader.clone(),
@@ -678,6 +767,8 @@ impl Membership {
             nodes,
             transition,
             member,
+            removed_at_epoch: state.removed_at(&self.me, self.storage.uuid()),
+            refused,
         })
     }
 

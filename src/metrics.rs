@@ -52,10 +52,11 @@ pub enum Op {
     Locate,
     AddNode,
     RemoveNode,
+    AbortChange,
 }
 
 impl Op {
-    const ALL: [Op; 7] = [
+    const ALL: [Op; 8] = [
         Op::Put,
         Op::Get,
         Op::Delete,
@@ -63,6 +64,7 @@ impl Op {
         Op::Locate,
         Op::AddNode,
         Op::RemoveNode,
+        Op::AbortChange,
     ];
 
     /// The `op` label.
@@ -75,6 +77,7 @@ impl Op {
             Op::Locate => "locate",
             Op::AddNode => "add_node",
             Op::RemoveNode => "remove_node",
+            Op::AbortChange => "abort_change",
         }
     }
 }
@@ -352,6 +355,8 @@ mod tests {
             hints_by_target: Default::default(),
             uptime_ms: 0,
             version: "0".into(),
+            removed_at_epoch: None,
+            refused: Vec::new(),
         };
         let text = m.render(&info, false);
         assert!(

@@ -511,6 +511,7 @@ mod tests {
         Addressee {
             node: listener.local_addr().unwrap().to_string().parse().unwrap(),
             identity: None,
+            from: None,
         }
     }
 

@@ -185,6 +185,49 @@ struct Peer {
     liveness: Mutex<Liveness>,
 }
 
+/// Keys a node's background work could not hand to a peer because the peer
+/// refused them for good (the same call would be refused again): kept so that
+/// `status` can name them, newest last, at most [`Refusals::KEPT`]. The work
+/// goes on without them; an operator resolves the key (for an object over the
+/// size limit: get it and put with the merged context).
+#[derive(Default)]
+pub struct Refusals {
+    kept: std::sync::Mutex<std::collections::VecDeque<crate::rpc::Refusal>>,
+}
+
+impl Refusals {
+    /// How many refusals are kept (the oldest go first).
+    pub const KEPT: usize = 16;
+
+    /// Records and logs one refusal.
+    pub fn record(&self, key: &str, node: &NodeId, reason: String, during: &str) {
+        tracing::error!(
+            key,
+            %node,
+            %reason,
+            during,
+            "a peer refused a key for good; going on without it (status lists it)"
+        );
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        kept.retain(|r| !(r.key == key && r.node == *node && r.during == during));
+        if kept.len() >= Self::KEPT {
+            kept.pop_front();
+        }
+        kept.push_back(crate::rpc::Refusal {
+            key: key.to_string(),
+            node: node.clone(),
+            reason,
+            during: during.to_string(),
+        });
+    }
+
+    /// The refusals kept, oldest first.
+    pub fn list(&self) -> Vec<crate::rpc::Refusal> {
+        let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        kept.iter().cloned().collect()
+    }
+}
+
 /// The connection table.
 pub struct Peers {
     peers: RwLock<HashMap<NodeId, Arc<Peer>>>,
@@ -375,6 +418,8 @@ mod tests {
             hints_by_target: Default::default(),
             uptime_ms: 0,
             version: "0.1.0".into(),
+            removed_at_epoch: None,
+            refused: Vec::new(),
         }
     }
 

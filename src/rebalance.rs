@@ -101,9 +101,6 @@ pub const BATCH_KEYS: usize = 256;
 pub const BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Batches one node has in flight at once.
 pub const TRANSFER_CONCURRENCY: usize = 4;
-/// Deadline of one batch: a receiver merging 256 keys and flushing takes
-/// milliseconds; ten seconds means it is gone or overloaded.
-pub const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the task looks for a new ring when idle.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Backoff between retries of a batch whose receiver failed.
@@ -116,6 +113,9 @@ enum Stop {
     Superseded,
     /// Something failed; retry the pass later.
     Failed(String),
+    /// The receiver refused the call for good (it would refuse it again):
+    /// the caller decides what to skip ([`crate::error::Error::retryable`]).
+    Refused(crate::Error),
 }
 
 /// The rebalancing task of one node.
@@ -127,6 +127,10 @@ pub struct Rebalance {
     /// Keys per second this node may send (0: no cap).
     rate: u64,
     progress: Mutex<Option<Tracked>>,
+    /// Keys a receiver refused for good, for `status`.
+    refused: Arc<crate::peers::Refusals>,
+    /// Deadline of one batch (`--copy-timeout-ms`).
+    copy_timeout: Duration,
 }
 
 /// Progress of the current pass, with its start time.
@@ -144,6 +148,8 @@ impl Rebalance {
         peers: Arc<Peers>,
         ring: Arc<RingCell>,
         rate: u64,
+        refused: Arc<crate::peers::Refusals>,
+        copy_timeout: Duration,
     ) -> Rebalance {
         Rebalance {
             me,
@@ -152,6 +158,8 @@ impl Rebalance {
             ring,
             rate,
             progress: Mutex::new(None),
+            refused,
+            copy_timeout,
         }
     }
 
@@ -215,6 +223,10 @@ impl Rebalance {
                     tracing::warn!(%reason, "rebalancing pass failed; retrying");
                     RETRY_BACKOFF
                 }
+                Err(Stop::Refused(e)) => {
+                    tracing::warn!(error = %e, "rebalancing pass refused; retrying");
+                    RETRY_BACKOFF
+                }
             };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
@@ -228,6 +240,9 @@ impl Rebalance {
     async fn pass(&self, ring: Arc<Ring>, stop: &watch::Receiver<bool>) -> Result<bool, Stop> {
         let epoch = ring.epoch();
         let failed = |e: crate::Error| Stop::Failed(e.to_string());
+        if !ring.is_member(&self.me) {
+            return self.outside(ring, stop).await;
+        }
         let marker = if ring.transition().is_some() {
             Marker::TransferDone
         } else {
@@ -242,6 +257,66 @@ impl Rebalance {
         }
         self.storage.set_marker(marker, epoch).map_err(failed)?;
         self.storage.durable().await.map_err(failed)?;
+        Ok(true)
+    }
+
+    /// What a node outside the ring does with what it holds, by how it left
+    /// (see [`crate::ring::Departure`]): a node that left after reporting its
+    /// transfer, or whose join was aborted, holds only copies of what the
+    /// members hold and drops them, here and without sending anything
+    /// (receivers refuse data from outside their ring); a node removed while
+    /// it was away keeps everything untouched for the operator; a node that
+    /// was never in the ring has nothing to do. Ok(true) if it dropped keys.
+    async fn outside(&self, ring: Arc<Ring>, stop: &watch::Receiver<bool>) -> Result<bool, Stop> {
+        use crate::ring::DepartureKind;
+        let failed = |e: crate::Error| Stop::Failed(e.to_string());
+        let departure = ring.state().departure(&self.me, self.storage.uuid());
+        match departure.map(|d| d.kind) {
+            Some(DepartureKind::Left | DepartureKind::Aborted) => {}
+            Some(DepartureKind::Removed) | None => return Ok(false),
+        }
+        if self.storage.marker(Marker::CleanupDone).map_err(failed)? >= ring.epoch() {
+            return Ok(false);
+        }
+        self.drain(&ring, stop).await?;
+        let actor = self.me.clone();
+        let mut after: Option<Key> = None;
+        let mut dropped = 0u64;
+        loop {
+            self.check(&ring, stop)?;
+            let storage = self.storage.clone();
+            let from = after.clone();
+            let page =
+                tokio::task::spawn_blocking(move || storage.scan(from.as_deref(), CHUNK_KEYS))
+                    .await
+                    .map_err(|e| Stop::Failed(e.to_string()))?
+                    .map_err(failed)?;
+            for stored in &page.items {
+                // The floor is recorded first: were the node added again on
+                // this data directory, it never reissues a counter.
+                if self.storage.drop_value(&actor, stored).map_err(failed)? {
+                    dropped += 1;
+                }
+            }
+            if !page.more {
+                break;
+            }
+            after = page.last;
+        }
+        let scan = self.storage.hints().map_err(failed)?;
+        for hint in &scan.hints {
+            self.storage.remove_hint(hint).map_err(failed)?;
+        }
+        self.storage
+            .set_marker(Marker::CleanupDone, ring.epoch())
+            .map_err(failed)?;
+        self.storage.durable().await.map_err(failed)?;
+        tracing::info!(
+            epoch = ring.epoch(),
+            dropped,
+            hints = scan.hints.len(),
+            "this node is no longer in the ring: dropped its copies without handing them off"
+        );
         Ok(true)
     }
 
@@ -507,16 +582,27 @@ impl Rebalance {
         F: Fn(NodeClient, tarpc::context::Context, Addressee) -> Fut,
         Fut: std::future::Future<Output = Result<crate::Result<T>, tarpc::client::RpcError>>,
     {
-        let to = Addressee::in_ring(ring, target);
+        let to = Addressee::from_me(ring, target, &self.me, self.storage.uuid());
         let mut backoff = RETRY_BACKOFF;
         loop {
             self.check(ring, stop)?;
             let out = self
                 .peers
-                .call(target, BATCH_TIMEOUT, |c, ctx| f(c, ctx, to.clone()))
+                .call(target, self.copy_timeout, |c, ctx| f(c, ctx, to.clone()))
                 .await;
             match out {
                 Ok(answer) => return Ok(answer),
+                // Refused for good: sending it again cannot help. A sender the
+                // receiver does not admit stops the pass (its ring will tell
+                // it why); anything else is the caller's to skip.
+                Err(crate::peers::CallError::Remote(e)) if !e.retryable() => {
+                    return match e {
+                        crate::Error::Fenced { .. } | crate::Error::Removed { .. } => {
+                            Err(Stop::Failed(e.to_string()))
+                        }
+                        e => Err(Stop::Refused(e)),
+                    }
+                }
                 Err(e) => {
                     tracing::debug!(%target, reason = %e.reason(), "transfer call not answered; retrying");
                     tokio::time::sleep(backoff).await;
@@ -576,7 +662,8 @@ impl Rebalance {
         bucket: &mut Bucket,
         report: bool,
         stop: &watch::Receiver<bool>,
-    ) -> Result<(), Stop> {
+    ) -> Result<Vec<Key>, Stop> {
+        let mut refused = Vec::new();
         let mut batches = plan.into_batches().into_iter();
         let mut in_flight = FuturesUnordered::new();
         loop {
@@ -587,7 +674,8 @@ impl Rebalance {
             }
             match in_flight.next().await {
                 Some(sent) => {
-                    let (keys, bytes) = sent?;
+                    let (keys, bytes, skipped) = sent?;
+                    refused.extend(skipped);
                     if report {
                         self.update(|p| {
                             p.keys_moved += keys;
@@ -597,7 +685,7 @@ impl Rebalance {
                         });
                     }
                 }
-                None => return Ok(()),
+                None => return Ok(refused),
             }
         }
     }
@@ -609,14 +697,49 @@ impl Rebalance {
         ring: &Ring,
         batch: Batch,
         stop: &watch::Receiver<bool>,
-    ) -> Result<(u64, u64), Stop> {
+    ) -> Result<(u64, u64, Vec<Key>), Stop> {
+        let target = batch.target;
+        let mut refused = Vec::new();
         let items = Arc::new(batch.items);
-        self.until_answered(ring, &batch.target, stop, |c, ctx, to| {
-            let items = (*items).clone();
-            async move { c.transfer(ctx, to, items).await }
-        })
-        .await?;
-        Ok((batch.counted, batch.bytes))
+        let sent = self
+            .until_answered(ring, &target, stop, |c, ctx, to| {
+                let items = (*items).clone();
+                async move { c.transfer(ctx, to, items).await }
+            })
+            .await;
+        match sent {
+            Ok(_) => {}
+            // One item the receiver will never take must not hold the rest,
+            // nor the change: each goes alone, and those refused for good are
+            // reported and skipped.
+            Err(Stop::Refused(e)) => {
+                if let [(key, _)] = items.as_slice() {
+                    self.refused.record(key, &target, e.to_string(), "transfer");
+                    refused.push(key.clone());
+                } else {
+                    for item in items.iter() {
+                        let one = Arc::new(vec![item.clone()]);
+                        let alone = self
+                            .until_answered(ring, &target, stop, |c, ctx, to| {
+                                let one = (*one).clone();
+                                async move { c.transfer(ctx, to, one).await }
+                            })
+                            .await;
+                        match alone {
+                            Ok(_) => {}
+                            Err(Stop::Refused(e)) => {
+                                self.refused
+                                    .record(&item.0, &target, e.to_string(), "transfer");
+                                refused.push(item.0.clone());
+                            }
+                            Err(other) => return Err(other),
+                        }
+                    }
+                }
+            }
+            Err(other) => return Err(other),
+        }
+        Ok((batch.counted, batch.bytes, refused))
     }
 
     /// After a settle: every key this node holds that the ring gives to others
@@ -652,9 +775,15 @@ impl Rebalance {
                 leaving.push(stored);
             }
             if !leaving.is_empty() {
-                self.send_plan(&ring, plan, &mut bucket, false, stop)
+                let refused = self
+                    .send_plan(&ring, plan, &mut bucket, false, stop)
                     .await?;
                 for stored in &leaving {
+                    if refused.contains(&stored.key) {
+                        // An owner refused it for good: keeping the copy here
+                        // is all that keeps it (status names the key).
+                        continue;
+                    }
                     if self.storage.drop_value(&actor, stored).map_err(failed)? {
                         dropped += 1;
                     } else {

@@ -133,10 +133,27 @@ pub struct MembershipReply {
 /// knows it, its identity. A node that is not that member refuses the call, so a
 /// stranger at a member's address (another data directory, or one process under
 /// two addresses) never counts as the member.
+///
+/// A call that stores data on the receiver (`replicate`, `replicate_batch`,
+/// `transfer`, `reap`) also names its sender (`from`): the receiver refuses it
+/// unless the sender is a node of the receiver's ring under the identity the
+/// ring admitted ([`crate::error::Error::Fenced`]), so a node removed while
+/// it was away, or whose join was aborted, never writes into the ring again.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Addressee {
     pub node: NodeId,
     pub identity: Option<Uuid>,
+    /// The node sending the call (None from clients, which only read).
+    pub from: Option<Sender>,
+}
+
+/// The node that sends a node-to-node call: its address, the identity of its
+/// data directory, and the ring epoch it had when it made the call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sender {
+    pub node: NodeId,
+    pub identity: Uuid,
+    pub epoch: u64,
 }
 
 impl Addressee {
@@ -146,8 +163,36 @@ impl Addressee {
         Addressee {
             node: node.clone(),
             identity: ring.identity(node),
+            from: None,
         }
     }
+
+    /// `node` as `ring` knows it, for a call sent by `me` (with identity
+    /// `uuid`) under `ring`.
+    pub fn from_me(ring: &Ring, node: &NodeId, me: &NodeId, uuid: Uuid) -> Addressee {
+        Addressee {
+            from: Some(Sender {
+                node: me.clone(),
+                identity: uuid,
+                epoch: ring.epoch(),
+            }),
+            ..Addressee::in_ring(ring, node)
+        }
+    }
+}
+
+/// A key a node could not hand to another because the receiver refused it for
+/// good (it would refuse it again): reported in `status`, skipped by the
+/// transfer so that it never blocks a ring change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub key: Key,
+    /// The node that refused it.
+    pub node: NodeId,
+    /// What it said.
+    pub reason: String,
+    /// What was being done: `transfer`, `anti-entropy`, `handoff`.
+    pub during: String,
 }
 
 /// Where one sender of a ring change is.
@@ -280,6 +325,13 @@ pub struct StatusReply {
     pub transition: Option<TransitionStatus>,
     /// Whether the answering node is a member (of the current or target ring).
     pub member: bool,
+    /// Set when the answering node was removed from the ring while it was
+    /// away (the epoch that removed it): it serves nothing until its data
+    /// directory is deleted and it is added again.
+    pub removed_at_epoch: Option<u64>,
+    /// Keys the nodes could not hand off because a receiver refused them for
+    /// good (at most a few per node, newest last).
+    pub refused: Vec<Refusal>,
 }
 
 /// One anti-entropy query: what a node holds in common with the asking node,
@@ -365,6 +417,10 @@ pub struct NodeInfo {
     pub uptime_ms: u64,
     /// Its build (`CARGO_PKG_VERSION`).
     pub version: String,
+    /// The epoch that removed it while it was away, if it was.
+    pub removed_at_epoch: Option<u64>,
+    /// Keys it could not hand off because a receiver refused them for good.
+    pub refused: Vec<Refusal>,
 }
 
 /// The service every node serves.
@@ -455,6 +511,9 @@ pub trait Node {
     /// [`crate::outbox`]), at most [`crate::outbox::MAX_ITEMS`]: each
     /// coordinated as `write` would, all at once, and answered in order.
     async fn write_batch(writes: Vec<WriteRequest>) -> Result<Vec<Result<WriteReply>>>;
+    /// `abort-change` (leader only): ends the running ring change, returning
+    /// the ring to the members it had before it.
+    async fn abort_change() -> Result<MembershipReply>;
 }
 
 /// Longest deadline a request may carry. tarpc turns a request's deadline into

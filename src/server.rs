@@ -118,6 +118,12 @@ impl rpc::Node for Handler {
             .await
     }
 
+    async fn abort_change(self, _: tarpc::context::Context) -> Result<MembershipReply> {
+        let m = &self.0.metrics;
+        m.time(Op::AbortChange, self.0.membership.abort_change())
+            .await
+    }
+
     async fn status(self, _: tarpc::context::Context) -> Result<StatusReply> {
         let m = &self.0.metrics;
         m.time(Op::Status, self.0.membership.status()).await
@@ -130,13 +136,14 @@ impl rpc::Node for Handler {
 
     async fn replicate(
         self,
-        _: tarpc::context::Context,
+        ctx: tarpc::context::Context,
         to: Addressee,
         epoch: u64,
         key: Key,
         object: Arc<Object>,
         hint_for: Option<NodeId>,
     ) -> Result<()> {
+        unexpired(&ctx)?;
         self.0
             .coordinator
             .replicate(to, epoch, key, &object, hint_for)
@@ -145,10 +152,11 @@ impl rpc::Node for Handler {
 
     async fn replicate_batch(
         self,
-        _: tarpc::context::Context,
+        ctx: tarpc::context::Context,
         to: Addressee,
         writes: Vec<ReplicaWrite>,
     ) -> Result<Vec<Result<()>>> {
+        unexpired(&ctx)?;
         self.0.coordinator.replicate_batch(to, writes).await
     }
 
@@ -197,10 +205,11 @@ impl rpc::Node for Handler {
 
     async fn transfer(
         self,
-        _: tarpc::context::Context,
+        ctx: tarpc::context::Context,
         to: Addressee,
         items: Vec<(Key, Arc<Object>)>,
     ) -> Result<u64> {
+        unexpired(&ctx)?;
         self.0.coordinator.transfer(to, items).await
     }
 
@@ -249,12 +258,13 @@ impl rpc::Node for Handler {
 
     async fn reap(
         self,
-        _: tarpc::context::Context,
+        ctx: tarpc::context::Context,
         to: Addressee,
         epoch: u64,
         items: Vec<(Key, u64)>,
     ) -> Result<u64> {
-        self.0.coordinator.check_addressee(&to)?;
+        unexpired(&ctx)?;
+        self.0.coordinator.check_writer(&to)?;
         self.0.reaper.reap_here(epoch, items).await
     }
 
@@ -278,6 +288,21 @@ impl rpc::Node for Handler {
     async fn info(self, _: tarpc::context::Context) -> Result<NodeInfo> {
         Ok(self.0.membership.info())
     }
+}
+
+/// Refuses a call that stores data once its deadline has passed: its sender
+/// has given up on it (a request that waited in the sender's queues arrives
+/// with what was left of its deadline), and a copy that lands later than its
+/// sender's deadline could land after a tombstone's proof (see
+/// [`crate::antientropy::reaper`]).
+fn unexpired(ctx: &tarpc::context::Context) -> Result<()> {
+    if ctx.deadline <= std::time::Instant::now() {
+        return Err(Error::Timeout {
+            what: "the call's deadline had passed when it was read".into(),
+            millis: 0,
+        });
+    }
+    Ok(())
 }
 
 /// A running node.
@@ -344,12 +369,15 @@ pub async fn start_on(config: NodeConfig, listener: TcpListener) -> Result<NodeH
     let peers = Arc::new(Peers::default());
     let ring = Arc::new(RingCell::new());
     let ring_news = Arc::new(tokio::sync::Notify::new());
+    let refused = Arc::new(crate::peers::Refusals::default());
     let rebalance = Arc::new(Rebalance::new(
         config.id.clone(),
         storage.clone(),
         peers.clone(),
         ring.clone(),
         config.transfer_rate,
+        refused.clone(),
+        config.copy_timeout,
     ));
     let anti_entropy = Arc::new(AntiEntropy::new(
         config.id.clone(),
@@ -358,6 +386,8 @@ pub async fn start_on(config: NodeConfig, listener: TcpListener) -> Result<NodeH
         ring.clone(),
         config.repair_rate,
         config.anti_entropy_interval,
+        refused.clone(),
+        config.copy_timeout,
     ));
     let reaper = Arc::new(Reaper::new(
         config.id.clone(),
@@ -378,6 +408,7 @@ pub async fn start_on(config: NodeConfig, listener: TcpListener) -> Result<NodeH
                 stats.tombstones_removed = reaper.removed();
                 stats
             }),
+            refused: refused.clone(),
         }
     };
     let membership = Arc::new(Membership::new(

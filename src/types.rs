@@ -30,6 +30,17 @@ pub const MAX_CONTEXT_ENTRIES: usize = 256;
 /// The largest encoded object (all siblings of one key) a put may produce. Keeps
 /// every object well inside [`MAX_FRAME_BYTES`].
 pub const MAX_OBJECT_BYTES: usize = 8 * 1024 * 1024;
+/// The largest object a node takes from another node as a copy of data already
+/// stored elsewhere (a replica write, a hint, read repair, a ring change's
+/// transfer, anti-entropy). A put never makes an object above
+/// [`MAX_OBJECT_BYTES`], but merges are not capped: two concurrent puts through
+/// two coordinators can each stay under the limit while their merge on a
+/// replica does not, and refusing the merge would leave the replicas apart for
+/// good. So copies are taken up to this bound, with a logged warning above
+/// [`MAX_OBJECT_BYTES`]; it leaves room for the key and the framing inside
+/// [`MAX_FRAME_BYTES`], and an object above it (it cannot travel in one frame
+/// anyway) is refused for good and reported with its key by the sender.
+pub const MAX_COPY_BYTES: usize = 12 * 1024 * 1024;
 /// The largest RPC frame read from or written to a socket. A length prefix above
 /// this closes the connection before anything is allocated.
 pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;

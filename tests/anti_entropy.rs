@@ -26,6 +26,7 @@ fn held(rt: &tokio::runtime::Runtime, port: u16, key: &str) -> Option<Vec<String
                 dynamo::rpc::Addressee {
                     node,
                     identity: None,
+                    from: None,
                 },
                 key.to_string(),
             )

@@ -26,6 +26,7 @@ async fn node_conn(
     let to = dynamo::rpc::Addressee {
         node: node.clone(),
         identity: None,
+        from: None,
     };
     (conn, to)
 }
@@ -101,6 +102,7 @@ async fn read_repair_fixes_a_replica_that_missed_a_write() {
                     dynamo::rpc::Addressee {
                         node: id2,
                         identity: None,
+                        from: None,
                     },
                     "rr".into(),
                 )
@@ -251,6 +253,7 @@ async fn preference_lists_agree_with_the_library_ring() {
         identities: Default::default(),
         transition: None,
         incarnations: Default::default(),
+        departed: Default::default(),
     };
     let pref = Ring::new(state).preference_list(b"pl");
     assert!(pref.contains(&w.coordinator), "{pref:?} {}", w.coordinator);
@@ -299,11 +302,13 @@ async fn a_member_restarted_under_another_address_does_not_count_as_it() {
     let as_member = dynamo::rpc::Addressee {
         node: c.ids[2].clone(),
         identity: None,
+        from: None,
     };
     // Its own address, but the identity of another data directory.
     let other_dir = dynamo::rpc::Addressee {
         node: dynamo::types::NodeId::new("localhost", c.ids[2].port()).unwrap(),
         identity: Some(uuid::Uuid::new_v4()),
+        from: None,
     };
     for to in [as_member, other_dir] {
         let e = raw
@@ -344,7 +349,34 @@ async fn a_replica_batch_answers_each_write_in_order() {
         w(epoch - 1, "stale".into(), None),
         w(0, "handed-off".into(), None),
     ];
-    let (conn, to) = node_conn(&c.ids[1]).await;
+    let (conn, mut to) = node_conn(&c.ids[1]).await;
+    // A write into a node names its sender, which must be in the receiver's
+    // ring: unnamed, or a node outside the ring, the batch is refused whole.
+    let stranger = rpc::Sender {
+        node: "127.0.0.1:1".parse().unwrap(),
+        identity: uuid::Uuid::new_v4(),
+        epoch,
+    };
+    for from in [None, Some(stranger)] {
+        to.from = from;
+        let out = conn
+            .client()
+            .replicate_batch(
+                rpc::context(Duration::from_secs(5)),
+                to.clone(),
+                vec![w(epoch, "fenced".into(), None)],
+            )
+            .await
+            .unwrap();
+        assert!(matches!(out, Err(Error::Fenced { .. })), "{out:?}");
+    }
+    // As the member node 0 (the leader, admitted before identities were
+    // checked, so any identity passes), each write is judged alone.
+    to.from = Some(rpc::Sender {
+        node: c.ids[0].clone(),
+        identity: uuid::Uuid::new_v4(),
+        epoch,
+    });
     let answers = conn
         .client()
         .replicate_batch(rpc::context(Duration::from_secs(5)), to.clone(), writes)
@@ -376,10 +408,12 @@ async fn a_replica_batch_answers_each_write_in_order() {
     assert_eq!(held("good").await.values().count(), 1);
     assert_eq!(held("handed-off").await.values().count(), 1);
     assert!(held("stale").await.is_empty(), "a refused write landed");
+    assert!(held("fenced").await.is_empty(), "a fenced write landed");
     // A batch meant for another node is refused whole.
     let wrong = Addressee {
         node: c.ids[0].clone(),
         identity: None,
+        from: None,
     };
     let out = conn
         .client()
@@ -452,6 +486,7 @@ async fn a_read_batch_answers_each_read_in_order() {
     let wrong = Addressee {
         node: c.ids[0].clone(),
         identity: None,
+        from: None,
     };
     let out = conn
         .client()

@@ -49,6 +49,7 @@ fn ring_of(c: &Cluster, via: usize) -> Ring {
         identities: Default::default(),
         transition: None,
         incarnations: Default::default(),
+        departed: Default::default(),
     })
 }
 

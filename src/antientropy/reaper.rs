@@ -178,6 +178,11 @@ impl Reaper {
         if ring.transition().is_some() {
             return Ok(Some("a ring change is running".into()));
         }
+        if self.ring.older_in_use(ring.epoch()) {
+            return Ok(Some(
+                "a call begun under an older ring is still running on it".into(),
+            ));
+        }
         if self.storage.marker(Marker::CleanupDone)? < ring.epoch() {
             return Ok(Some("its clean-up of the ring is not finished".into()));
         }
@@ -478,7 +483,7 @@ impl Reaper {
         let mine = by_owner.remove(&self.me).unwrap_or_default();
         let remote = futures::future::join_all(by_owner.into_iter().map(|(owner, items)| async move {
             for chunk in items.chunks(MAX_CHECK_KEYS) {
-                let to = Addressee::in_ring(ring, &owner);
+                let to = Addressee::from_me(ring, &owner, &self.me, self.storage.uuid());
                 let sent = chunk.to_vec();
                 if let Err(e) = self
                     .peers

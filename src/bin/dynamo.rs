@@ -73,10 +73,15 @@ struct Args {
     #[arg(long, default_value_t = dynamo::antientropy::DEFAULT_EXCHANGE_INTERVAL_MS)]
     anti_entropy_interval_ms: u64,
     /// How long every owner must have held a tombstone, with nothing pending for
-    /// it, before it leaves the disk, in milliseconds (keep it above the longest
-    /// call deadline, 10 s).
+    /// it, before it leaves the disk, in milliseconds (more than twice the
+    /// longest deadline of a call that carries copies: with the defaults, more
+    /// than 20,000).
     #[arg(long, default_value_t = dynamo::config::DEFAULT_TOMBSTONE_GRACE_MS)]
     tombstone_grace_ms: u64,
+    /// Deadline of a call that carries copies in bulk (a ring change's transfer
+    /// batch, an anti-entropy call), in milliseconds.
+    #[arg(long, default_value_t = dynamo::config::DEFAULT_COPY_TIMEOUT_MS)]
+    copy_timeout_ms: u64,
     /// Pause between two rounds of failure-detector pings, in milliseconds (0: no
     /// pings; peers then count as alive until a call to them fails).
     #[arg(long, default_value_t = dynamo::config::DEFAULT_PING_INTERVAL_MS)]
@@ -111,6 +116,7 @@ fn main() -> ExitCode {
         anti_entropy_interval_ms: Some(args.anti_entropy_interval_ms),
         tombstone_grace_ms: Some(args.tombstone_grace_ms),
         ping_interval_ms: Some(args.ping_interval_ms),
+        copy_timeout_ms: Some(args.copy_timeout_ms),
     }) {
         Ok(c) => c,
         Err(e) => {

@@ -107,6 +107,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/locate/{*key}", get(locate))
         .route("/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
         .route("/ring/nodes/{node}", post(add_node).delete(remove_node))
+        .route("/ring/transition", axum::routing::delete(abort_change))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(axum::extract::DefaultBodyLimit::disable())
@@ -152,7 +153,9 @@ pub fn status_of(e: &Error) -> StatusCode {
         | Error::NoRing { .. }
         | Error::StaleRing { .. }
         | Error::Restoring { .. }
+        | Error::Removed { .. }
         | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Fenced { .. } => StatusCode::FORBIDDEN,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -527,6 +530,15 @@ async fn remove_node(
     path: std::result::Result<Path<String>, PathRejection>,
 ) -> Response {
     ring_change(&s, path, Op::RemoveNode).await
+}
+
+/// `DELETE /ring/transition`: `abort-change`.
+async fn abort_change(State(s): State<HttpState>) -> Response {
+    let out = s
+        .metrics
+        .time(Op::AbortChange, s.membership.abort_change())
+        .await;
+    answer(out.map(Outcome::Aborted))
 }
 
 /// `add-node` (`op` = [`Op::AddNode`]) or `remove-node` of the node in `path`.

@@ -39,7 +39,7 @@ use crate::error::Error;
 use std::collections::BTreeMap;
 
 use crate::rpc::{
-    AeStats, LocateReply, MemberStatus, MembershipReply, NodeState, ReadReply, StatusReply,
+    AeStats, LocateReply, MemberStatus, MembershipReply, NodeState, ReadReply, Refusal, StatusReply,
     TransitionStatus, WriteReply,
 };
 use crate::types::{Key, NodeId, Value};
@@ -59,6 +59,8 @@ pub enum Outcome {
     GetVerbose(ReadReply),
     /// `add-node` or `remove-node`.
     Membership(MembershipReply),
+    /// `abort-change`.
+    Aborted(MembershipReply),
     Status(StatusReply),
     /// `locate`.
     Locate(LocateReply),
@@ -103,7 +105,7 @@ impl Outcome {
                 context: &reply.context,
                 replicas: &reply.replicas,
             }),
-            Outcome::Membership(reply) => serde_json::to_string(&JsonMembership {
+            Outcome::Membership(reply) | Outcome::Aborted(reply) => serde_json::to_string(&JsonMembership {
                 ok: true,
                 epoch: reply.epoch,
                 members: &reply.members,
@@ -123,6 +125,8 @@ impl Outcome {
                 fsync: &reply.fsync,
                 transition: reply.transition.as_ref(),
                 member: reply.member,
+                removed_at_epoch: reply.removed_at_epoch,
+                refused: &reply.refused,
             }),
             Outcome::Locate(reply) => serde_json::to_string(&JsonLocate {
                 ok: true,
@@ -163,6 +167,11 @@ impl Outcome {
                 }
             ),
             Outcome::Membership(reply) => membership_human(reply),
+            Outcome::Aborted(reply) => format!(
+                "ring change aborted (epoch {}): the ring is back to {}",
+                reply.epoch,
+                ids_or_dash(&reply.members)
+            ),
             Outcome::Status(reply) => status_human(reply),
             Outcome::Locate(reply) => locate_human(reply),
             Outcome::Settled(epoch) => format!("ring settled (epoch {epoch})"),
@@ -257,6 +266,12 @@ struct JsonStatus<'a> {
     transition: Option<&'a TransitionStatus>,
     /// Whether the answering node is in the ring.
     member: bool,
+    /// Only on a node removed while it was away: the epoch that removed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    removed_at_epoch: Option<u64>,
+    /// Keys a node could not hand off because a peer refused them for good.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    refused: &'a [Refusal],
 }
 
 #[derive(Serialize)]
@@ -356,6 +371,14 @@ fn describe_change(joining: &[NodeId], leaving: &[NodeId]) -> String {
 }
 
 fn membership_human(reply: &MembershipReply) -> String {
+    if reply.joining.is_empty() && reply.leaving.is_empty() {
+        // remove-node of the only node a change was adding ends the change.
+        return format!(
+            "ring change ended (epoch {}): members {}",
+            reply.epoch,
+            ids_or_dash(&reply.members)
+        );
+    }
     let mut lines = vec![
         format!(
             "ring change started (epoch {}): {}",
@@ -407,13 +430,21 @@ fn last_exchange(ae: Option<&AeStats>) -> String {
 
 fn status_human(reply: &StatusReply) -> String {
     let r = &reply.replication;
-    let mut lines = vec![
+    let mut lines = Vec::new();
+    if let Some(epoch) = reply.removed_at_epoch {
+        lines.push(format!(
+            "THIS NODE WAS REMOVED from the ring at epoch {epoch} while it was away: it serves \
+             nothing and hands nothing off. Delete its data directory before adding it again."
+        ));
+        lines.push(String::new());
+    }
+    lines.extend([
         format!("node:   {} (fsync {})", reply.node, reply.fsync),
         format!("leader: {}", reply.leader),
         format!("epoch:  {}", reply.epoch),
         format!("N/W/R:  {}/{}/{}", r.n, r.w, r.r),
         String::new(),
-    ];
+    ]);
     let mut rows = vec![[
         "ID".to_string(),
         "STATE".to_string(),
@@ -462,6 +493,12 @@ fn status_human(reply: &StatusReply) -> String {
         lines.push(cells.join("  ").trim_end().to_string());
     }
     lines.push(String::new());
+    for r in &reply.refused {
+        lines.push(format!(
+            "refused for good ({}): key {:?} by {}: {}",
+            r.during, r.key, r.node, r.reason
+        ));
+    }
     // Hints waiting for their replicas, per holder and target.
     for m in &reply.nodes {
         for (target, count) in m.hints_by_target.iter().flatten() {
@@ -714,6 +751,8 @@ mod tests {
             ],
             transition: None,
             member: true,
+            removed_at_epoch: None,
+            refused: Vec::new(),
         }
     }
 

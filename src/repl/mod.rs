@@ -218,6 +218,7 @@ impl Session {
             }
             Command::AddNode { node } => Outcome::Membership(client.add_node(node).await?),
             Command::RemoveNode { node } => Outcome::Membership(client.remove_node(node).await?),
+            Command::AbortChange => Outcome::Aborted(client.abort_change().await?),
             Command::Status => Outcome::Status(client.status().await?),
             Command::Locate { key } => Outcome::Locate(client.locate(key).await?),
             Command::WaitSettled { secs } => {

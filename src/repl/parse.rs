@@ -61,6 +61,8 @@ pub enum Command {
     AddNode { node: NodeId },
     /// `remove-node HOST:PORT`.
     RemoveNode { node: NodeId },
+    /// `abort-change`.
+    AbortChange,
     /// `status`.
     Status,
     /// `wait-settled [SECONDS]`.
@@ -120,6 +122,12 @@ pub const COMMANDS: &[CommandInfo] = &[
         name: "remove-node",
         usage: "remove-node HOST:PORT",
         summary: "remove a node; its data moves to the new owners in the background (leader only)",
+    },
+    CommandInfo {
+        name: "abort-change",
+        usage: "abort-change",
+        summary: "end the running ring change; the ring returns to the members it had before it \
+                  (leader only)",
     },
     CommandInfo {
         name: "status",
@@ -400,6 +408,7 @@ pub fn parse(line: &str) -> Result<Command> {
         "remove-node" => Command::RemoveNode {
             node: take_node(&mut lexer, &name)?,
         },
+        "abort-change" => Command::AbortChange,
         "status" => Command::Status,
         "locate" => Command::Locate {
             key: take_key(&mut lexer, &name)?,

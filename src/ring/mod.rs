@@ -80,16 +80,46 @@
 //! * `pending`: the nodes of its preference list in the target ring that are
 //!   not replicas now (they are receiving the data);
 //! * `fallbacks`: the stand-ins for sloppy quorum, nearest first: the target
-//!   ring's walk without the replicas and pending owners, so a leaving node
-//!   never takes a hint it would carry out of the ring.
+//!   ring's walk without the replicas and pending owners, and only members
+//!   that stay: a leaving node never takes a hint it would carry out of the
+//!   ring, and a joining node never holds a stand-in copy that an aborted
+//!   join would strand.
 //!
 //! A write needs W acknowledgements among the current owners **and** W among
 //! the target owners; a read needs R answers from each ([`Quorum`]). Once
 //! every moved key is confirmed on its new owners the leader makes the next
 //! epoch with [`RingState::settle`]: `members` becomes the target and the
 //! transition ends. Only then may a node drop data the settled ring gives to
-//! others. One change runs at a time: `begin_*` refuse while one runs, naming
-//! it.
+//! others. One change runs at a time: `begin_add` refuses while one runs,
+//! naming it.
+//!
+//! # Every change can end
+//!
+//! A change waits for every node of both rings to report its transfer, so a
+//! node that is gone for good must not be able to hold it for ever:
+//!
+//! * [`RingState::abort`] ends it without completing it: the ring keeps the
+//!   members it had (`members` is never altered before the settle), so every
+//!   acknowledged write (W acks among those owners) is still on a write
+//!   quorum of the owners;
+//! * `begin_remove` of a node the change adds aborts that node's join, and of
+//!   a member that stays takes it out of the target (as a leaving node its
+//!   silence is then tolerated);
+//! * [`RingState::readmit`] admits a wiped node of either ring under a new
+//!   incarnation while the change runs, and the new epoch makes every holder
+//!   send its moving keys again.
+//!
+//! # Departures
+//!
+//! A node that is no longer in the ring must never write into it again: it
+//! may hold versions the ring has since deleted and removed for good. The
+//! state records, per address, how each node went ([`Departure`]): `left`
+//! (its transfer was reported done: it may drop its copies), `aborted` (a
+//! join that did not complete: it holds only copies) or `removed` (settled
+//! without its report, as a dead or stalled leaving node is: it keeps its
+//! data for the operator, hands nothing off, and cannot be added again on
+//! that data directory). Receivers refuse data from any node outside their
+//! ring whatever it believes (see [`crate::coordinator`]).
 //!
 //! # Invariants
 //!
@@ -212,6 +242,52 @@ pub struct RingState {
     /// it writes under an actor no replica has seen ([`RingState::actor`]).
     #[serde(default)]
     pub incarnations: BTreeMap<NodeId, Incarnation>,
+    /// Nodes that were in the ring (or joining it) and are no longer: how each
+    /// one went, so that it knows what to do with its data when it learns it
+    /// ([`Departure`]). An entry goes when its address is added again.
+    #[serde(default)]
+    pub departed: BTreeMap<NodeId, Departure>,
+}
+
+/// How a node left the ring, as the leader recorded it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Departure {
+    /// The epoch that ended its part in the ring.
+    pub epoch: u64,
+    /// The data directory (identity) that departed; None when the ring never
+    /// knew it.
+    pub identity: Option<Uuid>,
+    pub kind: DepartureKind,
+}
+
+/// Why a node is no longer in the ring; it decides what the node may do with
+/// what it still holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DepartureKind {
+    /// It left through a settled change after reporting its transfer done:
+    /// every key it held is on the owners, so it may drop its copies.
+    Left,
+    /// The change settled without its report (it was down or stalled): it may
+    /// hold versions the ring has since deleted and removed. It must never
+    /// hand anything off; its data directory must be deleted before the node
+    /// is added again.
+    Removed,
+    /// Its join was aborted: it only ever held copies of what the members
+    /// hold (the acknowledged writes are on W of the old owners), so it may
+    /// drop them.
+    Aborted,
+}
+
+impl DepartureKind {
+    /// `left`, `removed`, `aborted`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DepartureKind::Left => "left",
+            DepartureKind::Removed => "removed",
+            DepartureKind::Aborted => "aborted",
+        }
+    }
 }
 
 /// One data directory's turn at an address.
@@ -256,6 +332,32 @@ impl RingState {
             identities: BTreeMap::new(),
             transition: None,
             incarnations: BTreeMap::new(),
+            departed: BTreeMap::new(),
+        }
+    }
+
+    /// The epoch that removed the node at `node` with identity `uuid` while it
+    /// was away ([`DepartureKind::Removed`]), if it is in neither ring now.
+    pub fn removed_at(&self, node: &NodeId, uuid: Uuid) -> Option<u64> {
+        if self.members.binary_search(node).is_ok() || self.target().binary_search(node).is_ok()
+        {
+            return None;
+        }
+        self.departure(node, uuid)
+            .filter(|d| d.kind == DepartureKind::Removed)
+            .map(|d| d.epoch)
+    }
+
+    /// How the node at `node` with identity `uuid` left the ring, if the ring
+    /// recorded its departure for that data directory (a departure recorded
+    /// without an identity, from a ring that never learned it, applies to
+    /// any: the node then keeps what it holds if it was removed while away;
+    /// `add-node` cannot tell it from a wiped one and lets it in).
+    pub fn departure(&self, node: &NodeId, uuid: Uuid) -> Option<Departure> {
+        let d = self.departed.get(node)?;
+        match d.identity {
+            Some(id) if id != uuid => None,
+            _ => Some(*d),
         }
     }
 
@@ -293,17 +395,19 @@ impl RingState {
         );
     }
 
-    /// The next epoch's state in which the member `node` is known by the new
-    /// identity `uuid`: it lost its data directory and came back empty under
-    /// the same address. It gets the next incarnation (a new actor, so none
-    /// of its new dots can collide with one its old data directory issued)
-    /// and refills from its peers by anti-entropy.
+    /// The next epoch's state in which the node `node` (a member, or a node a
+    /// running change adds) is known by the new identity `uuid`: it lost its
+    /// data directory and came back empty under the same address. It gets the
+    /// next incarnation (a new actor, so none of its new dots can collide with
+    /// one its old data directory issued) and refills from its peers: by
+    /// anti-entropy as a member, and, while a change runs, by every holder
+    /// sending its moving keys again (the new epoch restarts each node's
+    /// transfer), so a change whose node was wiped still settles.
     ///
-    /// Fails with [`Error::Membership`] if a change is running, `node` is not
-    /// a member, already has that identity, or `uuid` is another member's.
+    /// Fails with [`Error::Membership`] if `node` is in neither ring, already
+    /// has that identity, or `uuid` is another node's.
     pub fn readmit(&self, node: &NodeId, uuid: Uuid) -> Result<RingState> {
-        self.refuse_while_changing()?;
-        if self.members.binary_search(node).is_err() {
+        if self.all_nodes().binary_search(node).is_err() {
             return Err(membership(format!(
                 "{node} is not a member of the ring (epoch {})",
                 self.epoch
@@ -447,6 +551,17 @@ impl RingState {
                      (same node identity {uuid}); one process cannot be two replicas"
                 )));
             }
+            if let Some(d) = self.departed.get(&node) {
+                if d.kind == DepartureKind::Removed && d.identity == Some(uuid) {
+                    return Err(membership(format!(
+                        "cannot add {node}: it was removed from the ring at epoch {} while it \
+                         was away, and it still runs on that data directory, which may hold \
+                         versions the ring has deleted since; stop it, delete its data \
+                         directory and start it again, then add it",
+                        d.epoch
+                    )));
+                }
+            }
         }
         if self.members.len() >= MAX_MEMBERS {
             return Err(membership(format!(
@@ -460,6 +575,7 @@ impl RingState {
         if let Some(uuid) = uuid {
             next.admit(&node, uuid);
         }
+        next.departed.remove(&node);
         next.transition = Some(Transition {
             target,
             started_ms: now_ms,
@@ -469,24 +585,46 @@ impl RingState {
 
     /// The next epoch's state starting a change that removes `node`.
     ///
-    /// Fails with [`Error::Membership`] if a change is running, `node` is not
-    /// a member, is the leader (the leader owns the ring and cannot hand
-    /// itself out of it), or if fewer members than W would be left (every
-    /// write would then fail).
+    /// While a change runs, removing a node that change adds aborts its join
+    /// (the whole change when it was the only thing the change did), and
+    /// removing a member that stays in the target takes it out of the target
+    /// too (a node of the change that is dead for good then no longer blocks
+    /// it: as a leaving node, its silence is tolerated). Either way the new
+    /// epoch restarts every node's transfer against the new target.
+    ///
+    /// Fails with [`Error::Membership`] if `node` is in neither ring, is
+    /// already leaving, is the leader (the leader owns the ring and cannot
+    /// hand itself out of it), or if fewer members than W or R would be left
+    /// (every write or read would then fail).
     pub fn begin_remove(&self, node: &NodeId, now_ms: u64) -> Result<RingState> {
-        self.refuse_while_changing()?;
-        let Ok(at) = self.members.binary_search(node) else {
+        if self.transition.is_some() && self.members.binary_search(node).is_err() {
+            if self.target().binary_search(node).is_ok() {
+                return self.abort_join(node);
+            }
             return Err(membership(format!(
                 "{node} is not a member of the ring (epoch {})",
                 self.epoch
             )));
-        };
+        }
+        if self.members.binary_search(node).is_err() {
+            return Err(membership(format!(
+                "{node} is not a member of the ring (epoch {})",
+                self.epoch
+            )));
+        }
         if *node == self.leader {
             return Err(membership(format!(
                 "cannot remove the leader {node}: the leader owns the ring and must stay a member"
             )));
         }
-        let left = self.members.len().saturating_sub(1);
+        let Ok(at) = self.target().binary_search(node) else {
+            return Err(membership(format!(
+                "{node} is already leaving in the running change (epoch {}: {})",
+                self.epoch,
+                self.describe_change()
+            )));
+        };
+        let left = self.target().len().saturating_sub(1);
         let need = self.replication.w.max(self.replication.r);
         if left < need {
             return Err(membership(format!(
@@ -496,27 +634,96 @@ impl RingState {
             )));
         }
         let mut next = self.next_epoch()?;
-        let mut target = self.members.clone();
+        let mut target = self.target().to_vec();
         target.remove(at);
-        next.transition = Some(Transition {
-            target,
-            started_ms: now_ms,
-        });
+        let started_ms = self.transition.as_ref().map_or(now_ms, |t| t.started_ms);
+        next.transition = Some(Transition { target, started_ms });
         Ok(next)
     }
 
-    /// The next epoch's state ending the running change: the target becomes
-    /// the ring, identities of nodes that left are forgotten.
+    /// The next epoch's state in which the node `node`, which the running
+    /// change adds, no longer joins: recorded as [`DepartureKind::Aborted`].
+    /// When the change did nothing else it ends ([`RingState::abort`]).
+    fn abort_join(&self, node: &NodeId) -> Result<RingState> {
+        let mut target = self.target().to_vec();
+        target.retain(|n| n != node);
+        if target == self.members {
+            return self.abort();
+        }
+        let mut next = self.next_epoch()?;
+        next.depart(node, DepartureKind::Aborted);
+        next.identities.remove(node);
+        if let Some(t) = next.transition.as_mut() {
+            t.target = target;
+        }
+        Ok(next)
+    }
+
+    /// The next epoch's state ending the running change without completing
+    /// it: the ring keeps the members it had before the change (`members`,
+    /// which a change never alters until it settles), nodes it was adding are
+    /// recorded as [`DepartureKind::Aborted`], and nodes it was removing stay.
+    ///
+    /// Nothing acknowledged is lost by going back: while the change ran,
+    /// every write was acknowledged only with W acks among the key's owners
+    /// before the change, and those owners are the owners again. What the
+    /// joining nodes received is a copy; what the staying members received as
+    /// new owners is handed back by their clean-up of this epoch.
     ///
     /// Fails with [`Error::Membership`] when no change runs.
-    pub fn settle(&self) -> Result<RingState> {
+    pub fn abort(&self) -> Result<RingState> {
+        if self.transition.is_none() {
+            return Err(membership(format!(
+                "no ring change is running (epoch {})",
+                self.epoch
+            )));
+        }
+        let joining = self.joining();
+        let mut next = self.next_epoch()?;
+        for node in &joining {
+            next.depart(node, DepartureKind::Aborted);
+        }
+        next.transition = None;
+        let members = next.members.clone();
+        next.identities
+            .retain(|node, _| members.binary_search(node).is_ok());
+        Ok(next)
+    }
+
+    /// Records that `node` left this epoch, with the identity the ring knew.
+    fn depart(&mut self, node: &NodeId, kind: DepartureKind) {
+        let departure = Departure {
+            epoch: self.epoch,
+            identity: self.identities.get(node).copied(),
+            kind,
+        };
+        self.departed.insert(node.clone(), departure);
+    }
+
+    /// The next epoch's state ending the running change: the target becomes
+    /// the ring, identities of nodes that left are forgotten, and each node
+    /// that left is recorded as [`DepartureKind::Left`], or as
+    /// [`DepartureKind::Removed`] when it is in `unreported` (the leader
+    /// settled without its report that its transfer was done).
+    ///
+    /// Fails with [`Error::Membership`] when no change runs.
+    pub fn settle(&self, unreported: &[NodeId]) -> Result<RingState> {
         let Some(transition) = &self.transition else {
             return Err(membership(format!(
                 "no ring change is running (epoch {})",
                 self.epoch
             )));
         };
+        let leaving = self.leaving();
         let mut next = self.next_epoch()?;
+        for node in &leaving {
+            let kind = if unreported.contains(node) {
+                DepartureKind::Removed
+            } else {
+                DepartureKind::Left
+            };
+            next.depart(node, kind);
+        }
         next.members = transition.target.clone();
         next.transition = None;
         next.identities
@@ -527,15 +734,18 @@ impl RingState {
     /// The next epoch's state with `node` added at once, with no transition
     /// (a ring that holds no data yet, and tests of placement).
     pub fn with_member(&self, node: NodeId) -> Result<RingState> {
-        let mut next = self.begin_add(node, None, 0)?.settle()?;
+        let mut next = self.begin_add(node, None, 0)?.settle(&[])?;
         next.epoch = self.epoch.saturating_add(1);
         Ok(next)
     }
 
     /// The next epoch's state with `node` removed at once, with no transition.
     pub fn without_member(&self, node: &NodeId) -> Result<RingState> {
-        let mut next = self.begin_remove(node, 0)?.settle()?;
+        let mut next = self.begin_remove(node, 0)?.settle(&[])?;
         next.epoch = self.epoch.saturating_add(1);
+        if let Some(d) = next.departed.get_mut(node) {
+            d.epoch = next.epoch;
+        }
         Ok(next)
     }
 
@@ -592,6 +802,9 @@ impl RingState {
             if !uuids.insert(uuid) {
                 return Err(bad(format!("identity {uuid} is given to two nodes")));
             }
+        }
+        if let Some(node) = self.departed.keys().find(|n| all.binary_search(n).is_ok()) {
+            return Err(bad(format!("{node} is recorded as departed but is in the ring")));
         }
         if !(1..=MAX_TOKENS_PER_NODE).contains(&self.tokens_per_node) {
             return Err(bad(format!(
@@ -1000,9 +1213,14 @@ impl Ring {
                     .filter(|node| !replicas.contains(node))
                     .cloned()
                     .collect();
+                // Only members that stay stand in: a leaving node would carry
+                // the hint out of the ring, and a joining one would hold the
+                // only stand-in copy of a write if its join were aborted.
                 let fallbacks: Vec<NodeId> = rest
                     .into_iter()
-                    .filter(|node| !replicas.contains(node))
+                    .filter(|node| {
+                        !replicas.contains(node) && self.state.members.binary_search(node).is_ok()
+                    })
                     .collect();
                 Placement::moving(replicas, pending, next, fallbacks)
             }

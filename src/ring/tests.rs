@@ -36,6 +36,7 @@ fn state_of(members: Vec<NodeId>, replication: Replication) -> RingState {
         identities: BTreeMap::new(),
         transition: None,
         incarnations: Default::default(),
+        departed: Default::default(),
     }
 }
 
@@ -211,6 +212,7 @@ fn empty_and_unvalidated_states_never_panic() {
         identities: BTreeMap::new(),
         transition: None,
         incarnations: Default::default(),
+        departed: Default::default(),
     });
     assert!(empty.preference_list(b"k").is_empty());
     assert!(empty.walk(b"k").is_empty());
@@ -226,6 +228,7 @@ fn empty_and_unvalidated_states_never_panic() {
         identities: BTreeMap::new(),
         transition: None,
         incarnations: Default::default(),
+        departed: Default::default(),
     });
     assert_eq!(messy.members(), [node("a:1"), node("b:1"), node("c:1")]);
     let mut walk = messy.walk(b"k");
@@ -391,7 +394,7 @@ fn state_json_round_trip() {
     let json = serde_json::to_string(&state).unwrap();
     assert_eq!(
         json,
-        r#"{"epoch":2,"leader":"127.0.0.1:13337","members":["127.0.0.1:13337","127.0.0.1:13338"],"replication":{"n":3,"w":2,"r":2},"tokens_per_node":256,"identities":{},"transition":null,"incarnations":{}}"#
+        r#"{"epoch":2,"leader":"127.0.0.1:13337","members":["127.0.0.1:13337","127.0.0.1:13338"],"replication":{"n":3,"w":2,"r":2},"tokens_per_node":256,"identities":{},"transition":null,"incarnations":{},"departed":{}}"#
     );
     let back: RingState = serde_json::from_str(&json).unwrap();
     assert_eq!(back, state);
@@ -414,6 +417,11 @@ fn script_preference() {
 #[test]
 fn script_transition() {
     run_script("transition.txt");
+}
+
+#[test]
+fn script_abort() {
+    run_script("abort.txt");
 }
 
 #[test]
@@ -554,13 +562,37 @@ impl Script {
                     Err(e) => out = format!("error: {e}\n"),
                 }
             }
-            "settle" => match self.ring().state().settle() {
-                Ok(state) => {
-                    out = describe(&state);
-                    self.previous = self.current.replace(Ring::new(state));
+            "settle" | "abort" | "readmit" => {
+                let state = self.ring().state();
+                let next = match command {
+                    // settle [unreported=a:1,b:1]
+                    "settle" => {
+                        let unreported: Vec<NodeId> = opts
+                            .iter()
+                            .find_map(|o| o.strip_prefix("unreported="))
+                            .map(|l| l.split(',').map(node).collect())
+                            .unwrap_or_default();
+                        state.settle(&unreported)
+                    }
+                    "abort" => state.abort(),
+                    // readmit ID uuid=UUID
+                    _ => {
+                        let uuid = opts
+                            .iter()
+                            .find_map(|o| o.strip_prefix("uuid="))
+                            .map(|u| uuid::Uuid::parse_str(u).unwrap())
+                            .unwrap();
+                        state.readmit(&node(args[0]), uuid)
+                    }
+                };
+                match next {
+                    Ok(state) => {
+                        out = describe(&state);
+                        self.previous = self.current.replace(Ring::new(state));
+                    }
+                    Err(e) => out = format!("error: {e}\n"),
                 }
-                Err(e) => out = format!("error: {e}\n"),
-            },
+            }
             "placement" => {
                 let ring = self.ring();
                 for key in args {
@@ -733,6 +765,18 @@ fn describe(state: &RingState) -> String {
     for (n, id) in &state.identities {
         out.push_str(&format!("identity {n} {id}\n"));
     }
+    for (n, inc) in &state.incarnations {
+        if inc.number > 0 {
+            out.push_str(&format!("incarnation {n} {}\n", inc.number));
+        }
+    }
+    for (n, d) in &state.departed {
+        out.push_str(&format!(
+            "departed {n} {} at epoch {}\n",
+            d.kind.name(),
+            d.epoch
+        ));
+    }
     out
 }
 
@@ -785,7 +829,7 @@ fn an_address_back_with_a_new_data_directory_writes_under_a_new_actor() {
         .unwrap()
         .begin_add(b.clone(), Some(u1), 0)
         .unwrap()
-        .settle()
+        .settle(&[])
         .unwrap();
     // The first data directory at the address writes under the address.
     assert_eq!(ring.actor(&b, u1), Some(b.clone()));
@@ -806,24 +850,23 @@ fn an_address_back_with_a_new_data_directory_writes_under_a_new_actor() {
     assert!(back.readmit(&b, u2).is_err());
     let third = back.readmit(&b, u3).unwrap();
     assert_eq!(third.actor(&b, u3).unwrap().as_str(), "127.0.0.1~2:13338");
-    let removed = third.begin_remove(&b, 0).unwrap().settle().unwrap();
+    let removed = third.begin_remove(&b, 0).unwrap().settle(&[]).unwrap();
     let u4 = Uuid::new_v4();
     let again = removed.begin_add(b.clone(), Some(u4), 0).unwrap();
     assert_eq!(again.actor(&b, u4).unwrap().as_str(), "127.0.0.1~3:13338");
     // The same directory re-added keeps its actor.
     let same = removed.begin_add(b.clone(), Some(u3), 0).unwrap();
     assert_eq!(same.actor(&b, u3).unwrap().as_str(), "127.0.0.1~2:13338");
-    // Refused: a non-member, a running change, another member's identity.
+    // Refused: a non-member, another member's identity. A running change
+    // does not stop it: the change goes on with the node's new directory.
     assert!(ring.readmit(&node("127.0.0.1:1"), u2).is_err());
-    assert!(ring
-        .begin_add(node("127.0.0.1:2"), None, 0)
-        .unwrap()
-        .readmit(&b, u2)
-        .is_err());
+    let changing = ring.begin_add(node("127.0.0.1:2"), None, 0).unwrap();
+    let readmitted = changing.readmit(&b, u2).unwrap();
+    assert_eq!(readmitted.transition, changing.transition);
     let with_c = ring
         .begin_add(node("127.0.0.1:3"), Some(u3), 0)
         .unwrap()
-        .settle()
+        .settle(&[])
         .unwrap();
     assert!(with_c.readmit(&b, u3).is_err());
     // A node the ring never admitted (or a ring from before identities) writes
@@ -881,7 +924,7 @@ fn the_ring_knows_every_actor_it_ever_let_write_and_no_other() {
     let ring = RingState::bootstrap(leader.clone(), Replication::default())
         .begin_add(b.clone(), Some(u1), 0)
         .unwrap()
-        .settle()
+        .settle(&[])
         .unwrap()
         .readmit(&b, u2)
         .unwrap();
@@ -907,11 +950,11 @@ fn the_ring_knows_every_actor_it_ever_let_write_and_no_other() {
     let adding = ring.begin_add(c.clone(), Some(Uuid::new_v4()), 0).unwrap();
     assert!(adding.knows_actor(&c));
     let gone = adding
-        .settle()
+        .settle(&[])
         .unwrap()
         .begin_remove(&b, 0)
         .unwrap()
-        .settle()
+        .settle(&[])
         .unwrap();
     assert!(gone.knows_actor(&b));
     assert!(gone.knows_actor(&node("127.0.0.1~1:13338")));

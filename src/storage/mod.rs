@@ -88,8 +88,8 @@ pub use group_commit::GroupCommit;
 /// decoder for every older version.
 pub const RECORD_FORMAT: u8 = 1;
 /// Format version of the ring record: 2 added node identities and the
-/// transition, 3 the incarnations of each address.
-pub const RING_FORMAT: u8 = 3;
+/// transition, 3 the incarnations of each address, 4 the departed nodes.
+pub const RING_FORMAT: u8 = 4;
 /// How many mutexes guard per-key read-modify-write. 1024 makes two hot keys share a
 /// stripe rarely while costing 1024 small mutexes per node.
 pub const LOCK_STRIPES: usize = 1024;
@@ -1044,9 +1044,37 @@ struct RingStateV2 {
     transition: Option<crate::ring::Transition>,
 }
 
-/// Decodes the ring record, of version 1, 2 or [`RING_FORMAT`].
+/// The ring record as version 3 wrote it (before departures).
+#[derive(serde::Deserialize)]
+struct RingStateV3 {
+    epoch: u64,
+    leader: NodeId,
+    members: Vec<NodeId>,
+    replication: crate::types::Replication,
+    tokens_per_node: u32,
+    identities: std::collections::BTreeMap<NodeId, uuid::Uuid>,
+    transition: Option<crate::ring::Transition>,
+    incarnations: std::collections::BTreeMap<NodeId, crate::ring::Incarnation>,
+}
+
+/// Decodes the ring record, of version 1 to [`RING_FORMAT`].
 fn decode_ring(raw: &[u8]) -> Result<RingState> {
     match raw.split_first() {
+        Some((3, body)) => {
+            let v3: RingStateV3 = bincode::deserialize(body)
+                .map_err(|e| Error::storage(format!("corrupt ring record: {e}")))?;
+            Ok(RingState {
+                epoch: v3.epoch,
+                leader: v3.leader,
+                members: v3.members,
+                replication: v3.replication,
+                tokens_per_node: v3.tokens_per_node,
+                identities: v3.identities,
+                transition: v3.transition,
+                incarnations: v3.incarnations,
+                departed: Default::default(),
+            })
+        }
         Some((2, body)) => {
             let v2: RingStateV2 = bincode::deserialize(body)
                 .map_err(|e| Error::storage(format!("corrupt ring record: {e}")))?;
@@ -1059,6 +1087,7 @@ fn decode_ring(raw: &[u8]) -> Result<RingState> {
                 identities: v2.identities,
                 transition: v2.transition,
                 incarnations: Default::default(),
+                departed: Default::default(),
             })
         }
         Some((1, _)) => {
@@ -1072,6 +1101,7 @@ fn decode_ring(raw: &[u8]) -> Result<RingState> {
                 identities: Default::default(),
                 transition: None,
                 incarnations: Default::default(),
+                departed: Default::default(),
             })
         }
         Some((&RING_FORMAT, body)) => bincode::deserialize(body)

@@ -572,6 +572,44 @@ fn version_2_rings_are_still_read() {
 }
 
 #[test]
+fn version_3_rings_are_still_read_without_departures() {
+    #[derive(serde::Serialize)]
+    struct V3 {
+        epoch: u64,
+        leader: NodeId,
+        members: Vec<NodeId>,
+        replication: crate::types::Replication,
+        tokens_per_node: u32,
+        identities: std::collections::BTreeMap<NodeId, uuid::Uuid>,
+        transition: Option<crate::ring::Transition>,
+        incarnations: std::collections::BTreeMap<NodeId, crate::ring::Incarnation>,
+    }
+    let leader = id("127.0.0.1:1");
+    let uuid = uuid::Uuid::new_v4();
+    let inc = crate::ring::Incarnation {
+        identity: uuid,
+        number: 2,
+    };
+    let v3 = V3 {
+        epoch: 9,
+        leader: leader.clone(),
+        members: vec![leader.clone()],
+        replication: crate::types::Replication::default(),
+        tokens_per_node: 8,
+        identities: [(leader.clone(), uuid)].into(),
+        transition: None,
+        incarnations: [(leader.clone(), inc)].into(),
+    };
+    let mut raw = vec![3u8];
+    bincode::serialize_into(&mut raw, &v3).unwrap();
+    let ring = decode_ring(&raw).unwrap();
+    assert_eq!(ring.epoch, 9);
+    assert_eq!(ring.incarnations.get(&leader), Some(&inc));
+    assert!(ring.departed.is_empty());
+    ring.validate().unwrap();
+}
+
+#[test]
 fn the_refilling_mark_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     {
