@@ -142,6 +142,10 @@ pub enum Error {
     /// A bug or an impossible state, reported instead of panicking.
     #[error("internal error: {reason}")]
     Internal { reason: String },
+    /// A ring was not persisted because this node has already stored one of
+    /// the same or a newer epoch (two installs raced; the newer one stays).
+    #[error("ring of epoch {sent} not saved: epoch {current} is already stored")]
+    RingNotNewer { sent: u64, current: u64 },
 }
 
 impl Error {

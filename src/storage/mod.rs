@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `objects` | the key's [`Segment`] (u16 BE), then the key's bytes | the key's [`Object`] (all siblings and the causal context) |
 //! | `hints` | `u16 BE key length, key, target node id` | an [`Object`] held for a replica that was down |
-//! | `meta` | `ring` | the [`RingState`] this node last installed |
+//! | `meta` | `ring` | the [`RingState`] this node last installed (replaced only by a newer epoch: [`Storage::save_ring`] is a compare-and-swap) |
 //! | `meta` | `node_uuid` | this node's identity, created with the data directory |
 //! | `meta` | `transfer_done`, `cleanup_done` | the last epoch whose ring-change transfer / clean-up this node finished |
 //! | `meta` | `transfer_cursor` | `(epoch, key)`: how far the transfer of a running change got |
@@ -716,12 +716,32 @@ impl Storage {
         }
     }
 
-    /// Persists a ring. Call [`Storage::durable`] before relying on it.
+    /// Persists a ring if its epoch is above the stored one's, atomically (a
+    /// compare-and-swap loop on the record), so of two racing saves the newer
+    /// always stays. A ring not newer than the stored one is refused with
+    /// [`Error::RingNotNewer`]. Call [`Storage::durable`] before relying on it.
     pub fn save_ring(&self, ring: &RingState) -> Result<()> {
         let mut out = vec![RING_FORMAT];
         bincode::serialize_into(&mut out, ring).map_err(Error::storage)?;
-        self.meta.insert(RING_KEY, out)?;
-        Ok(())
+        let mut stored = self.meta.get(RING_KEY)?;
+        loop {
+            if let Some(raw) = &stored {
+                let current = decode_ring(raw)?.epoch;
+                if ring.epoch <= current {
+                    return Err(Error::RingNotNewer {
+                        sent: ring.epoch,
+                        current,
+                    });
+                }
+            }
+            match self
+                .meta
+                .compare_and_swap(RING_KEY, stored.as_ref(), Some(out.as_slice()))?
+            {
+                Ok(()) => return Ok(()),
+                Err(changed) => stored = changed.current,
+            }
+        }
     }
 
     /// The epoch stored under a progress marker (0 when never set).

@@ -120,6 +120,54 @@ fn ring_persists() {
     assert_eq!(s.ring().unwrap(), Some(state));
 }
 
+fn ring_at(epoch: u64) -> RingState {
+    let mut state = RingState::bootstrap(id("127.0.0.1:1"), crate::types::Replication::default());
+    state.epoch = epoch;
+    state
+}
+
+#[test]
+fn a_ring_is_saved_only_over_an_older_epoch() {
+    let s = Storage::open(None, FsyncMode::Never).unwrap();
+    s.save_ring(&ring_at(5)).unwrap();
+    for stale in [4, 5] {
+        assert_eq!(
+            s.save_ring(&ring_at(stale)),
+            Err(Error::RingNotNewer {
+                sent: stale,
+                current: 5
+            })
+        );
+        assert_eq!(s.ring().unwrap().unwrap().epoch, 5);
+    }
+    s.save_ring(&ring_at(6)).unwrap();
+    assert_eq!(s.ring().unwrap().unwrap().epoch, 6);
+}
+
+/// Racing saves (two installs that both passed the in-memory epoch check)
+/// leave the newest epoch stored, whatever order they land in.
+#[test]
+fn racing_ring_saves_keep_the_newest() {
+    let s = std::sync::Arc::new(Storage::open(None, FsyncMode::Never).unwrap());
+    for round in 0..20u64 {
+        let base = round * 100;
+        let threads: Vec<_> = (1..=8u64)
+            .map(|i| {
+                let s = s.clone();
+                // Newest first, so without the check an older save lands last.
+                let epoch = base + 9 - i;
+                std::thread::spawn(move || {
+                    let _ = s.save_ring(&ring_at(epoch));
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(s.ring().unwrap().unwrap().epoch, base + 8, "round {round}");
+    }
+}
+
 #[test]
 fn unknown_record_versions_and_garbage_are_errors_not_panics() {
     let s = Storage::open(None, FsyncMode::Never).unwrap();
