@@ -264,7 +264,7 @@ impl Storage {
             }
         };
         let restoring = std::sync::atomic::AtomicBool::new(meta.contains_key(RESTORING_KEY)?);
-        let commit = GroupCommit::start(db.clone(), fsync);
+        let commit = GroupCommit::start(db.clone(), fsync)?;
         let stripes = (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
         Ok(Storage {
             uuid,
