@@ -52,8 +52,10 @@
 //!
 //! # Progress and restarts
 //!
-//! The scan runs in key order in chunks of [`CHUNK_KEYS`]; after each chunk is
-//! confirmed the node records `(epoch, pass, last key)` on disk, so after a
+//! The scan runs in stored order (segment, then key) in chunks of
+//! [`CHUNK_KEYS`]; after each chunk is confirmed the node records `(epoch,
+//! pass, last stored key read)` on disk (the raw key, exact even for a record
+//! whose key is not UTF-8, which is logged and skipped), so after a
 //! `kill -9` it resumes where it stopped, and it records the epoch when its
 //! whole transfer is done. A counting scan (keys only) runs beside the first
 //! pass to fill in `keys_to_move`. A receiver that is down is retried with backoff
@@ -84,7 +86,7 @@ use tokio::sync::watch;
 use crate::peers::Peers;
 use crate::ring::{Ring, RingCell};
 use crate::rpc::{Addressee, NodeClient, TransferPhase, TransferProgress};
-use crate::storage::{entry_digest, Marker, Storage, Stored};
+use crate::storage::{entry_digest, Marker, ScanCursor, Storage, Stored};
 use crate::types::{Key, NodeId};
 use crate::vclock::Object;
 
@@ -296,7 +298,7 @@ impl Rebalance {
             epoch,
             change = %ring.state().describe_change(),
             resume_pass = resume.as_ref().map(|c| c.pass).unwrap_or(0),
-            resume_after = resume.as_ref().map(|c| c.key.as_str()).unwrap_or(""),
+            resume_after = %resume.as_ref().map(|c| c.key.to_string()).unwrap_or_default(),
             drain_ms = u64::try_from(drained.as_millis()).unwrap_or(u64::MAX),
             "ring change: sending keys to their new owners"
         );
@@ -376,7 +378,7 @@ impl Rebalance {
                 // a fresh first pass also counts every moving key.
                 let (page, moving) = tokio::task::spawn_blocking(move || {
                     let mut moving = 0u64;
-                    let page = storage.scan_raw(from.as_deref(), CHUNK_KEYS, |key| {
+                    let page = storage.scan_raw(from.as_ref(), CHUNK_KEYS, |key| {
                         let (key_pass, targets) = sending(&owned_ring, &me, key)?;
                         moving += 1;
                         (key_pass == pass).then_some(targets)
@@ -534,7 +536,7 @@ impl Rebalance {
         resume: Option<&Cursor>,
         stop: &watch::Receiver<bool>,
     ) -> Result<(), Stop> {
-        let mut after: Option<Key> = None;
+        let mut after: Option<ScanCursor> = None;
         loop {
             self.check(ring, stop)?;
             let storage = self.storage.clone();
@@ -543,7 +545,7 @@ impl Rebalance {
             // Keeps nothing: the filter only counts.
             let (page, total, done) = tokio::task::spawn_blocking(move || {
                 let (mut total, mut done) = (0u64, 0u64);
-                let page = storage.scan_raw(from.as_deref(), COUNT_KEYS, |key| {
+                let page = storage.scan_raw(from.as_ref(), COUNT_KEYS, |key| {
                     let (pass, _) = sending(&owned_ring, &me, key)?;
                     total += 1;
                     done += u64::from(resume.as_ref().is_some_and(|c| c.covers(pass, key)));
@@ -629,18 +631,17 @@ impl Rebalance {
             .state()
             .actor(&self.me, self.storage.uuid())
             .unwrap_or_else(|| self.me.clone());
-        let mut after: Option<Key> = None;
+        let mut after: Option<ScanCursor> = None;
         let (mut dropped, mut kept) = (0u64, 0u64);
         let mut bucket = Bucket::new(self.rate);
         loop {
             self.check(&ring, stop)?;
             let storage = self.storage.clone();
             let from = after.clone();
-            let page =
-                tokio::task::spawn_blocking(move || storage.scan(from.as_deref(), CHUNK_KEYS))
-                    .await
-                    .map_err(|e| Stop::Failed(e.to_string()))?
-                    .map_err(failed)?;
+            let page = tokio::task::spawn_blocking(move || storage.scan(from.as_ref(), CHUNK_KEYS))
+                .await
+                .map_err(|e| Stop::Failed(e.to_string()))?
+                .map_err(failed)?;
             let mut plan = Plan::default();
             let mut leaving: Vec<Stored> = Vec::new();
             for stored in page.items {
@@ -685,17 +686,18 @@ impl Rebalance {
     }
 }
 
-/// Where a transfer stopped: the pass and the last key confirmed in it.
+/// Where a transfer stopped: the pass and where its last confirmed chunk
+/// ended (in the scan's stored order).
 #[derive(Clone, Debug)]
 struct Cursor {
     pass: u8,
-    key: Key,
+    key: ScanCursor,
 }
 
 impl Cursor {
     /// True if a key sent in `pass` was confirmed before this cursor.
     fn covers(&self, pass: u8, key: &str) -> bool {
-        pass < self.pass || (pass == self.pass && key <= self.key.as_str())
+        pass < self.pass || (pass == self.pass && self.key.covers(key))
     }
 }
 

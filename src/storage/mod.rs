@@ -9,7 +9,7 @@
 //! | `meta` | `ring` | the [`RingState`] this node last installed (replaced only by a newer epoch: [`Storage::save_ring`] is a compare-and-swap) |
 //! | `meta` | `node_uuid` | this node's identity, created with the data directory |
 //! | `meta` | `transfer_done`, `cleanup_done` | the last epoch whose ring-change transfer / clean-up this node finished |
-//! | `meta` | `transfer_cursor` | `(epoch, key)`: how far the transfer of a running change got |
+//! | `meta` | `transfer_cursor` | `(epoch, pass, stored key)`: how far the transfer of a running change got (record version 2; version 1 held the key as a string, still read) |
 //! | `meta` | `restoring` | present while this node, readmitted after losing its data directory, refills from its peers |
 //! | `quarantine` | a hint record's key | a hint record that did not decode, set aside by [`Storage::hints`] (kept for inspection, never read back) |
 //! | `floors` | the key's bytes | the highest dot counter this node issued for the key while it did not keep the key as its own replica (a hint, or a key it handed to new owners) |
@@ -103,6 +103,9 @@ const RING_KEY: &[u8] = b"ring";
 const UUID_KEY: &[u8] = b"node_uuid";
 const CURSOR_KEY: &[u8] = b"transfer_cursor";
 const RESTORING_KEY: &[u8] = b"restoring";
+/// Format version of the transfer cursor record: 2 keeps the raw stored key
+/// ([`ScanCursor`]); version 1 kept the key as a string and is still read.
+const CURSOR_FORMAT: u8 = 2;
 
 /// A progress marker kept in the `meta` tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -758,27 +761,29 @@ impl Storage {
         Ok(())
     }
 
-    /// How far the transfer of a ring change got: `(epoch, pass, last key
-    /// confirmed)`. A record that does not decode reads as none: the cursor only
-    /// saves work, and starting over is always safe.
-    pub fn transfer_cursor(&self) -> Result<Option<(u64, u8, Key)>> {
+    /// How far the transfer of a ring change got: `(epoch, pass, where the
+    /// last confirmed chunk ended)`. A record that does not decode reads as
+    /// none: the cursor only saves work, and starting over is always safe.
+    pub fn transfer_cursor(&self) -> Result<Option<(u64, u8, ScanCursor)>> {
         match self.meta.get(CURSOR_KEY)? {
-            Some(raw) => Ok(decode(&raw, "meta").ok()),
+            Some(raw) => Ok(decode_cursor(&raw)),
             None => Ok(None),
         }
     }
 
     /// Records how far pass `pass` of the transfer of epoch `epoch` got.
-    pub fn set_transfer_cursor(&self, epoch: u64, pass: u8, key: &str) -> Result<()> {
-        self.meta
-            .insert(CURSOR_KEY, encode(&(epoch, pass, key.to_string()))?)?;
+    pub fn set_transfer_cursor(&self, epoch: u64, pass: u8, at: &ScanCursor) -> Result<()> {
+        let mut out = vec![CURSOR_FORMAT];
+        bincode::serialize_into(&mut out, &(epoch, pass, &at.0)).map_err(Error::storage)?;
+        self.meta.insert(CURSOR_KEY, out)?;
         Ok(())
     }
 
     /// Up to `limit` keys of this node's own replica after `after` (from the start
-    /// when `None`), in key order, with their objects. A record that does not decode
-    /// is returned in `corrupt` instead (the caller logs it), never silently lost.
-    pub fn scan(&self, after: Option<&str>, limit: usize) -> Result<Scan> {
+    /// when `None`; the `last` of the previous page), in stored order, with their
+    /// objects. A record that does not decode is returned in `corrupt` instead
+    /// (the caller logs it), never silently lost.
+    pub fn scan(&self, after: Option<&ScanCursor>, limit: usize) -> Result<Scan> {
         let raw = self.scan_raw(after, limit, |_| Some(()))?;
         let mut out = Scan {
             items: Vec::with_capacity(raw.items.len()),
@@ -795,19 +800,20 @@ impl Storage {
         Ok(out)
     }
 
-    /// Up to `limit` keys of this node's own replica after `after`, in key order:
-    /// the stored bytes, undecoded (a transfer decodes only what it sends), of the
-    /// keys for which `keep` returns something, with what it returned. Keys that
-    /// are not UTF-8 go to `corrupt`.
+    /// Up to `limit` keys of this node's own replica after `after`, in stored
+    /// order: the stored bytes, undecoded (a transfer decodes only what it
+    /// sends), of the keys for which `keep` returns something, with what it
+    /// returned. Keys that are not UTF-8 go to `corrupt`; the scan moves past
+    /// them all the same (its cursor is the raw stored key).
     pub fn scan_raw<T>(
         &self,
-        after: Option<&str>,
+        after: Option<&ScanCursor>,
         limit: usize,
         mut keep: impl FnMut(&str) -> Option<T>,
     ) -> Result<RawScan<T>> {
         let range = match after {
-            Some(k) => self.values.range::<Vec<u8>, _>((
-                std::ops::Bound::Excluded(stored_key(k)),
+            Some(at) => self.values.range::<&[u8], _>((
+                std::ops::Bound::Excluded(at.0.as_slice()),
                 std::ops::Bound::Unbounded,
             )),
             None => self.values.iter(),
@@ -825,7 +831,6 @@ impl Storage {
             }
             let (stored, raw) = item?;
             let k = split_stored_key(&stored).map_or(&stored[..], |(_, k)| k);
-            out.last = Some(String::from_utf8_lossy(k).into_owned());
             match std::str::from_utf8(k) {
                 Ok(key) => {
                     if let Some(kept) = keep(key) {
@@ -836,6 +841,7 @@ impl Storage {
                     .corrupt
                     .push(format!("key {:?} is not UTF-8", String::from_utf8_lossy(k))),
             }
+            out.last = Some(ScanCursor(stored.to_vec()));
         }
         Ok(out)
     }
@@ -1002,6 +1008,39 @@ pub struct HintScan {
     pub corrupt: Vec<String>,
 }
 
+/// A position in a scan of this node's replica: the raw stored key (segment,
+/// then the key's bytes) of the last record read, exact whether or not the key
+/// is UTF-8, so paging never skips a record or reads one twice.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ScanCursor(Vec<u8>);
+
+impl ScanCursor {
+    /// The position of `key`: a scan after it starts with the next key.
+    pub fn at(key: &str) -> ScanCursor {
+        ScanCursor(stored_key(key))
+    }
+
+    /// True if `key` is at or before this position in stored order.
+    pub fn covers(&self, key: &str) -> bool {
+        let seg = segment_of(key).to_be_bytes();
+        seg.iter().chain(key.as_bytes()).cmp(self.0.iter()) != std::cmp::Ordering::Greater
+    }
+}
+
+/// The key at the position, for people (lossy when it is not UTF-8).
+impl std::fmt::Display for ScanCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let k = split_stored_key(&self.0).map_or(&self.0[..], |(_, k)| k);
+        write!(f, "{}", String::from_utf8_lossy(k))
+    }
+}
+
+impl std::fmt::Debug for ScanCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ScanCursor({:?})", self.to_string())
+    }
+}
+
 /// One page of [`Storage::scan_raw`].
 #[derive(Debug)]
 pub struct RawScan<T> {
@@ -1009,8 +1048,8 @@ pub struct RawScan<T> {
     pub items: Vec<(Key, sled::IVec, T)>,
     /// Keys that are not UTF-8, described for the log.
     pub corrupt: Vec<String>,
-    /// The last key read: where the next page starts.
-    pub last: Option<Key>,
+    /// Where the next page starts: just after the last record read.
+    pub last: Option<ScanCursor>,
     /// True if the scan stopped at `limit` (more keys follow).
     pub more: bool,
 }
@@ -1036,8 +1075,9 @@ pub struct Scan {
     pub items: Vec<Stored>,
     /// Records that did not decode, described for the log.
     pub corrupt: Vec<String>,
-    /// The last key read (decoded or not): where the next page starts.
-    pub last: Option<Key>,
+    /// Where the next page starts: just after the last record read (decoded
+    /// or not).
+    pub last: Option<ScanCursor>,
     /// True if the scan stopped at `limit` (more keys follow).
     pub more: bool,
 }
@@ -1062,6 +1102,22 @@ struct RingStateV2 {
     tokens_per_node: u32,
     identities: std::collections::BTreeMap<NodeId, uuid::Uuid>,
     transition: Option<crate::ring::Transition>,
+}
+
+/// Decodes the transfer cursor record, of version 1 (the key) or
+/// [`CURSOR_FORMAT`] (the raw stored key); None if it does not decode.
+fn decode_cursor(raw: &[u8]) -> Option<(u64, u8, ScanCursor)> {
+    match raw.split_first()? {
+        (&RECORD_FORMAT, body) => {
+            let (epoch, pass, key) = bincode::deserialize::<(u64, u8, String)>(body).ok()?;
+            Some((epoch, pass, ScanCursor::at(&key)))
+        }
+        (&CURSOR_FORMAT, body) => {
+            let (epoch, pass, at) = bincode::deserialize::<(u64, u8, Vec<u8>)>(body).ok()?;
+            Some((epoch, pass, ScanCursor(at)))
+        }
+        _ => None,
+    }
 }
 
 /// Decodes the ring record, of version 1, 2 or [`RING_FORMAT`].
