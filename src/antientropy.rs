@@ -136,8 +136,14 @@ pub enum Share {
 }
 
 /// Which segments one node holds under one ring, and with whom.
+///
+/// It keeps a copy of the ring of its own, not the node's shared one: a map is
+/// cached until the next epoch's is built (for ever if no exchange runs and no
+/// peer asks), and a ring change's transfer waits while anything holds the
+/// shared ring of an older epoch ([`RingCell::older_in_use`]). An exchange
+/// needs no such wait: it stops at a ring change and only merges.
 pub struct SharedMap {
-    ring: Arc<Ring>,
+    ring: Ring,
     me: NodeId,
     /// Per segment: an index into `lists` (its holders), [`SPLIT`] or [`NOT_HELD`].
     segments: Vec<u32>,
@@ -148,7 +154,7 @@ pub struct SharedMap {
 
 impl SharedMap {
     /// Builds the map of `me` under `ring` (one walk per arc of the ring).
-    pub fn new(ring: Arc<Ring>, me: NodeId) -> SharedMap {
+    pub fn new(ring: &Ring, me: NodeId) -> SharedMap {
         let mut segments = Vec::with_capacity(SEGMENTS);
         let mut lists: Vec<Vec<NodeId>> = Vec::new();
         let mut index: HashMap<Vec<NodeId>, u32> = HashMap::new();
@@ -184,7 +190,7 @@ impl SharedMap {
             segments.push(i);
         }
         SharedMap {
-            ring,
+            ring: ring.clone(),
             me,
             segments,
             lists,
@@ -452,7 +458,7 @@ impl AntiEntropy {
         }
         let me = self.me.clone();
         let map = Arc::new(
-            tokio::task::spawn_blocking(move || SharedMap::new(ring, me))
+            tokio::task::spawn_blocking(move || SharedMap::new(&ring, me))
                 .await
                 .map_err(|e| Error::internal(e.to_string()))?,
         );

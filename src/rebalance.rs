@@ -20,6 +20,10 @@
 //!    ([`crate::ring::RingCell::older_in_use`]). So a write this node stores
 //!    either came before the scan started (the scan sees it) or was placed
 //!    under E or later (its coordinator also wrote the new owners).
+//!    Anti-entropy is not waited for (its map keeps a ring of its own): an
+//!    exchange under an older epoch stops at the change and only merges
+//!    copies between owners. After 10 s the wait logs which older epochs are
+//!    still held, and by how many references.
 //! 3. *Every live holder sends.* Each node of either ring scans its whole
 //!    replica and its hints and sends every key whose owners change to each of
 //!    the key's pending owners (the new owners that are not owners now), in
@@ -262,7 +266,17 @@ impl Rebalance {
         while self.ring.older_in_use(ring.epoch()) {
             self.check(ring, stop)?;
             if !warned && started.elapsed() > Duration::from_secs(10) {
-                tracing::warn!("still waiting for requests begun under the previous ring");
+                let held: Vec<String> = self
+                    .ring
+                    .older_held(ring.epoch())
+                    .into_iter()
+                    .map(|(epoch, holders)| format!("epoch {epoch} by {holders}"))
+                    .collect();
+                tracing::warn!(
+                    epoch = ring.epoch(),
+                    held = %held.join(", "),
+                    "still waiting for requests begun under an older ring (rings held)"
+                );
                 warned = true;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -35,7 +35,7 @@ fn the_map_agrees_with_the_ring_key_by_key() {
     let members = nodes(5);
     let ring = Arc::new(Ring::new(ring_of(&members)));
     let me = &members[0];
-    let map = SharedMap::new(ring.clone(), me.clone());
+    let map = SharedMap::new(&ring, me.clone());
     assert_eq!(map.peers().len(), 4, "with N=3 of 5 every pair shares keys");
     let mut splits = 0;
     for i in 0..20_000 {
@@ -68,7 +68,7 @@ fn with_n_equal_to_the_ring_size_no_segment_is_split() {
         !ring.same_owners(0, u64::MAX),
         "tokens fall inside the range"
     );
-    let map = SharedMap::new(ring, members[0].clone());
+    let map = SharedMap::new(&ring, members[0].clone());
     for seg in all_segments() {
         for peer in &members[1..] {
             assert!(
@@ -88,10 +88,8 @@ fn during_a_change_only_the_current_owners_compare() {
         state.begin_add(joining.clone(), None, 0).unwrap(),
     ));
     // The joining node owns nothing yet: the transfer fills it, not anti-entropy.
-    assert!(SharedMap::new(moving.clone(), joining.clone())
-        .peers()
-        .is_empty());
-    let map = SharedMap::new(moving, members[0].clone());
+    assert!(SharedMap::new(&moving, joining.clone()).peers().is_empty());
+    let map = SharedMap::new(&moving, members[0].clone());
     assert_eq!(map.peers(), &members[1..3]);
 }
 
@@ -116,8 +114,8 @@ fn exchange_locally(
     (a, sa): (&NodeId, &Storage),
     (b, sb): (&NodeId, &Storage),
 ) -> (Vec<Key>, Vec<Key>) {
-    let ma = SharedMap::new(ring.clone(), a.clone());
-    let mb = SharedMap::new(ring.clone(), b.clone());
+    let ma = SharedMap::new(ring, a.clone());
+    let mb = SharedMap::new(ring, b.clone());
     let groups: Vec<u8> = differing(
         &ma.group_digests(sa, b).unwrap(),
         &mb.group_digests(sb, a).unwrap(),
@@ -220,5 +218,35 @@ fn an_exchange_moves_exactly_the_differing_shared_keys_both_ways() {
     assert!(
         pushed.is_empty() && pulled.is_empty(),
         "{pushed:?} {pulled:?}"
+    );
+}
+
+fn anti_entropy(me: &NodeId, storage: Arc<Storage>, cell: Arc<RingCell>) -> AntiEntropy {
+    let peers = Arc::new(Peers::new(Duration::from_secs(1)));
+    AntiEntropy::new(me.clone(), storage, peers, cell, 0, None)
+}
+
+/// The map a peer's query builds is cached, with anti-entropy off too (no
+/// exchange loop would ever rebuild it). It must not count as a request
+/// holding the old ring, or a ring change's transfer waits for ever.
+#[tokio::test]
+async fn a_cached_map_does_not_hold_the_ring_it_was_built_for() {
+    let members = nodes(4);
+    let state = ring_of(&members[..3]);
+    let cell = Arc::new(RingCell::new());
+    cell.install(state.clone());
+    let storage = Arc::new(Storage::open(None, FsyncMode::Never).unwrap());
+    let ae = anti_entropy(&members[0], storage, cell.clone());
+    let answer = ae
+        .answer(state.epoch, members[1].clone(), AeQuery::Groups)
+        .await
+        .unwrap();
+    assert!(matches!(answer, AeAnswer::Groups(_)));
+    let next = state.begin_add(members[3].clone(), None, 0).unwrap();
+    assert!(cell.install(next.clone()));
+    assert!(
+        !cell.older_in_use(next.epoch),
+        "the cached map of epoch {} holds the old ring",
+        state.epoch
     );
 }
