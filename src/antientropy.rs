@@ -62,6 +62,11 @@
 //!
 //! Two replicas that agree cost one round trip of 2 KiB.
 //!
+//! A stored record that does not decode, on either side, is logged and
+//! skipped (neither sent nor fetched nor overwritten), as the transfer does,
+//! and the exchange goes on with the other keys. Its digest still differs, so
+//! every exchange finds it and logs it again until someone repairs the record.
+//!
 //! # Bounds
 //!
 //! One exchange at a time per node (so at most one per peer pair and direction),
@@ -310,6 +315,35 @@ impl SharedMap {
         }
         Ok(out)
     }
+}
+
+/// This node's copies of `keys` (those it has), in order, until they pass
+/// `budget` bytes. A record that does not decode is logged and skipped, as the
+/// transfer does: one bad record must not stop anti-entropy with a peer.
+fn readable_copies(
+    storage: &Storage,
+    keys: Vec<Key>,
+    budget: usize,
+) -> Result<Vec<(Key, Arc<Object>)>> {
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    for key in keys {
+        if bytes >= budget {
+            break;
+        }
+        match storage.replica(&key) {
+            Ok(Some(obj)) => {
+                bytes = bytes.saturating_add(obj.approx_size());
+                out.push((key, Arc::new(obj)));
+            }
+            Ok(None) => {}
+            Err(e) if storage.unreadable(&key)? => {
+                tracing::error!(%key, error = %e, "anti-entropy: skipping a record that does not decode");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
 }
 
 fn all_segments() -> impl Iterator<Item = Segment> {
@@ -697,15 +731,7 @@ impl AntiEntropy {
     /// Sends this node's copies of `keys` to the peer, which merges them durably.
     async fn push(&self, map: &SharedMap, peer: &NodeId, keys: Vec<Key>) -> Result<u64, Stop> {
         let items: Vec<(Key, Arc<Object>)> = self
-            .local(move |s| {
-                let mut items = Vec::with_capacity(keys.len());
-                for key in keys {
-                    if let Some(obj) = s.replica(&key)? {
-                        items.push((key, Arc::new(obj)));
-                    }
-                }
-                Ok(items)
-            })
+            .local(move |s| readable_copies(s, keys, usize::MAX))
             .await?;
         let mut sent = 0;
         for items in batches(items, |(key, object)| item_size(key, object)) {
@@ -761,22 +787,9 @@ impl AntiEntropy {
             )));
         }
         let storage = self.storage.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            let mut bytes = 0;
-            for key in keys {
-                if bytes >= BATCH_BYTES {
-                    break;
-                }
-                if let Some(obj) = storage.replica(&key)? {
-                    bytes += obj.approx_size();
-                    out.push((key, Arc::new(obj)));
-                }
-            }
-            Ok(out)
-        })
-        .await
-        .map_err(|e| Error::internal(e.to_string()))?
+        tokio::task::spawn_blocking(move || readable_copies(&storage, keys, BATCH_BYTES))
+            .await
+            .map_err(|e| Error::internal(e.to_string()))?
     }
 
     /// The map, if this node's ring is at `epoch` (peers compare under one ring).

@@ -250,3 +250,49 @@ async fn a_cached_map_does_not_hold_the_ring_it_was_built_for() {
         state.epoch
     );
 }
+
+fn stored_object(v: &str) -> Object {
+    let mut obj = Object::new();
+    obj.update(&id("127.0.0.1:1"), &VersionVector::new(), val(v), 0)
+        .unwrap();
+    obj
+}
+
+/// One record that does not decode must not stop anti-entropy with a peer:
+/// a fetch answers the other keys (it used to fail whole, every exchange).
+#[tokio::test]
+async fn a_fetch_skips_a_record_that_does_not_decode() {
+    let members = nodes(3);
+    let state = ring_of(&members);
+    let cell = Arc::new(RingCell::new());
+    cell.install(state.clone());
+    let storage = Arc::new(Storage::open(None, FsyncMode::Never).unwrap());
+    for k in ["a", "c"] {
+        storage.merge(k, &stored_object(k)).unwrap();
+    }
+    storage
+        .insert_raw("b", &[crate::storage::RECORD_FORMAT, 0xff, 0xff])
+        .unwrap();
+    assert!(storage.replica("b").is_err(), "b does not decode");
+    let ae = anti_entropy(&members[0], storage, cell);
+    let keys: Vec<Key> = ["a", "b", "c"].map(String::from).to_vec();
+    let got = ae.fetch(state.epoch, keys).await.unwrap();
+    let got: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(got, ["a", "c"]);
+}
+
+/// A push's copies leave out a record that does not decode, and the others go.
+#[test]
+fn a_push_skips_a_record_that_does_not_decode() {
+    let storage = Storage::open(None, FsyncMode::Never).unwrap();
+    for k in ["a", "c"] {
+        storage.merge(k, &stored_object(k)).unwrap();
+    }
+    storage
+        .insert_raw("b", &[crate::storage::RECORD_FORMAT, 0xff, 0xff])
+        .unwrap();
+    let keys: Vec<Key> = ["a", "b", "c", "d"].map(String::from).to_vec();
+    let got = readable_copies(&storage, keys, usize::MAX).unwrap();
+    let got: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(got, ["a", "c"]);
+}

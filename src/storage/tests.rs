@@ -803,3 +803,27 @@ fn hints_are_counted_per_target_through_delivery_and_restarts() {
     let want: std::collections::BTreeMap<NodeId, u64> = [(a, 2)].into_iter().collect();
     assert_eq!(s.hints_by_target(), want, "recounted at open");
 }
+
+/// A transfer or an anti-entropy push that carries a key whose record here
+/// does not decode merges every other key of the batch: the bad one is
+/// logged and left as it is (refused, never overwritten blindly).
+#[test]
+fn merge_many_skips_a_key_whose_record_does_not_decode() {
+    let s = Storage::open(None, FsyncMode::Never).unwrap();
+    let me = id("127.0.0.1:1");
+    s.values
+        .insert(stored_key("b"), vec![RECORD_FORMAT, 0xff])
+        .unwrap();
+    let items: Vec<(Key, Arc<Object>)> = ["a", "b", "c"]
+        .into_iter()
+        .map(|k| {
+            let mut obj = Object::new();
+            obj.update(&me, &VersionVector::new(), val(k), 0).unwrap();
+            (k.to_string(), Arc::new(obj))
+        })
+        .collect();
+    assert_eq!(s.merge_many(&items).unwrap(), 2);
+    assert_eq!(values(&s.get("a").unwrap()), vec!["a"]);
+    assert_eq!(values(&s.get("c").unwrap()), vec!["c"]);
+    assert!(s.get("b").is_err(), "the bad record is left as it was");
+}
