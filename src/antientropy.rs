@@ -55,7 +55,9 @@
 //!
 //! 1. asks B for its 256 group digests for the pair and compares them with its own;
 //! 2. for the groups that differ, asks for the segment digests;
-//! 3. for the segments that differ, asks for the keys with their entry digests;
+//! 3. for the segments that differ, asks for the keys with their entry
+//!    digests, in pages of at most [`MAX_KEYS_PAGE_BYTES`], each asked from
+//!    the key where the last one stopped;
 //! 4. sends B, with `transfer`, its copy of every key B lacks or holds
 //!    differently, and fetches B's copy of every key A lacks or holds
 //!    differently (`ae_fetch`), merging it locally and durably.
@@ -74,7 +76,9 @@
 //! at `--repair-rate` keys per second ([`DEFAULT_REPAIR_RATE`]): a node that lost its disk
 //! is refilled at that pace instead of in a repair storm. Queries are bounded
 //! ([`MAX_SEGMENTS_PER_QUERY`], [`MAX_FETCH_KEYS`]) and every answer stays under
-//! the frame limit.
+//! the frame limit: a fetch stops at [`BATCH_BYTES`] of objects and a key
+//! listing comes in pages of [`MAX_KEYS_PAGE_BYTES`]. The asker still holds
+//! its own listing and the peer's of one query's segments in memory at once.
 //!
 //! # A node that lost its data directory
 //!
@@ -120,6 +124,16 @@ pub use crate::config::{DEFAULT_EXCHANGE_INTERVAL_MS, DEFAULT_REPAIR_RATE};
 pub const MAX_SEGMENTS_PER_QUERY: usize = 1024;
 /// Most keys one fetch may name.
 pub const MAX_FETCH_KEYS: usize = BATCH_KEYS;
+/// Most bytes of keys (with their digests and bincode lengths,
+/// [`KEY_ENTRY_BYTES`] each) in one page of a key listing: 1024 segments of a
+/// large node hold far more than the 16 MiB frame limit.
+pub const MAX_KEYS_PAGE_BYTES: usize = 4 * 1024 * 1024;
+/// What one listed key costs in a page besides its bytes: its length prefix
+/// and its digest.
+pub const KEY_ENTRY_BYTES: usize = 16;
+/// One page of a key listing (keys with their entry digests) and the key the
+/// next page starts after (None: the listing is complete).
+pub type KeyPage = (Vec<(Key, u64)>, Option<Key>);
 /// Deadline of one anti-entropy call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -314,6 +328,59 @@ impl SharedMap {
             }
         }
         Ok(out)
+    }
+
+    /// One page of [`SharedMap::key_digests`]: the listing from just after
+    /// `after` (a key of one of `segments`; from the start when None) until
+    /// the next key would take the page past `max_bytes` (counting each key
+    /// as its bytes and [`KEY_ENTRY_BYTES`]; a page holds at least one key).
+    /// Returns the page and where the next one starts (None: the listing is
+    /// complete).
+    pub fn key_digests_page(
+        &self,
+        storage: &Storage,
+        peer: &NodeId,
+        segments: &[Segment],
+        after: Option<&str>,
+        max_bytes: usize,
+    ) -> Result<KeyPage> {
+        let start = match after {
+            None => 0,
+            Some(key) => {
+                let seg = crate::storage::segment_of(key);
+                segments.iter().position(|s| *s == seg).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "anti-entropy page cursor {key:?} is in none of the segments asked for"
+                    ))
+                })?
+            }
+        };
+        let with = self.lists_with(peer);
+        let mut out: Vec<(Key, u64)> = Vec::new();
+        let mut bytes = 0usize;
+        for (i, &seg) in segments.iter().enumerate().skip(start) {
+            let split = match self.share_in(seg, &with) {
+                Share::None => continue,
+                Share::Whole => false,
+                Share::Split => true,
+            };
+            for (key, digest) in storage.segment_entries(seg)? {
+                if i == start && after.is_some_and(|a| key.as_bytes() <= a.as_bytes()) {
+                    continue;
+                }
+                if split && !self.key_shared(&key, peer) {
+                    continue;
+                }
+                let size = key.len().saturating_add(KEY_ENTRY_BYTES);
+                if !out.is_empty() && bytes.saturating_add(size) > max_bytes {
+                    let next = out.last().map(|(k, _)| k.clone());
+                    return Ok((out, next));
+                }
+                bytes = bytes.saturating_add(size);
+                out.push((key, digest));
+            }
+        }
+        Ok((out, None))
     }
 }
 
@@ -676,12 +743,7 @@ impl AntiEntropy {
             }
             let (m, p, c) = (map.clone(), peer.clone(), chunk.to_vec());
             let mine = self.local(move |s| m.key_digests(s, &p, &c)).await?;
-            let AeAnswer::Keys(theirs) = self.ask(map, peer, AeQuery::Keys(chunk.to_vec())).await?
-            else {
-                return Err(Stop::Local(Error::internal(
-                    "unexpected anti-entropy answer",
-                )));
-            };
+            let theirs = self.their_keys(map, peer, chunk).await?;
             let diff = key_diff(mine, theirs);
             for keys in diff.pull.chunks(MAX_FETCH_KEYS) {
                 bucket.take(keys.len() as u64).await;
@@ -693,6 +755,46 @@ impl AntiEntropy {
             }
         }
         Ok(out)
+    }
+
+    /// The peer's listing of the keys of `segments` it shares with this node,
+    /// asked page by page ([`AeQuery::KeysFrom`]), each page from where the
+    /// last one stopped.
+    async fn their_keys(
+        &self,
+        map: &SharedMap,
+        peer: &NodeId,
+        segments: &[Segment],
+    ) -> Result<Vec<(Key, u64)>, Stop> {
+        let mut out = Vec::new();
+        let mut after: Option<Key> = None;
+        loop {
+            if self.ring.epoch() != map.epoch() {
+                return Err(Stop::Ring);
+            }
+            let query = AeQuery::KeysFrom {
+                segments: segments.to_vec(),
+                after: after.clone(),
+            };
+            let AeAnswer::KeysPage { keys, next } = self.ask(map, peer, query).await? else {
+                return Err(Stop::Local(Error::internal(
+                    "unexpected anti-entropy answer",
+                )));
+            };
+            let empty = keys.is_empty();
+            out.extend(keys);
+            match next {
+                None => return Ok(out),
+                // A page that lists nothing yet says more follows would be
+                // asked again for ever.
+                Some(_) if empty => {
+                    return Err(Stop::Local(Error::internal(format!(
+                        "{peer}'s anti-entropy key listing did not advance"
+                    ))))
+                }
+                Some(next) => after = Some(next),
+            }
+        }
     }
 
     /// Fetches the peer's copies of `keys` and merges them here, durably.
@@ -755,6 +857,7 @@ impl AntiEntropy {
             AeQuery::Groups => {}
             AeQuery::Segments(groups) if groups.len() <= GROUPS => {}
             AeQuery::Keys(segments) if segments.len() <= MAX_SEGMENTS_PER_QUERY => {}
+            AeQuery::KeysFrom { segments, .. } if segments.len() <= MAX_SEGMENTS_PER_QUERY => {}
             _ => {
                 return Err(Error::invalid(format!(
                     "anti-entropy query too large: at most {GROUPS} groups or \
@@ -771,6 +874,15 @@ impl AntiEntropy {
             AeQuery::Keys(segments) => map
                 .key_digests(&storage, &from, &segments)
                 .map(AeAnswer::Keys),
+            AeQuery::KeysFrom { segments, after } => map
+                .key_digests_page(
+                    &storage,
+                    &from,
+                    &segments,
+                    after.as_deref(),
+                    MAX_KEYS_PAGE_BYTES,
+                )
+                .map(|(keys, next)| AeAnswer::KeysPage { keys, next }),
         })
         .await
         .map_err(|e| Error::internal(e.to_string()))?

@@ -296,3 +296,89 @@ fn a_push_skips_a_record_that_does_not_decode() {
     let got: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(got, ["a", "c"]);
 }
+
+/// A key listing larger than a page comes back in several pages, each within
+/// the bound, whose union is the whole listing, in order (one answer used to
+/// carry it all, past the frame limit on a large node).
+#[test]
+fn a_key_listing_comes_in_bounded_pages_that_make_the_whole() {
+    let members = nodes(3);
+    let ring = Arc::new(Ring::new(ring_of(&members)));
+    let (a, b) = (&members[0], &members[1]);
+    let storage = Storage::open(None, FsyncMode::Never).unwrap();
+    let mut segments = std::collections::BTreeSet::new();
+    for i in 0..2_000 {
+        let key = format!("key-{i:05}-{}", "x".repeat(i % 40));
+        storage.merge(&key, &stored_object("v")).unwrap();
+        segments.insert(crate::storage::segment_of(&key));
+    }
+    // A few segments with nothing in them, listed too.
+    segments.extend([0, 1, u16::MAX]);
+    let segments: Vec<Segment> = segments.into_iter().collect();
+    let map = SharedMap::new(&ring, a.clone());
+    let whole = map.key_digests(&storage, b, &segments).unwrap();
+    assert_eq!(whole.len(), 2_000, "N = 3 of 3: every key is shared");
+    let bound = 4 * 1024;
+    let mut pages = Vec::new();
+    let mut after: Option<Key> = None;
+    loop {
+        let (page, next) = map
+            .key_digests_page(&storage, b, &segments, after.as_deref(), bound)
+            .unwrap();
+        let bytes: usize = page.iter().map(|(k, _)| k.len() + KEY_ENTRY_BYTES).sum();
+        assert!(bytes <= bound, "page of {bytes} bytes");
+        assert!(
+            bincode::serialized_size(&page).unwrap() as usize <= bound + 8,
+            "the page's encoding is within the bound too"
+        );
+        assert!(!page.is_empty());
+        if let Some(n) = &next {
+            assert_eq!(Some(n), page.last().map(|(k, _)| k));
+        }
+        pages.push(page);
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert!(pages.len() > 5, "{} pages", pages.len());
+    assert_eq!(pages.concat(), whole);
+    // A cursor in none of the segments is refused, not guessed at.
+    let stray = (0..)
+        .map(|i| format!("stray-{i}"))
+        .find(|k| !segments.contains(&crate::storage::segment_of(k)))
+        .unwrap();
+    assert!(map
+        .key_digests_page(&storage, b, &segments, Some(&stray), bound)
+        .is_err());
+}
+
+/// The answer to a paged query, at the real bound, lists a small node whole.
+#[tokio::test]
+async fn a_peer_answers_a_paged_key_query() {
+    let members = nodes(3);
+    let state = ring_of(&members);
+    let cell = Arc::new(RingCell::new());
+    cell.install(state.clone());
+    let storage = Arc::new(Storage::open(None, FsyncMode::Never).unwrap());
+    let mut segments = Vec::new();
+    for k in ["a", "b", "c"] {
+        storage.merge(k, &stored_object(k)).unwrap();
+        segments.push(crate::storage::segment_of(k));
+    }
+    segments.sort();
+    let ae = anti_entropy(&members[0], storage, cell);
+    let query = AeQuery::KeysFrom {
+        segments,
+        after: None,
+    };
+    let AeAnswer::KeysPage { keys, next } = ae
+        .answer(state.epoch, members[1].clone(), query)
+        .await
+        .unwrap()
+    else {
+        panic!("not a page");
+    };
+    assert_eq!(keys.len(), 3);
+    assert_eq!(next, None);
+}
