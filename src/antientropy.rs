@@ -55,12 +55,19 @@
 //!
 //! 1. asks B for its 256 group digests for the pair and compares them with its own;
 //! 2. for the groups that differ, asks for the segment digests;
-//! 3. for the segments that differ, asks for the keys with their entry digests;
+//! 3. for the segments that differ, asks for the keys with their entry
+//!    digests, in pages of at most [`MAX_KEYS_PAGE_BYTES`], each asked from
+//!    the key where the last one stopped;
 //! 4. sends B, with `transfer`, its copy of every key B lacks or holds
 //!    differently, and fetches B's copy of every key A lacks or holds
 //!    differently (`ae_fetch`), merging it locally and durably.
 //!
 //! Two replicas that agree cost one round trip of 2 KiB.
+//!
+//! A stored record that does not decode, on either side, is logged and
+//! skipped (neither sent nor fetched nor overwritten), as the transfer does,
+//! and the exchange goes on with the other keys. Its digest still differs, so
+//! every exchange finds it and logs it again until someone repairs the record.
 //!
 //! # Bounds
 //!
@@ -69,7 +76,9 @@
 //! at `--repair-rate` keys per second ([`DEFAULT_REPAIR_RATE`]): a node that lost its disk
 //! is refilled at that pace instead of in a repair storm. Queries are bounded
 //! ([`MAX_SEGMENTS_PER_QUERY`], [`MAX_FETCH_KEYS`]) and every answer stays under
-//! the frame limit.
+//! the frame limit: a fetch stops at [`BATCH_BYTES`] of objects and a key
+//! listing comes in pages of [`MAX_KEYS_PAGE_BYTES`]. The asker still holds
+//! its own listing and the peer's of one query's segments in memory at once.
 //!
 //! # A node that lost its data directory
 //!
@@ -115,6 +124,16 @@ pub use crate::config::{DEFAULT_EXCHANGE_INTERVAL_MS, DEFAULT_REPAIR_RATE};
 pub const MAX_SEGMENTS_PER_QUERY: usize = 1024;
 /// Most keys one fetch may name.
 pub const MAX_FETCH_KEYS: usize = BATCH_KEYS;
+/// Most bytes of keys (with their digests and bincode lengths,
+/// [`KEY_ENTRY_BYTES`] each) in one page of a key listing: 1024 segments of a
+/// large node hold far more than the 16 MiB frame limit.
+pub const MAX_KEYS_PAGE_BYTES: usize = 4 * 1024 * 1024;
+/// What one listed key costs in a page besides its bytes: its length prefix
+/// and its digest.
+pub const KEY_ENTRY_BYTES: usize = 16;
+/// One page of a key listing (keys with their entry digests) and the key the
+/// next page starts after (None: the listing is complete).
+pub type KeyPage = (Vec<(Key, u64)>, Option<Key>);
 
 const SPLIT: u32 = u32::MAX;
 const NOT_HELD: u32 = u32::MAX - 1;
@@ -134,8 +153,14 @@ pub enum Share {
 }
 
 /// Which segments one node holds under one ring, and with whom.
+///
+/// It keeps a copy of the ring of its own, not the node's shared one: a map is
+/// cached until the next epoch's is built (for ever if no exchange runs and no
+/// peer asks), and a ring change's transfer waits while anything holds the
+/// shared ring of an older epoch ([`RingCell::older_in_use`]). An exchange
+/// needs no such wait: it stops at a ring change and only merges.
 pub struct SharedMap {
-    ring: Arc<Ring>,
+    ring: Ring,
     me: NodeId,
     /// Per segment: an index into `lists` (its holders), [`SPLIT`] or [`NOT_HELD`].
     segments: Vec<u32>,
@@ -146,7 +171,7 @@ pub struct SharedMap {
 
 impl SharedMap {
     /// Builds the map of `me` under `ring` (one walk per arc of the ring).
-    pub fn new(ring: Arc<Ring>, me: NodeId) -> SharedMap {
+    pub fn new(ring: &Ring, me: NodeId) -> SharedMap {
         let mut segments = Vec::with_capacity(SEGMENTS);
         let mut lists: Vec<Vec<NodeId>> = Vec::new();
         let mut index: HashMap<Vec<NodeId>, u32> = HashMap::new();
@@ -182,7 +207,7 @@ impl SharedMap {
             segments.push(i);
         }
         SharedMap {
-            ring,
+            ring: ring.clone(),
             me,
             segments,
             lists,
@@ -302,6 +327,88 @@ impl SharedMap {
         }
         Ok(out)
     }
+
+    /// One page of [`SharedMap::key_digests`]: the listing from just after
+    /// `after` (a key of one of `segments`; from the start when None) until
+    /// the next key would take the page past `max_bytes` (counting each key
+    /// as its bytes and [`KEY_ENTRY_BYTES`]; a page holds at least one key).
+    /// Returns the page and where the next one starts (None: the listing is
+    /// complete).
+    pub fn key_digests_page(
+        &self,
+        storage: &Storage,
+        peer: &NodeId,
+        segments: &[Segment],
+        after: Option<&str>,
+        max_bytes: usize,
+    ) -> Result<KeyPage> {
+        let start = match after {
+            None => 0,
+            Some(key) => {
+                let seg = crate::storage::segment_of(key);
+                segments.iter().position(|s| *s == seg).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "anti-entropy page cursor {key:?} is in none of the segments asked for"
+                    ))
+                })?
+            }
+        };
+        let with = self.lists_with(peer);
+        let mut out: Vec<(Key, u64)> = Vec::new();
+        let mut bytes = 0usize;
+        for (i, &seg) in segments.iter().enumerate().skip(start) {
+            let split = match self.share_in(seg, &with) {
+                Share::None => continue,
+                Share::Whole => false,
+                Share::Split => true,
+            };
+            for (key, digest) in storage.segment_entries(seg)? {
+                if i == start && after.is_some_and(|a| key.as_bytes() <= a.as_bytes()) {
+                    continue;
+                }
+                if split && !self.key_shared(&key, peer) {
+                    continue;
+                }
+                let size = key.len().saturating_add(KEY_ENTRY_BYTES);
+                if !out.is_empty() && bytes.saturating_add(size) > max_bytes {
+                    let next = out.last().map(|(k, _)| k.clone());
+                    return Ok((out, next));
+                }
+                bytes = bytes.saturating_add(size);
+                out.push((key, digest));
+            }
+        }
+        Ok((out, None))
+    }
+}
+
+/// This node's copies of `keys` (those it has), in order, until they pass
+/// `budget` bytes. A record that does not decode is logged and skipped, as the
+/// transfer does: one bad record must not stop anti-entropy with a peer.
+fn readable_copies(
+    storage: &Storage,
+    keys: Vec<Key>,
+    budget: usize,
+) -> Result<Vec<(Key, Arc<Object>)>> {
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    for key in keys {
+        if bytes >= budget {
+            break;
+        }
+        match storage.replica(&key) {
+            Ok(Some(obj)) => {
+                bytes = bytes.saturating_add(obj.approx_size());
+                out.push((key, Arc::new(obj)));
+            }
+            Ok(None) => {}
+            Err(e) if storage.unreadable(&key)? => {
+                tracing::error!(%key, error = %e, "anti-entropy: skipping a record that does not decode");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
 }
 
 fn all_segments() -> impl Iterator<Item = Segment> {
@@ -463,7 +570,7 @@ impl AntiEntropy {
         }
         let me = self.me.clone();
         let map = Arc::new(
-            tokio::task::spawn_blocking(move || SharedMap::new(ring, me))
+            tokio::task::spawn_blocking(move || SharedMap::new(&ring, me))
                 .await
                 .map_err(|e| Error::internal(e.to_string()))?,
         );
@@ -647,12 +754,7 @@ impl AntiEntropy {
             }
             let (m, p, c) = (map.clone(), peer.clone(), chunk.to_vec());
             let mine = self.local(move |s| m.key_digests(s, &p, &c)).await?;
-            let AeAnswer::Keys(theirs) = self.ask(map, peer, AeQuery::Keys(chunk.to_vec())).await?
-            else {
-                return Err(Stop::Local(Error::internal(
-                    "unexpected anti-entropy answer",
-                )));
-            };
+            let theirs = self.their_keys(map, peer, chunk).await?;
             let diff = key_diff(mine, theirs);
             for keys in diff.pull.chunks(MAX_FETCH_KEYS) {
                 bucket.take(keys.len() as u64).await;
@@ -664,6 +766,46 @@ impl AntiEntropy {
             }
         }
         Ok(out)
+    }
+
+    /// The peer's listing of the keys of `segments` it shares with this node,
+    /// asked page by page ([`AeQuery::KeysFrom`]), each page from where the
+    /// last one stopped.
+    async fn their_keys(
+        &self,
+        map: &SharedMap,
+        peer: &NodeId,
+        segments: &[Segment],
+    ) -> Result<Vec<(Key, u64)>, Stop> {
+        let mut out = Vec::new();
+        let mut after: Option<Key> = None;
+        loop {
+            if self.ring.epoch() != map.epoch() {
+                return Err(Stop::Ring);
+            }
+            let query = AeQuery::KeysFrom {
+                segments: segments.to_vec(),
+                after: after.clone(),
+            };
+            let AeAnswer::KeysPage { keys, next } = self.ask(map, peer, query).await? else {
+                return Err(Stop::Local(Error::internal(
+                    "unexpected anti-entropy answer",
+                )));
+            };
+            let empty = keys.is_empty();
+            out.extend(keys);
+            match next {
+                None => return Ok(out),
+                // A page that lists nothing yet says more follows would be
+                // asked again for ever.
+                Some(_) if empty => {
+                    return Err(Stop::Local(Error::internal(format!(
+                        "{peer}'s anti-entropy key listing did not advance"
+                    ))))
+                }
+                Some(next) => after = Some(next),
+            }
+        }
     }
 
     /// Fetches the peer's copies of `keys` and merges them here, durably.
@@ -702,15 +844,7 @@ impl AntiEntropy {
     /// Sends this node's copies of `keys` to the peer, which merges them durably.
     async fn push(&self, map: &SharedMap, peer: &NodeId, keys: Vec<Key>) -> Result<u64, Stop> {
         let items: Vec<(Key, Arc<Object>)> = self
-            .local(move |s| {
-                let mut items = Vec::with_capacity(keys.len());
-                for key in keys {
-                    if let Some(obj) = s.replica(&key)? {
-                        items.push((key, Arc::new(obj)));
-                    }
-                }
-                Ok(items)
-            })
+            .local(move |s| readable_copies(s, keys, usize::MAX))
             .await?;
         let mut sent = 0;
         for items in batches(items, |(key, object)| item_size(key, object)) {
@@ -762,6 +896,7 @@ impl AntiEntropy {
             AeQuery::Groups => {}
             AeQuery::Segments(groups) if groups.len() <= GROUPS => {}
             AeQuery::Keys(segments) if segments.len() <= MAX_SEGMENTS_PER_QUERY => {}
+            AeQuery::KeysFrom { segments, .. } if segments.len() <= MAX_SEGMENTS_PER_QUERY => {}
             _ => {
                 return Err(Error::invalid(format!(
                     "anti-entropy query too large: at most {GROUPS} groups or \
@@ -778,6 +913,15 @@ impl AntiEntropy {
             AeQuery::Keys(segments) => map
                 .key_digests(&storage, &from, &segments)
                 .map(AeAnswer::Keys),
+            AeQuery::KeysFrom { segments, after } => map
+                .key_digests_page(
+                    &storage,
+                    &from,
+                    &segments,
+                    after.as_deref(),
+                    MAX_KEYS_PAGE_BYTES,
+                )
+                .map(|(keys, next)| AeAnswer::KeysPage { keys, next }),
         })
         .await
         .map_err(|e| Error::internal(e.to_string()))?
@@ -794,22 +938,9 @@ impl AntiEntropy {
             )));
         }
         let storage = self.storage.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            let mut bytes = 0;
-            for key in keys {
-                if bytes >= BATCH_BYTES {
-                    break;
-                }
-                if let Some(obj) = storage.replica(&key)? {
-                    bytes += obj.approx_size();
-                    out.push((key, Arc::new(obj)));
-                }
-            }
-            Ok(out)
-        })
-        .await
-        .map_err(|e| Error::internal(e.to_string()))?
+        tokio::task::spawn_blocking(move || readable_copies(&storage, keys, BATCH_BYTES))
+            .await
+            .map_err(|e| Error::internal(e.to_string()))?
     }
 
     /// The map, if this node's ring is at `epoch` (peers compare under one ring).

@@ -154,6 +154,10 @@ pub enum Error {
          nothing and hands nothing off. Delete its data directory before adding it again"
     )]
     Removed { node: NodeId, epoch: u64 },
+    /// A ring was not persisted because this node has already stored one of
+    /// the same or a newer epoch (two installs raced; the newer one stays).
+    #[error("ring of epoch {sent} not saved: epoch {current} is already stored")]
+    RingNotNewer { sent: u64, current: u64 },
 }
 
 impl Error {
@@ -198,6 +202,7 @@ impl Error {
             | Error::Stranger { .. }
             | Error::Restoring { .. }
             | Error::ShuttingDown
+            | Error::RingNotNewer { .. }
             | Error::Internal { .. } => true,
             Error::InvalidInput { .. }
             | Error::BadContext { .. }

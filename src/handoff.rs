@@ -8,8 +8,11 @@
 //! next round. Deliveries are bounded ([`HANDOFF_CONCURRENCY`]) and a target that
 //! fails is skipped for the rest of the round.
 //!
-//! A hint whose target has left the ring goes to the key's current replicas
-//! instead (merged locally when this node is one of them).
+//! A hint goes to its target only while the target is one of the key's owners
+//! in the current ring (a replica or, during a change, a pending owner). One
+//! whose target has left the ring, or no longer owns the key, goes to every
+//! current owner of the key instead (merged locally when this node is one of
+//! them): a copy on a node that does not own the key would be a stray one.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -18,7 +21,7 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use crate::peers::Peers;
-use crate::ring::RingCell;
+use crate::ring::{Ring, RingCell};
 use crate::rpc::Addressee;
 use crate::storage::{Hint, Storage};
 use crate::types::NodeId;
@@ -129,19 +132,17 @@ impl Handoff {
         // change's transfer waits for requests that hold an older ring).
         let targets: Vec<Addressee> = match self.ring.get() {
             Some(r) => {
-                let nodes = if r.is_member(&hint.target) {
-                    vec![hint.target.clone()]
-                } else {
-                    r.preference_list(hint.key.as_bytes())
-                };
                 let uuid = self.storage.uuid();
-                nodes
+                delivery_targets(&r, &hint.target, hint.key.as_bytes())
                     .into_iter()
                     .map(|node| Addressee::from_me(&r, &node, &self.me, uuid))
                     .collect()
             }
             None => return Err("this node has no ring yet".into()),
         };
+        if targets.is_empty() {
+            return Err("the ring gives the key to no node".into());
+        }
         for to in targets {
             let target = to.node.clone();
             if target == self.me {
@@ -164,5 +165,107 @@ impl Handoff {
                 .map_err(|e| e.reason())?;
         }
         Ok(())
+    }
+}
+
+/// Where a hint for `target` of `key` goes under `ring`: to `target` while it
+/// is one of the key's owners (a replica or, during a change, a pending
+/// owner), else to every owner (the preference list, then the pending
+/// owners). A member that no longer owns the key must not get it: the copy
+/// would be a stray one, which no clean-up removes and the tombstone reaper
+/// refuses for ever.
+fn delivery_targets(ring: &Ring, target: &NodeId, key: &[u8]) -> Vec<NodeId> {
+    let mut owners = ring.preference_list(key);
+    owners.extend(ring.pending_owners(key));
+    if owners.contains(target) {
+        vec![target.clone()]
+    } else {
+        owners
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::RingState;
+    use crate::types::Replication;
+
+    fn nodes(n: u16) -> Vec<NodeId> {
+        (0..n)
+            .map(|i| NodeId::new("127.0.0.1", 21000 + i).unwrap())
+            .collect()
+    }
+
+    fn ring_of(members: &[NodeId]) -> RingState {
+        let mut state = RingState::bootstrap(members[0].clone(), Replication { n: 3, w: 2, r: 2 });
+        for m in &members[1..] {
+            state = state.with_member(m.clone()).unwrap();
+        }
+        state
+    }
+
+    /// A key of `ring` whose preference list `wanted` accepts.
+    fn key_where(ring: &Ring, wanted: impl Fn(&[NodeId]) -> bool) -> Vec<u8> {
+        (0..10_000)
+            .map(|i| format!("key-{i}").into_bytes())
+            .find(|k| wanted(&ring.preference_list(k)))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_hint_goes_to_its_target_while_it_owns_the_key() {
+        let members = nodes(5);
+        let ring = Ring::new(ring_of(&members));
+        let t = &members[1];
+        let key = key_where(&ring, |owners| owners.contains(t));
+        assert_eq!(delivery_targets(&ring, t, &key), vec![t.clone()]);
+    }
+
+    /// A target that is still a member but no longer owns the key (a change
+    /// moved it) does not get it: a copy there would be a stray one, which
+    /// the tombstone reaper then refuses for ever. The owners get it.
+    #[test]
+    fn a_hint_for_a_member_that_no_longer_owns_the_key_goes_to_the_owners() {
+        let members = nodes(5);
+        let ring = Ring::new(ring_of(&members));
+        let t = &members[1];
+        let key = key_where(&ring, |owners| !owners.contains(t));
+        assert!(ring.is_member(t));
+        assert_eq!(delivery_targets(&ring, t, &key), ring.preference_list(&key));
+    }
+
+    #[test]
+    fn a_hint_for_a_node_that_left_goes_to_the_owners() {
+        let members = nodes(5);
+        let ring = Ring::new(ring_of(&members[..4]));
+        let gone = &members[4];
+        let key = b"some-key".to_vec();
+        assert_eq!(
+            delivery_targets(&ring, gone, &key),
+            ring.preference_list(&key)
+        );
+    }
+
+    /// During a change the key's owners are its replicas and its pending
+    /// owners: a pending owner gets its hint, and a hint for a node that owns
+    /// the key in neither ring goes to all of them.
+    #[test]
+    fn during_a_change_pending_owners_count_as_owners() {
+        let members = nodes(5);
+        let state = ring_of(&members[..4]);
+        let joining = members[4].clone();
+        let ring = Ring::new(state.begin_add(joining.clone(), None, 0).unwrap());
+        let key = (0..10_000)
+            .map(|i| format!("key-{i}").into_bytes())
+            .find(|k| ring.pending_owners(k).contains(&joining))
+            .unwrap();
+        assert_eq!(
+            delivery_targets(&ring, &joining, &key),
+            vec![joining.clone()]
+        );
+        let mut owners = ring.preference_list(&key);
+        owners.extend(ring.pending_owners(&key));
+        let outsider = members[..4].iter().find(|n| !owners.contains(n)).unwrap();
+        assert_eq!(delivery_targets(&ring, outsider, &key), owners);
     }
 }

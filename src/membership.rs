@@ -523,7 +523,17 @@ impl Membership {
         if state.epoch <= self.ring.epoch() {
             return Ok(self.ring.epoch());
         }
-        self.storage.save_ring(&state)?;
+        match self.storage.save_ring(&state) {
+            Ok(()) => {}
+            // A concurrent install stored a newer ring after the check above:
+            // that one stays, and it installs itself. Acknowledge once what is
+            // stored is durable (it is newer than what was pushed).
+            Err(Error::RingNotNewer { current, .. }) => {
+                self.storage.durable().await?;
+                return Ok(self.ring.epoch().max(current));
+            }
+            Err(e) => return Err(e),
+        }
         self.storage.durable().await?;
         self.check_replication(&state);
         let epoch = state.epoch;

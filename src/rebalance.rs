@@ -20,6 +20,10 @@
 //!    ([`crate::ring::RingCell::older_in_use`]). So a write this node stores
 //!    either came before the scan started (the scan sees it) or was placed
 //!    under E or later (its coordinator also wrote the new owners).
+//!    Anti-entropy is not waited for (its map keeps a ring of its own): an
+//!    exchange under an older epoch stops at the change and only merges
+//!    copies between owners. After 10 s the wait logs which older epochs are
+//!    still held, and by how many references.
 //! 3. *Every live holder sends.* Each node of either ring scans its whole
 //!    replica and its hints and sends every key whose owners change to each of
 //!    the key's pending owners (the new owners that are not owners now), in
@@ -52,8 +56,10 @@
 //!
 //! # Progress and restarts
 //!
-//! The scan runs in key order in chunks of [`CHUNK_KEYS`]; after each chunk is
-//! confirmed the node records `(epoch, pass, last key)` on disk, so after a
+//! The scan runs in stored order (segment, then key) in chunks of
+//! [`CHUNK_KEYS`]; after each chunk is confirmed the node records `(epoch,
+//! pass, last stored key read)` on disk (the raw key, exact even for a record
+//! whose key is not UTF-8, which is logged and skipped), so after a
 //! `kill -9` it resumes where it stopped, and it records the epoch when its
 //! whole transfer is done. A counting scan (keys only) runs beside the first
 //! pass to fill in `keys_to_move`. A receiver that is down is retried with backoff
@@ -84,7 +90,7 @@ use tokio::sync::watch;
 use crate::peers::Peers;
 use crate::ring::{Ring, RingCell};
 use crate::rpc::{Addressee, NodeClient, TransferPhase, TransferProgress};
-use crate::storage::{entry_digest, Marker, Storage, Stored};
+use crate::storage::{entry_digest, Marker, ScanCursor, Storage, Stored};
 use crate::types::{Key, NodeId};
 use crate::vclock::Object;
 
@@ -280,14 +286,14 @@ impl Rebalance {
         }
         self.drain(&ring, stop).await?;
         let actor = self.me.clone();
-        let mut after: Option<Key> = None;
+        let mut after: Option<crate::storage::ScanCursor> = None;
         let mut dropped = 0u64;
         loop {
             self.check(&ring, stop)?;
             let storage = self.storage.clone();
             let from = after.clone();
             let page =
-                tokio::task::spawn_blocking(move || storage.scan(from.as_deref(), CHUNK_KEYS))
+                tokio::task::spawn_blocking(move || storage.scan(from.as_ref(), CHUNK_KEYS))
                     .await
                     .map_err(|e| Stop::Failed(e.to_string()))?
                     .map_err(failed)?;
@@ -335,7 +341,17 @@ impl Rebalance {
         while self.ring.older_in_use(ring.epoch()) {
             self.check(ring, stop)?;
             if !warned && started.elapsed() > Duration::from_secs(10) {
-                tracing::warn!("still waiting for requests begun under the previous ring");
+                let held: Vec<String> = self
+                    .ring
+                    .older_held(ring.epoch())
+                    .into_iter()
+                    .map(|(epoch, holders)| format!("epoch {epoch} by {holders}"))
+                    .collect();
+                tracing::warn!(
+                    epoch = ring.epoch(),
+                    held = %held.join(", "),
+                    "still waiting for requests begun under an older ring (rings held)"
+                );
                 warned = true;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -371,7 +387,7 @@ impl Rebalance {
             epoch,
             change = %ring.state().describe_change(),
             resume_pass = resume.as_ref().map(|c| c.pass).unwrap_or(0),
-            resume_after = resume.as_ref().map(|c| c.key.as_str()).unwrap_or(""),
+            resume_after = %resume.as_ref().map(|c| c.key.to_string()).unwrap_or_default(),
             drain_ms = u64::try_from(drained.as_millis()).unwrap_or(u64::MAX),
             "ring change: sending keys to their new owners"
         );
@@ -451,7 +467,7 @@ impl Rebalance {
                 // a fresh first pass also counts every moving key.
                 let (page, moving) = tokio::task::spawn_blocking(move || {
                     let mut moving = 0u64;
-                    let page = storage.scan_raw(from.as_deref(), CHUNK_KEYS, |key| {
+                    let page = storage.scan_raw(from.as_ref(), CHUNK_KEYS, |key| {
                         let (key_pass, targets) = sending(&owned_ring, &me, key)?;
                         moving += 1;
                         (key_pass == pass).then_some(targets)
@@ -620,7 +636,7 @@ impl Rebalance {
         resume: Option<&Cursor>,
         stop: &watch::Receiver<bool>,
     ) -> Result<(), Stop> {
-        let mut after: Option<Key> = None;
+        let mut after: Option<ScanCursor> = None;
         loop {
             self.check(ring, stop)?;
             let storage = self.storage.clone();
@@ -629,7 +645,7 @@ impl Rebalance {
             // Keeps nothing: the filter only counts.
             let (page, total, done) = tokio::task::spawn_blocking(move || {
                 let (mut total, mut done) = (0u64, 0u64);
-                let page = storage.scan_raw(from.as_deref(), COUNT_KEYS, |key| {
+                let page = storage.scan_raw(from.as_ref(), COUNT_KEYS, |key| {
                     let (pass, _) = sending(&owned_ring, &me, key)?;
                     total += 1;
                     done += u64::from(resume.as_ref().is_some_and(|c| c.covers(pass, key)));
@@ -752,18 +768,17 @@ impl Rebalance {
             .state()
             .actor(&self.me, self.storage.uuid())
             .unwrap_or_else(|| self.me.clone());
-        let mut after: Option<Key> = None;
+        let mut after: Option<ScanCursor> = None;
         let (mut dropped, mut kept) = (0u64, 0u64);
         let mut bucket = Bucket::new(self.rate);
         loop {
             self.check(&ring, stop)?;
             let storage = self.storage.clone();
             let from = after.clone();
-            let page =
-                tokio::task::spawn_blocking(move || storage.scan(from.as_deref(), CHUNK_KEYS))
-                    .await
-                    .map_err(|e| Stop::Failed(e.to_string()))?
-                    .map_err(failed)?;
+            let page = tokio::task::spawn_blocking(move || storage.scan(from.as_ref(), CHUNK_KEYS))
+                .await
+                .map_err(|e| Stop::Failed(e.to_string()))?
+                .map_err(failed)?;
             let mut plan = Plan::default();
             let mut leaving: Vec<Stored> = Vec::new();
             for stored in page.items {
@@ -814,17 +829,18 @@ impl Rebalance {
     }
 }
 
-/// Where a transfer stopped: the pass and the last key confirmed in it.
+/// Where a transfer stopped: the pass and where its last confirmed chunk
+/// ended (in the scan's stored order).
 #[derive(Clone, Debug)]
 struct Cursor {
     pass: u8,
-    key: Key,
+    key: ScanCursor,
 }
 
 impl Cursor {
     /// True if a key sent in `pass` was confirmed before this cursor.
     fn covers(&self, pass: u8, key: &str) -> bool {
-        pass < self.pass || (pass == self.pass && key <= self.key.as_str())
+        pass < self.pass || (pass == self.pass && self.key.covers(key))
     }
 }
 

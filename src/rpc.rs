@@ -342,8 +342,17 @@ pub enum AeQuery {
     Groups,
     /// The segment digests of these groups (256 per group, in order).
     Segments(Vec<u8>),
-    /// The shared keys of these segments with their entry digests.
+    /// The shared keys of these segments with their entry digests, all in
+    /// one answer (unbounded: exchanges ask with `KeysFrom`).
     Keys(Vec<u16>),
+    /// One page of the shared keys of these segments with their entry
+    /// digests, in the order of the segments and of the keys in each, from
+    /// just after `after` (from the start when None). Appended last, so the
+    /// other variants keep their bincode indices.
+    KeysFrom {
+        segments: Vec<u16>,
+        after: Option<Key>,
+    },
 }
 
 /// The answer to an [`AeQuery`], of the same level.
@@ -352,6 +361,13 @@ pub enum AeAnswer {
     Groups(Vec<u64>),
     Segments(Vec<u64>),
     Keys(Vec<(Key, u64)>),
+    /// One page of a `KeysFrom` listing, at most
+    /// [`crate::antientropy::MAX_KEYS_PAGE_BYTES`]; `next` is where the next
+    /// page starts (None: the listing is complete).
+    KeysPage {
+        keys: Vec<(Key, u64)>,
+        next: Option<Key>,
+    },
 }
 
 /// A node's anti-entropy counters, as `status` shows them.

@@ -35,7 +35,7 @@ fn the_map_agrees_with_the_ring_key_by_key() {
     let members = nodes(5);
     let ring = Arc::new(Ring::new(ring_of(&members)));
     let me = &members[0];
-    let map = SharedMap::new(ring.clone(), me.clone());
+    let map = SharedMap::new(&ring, me.clone());
     assert_eq!(map.peers().len(), 4, "with N=3 of 5 every pair shares keys");
     let mut splits = 0;
     for i in 0..20_000 {
@@ -68,7 +68,7 @@ fn with_n_equal_to_the_ring_size_no_segment_is_split() {
         !ring.same_owners(0, u64::MAX),
         "tokens fall inside the range"
     );
-    let map = SharedMap::new(ring, members[0].clone());
+    let map = SharedMap::new(&ring, members[0].clone());
     for seg in all_segments() {
         for peer in &members[1..] {
             assert!(
@@ -88,10 +88,8 @@ fn during_a_change_only_the_current_owners_compare() {
         state.begin_add(joining.clone(), None, 0).unwrap(),
     ));
     // The joining node owns nothing yet: the transfer fills it, not anti-entropy.
-    assert!(SharedMap::new(moving.clone(), joining.clone())
-        .peers()
-        .is_empty());
-    let map = SharedMap::new(moving, members[0].clone());
+    assert!(SharedMap::new(&moving, joining.clone()).peers().is_empty());
+    let map = SharedMap::new(&moving, members[0].clone());
     assert_eq!(map.peers(), &members[1..3]);
 }
 
@@ -116,8 +114,8 @@ fn exchange_locally(
     (a, sa): (&NodeId, &Storage),
     (b, sb): (&NodeId, &Storage),
 ) -> (Vec<Key>, Vec<Key>) {
-    let ma = SharedMap::new(ring.clone(), a.clone());
-    let mb = SharedMap::new(ring.clone(), b.clone());
+    let ma = SharedMap::new(ring, a.clone());
+    let mb = SharedMap::new(ring, b.clone());
     let groups: Vec<u8> = differing(
         &ma.group_digests(sa, b).unwrap(),
         &mb.group_digests(sb, a).unwrap(),
@@ -221,4 +219,175 @@ fn an_exchange_moves_exactly_the_differing_shared_keys_both_ways() {
         pushed.is_empty() && pulled.is_empty(),
         "{pushed:?} {pulled:?}"
     );
+}
+
+fn anti_entropy(me: &NodeId, storage: Arc<Storage>, cell: Arc<RingCell>) -> AntiEntropy {
+    let peers = Arc::new(Peers::new(Duration::from_secs(1)));
+    AntiEntropy::new(
+        me.clone(),
+        storage,
+        peers,
+        cell,
+        0,
+        None,
+        Default::default(),
+        Duration::from_secs(10),
+    )
+}
+
+/// The map a peer's query builds is cached, with anti-entropy off too (no
+/// exchange loop would ever rebuild it). It must not count as a request
+/// holding the old ring, or a ring change's transfer waits for ever.
+#[tokio::test]
+async fn a_cached_map_does_not_hold_the_ring_it_was_built_for() {
+    let members = nodes(4);
+    let state = ring_of(&members[..3]);
+    let cell = Arc::new(RingCell::new());
+    cell.install(state.clone());
+    let storage = Arc::new(Storage::open(None, FsyncMode::Never).unwrap());
+    let ae = anti_entropy(&members[0], storage, cell.clone());
+    let answer = ae
+        .answer(state.epoch, members[1].clone(), AeQuery::Groups)
+        .await
+        .unwrap();
+    assert!(matches!(answer, AeAnswer::Groups(_)));
+    let next = state.begin_add(members[3].clone(), None, 0).unwrap();
+    assert!(cell.install(next.clone()));
+    assert!(
+        !cell.older_in_use(next.epoch),
+        "the cached map of epoch {} holds the old ring",
+        state.epoch
+    );
+}
+
+fn stored_object(v: &str) -> Object {
+    let mut obj = Object::new();
+    obj.update(&id("127.0.0.1:1"), &VersionVector::new(), val(v), 0)
+        .unwrap();
+    obj
+}
+
+/// One record that does not decode must not stop anti-entropy with a peer:
+/// a fetch answers the other keys (it used to fail whole, every exchange).
+#[tokio::test]
+async fn a_fetch_skips_a_record_that_does_not_decode() {
+    let members = nodes(3);
+    let state = ring_of(&members);
+    let cell = Arc::new(RingCell::new());
+    cell.install(state.clone());
+    let storage = Arc::new(Storage::open(None, FsyncMode::Never).unwrap());
+    for k in ["a", "c"] {
+        storage.merge(k, &stored_object(k)).unwrap();
+    }
+    storage
+        .insert_raw("b", &[crate::storage::RECORD_FORMAT, 0xff, 0xff])
+        .unwrap();
+    assert!(storage.replica("b").is_err(), "b does not decode");
+    let ae = anti_entropy(&members[0], storage, cell);
+    let keys: Vec<Key> = ["a", "b", "c"].map(String::from).to_vec();
+    let got = ae.fetch(state.epoch, keys).await.unwrap();
+    let got: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(got, ["a", "c"]);
+}
+
+/// A push's copies leave out a record that does not decode, and the others go.
+#[test]
+fn a_push_skips_a_record_that_does_not_decode() {
+    let storage = Storage::open(None, FsyncMode::Never).unwrap();
+    for k in ["a", "c"] {
+        storage.merge(k, &stored_object(k)).unwrap();
+    }
+    storage
+        .insert_raw("b", &[crate::storage::RECORD_FORMAT, 0xff, 0xff])
+        .unwrap();
+    let keys: Vec<Key> = ["a", "b", "c", "d"].map(String::from).to_vec();
+    let got = readable_copies(&storage, keys, usize::MAX).unwrap();
+    let got: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(got, ["a", "c"]);
+}
+
+/// A key listing larger than a page comes back in several pages, each within
+/// the bound, whose union is the whole listing, in order (one answer used to
+/// carry it all, past the frame limit on a large node).
+#[test]
+fn a_key_listing_comes_in_bounded_pages_that_make_the_whole() {
+    let members = nodes(3);
+    let ring = Arc::new(Ring::new(ring_of(&members)));
+    let (a, b) = (&members[0], &members[1]);
+    let storage = Storage::open(None, FsyncMode::Never).unwrap();
+    let mut segments = std::collections::BTreeSet::new();
+    for i in 0..2_000 {
+        let key = format!("key-{i:05}-{}", "x".repeat(i % 40));
+        storage.merge(&key, &stored_object("v")).unwrap();
+        segments.insert(crate::storage::segment_of(&key));
+    }
+    // A few segments with nothing in them, listed too.
+    segments.extend([0, 1, u16::MAX]);
+    let segments: Vec<Segment> = segments.into_iter().collect();
+    let map = SharedMap::new(&ring, a.clone());
+    let whole = map.key_digests(&storage, b, &segments).unwrap();
+    assert_eq!(whole.len(), 2_000, "N = 3 of 3: every key is shared");
+    let bound = 4 * 1024;
+    let mut pages = Vec::new();
+    let mut after: Option<Key> = None;
+    loop {
+        let (page, next) = map
+            .key_digests_page(&storage, b, &segments, after.as_deref(), bound)
+            .unwrap();
+        let bytes: usize = page.iter().map(|(k, _)| k.len() + KEY_ENTRY_BYTES).sum();
+        assert!(bytes <= bound, "page of {bytes} bytes");
+        assert!(
+            bincode::serialized_size(&page).unwrap() as usize <= bound + 8,
+            "the page's encoding is within the bound too"
+        );
+        assert!(!page.is_empty());
+        if let Some(n) = &next {
+            assert_eq!(Some(n), page.last().map(|(k, _)| k));
+        }
+        pages.push(page);
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert!(pages.len() > 5, "{} pages", pages.len());
+    assert_eq!(pages.concat(), whole);
+    // A cursor in none of the segments is refused, not guessed at.
+    let stray = (0..)
+        .map(|i| format!("stray-{i}"))
+        .find(|k| !segments.contains(&crate::storage::segment_of(k)))
+        .unwrap();
+    assert!(map
+        .key_digests_page(&storage, b, &segments, Some(&stray), bound)
+        .is_err());
+}
+
+/// The answer to a paged query, at the real bound, lists a small node whole.
+#[tokio::test]
+async fn a_peer_answers_a_paged_key_query() {
+    let members = nodes(3);
+    let state = ring_of(&members);
+    let cell = Arc::new(RingCell::new());
+    cell.install(state.clone());
+    let storage = Arc::new(Storage::open(None, FsyncMode::Never).unwrap());
+    let mut segments = Vec::new();
+    for k in ["a", "b", "c"] {
+        storage.merge(k, &stored_object(k)).unwrap();
+        segments.push(crate::storage::segment_of(k));
+    }
+    segments.sort();
+    let ae = anti_entropy(&members[0], storage, cell);
+    let query = AeQuery::KeysFrom {
+        segments,
+        after: None,
+    };
+    let AeAnswer::KeysPage { keys, next } = ae
+        .answer(state.epoch, members[1].clone(), query)
+        .await
+        .unwrap()
+    else {
+        panic!("not a page");
+    };
+    assert_eq!(keys.len(), 3);
+    assert_eq!(next, None);
 }

@@ -6,7 +6,10 @@
 //! The cell also remembers the rings it replaced (weakly), so a ring change's
 //! transfer can wait until no request that began under an older ring is still
 //! running on this node ([`RingCell::older_in_use`]): from then on every write
-//! this node stores was placed with the new ring.
+//! this node stores was placed with the new ring. Every strong reference to a
+//! retired ring counts, so only requests may keep one: a long-lived holder
+//! (anti-entropy's cached map) keeps a copy of its own instead.
+//! [`RingCell::older_held`] tells who is still waited for, for the log.
 
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
@@ -16,7 +19,8 @@ use super::{Ring, RingState};
 #[derive(Default)]
 pub struct RingCell {
     current: RwLock<Option<Arc<Ring>>>,
-    retired: Mutex<Vec<Weak<Ring>>>,
+    /// The rings replaced, with their epochs.
+    retired: Mutex<Vec<(u64, Weak<Ring>)>>,
 }
 
 impl RingCell {
@@ -48,8 +52,8 @@ impl RingCell {
         drop(cur);
         if let Some(old) = old {
             let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
-            retired.retain(|w| w.strong_count() > 0);
-            retired.push(Arc::downgrade(&old));
+            retired.retain(|(_, w)| w.strong_count() > 0);
+            retired.push((old.epoch(), Arc::downgrade(&old)));
         }
         true
     }
@@ -57,10 +61,21 @@ impl RingCell {
     /// True while anything (a request, a task) still holds a ring older than
     /// `epoch`.
     pub fn older_in_use(&self, epoch: u64) -> bool {
+        !self.older_held(epoch).is_empty()
+    }
+
+    /// Each retired ring older than `epoch` that is still held, as `(its
+    /// epoch, how many references hold it)`, oldest first.
+    pub fn older_held(&self, epoch: u64) -> Vec<(u64, usize)> {
         let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
-        retired.retain(|w| w.strong_count() > 0);
-        retired
+        retired.retain(|(_, w)| w.strong_count() > 0);
+        let mut held: Vec<(u64, usize)> = retired
             .iter()
-            .any(|w| w.upgrade().is_some_and(|r| r.epoch() < epoch))
+            .filter(|(e, _)| *e < epoch)
+            .map(|(e, w)| (*e, w.strong_count()))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        held.sort_unstable();
+        held
     }
 }

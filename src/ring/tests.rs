@@ -965,3 +965,25 @@ fn the_ring_knows_every_actor_it_ever_let_write_and_no_other() {
         .unwrap();
     assert!(old.knows_actor(&c));
 }
+
+#[test]
+fn the_cell_names_the_older_rings_still_held() {
+    let cell = RingCell::new();
+    let mut state = state_of(local_nodes(3), Replication::default());
+    cell.install(state.clone());
+    let first = cell.get().unwrap();
+    let again = cell.get().unwrap();
+    state.epoch = 2;
+    cell.install(state.clone());
+    let second = cell.get().unwrap();
+    state.epoch = 3;
+    cell.install(state.clone());
+    assert_eq!(cell.older_held(3), vec![(1, 2), (2, 1)]);
+    assert_eq!(cell.older_held(2), vec![(1, 2)]);
+    drop((first, again));
+    assert_eq!(cell.older_held(3), vec![(2, 1)]);
+    assert!(cell.older_in_use(3));
+    drop(second);
+    assert!(!cell.older_in_use(3));
+    assert!(cell.older_held(3).is_empty());
+}

@@ -15,7 +15,9 @@
 //! about 15% (BENCHMARKS.md), while a lone writer (previous batch of one) never waits.
 //!
 //! The flusher is a plain thread (this layer has no async runtime); waiters hold a
-//! runtime-agnostic `futures` oneshot. With `--fsync always` the flusher answers one
+//! runtime-agnostic `futures` oneshot. A flusher thread that cannot be started
+//! fails [`GroupCommit::start`], and with it `Storage::open`: no write could
+//! ever be acknowledged without it. With `--fsync always` the flusher answers one
 //! waiter per flush; with `never` `wait` resolves at once.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,9 +64,27 @@ pub struct GroupCommit {
     thread: Mutex<Option<thread::JoinHandle<()>>>,
 }
 
+/// The flusher's body, as handed to the function that starts its thread.
+type Flusher = Box<dyn FnOnce() + Send + 'static>;
+
 impl GroupCommit {
-    /// Starts the flusher thread for `db` (none for `FsyncMode::Never`).
-    pub fn start(db: sled::Db, mode: FsyncMode) -> GroupCommit {
+    /// Starts the flusher thread for `db` (none for `FsyncMode::Never`). Fails
+    /// if the thread cannot be started: without it no durable write would
+    /// ever be acknowledged.
+    pub fn start(db: sled::Db, mode: FsyncMode) -> Result<GroupCommit> {
+        GroupCommit::start_with(db, mode, |body| {
+            thread::Builder::new()
+                .name("group-commit".into())
+                .spawn(body)
+        })
+    }
+
+    /// [`GroupCommit::start`] with the thread started by `spawn` (tests make it fail).
+    fn start_with(
+        db: sled::Db,
+        mode: FsyncMode,
+        spawn: impl FnOnce(Flusher) -> std::io::Result<thread::JoinHandle<()>>,
+    ) -> Result<GroupCommit> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
@@ -74,17 +94,17 @@ impl GroupCommit {
             FsyncMode::Never => None,
             _ => {
                 let shared = shared.clone();
-                thread::Builder::new()
-                    .name("group-commit".into())
-                    .spawn(move || run(db, shared, mode))
-                    .ok()
+                let handle = spawn(Box::new(move || run(db, shared, mode))).map_err(|e| {
+                    Error::storage(format!("cannot start the group-commit flusher thread: {e}"))
+                })?;
+                Some(handle)
             }
         };
-        GroupCommit {
+        Ok(GroupCommit {
             shared,
             mode,
             thread: Mutex::new(thread),
-        }
+        })
     }
 
     /// Resolves once everything written before this call is durable.
@@ -171,5 +191,43 @@ fn run(db: sled::Db, shared: Arc<Shared>, mode: FsyncMode) {
         if stopped {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> sled::Db {
+        sled::Config::new().temporary(true).open().unwrap()
+    }
+
+    /// A flusher that cannot be started is an error at start, not a store
+    /// whose every durable write waits for ever.
+    #[test]
+    fn a_flusher_that_cannot_start_is_an_error() {
+        for mode in [FsyncMode::Batch, FsyncMode::Always] {
+            let failed = GroupCommit::start_with(db(), mode, |_| {
+                Err(std::io::Error::other("no more threads"))
+            });
+            let Err(e) = failed else {
+                panic!("{mode:?}: started without a flusher");
+            };
+            assert!(
+                e.to_string()
+                    .contains("cannot start the group-commit flusher thread: no more threads"),
+                "{e}"
+            );
+        }
+        // `never` needs no thread and does not ask for one.
+        let never = GroupCommit::start_with(db(), FsyncMode::Never, |_| {
+            Err(std::io::Error::other("not asked"))
+        })
+        .unwrap();
+        futures::executor::block_on(never.wait()).unwrap();
+        // The real spawn works and serves a waiter.
+        let batch = GroupCommit::start(db(), FsyncMode::Batch).unwrap();
+        futures::executor::block_on(batch.wait()).unwrap();
+        batch.stop();
     }
 }

@@ -6,10 +6,10 @@
 //! |---|---|---|
 //! | `objects` | the key's [`Segment`] (u16 BE), then the key's bytes | the key's [`Object`] (all siblings and the causal context) |
 //! | `hints` | `u16 BE key length, key, target node id` | an [`Object`] held for a replica that was down |
-//! | `meta` | `ring` | the [`RingState`] this node last installed |
+//! | `meta` | `ring` | the [`RingState`] this node last installed (replaced only by a newer epoch: [`Storage::save_ring`] is a compare-and-swap) |
 //! | `meta` | `node_uuid` | this node's identity, created with the data directory |
 //! | `meta` | `transfer_done`, `cleanup_done` | the last epoch whose ring-change transfer / clean-up this node finished |
-//! | `meta` | `transfer_cursor` | `(epoch, key)`: how far the transfer of a running change got |
+//! | `meta` | `transfer_cursor` | `(epoch, pass, stored key)`: how far the transfer of a running change got (record version 2; version 1 held the key as a string, still read) |
 //! | `meta` | `restoring` | present while this node, readmitted after losing its data directory, refills from its peers |
 //! | `quarantine` | a hint record's key | a hint record that did not decode, set aside by [`Storage::hints`] (kept for inspection, never read back) |
 //! | `floors` | the key's bytes | the highest dot counter this node issued for the key while it did not keep the key as its own replica (a hint, or a key it handed to new owners) |
@@ -103,6 +103,9 @@ const RING_KEY: &[u8] = b"ring";
 const UUID_KEY: &[u8] = b"node_uuid";
 const CURSOR_KEY: &[u8] = b"transfer_cursor";
 const RESTORING_KEY: &[u8] = b"restoring";
+/// Format version of the transfer cursor record: 2 keeps the raw stored key
+/// ([`ScanCursor`]); version 1 kept the key as a string and is still read.
+const CURSOR_FORMAT: u8 = 2;
 
 /// A progress marker kept in the `meta` tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -264,7 +267,7 @@ impl Storage {
             }
         };
         let restoring = std::sync::atomic::AtomicBool::new(meta.contains_key(RESTORING_KEY)?);
-        let commit = GroupCommit::start(db.clone(), fsync);
+        let commit = GroupCommit::start(db.clone(), fsync)?;
         let stripes = (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
         Ok(Storage {
             uuid,
@@ -716,12 +719,32 @@ impl Storage {
         }
     }
 
-    /// Persists a ring. Call [`Storage::durable`] before relying on it.
+    /// Persists a ring if its epoch is above the stored one's, atomically (a
+    /// compare-and-swap loop on the record), so of two racing saves the newer
+    /// always stays. A ring not newer than the stored one is refused with
+    /// [`Error::RingNotNewer`]. Call [`Storage::durable`] before relying on it.
     pub fn save_ring(&self, ring: &RingState) -> Result<()> {
         let mut out = vec![RING_FORMAT];
         bincode::serialize_into(&mut out, ring).map_err(Error::storage)?;
-        self.meta.insert(RING_KEY, out)?;
-        Ok(())
+        let mut stored = self.meta.get(RING_KEY)?;
+        loop {
+            if let Some(raw) = &stored {
+                let current = decode_ring(raw)?.epoch;
+                if ring.epoch <= current {
+                    return Err(Error::RingNotNewer {
+                        sent: ring.epoch,
+                        current,
+                    });
+                }
+            }
+            match self
+                .meta
+                .compare_and_swap(RING_KEY, stored.as_ref(), Some(out.as_slice()))?
+            {
+                Ok(()) => return Ok(()),
+                Err(changed) => stored = changed.current,
+            }
+        }
     }
 
     /// The epoch stored under a progress marker (0 when never set).
@@ -738,27 +761,29 @@ impl Storage {
         Ok(())
     }
 
-    /// How far the transfer of a ring change got: `(epoch, pass, last key
-    /// confirmed)`. A record that does not decode reads as none: the cursor only
-    /// saves work, and starting over is always safe.
-    pub fn transfer_cursor(&self) -> Result<Option<(u64, u8, Key)>> {
+    /// How far the transfer of a ring change got: `(epoch, pass, where the
+    /// last confirmed chunk ended)`. A record that does not decode reads as
+    /// none: the cursor only saves work, and starting over is always safe.
+    pub fn transfer_cursor(&self) -> Result<Option<(u64, u8, ScanCursor)>> {
         match self.meta.get(CURSOR_KEY)? {
-            Some(raw) => Ok(decode(&raw, "meta").ok()),
+            Some(raw) => Ok(decode_cursor(&raw)),
             None => Ok(None),
         }
     }
 
     /// Records how far pass `pass` of the transfer of epoch `epoch` got.
-    pub fn set_transfer_cursor(&self, epoch: u64, pass: u8, key: &str) -> Result<()> {
-        self.meta
-            .insert(CURSOR_KEY, encode(&(epoch, pass, key.to_string()))?)?;
+    pub fn set_transfer_cursor(&self, epoch: u64, pass: u8, at: &ScanCursor) -> Result<()> {
+        let mut out = vec![CURSOR_FORMAT];
+        bincode::serialize_into(&mut out, &(epoch, pass, &at.0)).map_err(Error::storage)?;
+        self.meta.insert(CURSOR_KEY, out)?;
         Ok(())
     }
 
     /// Up to `limit` keys of this node's own replica after `after` (from the start
-    /// when `None`), in key order, with their objects. A record that does not decode
-    /// is returned in `corrupt` instead (the caller logs it), never silently lost.
-    pub fn scan(&self, after: Option<&str>, limit: usize) -> Result<Scan> {
+    /// when `None`; the `last` of the previous page), in stored order, with their
+    /// objects. A record that does not decode is returned in `corrupt` instead
+    /// (the caller logs it), never silently lost.
+    pub fn scan(&self, after: Option<&ScanCursor>, limit: usize) -> Result<Scan> {
         let raw = self.scan_raw(after, limit, |_| Some(()))?;
         let mut out = Scan {
             items: Vec::with_capacity(raw.items.len()),
@@ -775,19 +800,20 @@ impl Storage {
         Ok(out)
     }
 
-    /// Up to `limit` keys of this node's own replica after `after`, in key order:
-    /// the stored bytes, undecoded (a transfer decodes only what it sends), of the
-    /// keys for which `keep` returns something, with what it returned. Keys that
-    /// are not UTF-8 go to `corrupt`.
+    /// Up to `limit` keys of this node's own replica after `after`, in stored
+    /// order: the stored bytes, undecoded (a transfer decodes only what it
+    /// sends), of the keys for which `keep` returns something, with what it
+    /// returned. Keys that are not UTF-8 go to `corrupt`; the scan moves past
+    /// them all the same (its cursor is the raw stored key).
     pub fn scan_raw<T>(
         &self,
-        after: Option<&str>,
+        after: Option<&ScanCursor>,
         limit: usize,
         mut keep: impl FnMut(&str) -> Option<T>,
     ) -> Result<RawScan<T>> {
         let range = match after {
-            Some(k) => self.values.range::<Vec<u8>, _>((
-                std::ops::Bound::Excluded(stored_key(k)),
+            Some(at) => self.values.range::<&[u8], _>((
+                std::ops::Bound::Excluded(at.0.as_slice()),
                 std::ops::Bound::Unbounded,
             )),
             None => self.values.iter(),
@@ -805,7 +831,6 @@ impl Storage {
             }
             let (stored, raw) = item?;
             let k = split_stored_key(&stored).map_or(&stored[..], |(_, k)| k);
-            out.last = Some(String::from_utf8_lossy(k).into_owned());
             match std::str::from_utf8(k) {
                 Ok(key) => {
                     if let Some(kept) = keep(key) {
@@ -816,6 +841,7 @@ impl Storage {
                     .corrupt
                     .push(format!("key {:?} is not UTF-8", String::from_utf8_lossy(k))),
             }
+            out.last = Some(ScanCursor(stored.to_vec()));
         }
         Ok(out)
     }
@@ -867,13 +893,30 @@ impl Storage {
         }
     }
 
+    /// True if this node's replica of `key` has a record that does not
+    /// decode (a read or a merge of the key fails for that reason, not the disk's).
+    pub fn unreadable(&self, key: &str) -> Result<bool> {
+        Ok(match self.values.get(stored_key(key))? {
+            Some(raw) => decode::<Object>(&raw, "objects").is_err(),
+            None => false,
+        })
+    }
+
     /// Merges many objects (a transfer batch) into this node's replica. Returns how
-    /// many keys changed. Call [`Storage::durable`] before acknowledging.
+    /// many keys changed. A key whose record here does not decode is logged and
+    /// left as it is (never overwritten blindly), and the others are merged: one
+    /// bad record must not fail every transfer or exchange that carries it.
+    /// Call [`Storage::durable`] before acknowledging.
     pub fn merge_many(&self, items: &[(Key, Arc<Object>)]) -> Result<usize> {
         let mut changed = 0;
         for (key, object) in items {
-            if self.merge(key, object)? {
-                changed += 1;
+            match self.merge(key, object) {
+                Ok(true) => changed += 1,
+                Ok(false) => {}
+                Err(e) if self.unreadable(key)? => {
+                    tracing::error!(%key, error = %e, "skipping a key whose stored record does not decode");
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(changed)
@@ -897,6 +940,27 @@ impl Storage {
         }
         let at = stored_key(&stored.key);
         self.remove_record(&stored.key, &at, &stored.raw, stored.object.is_deleted())
+    }
+
+    /// Stores `raw` as the record of `key` as is, keeping the count and the
+    /// segment digest (as the walk at open would): tests use it to plant a
+    /// record that does not decode.
+    #[cfg(test)]
+    pub(crate) fn insert_raw(&self, key: &str, raw: &[u8]) -> Result<()> {
+        let stored = stored_key(key);
+        let old = self.values.insert(stored.as_slice(), raw)?;
+        let old_digest = match &old {
+            Some(old) => entry_digest(key.as_bytes(), old),
+            None => {
+                self.keys.fetch_add(1, Ordering::Relaxed);
+                0
+            }
+        };
+        self.segment(&stored).fetch_xor(
+            entry_digest(key.as_bytes(), raw) ^ old_digest,
+            Ordering::Relaxed,
+        );
+        Ok(())
     }
 }
 
@@ -982,6 +1046,39 @@ pub struct HintScan {
     pub corrupt: Vec<String>,
 }
 
+/// A position in a scan of this node's replica: the raw stored key (segment,
+/// then the key's bytes) of the last record read, exact whether or not the key
+/// is UTF-8, so paging never skips a record or reads one twice.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ScanCursor(Vec<u8>);
+
+impl ScanCursor {
+    /// The position of `key`: a scan after it starts with the next key.
+    pub fn at(key: &str) -> ScanCursor {
+        ScanCursor(stored_key(key))
+    }
+
+    /// True if `key` is at or before this position in stored order.
+    pub fn covers(&self, key: &str) -> bool {
+        let seg = segment_of(key).to_be_bytes();
+        seg.iter().chain(key.as_bytes()).cmp(self.0.iter()) != std::cmp::Ordering::Greater
+    }
+}
+
+/// The key at the position, for people (lossy when it is not UTF-8).
+impl std::fmt::Display for ScanCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let k = split_stored_key(&self.0).map_or(&self.0[..], |(_, k)| k);
+        write!(f, "{}", String::from_utf8_lossy(k))
+    }
+}
+
+impl std::fmt::Debug for ScanCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ScanCursor({:?})", self.to_string())
+    }
+}
+
 /// One page of [`Storage::scan_raw`].
 #[derive(Debug)]
 pub struct RawScan<T> {
@@ -989,8 +1086,8 @@ pub struct RawScan<T> {
     pub items: Vec<(Key, sled::IVec, T)>,
     /// Keys that are not UTF-8, described for the log.
     pub corrupt: Vec<String>,
-    /// The last key read: where the next page starts.
-    pub last: Option<Key>,
+    /// Where the next page starts: just after the last record read.
+    pub last: Option<ScanCursor>,
     /// True if the scan stopped at `limit` (more keys follow).
     pub more: bool,
 }
@@ -1016,8 +1113,9 @@ pub struct Scan {
     pub items: Vec<Stored>,
     /// Records that did not decode, described for the log.
     pub corrupt: Vec<String>,
-    /// The last key read (decoded or not): where the next page starts.
-    pub last: Option<Key>,
+    /// Where the next page starts: just after the last record read (decoded
+    /// or not).
+    pub last: Option<ScanCursor>,
     /// True if the scan stopped at `limit` (more keys follow).
     pub more: bool,
 }
@@ -1043,6 +1141,23 @@ struct RingStateV2 {
     identities: std::collections::BTreeMap<NodeId, uuid::Uuid>,
     transition: Option<crate::ring::Transition>,
 }
+
+/// Decodes the transfer cursor record, of version 1 (the key) or
+/// [`CURSOR_FORMAT`] (the raw stored key); None if it does not decode.
+fn decode_cursor(raw: &[u8]) -> Option<(u64, u8, ScanCursor)> {
+    match raw.split_first()? {
+        (&RECORD_FORMAT, body) => {
+            let (epoch, pass, key) = bincode::deserialize::<(u64, u8, String)>(body).ok()?;
+            Some((epoch, pass, ScanCursor::at(&key)))
+        }
+        (&CURSOR_FORMAT, body) => {
+            let (epoch, pass, at) = bincode::deserialize::<(u64, u8, Vec<u8>)>(body).ok()?;
+            Some((epoch, pass, ScanCursor(at)))
+        }
+        _ => None,
+    }
+}
+
 
 /// The ring record as version 3 wrote it (before departures).
 #[derive(serde::Deserialize)]
