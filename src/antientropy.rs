@@ -524,6 +524,7 @@ fn unix_ms() -> u64 {
 impl AntiEntropy {
     /// Anti-entropy of node `me`, repairing at most `rate` keys per second (0: no
     /// cap), one exchange every `interval` (None: it only answers peers).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         me: NodeId,
         storage: Arc<Storage>,
@@ -858,9 +859,9 @@ impl AntiEntropy {
                     for item in items {
                         match self.send_copies(map, peer, vec![item.clone()]).await {
                             Ok(()) => {}
-                            Err(CallError::Remote(e)) if !e.retryable() && !fenced(&e) => {
-                                self.refused.record(&item.0, peer, e.to_string(), "anti-entropy")
-                            }
+                            Err(CallError::Remote(e)) if !e.retryable() && !fenced(&e) => self
+                                .refused
+                                .record(&item.0, peer, e.to_string(), "anti-entropy"),
                             Err(e) => return Err(Stop::Peer(e)),
                         }
                     }

@@ -244,13 +244,22 @@ impl Membership {
     /// be down: its keys then come from the other replicas.
     ///
     /// While a change runs: a node the change adds has its join aborted (the
-    /// whole change when that was all it did), and a member that stays is
-    /// taken out of the target, so a node that is gone for good never blocks
-    /// the change.
+    /// whole change when that was all it did), and a member that stays but
+    /// does not answer is taken out of the target, so a node that is gone for
+    /// good never blocks the change; removing a member that answers is a
+    /// second change and is refused.
     pub async fn remove_node(&self, node: NodeId) -> Result<MembershipReply> {
         self.leader_ring()?;
         let _one_at_a_time = self.changes.lock().await;
         let current = self.leader_ring()?;
+        // During a change, a member that answers is no reason to change the
+        // change: that is a second change, refused like any other. Only one
+        // that does not answer (gone for good, as far as the leader can
+        // tell) is taken out of the target.
+        let staying = current.members.contains(&node) && current.target().contains(&node);
+        if current.transition.is_some() && staying && self.info_of(&node).await.is_ok() {
+            current.refuse_while_changing()?;
+        }
         let next = current.begin_remove(&node, now_ms())?;
         if current.transition.is_some() {
             tracing::warn!(
@@ -396,9 +405,9 @@ impl Membership {
                             tracing::debug!(%node, reason = %e.reason(), "ring not delivered");
                         }
                     }
-                    let done = info.transfer.is_some_and(|t| {
-                        t.epoch == state.epoch && t.phase == TransferPhase::Done
-                    });
+                    let done = info
+                        .transfer
+                        .is_some_and(|t| t.epoch == state.epoch && t.phase == TransferPhase::Done);
                     if !done && leaving.contains(&node) {
                         // It answers but has not finished: it is not silent, and
                         // the settle must wait for its report.

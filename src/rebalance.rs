@@ -292,11 +292,10 @@ impl Rebalance {
             self.check(&ring, stop)?;
             let storage = self.storage.clone();
             let from = after.clone();
-            let page =
-                tokio::task::spawn_blocking(move || storage.scan(from.as_ref(), CHUNK_KEYS))
-                    .await
-                    .map_err(|e| Stop::Failed(e.to_string()))?
-                    .map_err(failed)?;
+            let page = tokio::task::spawn_blocking(move || storage.scan(from.as_ref(), CHUNK_KEYS))
+                .await
+                .map_err(|e| Stop::Failed(e.to_string()))?
+                .map_err(failed)?;
             for stored in &page.items {
                 // The floor is recorded first: were the node added again on
                 // this data directory, it never reissues a counter.

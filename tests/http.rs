@@ -270,6 +270,11 @@ fn bad_input_gets_a_clear_4xx_and_quorum_failures_a_503() {
     let r = curl(c.nodes[1].http, "/ring/nodes/127.0.0.1:1", &["-X", "POST"]);
     check(&r, 409, "not the leader");
     assert_eq!(r.json()["leader"], c.nodes[0].id.as_str());
+    // abort-change likewise; at the leader with no change running, 409 too.
+    let r = curl(c.nodes[1].http, "/ring/transition", &["-X", "DELETE"]);
+    check(&r, 409, "not the leader");
+    let r = curl(c.nodes[0].http, "/ring/transition", &["-X", "DELETE"]);
+    check(&r, 409, "no ring change is running");
 
     // Two of three replicas gone: a put cannot reach W = 2.
     c.kill(1);

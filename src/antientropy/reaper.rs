@@ -23,12 +23,44 @@
 //! of it finished, no transfer or clean-up is running. A hint is deleted only
 //! after its target merged it, so a check that finds no hint on any member
 //! finds none in flight either. Read repair and anti-entropy only copy what a
-//! member holds, and every member that holds the key holds the tombstone. What
-//! is left is a copy read *before* the check and still in flight: every call
-//! has a deadline after which tarpc drops it, and the check is repeated after
-//! [`crate::config::DEFAULT_TOMBSTONE_GRACE_MS`], twice the longest deadline,
-//! by which time such a copy has landed on a node that held the tombstone (and
-//! was dominated) or was dropped.
+//! member holds, and every member that holds the key holds the tombstone.
+//!
+//! *Nodes outside the ring.* "Every member" is the members of one ring; a node
+//! that is not one of them (removed while it was stalled or down, a join that
+//! was aborted) is never asked, and may hold anything. It can never write into
+//! the ring: every call that stores data names its sender, and a receiver
+//! refuses one from outside its own ring (`Error::Fenced`, in
+//! [`crate::coordinator`]). The check is made when the receiver handles the
+//! call, against the ring it has then, so it does not matter how old the call
+//! is: a frame from a removed node that sat in a socket for an hour is refused
+//! like a fresh one. And a receiver still on an older ring (where the sender
+//! was a member) cannot be part of a proof: a proof needs every member to
+//! answer under the ring being proven ([`Reaper::check_here`] refuses another
+//! epoch), and a node does not vouch while any call it began under an older
+//! ring still runs (`RingCell::older_in_use`), so what such a call merged is
+//! in the copies the proof reads.
+//!
+//! *Copies in flight between members.* What is left is a copy a member read
+//! *before* the first check (read repair's merge, an anti-entropy push) and
+//! still on its way. The grace is meant to outlast it, and the argument has a
+//! gap that must be said: tarpc sends a request's deadline as the time left,
+//! not as an instant, so a frame delayed after it was written (in a socket
+//! buffer, in TCP retransmissions across a healed partition) arrives with a
+//! fresh deadline. Three things bound it. A receiver refuses a call that stores
+//! data when its deadline has already passed when it reads it (a request that
+//! waited in the sender's own queues arrives with only what was left), so
+//! only delay after the frame left the sender counts. A live receiver reads
+//! its sockets at once. And the grace must be longer than twice the longest
+//! deadline of a call that carries copies (`--tombstone-grace-ms` is refused
+//! otherwise, [`crate::config`]). What remains unbounded is a frame held in
+//! the network itself for longer than the grace, between two members that
+//! both stay in the ring: TCP gives up on such a connection after its own
+//! retransmission timeout (minutes), so a partition healing between one and
+//! fifteen minutes after a read repair was sent could still bring an old
+//! value back to a node whose tombstone was removed meanwhile. Keeping
+//! `--tombstone-grace-ms` above the longest partition expected closes it;
+//! checking a sender's clock would need synchronised clocks, which this
+//! database does not assume.
 //!
 //! Each owner then removes its copy with a compare-and-swap on the proven
 //! digest ([`Storage::reap`]): a write that landed since keeps the key. An owner
@@ -57,10 +89,6 @@
 //! - Every member must answer: one member down stops all removals, as it
 //!   should (it may hold an older copy or a hint). A failure detector does not
 //!   change that.
-//! - A node removed from the ring while it was down, whose data directory is
-//!   kept and which is started again, hands off what it held when it returns;
-//!   that can bring back a value whose tombstone was removed meanwhile. Wipe the
-//!   data directory of a node removed while down before starting it again.
 //! - Nothing is removed while anti-entropy is off (`--anti-entropy-interval-ms
 //!   0`): the proof needs the exchanges that make owners agree.
 

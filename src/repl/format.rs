@@ -39,8 +39,8 @@ use crate::error::Error;
 use std::collections::BTreeMap;
 
 use crate::rpc::{
-    AeStats, LocateReply, MemberStatus, MembershipReply, NodeState, ReadReply, Refusal, StatusReply,
-    TransitionStatus, WriteReply,
+    AeStats, LocateReply, MemberStatus, MembershipReply, NodeState, ReadReply, Refusal,
+    StatusReply, TransitionStatus, WriteReply,
 };
 use crate::types::{Key, NodeId, Value};
 use crate::vclock::VersionVector;
@@ -105,14 +105,16 @@ impl Outcome {
                 context: &reply.context,
                 replicas: &reply.replicas,
             }),
-            Outcome::Membership(reply) | Outcome::Aborted(reply) => serde_json::to_string(&JsonMembership {
-                ok: true,
-                epoch: reply.epoch,
-                members: &reply.members,
-                joining: &reply.joining,
-                leaving: &reply.leaving,
-                unreached: &reply.unreached,
-            }),
+            Outcome::Membership(reply) | Outcome::Aborted(reply) => {
+                serde_json::to_string(&JsonMembership {
+                    ok: true,
+                    epoch: reply.epoch,
+                    members: &reply.members,
+                    joining: &reply.joining,
+                    leaving: &reply.leaving,
+                    unreached: &reply.unreached,
+                })
+            }
             Outcome::Status(reply) => serde_json::to_string(&JsonStatus {
                 ok: true,
                 leader: &reply.leader,

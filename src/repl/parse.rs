@@ -673,6 +673,8 @@ mod tests {
             }
         );
         assert_eq!(parse("status").unwrap(), Command::Status);
+        assert_eq!(parse("abort-change").unwrap(), Command::AbortChange);
+        assert_eq!(parse("ABORT-CHANGE").unwrap(), Command::AbortChange);
         assert_eq!(
             parse("locate k").unwrap(),
             Command::Locate { key: "k".into() }
@@ -705,6 +707,7 @@ mod tests {
             ("remove-node", "usage: remove-node HOST:PORT"),
             ("remove-node a:1 b:2", "usage: remove-node HOST:PORT"),
             ("status now", "usage: status"),
+            ("abort-change now", "usage: abort-change"),
             ("locate", "usage: locate KEY"),
             ("LOCATE", "usage: locate KEY"),
             ("locate a b", "usage: locate KEY"),

@@ -339,8 +339,7 @@ impl RingState {
     /// The epoch that removed the node at `node` with identity `uuid` while it
     /// was away ([`DepartureKind::Removed`]), if it is in neither ring now.
     pub fn removed_at(&self, node: &NodeId, uuid: Uuid) -> Option<u64> {
-        if self.members.binary_search(node).is_ok() || self.target().binary_search(node).is_ok()
-        {
+        if self.members.binary_search(node).is_ok() || self.target().binary_search(node).is_ok() {
             return None;
         }
         self.departure(node, uuid)
@@ -515,7 +514,8 @@ impl RingState {
         }
     }
 
-    fn refuse_while_changing(&self) -> Result<()> {
+    /// Refuses while a change runs, naming it.
+    pub fn refuse_while_changing(&self) -> Result<()> {
         match &self.transition {
             Some(_) => Err(membership(format!(
                 "a ring change is already running (epoch {}: {}); wait until it settles \
@@ -804,7 +804,9 @@ impl RingState {
             }
         }
         if let Some(node) = self.departed.keys().find(|n| all.binary_search(n).is_ok()) {
-            return Err(bad(format!("{node} is recorded as departed but is in the ring")));
+            return Err(bad(format!(
+                "{node} is recorded as departed but is in the ring"
+            )));
         }
         if !(1..=MAX_TOKENS_PER_NODE).contains(&self.tokens_per_node) {
             return Err(bad(format!(

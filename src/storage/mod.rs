@@ -1158,7 +1158,6 @@ fn decode_cursor(raw: &[u8]) -> Option<(u64, u8, ScanCursor)> {
     }
 }
 
-
 /// The ring record as version 3 wrote it (before departures).
 #[derive(serde::Deserialize)]
 struct RingStateV3 {

@@ -535,6 +535,19 @@ pub fn run_client(port: u16, commands: &[&str]) -> ClientRun {
     }
 }
 
+/// Runs `client --node 127.0.0.1 --port PORT -c ...` without `--json` and
+/// returns what it printed for people.
+#[allow(dead_code)]
+pub fn run_client_human(port: u16, commands: &[&str]) -> String {
+    let mut cmd = Command::new(client_bin());
+    cmd.args(["--node", "127.0.0.1", "--port", &port.to_string()]);
+    for c in commands {
+        cmd.args(["-c", c]);
+    }
+    let out = cmd.stdin(Stdio::null()).output().expect("run client");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The compact JSON text of a context value, ready to pass to `put`.
 pub fn ctx(v: &serde_json::Value) -> String {
     serde_json::to_string(&v["context"]).unwrap()
