@@ -40,16 +40,27 @@ pub struct Handoff {
     storage: Arc<Storage>,
     peers: Arc<Peers>,
     ring: Arc<RingCell>,
+    /// Hints a receiver refused for good, for `status`.
+    refused: Arc<crate::peers::Refusals>,
 }
 
 impl Handoff {
     /// A handoff task for node `me`.
-    pub fn new(me: NodeId, storage: Arc<Storage>, peers: Arc<Peers>, ring: Arc<RingCell>) -> Self {
+    /// Hints a receiver refuses for good are kept (they are writes) and
+    /// recorded in `refused`.
+    pub fn new(
+        me: NodeId,
+        storage: Arc<Storage>,
+        peers: Arc<Peers>,
+        ring: Arc<RingCell>,
+        refused: Arc<crate::peers::Refusals>,
+    ) -> Self {
         Handoff {
             me,
             storage,
             peers,
             ring,
+            refused,
         }
     }
 
@@ -162,7 +173,21 @@ impl Handoff {
                     async move { c.replicate(ctx, to, 0, key, object, None).await }
                 })
                 .await
-                .map_err(|e| e.reason())?;
+                .map_err(|e| {
+                    // Kept (it is a write), reported, and tried again next round.
+                    if let crate::peers::CallError::Remote(err) = &e {
+                        if !err.retryable()
+                            && !matches!(
+                                err,
+                                crate::Error::Fenced { .. } | crate::Error::Removed { .. }
+                            )
+                        {
+                            self.refused
+                                .record(&hint.key, &target, err.to_string(), "handoff");
+                        }
+                    }
+                    e.reason()
+                })?;
         }
         Ok(())
     }

@@ -199,17 +199,21 @@ impl Refusals {
     /// How many refusals are kept (the oldest go first).
     pub const KEPT: usize = 16;
 
-    /// Records and logs one refusal.
+    /// Records one refusal, and logs it the first time (a hint is tried again
+    /// every round).
     pub fn record(&self, key: &str, node: &NodeId, reason: String, during: &str) {
-        tracing::error!(
-            key,
-            %node,
-            %reason,
-            during,
-            "a peer refused a key for good; going on without it (status lists it)"
-        );
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        let before = kept.len();
         kept.retain(|r| !(r.key == key && r.node == *node && r.during == during));
+        if kept.len() == before {
+            tracing::error!(
+                key,
+                %node,
+                %reason,
+                during,
+                "a peer refused a key for good; going on without it (status lists it)"
+            );
+        }
         if kept.len() >= Self::KEPT {
             kept.pop_front();
         }
@@ -401,6 +405,24 @@ impl Peers {
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
+
+    #[test]
+    fn refusals_keep_the_newest_once_each() {
+        let r = Refusals::default();
+        let node: NodeId = "127.0.0.1:1".parse().unwrap();
+        for round in 0..3 {
+            r.record("k", &node, format!("too large {round}"), "handoff");
+        }
+        let kept = r.list();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].reason, "too large 2");
+        for i in 0..(Refusals::KEPT + 5) {
+            r.record(&format!("k{i}"), &node, "x".into(), "transfer");
+        }
+        let kept = r.list();
+        assert_eq!(kept.len(), Refusals::KEPT);
+        assert_eq!(kept.last().unwrap().key, format!("k{}", Refusals::KEPT + 4));
+    }
     use tokio::net::TcpListener;
 
     fn info() -> NodeInfo {

@@ -438,6 +438,7 @@ pub async fn start_on(config: NodeConfig, listener: TcpListener) -> Result<NodeH
         storage.clone(),
         peers.clone(),
         ring.clone(),
+        refused.clone(),
     ));
     let metrics = Metrics::new();
     let state = Arc::new(State {
