@@ -495,7 +495,7 @@ impl Coordinator {
         })
     }
 
-    /// [`Coordinator::check_sender`] under the current ring, for calls that
+    /// `Coordinator::check_sender` under the current ring, for calls that
     /// change data outside the request path (a tombstone's removal).
     pub fn check_writer(&self, to: &Addressee) -> Result<()> {
         self.check_addressee(to)?;

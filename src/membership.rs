@@ -14,6 +14,17 @@
 //!   [`LEAVING_DOWN_POLLS`] polls in a row: a dead node can be removed, its keys
 //!   come from the surviving replicas. A second change while one runs is
 //!   refused, naming the running one.
+//! * Every change can end. `abort-change` returns the ring to the members it
+//!   had before the change ([`RingState::abort`] says why nothing acknowledged
+//!   is lost); `remove-node` of a node the change adds aborts its join, and of
+//!   a staying member that does not answer takes it out of the target (one
+//!   that answers is a second change, refused); a node of either ring that
+//!   comes back on a wiped disk is readmitted while the change runs
+//!   ([`Membership::rejoin`]).
+//! * The settle records how each leaving node went ([`crate::ring::Departure`]):
+//!   `left` after its report, `removed` when the leader settled without it. A
+//!   node that learns it was `removed` says so at error level, serves nothing,
+//!   and `add-node` refuses it until its data directory is replaced.
 //! * A change is durable at the leader before anyone else sees it, then pushed to
 //!   every node of both rings (and to a removed node at the settle, so it knows).
 //!   Members persist a ring before acknowledging it. The transition lives in the

@@ -54,6 +54,25 @@
 //! equal bytes (the encoding is canonical), so an equal digest proves the
 //! receiver has this node's copy.
 //!
+//! # Nodes outside the ring
+//!
+//! A node that is in neither ring sends nothing (its receivers would refuse
+//! it: see [`crate::coordinator`]). What it does with what it holds depends on
+//! how it left ([`crate::ring::Departure`]): after reporting its transfer done,
+//! or with its join aborted, every key it holds is a copy of what the members
+//! hold, and it drops them (`Rebalance::outside`, recording each key's dot
+//! floor first); removed while it was away, it keeps everything for the
+//! operator and does nothing.
+//!
+//! # Refused for good
+//!
+//! A batch the receiver refuses for good (the error is not
+//! [`crate::error::Error::retryable`]: an object over the copy limit, a bad
+//! key) is sent again item by item, and the items refused alone are reported
+//! in `status` and skipped, so one key never holds a change for ever. In the
+//! clean-up such a key is kept, not dropped: this node's copy may be the only
+//! one.
+//!
 //! # Progress and restarts
 //!
 //! The scan runs in stored order (segment, then key) in chunks of

@@ -288,3 +288,32 @@ fn a_key_refused_for_good_is_reported_and_the_change_settles() {
     assert!(out.contains(&format!("key {key:?}")), "{out}");
     assert_nothing_lost(&c, &[0, 1, 2, 3], preloaded, load);
 }
+
+/// A member sending its keys dies for good in the middle of a change (it stays
+/// in the target, so the change waits for its report for ever): `remove-node`
+/// of it is then accepted (it does not answer) and takes it out of the change,
+/// which settles without it; its keys come from the other replicas.
+#[test]
+fn a_sending_member_dead_for_good_is_removed_from_the_change() {
+    let mut c = Cluster::ring_with(5, 4, (3, 2, 2), SLOW);
+    let preloaded = preload(c.nodes[0].port, "d", 2000);
+    let load = WriteLoad::start_with("dl", &c.ports(&[0, 1]), Duration::from_millis(5));
+    at_leader(&c, &format!("add-node {}", c.nodes[4].id));
+    // While node 2 answers, removing it is a second change, refused.
+    let out = c.client(0, &[&format!("remove-node {}", c.nodes[2].id)]);
+    assert!(
+        out.results[0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("already running"),
+        "{out:?}"
+    );
+    wait_moving(&c, 100);
+    c.kill(2);
+    load.wait_acked(20, Duration::from_secs(30));
+    let r = at_leader(&c, &format!("remove-node {}", c.nodes[2].id));
+    assert_eq!(r["leaving"][0], c.nodes[2].id.as_str(), "{r}");
+    let s = c.wait_settled(0, SETTLE);
+    assert_eq!(members(&s), ids(&c, &[0, 1, 3, 4]), "{s}");
+    assert_nothing_lost(&c, &[0, 1, 3, 4], preloaded, load);
+}
