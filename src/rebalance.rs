@@ -725,7 +725,7 @@ impl Rebalance {
     }
 
     /// Sends one batch until its receiver acknowledges it. Returns the keys it
-    /// counts for and its bytes.
+    /// counts for, its bytes, and the keys the receiver refused for good.
     async fn send_until_acked(
         &self,
         ring: &Ring,
@@ -734,46 +734,48 @@ impl Rebalance {
     ) -> Result<(u64, u64, Vec<Key>), Stop> {
         let target = batch.target;
         let mut refused = Vec::new();
-        let items = Arc::new(batch.items);
-        let sent = self
-            .until_answered(ring, &target, stop, |c, ctx, to| {
-                let items = (*items).clone();
-                async move { c.transfer(ctx, to, items).await }
-            })
-            .await;
-        match sent {
-            Ok(_) => {}
+        match self
+            .transfer_to(ring, &target, batch.items.clone(), stop)
+            .await
+        {
+            Ok(()) => {}
             // One item the receiver will never take must not hold the rest,
             // nor the change: each goes alone, and those refused for good are
             // reported and skipped.
-            Err(Stop::Refused(e)) => {
-                if let [(key, _)] = items.as_slice() {
-                    self.refused.record(key, &target, e.to_string(), "transfer");
-                    refused.push(key.clone());
-                } else {
-                    for item in items.iter() {
-                        let one = Arc::new(vec![item.clone()]);
-                        let alone = self
-                            .until_answered(ring, &target, stop, |c, ctx, to| {
-                                let one = (*one).clone();
-                                async move { c.transfer(ctx, to, one).await }
-                            })
-                            .await;
-                        match alone {
-                            Ok(_) => {}
-                            Err(Stop::Refused(e)) => {
-                                self.refused
-                                    .record(&item.0, &target, e.to_string(), "transfer");
-                                refused.push(item.0.clone());
-                            }
-                            Err(other) => return Err(other),
+            Err(Stop::Refused(_)) => {
+                for item in batch.items {
+                    let key = item.0.clone();
+                    match self.transfer_to(ring, &target, vec![item], stop).await {
+                        Ok(()) => {}
+                        Err(Stop::Refused(e)) => {
+                            self.refused
+                                .record(&key, &target, e.to_string(), "transfer");
+                            refused.push(key);
                         }
+                        Err(other) => return Err(other),
                     }
                 }
             }
             Err(other) => return Err(other),
         }
         Ok((batch.counted, batch.bytes, refused))
+    }
+
+    /// One `transfer` of `items` to `target`, until it is answered.
+    async fn transfer_to(
+        &self,
+        ring: &Ring,
+        target: &NodeId,
+        items: Vec<(Key, Arc<Object>)>,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<(), Stop> {
+        let items = Arc::new(items);
+        self.until_answered(ring, target, stop, |c, ctx, to| {
+            let items = (*items).clone();
+            async move { c.transfer(ctx, to, items).await }
+        })
+        .await
+        .map(|_| ())
     }
 
     /// After a settle: every key this node holds that the ring gives to others

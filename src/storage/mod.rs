@@ -1173,58 +1173,61 @@ struct RingStateV3 {
 
 /// Decodes the ring record, of version 1 to [`RING_FORMAT`].
 fn decode_ring(raw: &[u8]) -> Result<RingState> {
-    match raw.split_first() {
-        Some((3, body)) => {
-            let v3: RingStateV3 = bincode::deserialize(body)
-                .map_err(|e| Error::storage(format!("corrupt ring record: {e}")))?;
-            Ok(RingState {
-                epoch: v3.epoch,
-                leader: v3.leader,
-                members: v3.members,
-                replication: v3.replication,
-                tokens_per_node: v3.tokens_per_node,
-                identities: v3.identities,
-                transition: v3.transition,
-                incarnations: v3.incarnations,
-                departed: Default::default(),
-            })
+    let corrupt = |e: bincode::Error| Error::storage(format!("corrupt ring record: {e}"));
+    // An older record is read as the next version up, with what that version
+    // added left empty, until it is the current one.
+    let v3 = match raw.split_first() {
+        Some((&RING_FORMAT, body)) => return bincode::deserialize(body).map_err(corrupt),
+        Some((3, body)) => bincode::deserialize::<RingStateV3>(body).map_err(corrupt)?,
+        Some((2, body)) => RingStateV3::from(bincode::deserialize::<RingStateV2>(body).map_err(corrupt)?),
+        Some((1, _)) => RingStateV3::from(RingStateV2::from(decode::<RingStateV1>(raw, "meta")?)),
+        Some((v, _)) => {
+            return Err(Error::storage(format!(
+                "the ring record has format version {v}, this dynamo reads versions 1 to {RING_FORMAT}: \
+                 was the data written by a newer dynamo?"
+            )))
         }
-        Some((2, body)) => {
-            let v2: RingStateV2 = bincode::deserialize(body)
-                .map_err(|e| Error::storage(format!("corrupt ring record: {e}")))?;
-            Ok(RingState {
-                epoch: v2.epoch,
-                leader: v2.leader,
-                members: v2.members,
-                replication: v2.replication,
-                tokens_per_node: v2.tokens_per_node,
-                identities: v2.identities,
-                transition: v2.transition,
-                incarnations: Default::default(),
-                departed: Default::default(),
-            })
+        None => return Err(Error::storage("empty ring record")),
+    };
+    Ok(RingState {
+        epoch: v3.epoch,
+        leader: v3.leader,
+        members: v3.members,
+        replication: v3.replication,
+        tokens_per_node: v3.tokens_per_node,
+        identities: v3.identities,
+        transition: v3.transition,
+        incarnations: v3.incarnations,
+        departed: Default::default(),
+    })
+}
+
+impl From<RingStateV1> for RingStateV2 {
+    fn from(v1: RingStateV1) -> RingStateV2 {
+        RingStateV2 {
+            epoch: v1.epoch,
+            leader: v1.leader,
+            members: v1.members,
+            replication: v1.replication,
+            tokens_per_node: v1.tokens_per_node,
+            identities: Default::default(),
+            transition: None,
         }
-        Some((1, _)) => {
-            let v1: RingStateV1 = decode(raw, "meta")?;
-            Ok(RingState {
-                epoch: v1.epoch,
-                leader: v1.leader,
-                members: v1.members,
-                replication: v1.replication,
-                tokens_per_node: v1.tokens_per_node,
-                identities: Default::default(),
-                transition: None,
-                incarnations: Default::default(),
-                departed: Default::default(),
-            })
+    }
+}
+
+impl From<RingStateV2> for RingStateV3 {
+    fn from(v2: RingStateV2) -> RingStateV3 {
+        RingStateV3 {
+            epoch: v2.epoch,
+            leader: v2.leader,
+            members: v2.members,
+            replication: v2.replication,
+            tokens_per_node: v2.tokens_per_node,
+            identities: v2.identities,
+            transition: v2.transition,
+            incarnations: Default::default(),
         }
-        Some((&RING_FORMAT, body)) => bincode::deserialize(body)
-            .map_err(|e| Error::storage(format!("corrupt ring record: {e}"))),
-        Some((v, _)) => Err(Error::storage(format!(
-            "the ring record has format version {v}, this dynamo reads versions 1 to {RING_FORMAT}: \
-             was the data written by a newer dynamo?"
-        ))),
-        None => Err(Error::storage("empty ring record")),
     }
 }
 
