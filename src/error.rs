@@ -255,6 +255,35 @@ mod tests {
     }
 
     #[test]
+    fn refusals_for_good_are_not_worth_retrying() {
+        let node: NodeId = "127.0.0.1:1".parse().unwrap();
+        let again = [
+            Error::Unreachable {
+                node: node.clone(),
+                reason: "connection refused".into(),
+            },
+            Error::StaleRing {
+                node: node.clone(),
+                sent: 3,
+                current: 4,
+            },
+            Error::Restoring { node: node.clone() },
+            Error::storage("disk full"),
+        ];
+        assert!(again.iter().all(Error::retryable));
+        let never = [
+            Error::ObjectTooLarge { size: 9, limit: 8 },
+            Error::KeyTooLarge { size: 9, limit: 8 },
+            Error::Fenced {
+                node: node.clone(),
+                reason: "not in the ring".into(),
+            },
+            Error::Removed { node, epoch: 7 },
+        ];
+        assert!(!never.iter().any(Error::retryable));
+    }
+
+    #[test]
     fn not_leader_names_the_leader() {
         let e = Error::NotLeader {
             leader: "10.0.0.1:13337".parse().unwrap(),
