@@ -106,6 +106,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
+use crate::context::NodeContext;
 use crate::error::{Error, Result};
 use crate::peers::{CallError, Peers};
 use crate::rebalance::{batches, item_size, Bucket, BATCH_BYTES, BATCH_KEYS};
@@ -524,17 +525,19 @@ fn unix_ms() -> u64 {
 impl AntiEntropy {
     /// Anti-entropy of node `me`, repairing at most `rate` keys per second (0: no
     /// cap), one exchange every `interval` (None: it only answers peers).
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        me: NodeId,
-        storage: Arc<Storage>,
-        peers: Arc<Peers>,
-        ring: Arc<RingCell>,
+        node: &NodeContext,
         rate: u64,
         interval: Option<Duration>,
-        refused: Arc<crate::peers::Refusals>,
         call_timeout: Duration,
     ) -> AntiEntropy {
+        let NodeContext {
+            me,
+            storage,
+            peers,
+            ring,
+            refused,
+        } = node.clone();
         AntiEntropy {
             me,
             storage,

@@ -66,6 +66,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
+use crate::context::NodeContext;
 use crate::error::{Error, ReplicaFailure, Result};
 use crate::outbox::{Outboxes, Replicate};
 use crate::peers::{before, CallError, Expired, Peers};
@@ -102,17 +103,20 @@ impl Coordinator {
     /// A coordinator for node `me`. `leader` is named in errors before a ring is
     /// known; `background` tracks work that continues after a reply; `ring_news`
     /// is notified when a peer has a newer ring.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        me: NodeId,
-        storage: Arc<Storage>,
-        peers: Arc<Peers>,
-        ring: Arc<RingCell>,
+        node: &NodeContext,
         leader: NodeId,
         request_timeout: Duration,
         background: TaskTracker,
         ring_news: Arc<Notify>,
     ) -> Coordinator {
+        let NodeContext {
+            me,
+            storage,
+            peers,
+            ring,
+            ..
+        } = node.clone();
         let outbox = Outboxes::new(peers.clone(), background.clone());
         Coordinator {
             me,

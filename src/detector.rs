@@ -51,6 +51,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::context::NodeContext;
 use crate::peers::Peers;
 pub use crate::peers::{DOWN_AFTER, SUSPECT_AFTER};
 use crate::ring::{Ring, RingCell};
@@ -73,12 +74,10 @@ pub struct Detector {
 impl Detector {
     /// The detector of node `me`, recording into `peers`, pinging every
     /// `interval` (None: never).
-    pub fn new(
-        me: NodeId,
-        peers: Arc<Peers>,
-        ring: Arc<RingCell>,
-        interval: Option<Duration>,
-    ) -> Detector {
+    pub fn new(node: &NodeContext, interval: Option<Duration>) -> Detector {
+        let NodeContext {
+            me, peers, ring, ..
+        } = node.clone();
         Detector {
             me,
             peers,

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
+use crate::context::NodeContext;
 use crate::peers::Peers;
 use crate::ring::{Ring, RingCell};
 use crate::rpc::Addressee;
@@ -48,13 +49,14 @@ impl Handoff {
     /// A handoff task for node `me`.
     /// Hints a receiver refuses for good are kept (they are writes) and
     /// recorded in `refused`.
-    pub fn new(
-        me: NodeId,
-        storage: Arc<Storage>,
-        peers: Arc<Peers>,
-        ring: Arc<RingCell>,
-        refused: Arc<crate::peers::Refusals>,
-    ) -> Self {
+    pub fn new(node: &NodeContext) -> Self {
+        let NodeContext {
+            me,
+            storage,
+            peers,
+            ring,
+            refused,
+        } = node.clone();
         Handoff {
             me,
             storage,

@@ -23,6 +23,7 @@ pub mod storage;
 
 pub mod rpc;
 
+pub mod context;
 pub mod outbox;
 pub mod peers;
 

@@ -49,6 +49,7 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio::sync::Notify;
 
+use crate::context::NodeContext;
 use crate::error::{Error, Result};
 use crate::peers::{CallError, Peers};
 use crate::ring::{RingCell, RingState};
@@ -71,9 +72,6 @@ pub struct Reports {
     pub transfer: ProgressSource,
     /// Its anti-entropy counters.
     pub anti_entropy: AeSource,
-    /// Keys its background tasks could not hand off because a receiver
-    /// refused them for good.
-    pub refused: Arc<crate::peers::Refusals>,
 }
 
 /// How often the leader polls the nodes of a running change. A quarter second
@@ -101,6 +99,8 @@ pub struct Membership {
     changes: tokio::sync::Mutex<()>,
     warned_replication: AtomicBool,
     reports: Reports,
+    /// Keys this node's background work could not hand off, for `status`.
+    refused: Arc<crate::peers::Refusals>,
     ring_news: Arc<Notify>,
     /// When this process started (for `uptime_ms`).
     started: std::time::Instant,
@@ -110,18 +110,22 @@ impl Membership {
     /// Membership for node `me`, told `leader` and `replication` on the command line.
     /// `reports` give this node's part in a ring change and its anti-entropy; `ring_news` wakes the
     /// ring sync when a peer has shown a newer epoch.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        me: NodeId,
-        storage: Arc<Storage>,
-        peers: Arc<Peers>,
-        ring: Arc<RingCell>,
+        node: &NodeContext,
         leader: NodeId,
         replication: Replication,
         reports: Reports,
         ring_news: Arc<Notify>,
     ) -> Membership {
+        let NodeContext {
+            me,
+            storage,
+            peers,
+            ring,
+            refused,
+        } = node.clone();
         Membership {
+            refused,
             me,
             storage,
             peers,
@@ -719,7 +723,7 @@ impl Membership {
             uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             version: env!("CARGO_PKG_VERSION").to_string(),
             removed_at_epoch: self.removed_at(),
-            refused: self.reports.refused.list(),
+            refused: self.refused.list(),
         }
     }
 

@@ -106,6 +106,7 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio::sync::watch;
 
+use crate::context::NodeContext;
 use crate::peers::Peers;
 use crate::ring::{Ring, RingCell};
 use crate::rpc::{Addressee, NodeClient, TransferPhase, TransferProgress};
@@ -167,15 +168,14 @@ struct Tracked {
 
 impl Rebalance {
     /// The task for node `me`, sending at most `rate` keys per second (0: no cap).
-    pub fn new(
-        me: NodeId,
-        storage: Arc<Storage>,
-        peers: Arc<Peers>,
-        ring: Arc<RingCell>,
-        rate: u64,
-        refused: Arc<crate::peers::Refusals>,
-        copy_timeout: Duration,
-    ) -> Rebalance {
+    pub fn new(node: &NodeContext, rate: u64, copy_timeout: Duration) -> Rebalance {
+        let NodeContext {
+            me,
+            storage,
+            peers,
+            ring,
+            refused,
+        } = node.clone();
         Rebalance {
             me,
             storage,

@@ -28,15 +28,15 @@ use tokio_util::task::TaskTracker;
 use crate::antientropy::reaper::Reaper;
 use crate::antientropy::AntiEntropy;
 use crate::config::{DataDir, NodeConfig};
+use crate::context::NodeContext;
 use crate::coordinator::Coordinator;
 use crate::detector::Detector;
 use crate::error::{Error, Result};
 use crate::handoff::Handoff;
 use crate::membership::{Membership, Reports};
 use crate::metrics::{Metrics, Op, Outcome};
-use crate::peers::Peers;
 use crate::rebalance::Rebalance;
-use crate::ring::{RingCell, RingState};
+use crate::ring::RingState;
 use crate::rpc::{
     self, Addressee, AeAnswer, AeQuery, LocateReply, MembershipReply, Node as _, NodeInfo,
     ReadReply, ReplicaRead, ReplicaWrite, StatusReply, TombstoneCheck, WriteReply, WriteRequest,
@@ -366,34 +366,21 @@ pub async fn start_on(config: NodeConfig, listener: TcpListener) -> Result<NodeH
             reason: format!("cannot listen for HTTP on {addr}: {e}"),
         })?),
     };
-    let peers = Arc::new(Peers::default());
-    let ring = Arc::new(RingCell::new());
+    let node = NodeContext::new(config.id.clone(), storage.clone());
     let ring_news = Arc::new(tokio::sync::Notify::new());
-    let refused = Arc::new(crate::peers::Refusals::default());
     let rebalance = Arc::new(Rebalance::new(
-        config.id.clone(),
-        storage.clone(),
-        peers.clone(),
-        ring.clone(),
+        &node,
         config.transfer_rate,
-        refused.clone(),
         config.copy_timeout,
     ));
     let anti_entropy = Arc::new(AntiEntropy::new(
-        config.id.clone(),
-        storage.clone(),
-        peers.clone(),
-        ring.clone(),
+        &node,
         config.repair_rate,
         config.anti_entropy_interval,
-        refused.clone(),
         config.copy_timeout,
     ));
     let reaper = Arc::new(Reaper::new(
-        config.id.clone(),
-        storage.clone(),
-        peers.clone(),
-        ring.clone(),
+        &node,
         config.tombstone_grace,
         config.anti_entropy_interval.is_some(),
     ));
@@ -408,14 +395,10 @@ pub async fn start_on(config: NodeConfig, listener: TcpListener) -> Result<NodeH
                 stats.tombstones_removed = reaper.removed();
                 stats
             }),
-            refused: refused.clone(),
         }
     };
     let membership = Arc::new(Membership::new(
-        config.id.clone(),
-        storage.clone(),
-        peers.clone(),
-        ring.clone(),
+        &node,
         config.leader.clone(),
         config.replication,
         reports,
@@ -424,22 +407,13 @@ pub async fn start_on(config: NodeConfig, listener: TcpListener) -> Result<NodeH
     membership.load().await?;
     let background = TaskTracker::new();
     let coordinator = Arc::new(Coordinator::new(
-        config.id.clone(),
-        storage.clone(),
-        peers.clone(),
-        ring.clone(),
+        &node,
         config.leader.clone(),
         config.request_timeout,
         background.clone(),
         ring_news,
     ));
-    let handoff = Arc::new(Handoff::new(
-        config.id.clone(),
-        storage.clone(),
-        peers.clone(),
-        ring.clone(),
-        refused.clone(),
-    ));
+    let handoff = Arc::new(Handoff::new(&node));
     let metrics = Metrics::new();
     let state = Arc::new(State {
         coordinator: coordinator.clone(),
@@ -471,15 +445,7 @@ pub async fn start_on(config: NodeConfig, listener: TcpListener) -> Result<NodeH
     background.spawn(handoff.run(stop_rx.clone()));
     background.spawn(anti_entropy.run(stop_rx.clone()));
     background.spawn(reaper.run(stop_rx.clone()));
-    background.spawn(
-        Arc::new(Detector::new(
-            config.id.clone(),
-            peers.clone(),
-            ring.clone(),
-            config.ping_interval,
-        ))
-        .run(stop_rx.clone()),
-    );
+    background.spawn(Arc::new(Detector::new(&node, config.ping_interval)).run(stop_rx.clone()));
     tracing::info!(id = %config.id, addr = %local_addr, fsync = %storage.fsync(), "node listening");
     let main = tokio::spawn(serve(
         listener,

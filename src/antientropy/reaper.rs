@@ -99,6 +99,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::context::NodeContext;
 use crate::error::{Error, Result};
 use crate::peers::Peers;
 use crate::ring::{key_position, Ring, RingCell};
@@ -154,14 +155,14 @@ pub struct Reaper {
 
 impl Reaper {
     /// The remover of node `me`; `enabled` false makes it only answer peers.
-    pub fn new(
-        me: NodeId,
-        storage: Arc<Storage>,
-        peers: Arc<Peers>,
-        ring: Arc<RingCell>,
-        grace: Duration,
-        enabled: bool,
-    ) -> Reaper {
+    pub fn new(node: &NodeContext, grace: Duration, enabled: bool) -> Reaper {
+        let NodeContext {
+            me,
+            storage,
+            peers,
+            ring,
+            ..
+        } = node.clone();
         Reaper {
             me,
             storage,

@@ -222,17 +222,14 @@ fn an_exchange_moves_exactly_the_differing_shared_keys_both_ways() {
 }
 
 fn anti_entropy(me: &NodeId, storage: Arc<Storage>, cell: Arc<RingCell>) -> AntiEntropy {
-    let peers = Arc::new(Peers::new(Duration::from_secs(1)));
-    AntiEntropy::new(
-        me.clone(),
+    let node = crate::context::NodeContext {
+        me: me.clone(),
         storage,
-        peers,
-        cell,
-        0,
-        None,
-        Default::default(),
-        Duration::from_secs(10),
-    )
+        peers: Arc::new(Peers::new(Duration::from_secs(1))),
+        ring: cell,
+        refused: Default::default(),
+    };
+    AntiEntropy::new(&node, 0, None, Duration::from_secs(10))
 }
 
 /// The map a peer's query builds is cached, with anti-entropy off too (no
