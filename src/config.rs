@@ -23,7 +23,9 @@ pub const DEFAULT_HOST: &str = "127.0.0.1";
 /// How long a coordinator waits for a quorum before giving up. Two seconds is long
 /// enough for a loaded 2-core machine to flush a batch, short enough that a client
 /// hears about a partition quickly.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 2000;
+/// [`DEFAULT_REQUEST_TIMEOUT_MS`] as a duration.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_millis(DEFAULT_REQUEST_TIMEOUT_MS);
 /// Keys per second a node sends to new owners during a ring change
 /// (`--transfer-rate`). Measured in BENCHMARKS.md: well above the move rate
 /// the issue asks for, while foreground p99 stays within its bound.
@@ -183,9 +185,9 @@ impl NodeConfig {
             Some(l) => parse_leader(l, port)?,
         };
         let replication = Replication {
-            n: flags.qsize.unwrap_or(3),
-            w: flags.write_n.unwrap_or(2),
-            r: flags.read_n.unwrap_or(2),
+            n: flags.qsize.unwrap_or(crate::types::DEFAULT_N),
+            w: flags.write_n.unwrap_or(crate::types::DEFAULT_W),
+            r: flags.read_n.unwrap_or(crate::types::DEFAULT_R),
         };
         replication.validate()?;
         let data_dir = if flags.in_memory {

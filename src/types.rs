@@ -195,9 +195,21 @@ pub struct Replication {
     pub r: usize,
 }
 
+/// N (replicas per key) when none is given: the Dynamo paper's and Riak's.
+pub const DEFAULT_N: usize = 3;
+/// W (acks a write needs) when none is given: a majority of [`DEFAULT_N`].
+pub const DEFAULT_W: usize = 2;
+/// R (answers a read needs) when none is given: a majority of [`DEFAULT_N`], so
+/// R + W > N and every read overlaps every acknowledged write.
+pub const DEFAULT_R: usize = 2;
+
 impl Default for Replication {
     fn default() -> Self {
-        Replication { n: 3, w: 2, r: 2 }
+        Replication {
+            n: DEFAULT_N,
+            w: DEFAULT_W,
+            r: DEFAULT_R,
+        }
     }
 }
 

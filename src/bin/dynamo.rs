@@ -37,13 +37,13 @@ struct Args {
     #[arg(long)]
     leader: Option<String>,
     /// N: replicas per key.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = dynamo::types::DEFAULT_N)]
     qsize: usize,
     /// W: acknowledgements a write needs.
-    #[arg(long = "sq-write-n", alias = "sq_write_n", default_value_t = 2)]
+    #[arg(long = "sq-write-n", alias = "sq_write_n", default_value_t = dynamo::types::DEFAULT_W)]
     write_n: usize,
     /// R: answers a read needs.
-    #[arg(long = "sq-read-n", alias = "sq_read_n", default_value_t = 2)]
+    #[arg(long = "sq-read-n", alias = "sq_read_n", default_value_t = dynamo::types::DEFAULT_R)]
     read_n: usize,
     /// Where sled keeps data, hints and the ring (default ./data/HOST_PORT).
     #[arg(long)]
@@ -61,7 +61,7 @@ struct Args {
     #[arg(long)]
     listen: Option<String>,
     /// Coordinator deadline for one client request, in milliseconds.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = dynamo::config::DEFAULT_REQUEST_TIMEOUT_MS)]
     request_timeout_ms: u64,
     /// Keys per second this node sends to new owners during a ring change (0: no cap).
     #[arg(long, default_value_t = dynamo::config::DEFAULT_TRANSFER_RATE)]
