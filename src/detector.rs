@@ -47,7 +47,9 @@
 //! per round: a round takes at most [`PING_TIMEOUT`].
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::watch;
 

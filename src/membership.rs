@@ -103,7 +103,7 @@ pub struct Membership {
     refused: Arc<crate::peers::Refusals>,
     ring_news: Arc<Notify>,
     /// When this process started (for `uptime_ms`).
-    started: std::time::Instant,
+    started: tokio::time::Instant,
 }
 
 impl Membership {
@@ -136,7 +136,7 @@ impl Membership {
             warned_replication: AtomicBool::new(false),
             reports,
             ring_news,
-            started: std::time::Instant::now(),
+            started: tokio::time::Instant::now(),
         }
     }
 
@@ -493,7 +493,7 @@ impl Membership {
         &self,
         nodes: &[NodeId],
     ) -> Vec<(NodeId, NodeState, std::result::Result<NodeInfo, CallError>)> {
-        let now = std::time::Instant::now();
+        let now = tokio::time::Instant::now();
         let mut out = Vec::with_capacity(nodes.len());
         let mut ask = Vec::new();
         for node in nodes {
@@ -513,7 +513,7 @@ impl Membership {
             let seen = self.peers.liveness(&node);
             let state = match &result {
                 Ok(_) => NodeState::Alive,
-                Err(_) if seen.known() => seen.state(std::time::Instant::now()),
+                Err(_) if seen.known() => seen.state(tokio::time::Instant::now()),
                 Err(e) => liveness(e),
             };
             out.push((node, state, result));
