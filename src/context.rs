@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use crate::net::Network;
 use crate::peers::{Peers, Refusals};
 use crate::ring::RingCell;
 use crate::storage::Storage;
@@ -35,10 +36,15 @@ impl NodeContext {
     /// The context of node `me` over `storage`, with a fresh connection table,
     /// no ring yet and nothing refused.
     pub fn new(me: NodeId, storage: Arc<Storage>) -> NodeContext {
+        NodeContext::over(me, storage, Arc::new(crate::net::Tcp))
+    }
+
+    /// [`NodeContext::new`] with connections made over `net`.
+    pub fn over(me: NodeId, storage: Arc<Storage>, net: Arc<dyn Network>) -> NodeContext {
         NodeContext {
             me,
             storage,
-            peers: Arc::new(Peers::default()),
+            peers: Arc::new(Peers::over(net, crate::peers::CONNECT_TIMEOUT)),
             ring: Arc::new(RingCell::new()),
             refused: Arc::new(Refusals::default()),
         }

@@ -21,6 +21,7 @@ pub mod vclock;
 
 pub mod storage;
 
+pub mod net;
 pub mod rpc;
 
 pub mod context;

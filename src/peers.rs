@@ -238,6 +238,8 @@ impl Refusals {
 pub struct Peers {
     peers: RwLock<HashMap<NodeId, Arc<Peer>>>,
     connect_timeout: Duration,
+    /// How connections are made (TCP, or a simulated network in tests).
+    net: Arc<dyn crate::net::Network>,
 }
 
 impl Default for Peers {
@@ -259,9 +261,15 @@ fn lock<T>(l: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Peers {
     /// An empty table.
     pub fn new(connect_timeout: Duration) -> Peers {
+        Peers::over(Arc::new(crate::net::Tcp), connect_timeout)
+    }
+
+    /// An empty table whose connections are made over `net`.
+    pub fn over(net: Arc<dyn crate::net::Network>, connect_timeout: Duration) -> Peers {
         Peers {
             peers: RwLock::new(HashMap::new()),
             connect_timeout,
+            net,
         }
     }
 
@@ -293,7 +301,7 @@ impl Peers {
                 return Err(failure.clone());
             }
         }
-        match rpc::connect(node, self.connect_timeout).await {
+        match rpc::connect_over(self.net.as_ref(), node, self.connect_timeout).await {
             Ok(c) => {
                 *write(&peer.conn) = Some(c.clone());
                 *lock(&peer.last_failure) = None;
@@ -384,11 +392,26 @@ impl Peers {
             }
         };
         let remaining = timeout.saturating_sub(started.elapsed());
+        // A timeout on a connection that has answered nothing else for a while
+        // gives it up: the next call opens a new one (rpc::SILENT_CONNECTION).
+        let silent = |conn: &Connection| {
+            if conn.timed_out() {
+                tracing::info!(%node, "replacing a connection that has answered nothing for a while");
+                self.forget(node, conn);
+            }
+            timed_out()
+        };
         match tokio::time::timeout(remaining, f(conn.client(), rpc::context(remaining))).await {
-            Err(_) => Err(timed_out()),
-            Ok(Ok(Ok(v))) => Ok(v),
-            Ok(Ok(Err(e))) => Err(CallError::Remote(e)),
-            Ok(Err(RpcError::DeadlineExceeded)) => Err(timed_out()),
+            Err(_) => Err(silent(&conn)),
+            Ok(Ok(Ok(v))) => {
+                conn.answered();
+                Ok(v)
+            }
+            Ok(Ok(Err(e))) => {
+                conn.answered();
+                Err(CallError::Remote(e))
+            }
+            Ok(Err(RpcError::DeadlineExceeded)) => Err(silent(&conn)),
             Ok(Err(RpcError::Server(e))) => Err(CallError::Unknown(format!(
                 "server aborted the request: {e}"
             ))),

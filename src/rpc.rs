@@ -19,11 +19,11 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use tarpc::tokio_serde::formats::Bincode;
-use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::net::{BoxStream, Network};
 use crate::ring::{Ring, RingState};
 use crate::types::{Key, NodeId, Replication, MAX_FRAME_BYTES};
 use crate::vclock::{Content, Object, VersionVector};
@@ -612,35 +612,43 @@ fn clamp_deadline(frame: BytesMut) -> BytesMut {
 }
 
 /// Wraps a connected socket in the client side of the service's transport.
-pub fn transport<Item, SinkItem>(
-    stream: TcpStream,
-) -> tarpc::serde_transport::Transport<TcpStream, Item, SinkItem, Bincode<Item, SinkItem>>
+pub fn transport<S, Item, SinkItem>(
+    stream: S,
+) -> tarpc::serde_transport::Transport<S, Item, SinkItem, Bincode<Item, SinkItem>>
 where
+    S: crate::net::Stream,
     Item: for<'de> Deserialize<'de>,
     SinkItem: Serialize,
 {
-    let _ = stream.set_nodelay(true);
     let framed = tokio_util::codec::Framed::new(stream, codec());
     tarpc::serde_transport::new(framed, Bincode::default())
 }
 
 /// The server side of an accepted connection: requests in, responses out.
 pub type ServerTransport = tokio_serde::Framed<
-    tokio_util::codec::Framed<TcpStream, ServerCodec>,
+    tokio_util::codec::Framed<BoxStream, ServerCodec>,
     tarpc::ClientMessage<NodeRequest>,
     tarpc::Response<NodeResponse>,
     Bincode<tarpc::ClientMessage<NodeRequest>, tarpc::Response<NodeResponse>>,
 >;
 
 /// Wraps an accepted socket in the server side of the service's transport.
-pub fn server_transport(stream: TcpStream) -> ServerTransport {
-    let _ = stream.set_nodelay(true);
+pub fn server_transport(stream: BoxStream) -> ServerTransport {
     let framed = tokio_util::codec::Framed::new(stream, ServerCodec::default());
     tokio_serde::Framed::new(framed, Bincode::default())
 }
 
-/// Opens one connection to `node` and starts its dispatch task.
+/// Opens one connection to `node` over TCP and starts its dispatch task.
 pub async fn connect(
+    node: &NodeId,
+    timeout: Duration,
+) -> std::result::Result<Connection, ConnectError> {
+    connect_over(&crate::net::Tcp, node, timeout).await
+}
+
+/// Opens one connection to `node` over `net` and starts its dispatch task.
+pub async fn connect_over(
+    net: &dyn Network,
     node: &NodeId,
     timeout: Duration,
 ) -> std::result::Result<Connection, ConnectError> {
@@ -652,7 +660,7 @@ pub async fn connect(
             reason,
         },
     };
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(node.as_str())).await {
+    let stream = match tokio::time::timeout(timeout, net.dial(node.as_str())).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             let refused = e.kind() == std::io::ErrorKind::ConnectionRefused;
@@ -670,6 +678,7 @@ pub async fn connect(
     config.pending_request_buffer = 1024;
     let tarpc::client::NewClient { client, dispatch } = NodeClient::new(config, transport(stream));
     let closed = Arc::new(AtomicBool::new(false));
+    let silence = Arc::new(Silence::new());
     let flag = closed.clone();
     tokio::spawn(async move {
         if let Err(e) = dispatch.await {
@@ -677,8 +686,46 @@ pub async fn connect(
         }
         flag.store(true, Ordering::Release);
     });
-    Ok(Connection { client, closed })
+    Ok(Connection {
+        client,
+        closed,
+        silence,
+    })
 }
+
+/// How long a connection has answered nothing but timeouts (see
+/// [`Connection::timed_out`]): milliseconds since it opened when the first of
+/// them came, 0 while it answers.
+struct Silence {
+    opened: tokio::time::Instant,
+    since_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Silence {
+    fn new() -> Silence {
+        Silence {
+            opened: tokio::time::Instant::now(),
+            since_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        // At least 1: 0 means "answering".
+        u64::try_from(self.opened.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+}
+
+/// A connection that has answered nothing but timeouts for this long is given
+/// up and replaced: a connection whose packets vanish (a partition that outlasts
+/// TCP's patience, a middlebox that lost its state, a peer host that went away
+/// without a reset) would otherwise time out every call until the kernel gives
+/// up on it, minutes later, while a new connection may get through at once.
+/// Five seconds: well past one slow answer (the failure detector pings four
+/// times a second with one-second deadlines), short against the kernel's
+/// retransmission timeout.
+pub const SILENT_CONNECTION: Duration = Duration::from_secs(5);
 
 /// One connection to a node: the tarpc client and whether its dispatch has ended.
 ///
@@ -692,12 +739,37 @@ pub async fn connect(
 pub struct Connection {
     client: NodeClient,
     closed: Arc<AtomicBool>,
+    silence: Arc<Silence>,
 }
 
 impl Connection {
     /// True once the connection's dispatch has ended (the peer closed it or it broke).
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Records that a call on this connection was answered.
+    pub fn answered(&self) {
+        if self.silence.since_ms.load(Ordering::Relaxed) != 0 {
+            self.silence.since_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Records that a call on this connection timed out; true once it has
+    /// answered nothing but timeouts for [`SILENT_CONNECTION`] (replace it).
+    pub fn timed_out(&self) -> bool {
+        let now = self.silence.now_ms();
+        match self
+            .silence
+            .since_ms
+            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => false,
+            Err(since) => {
+                now.saturating_sub(since)
+                    >= u64::try_from(SILENT_CONNECTION.as_millis()).unwrap_or(u64::MAX)
+            }
+        }
     }
 
     /// True when both are the one connection.

@@ -35,6 +35,7 @@ use crate::error::{Error, Result};
 use crate::handoff::Handoff;
 use crate::membership::{Membership, Reports};
 use crate::metrics::{Metrics, Op, Outcome};
+use crate::net::{Listener, Network};
 use crate::rebalance::Rebalance;
 use crate::ring::RingState;
 use crate::rpc::{
@@ -347,6 +348,16 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
 
 /// Starts the node on an already bound listener (tests bind `127.0.0.1:0`).
 pub async fn start_on(config: NodeConfig, listener: TcpListener) -> Result<NodeHandle> {
+    start_over(config, Box::new(listener), Arc::new(crate::net::Tcp)).await
+}
+
+/// Starts the node on `listener`, dialling other nodes over `net`: TCP for a
+/// real node, a simulated network in tests (see [`crate::net`]).
+pub async fn start_over(
+    config: NodeConfig,
+    listener: Box<dyn Listener>,
+    net: Arc<dyn Network>,
+) -> Result<NodeHandle> {
     let local_addr = listener
         .local_addr()
         .map_err(|e| Error::internal(format!("listener has no address: {e}")))?;
@@ -366,7 +377,7 @@ pub async fn start_on(config: NodeConfig, listener: TcpListener) -> Result<NodeH
             reason: format!("cannot listen for HTTP on {addr}: {e}"),
         })?),
     };
-    let node = NodeContext::new(config.id.clone(), storage.clone());
+    let node = NodeContext::over(config.id.clone(), storage.clone(), net);
     let ring_news = Arc::new(tokio::sync::Notify::new());
     let rebalance = Arc::new(Rebalance::new(
         &node,
@@ -463,7 +474,7 @@ pub async fn start_on(config: NodeConfig, listener: TcpListener) -> Result<NodeH
 }
 
 async fn serve(
-    listener: TcpListener,
+    mut listener: Box<dyn Listener>,
     handler: Handler,
     storage: Arc<Storage>,
     mut stop: watch::Receiver<bool>,
