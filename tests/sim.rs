@@ -5,10 +5,10 @@
 //! seed. Storage is sled in memory (`--in-memory`): the simulation says nothing
 //! about disks (torn writes, lost flushes).
 //!
-//! This is the seam's first scenario: a ring of three is formed, a write
-//! through one node reads back through another, a node cut off from the rest
-//! does not stop a write quorum, and after the partition heals the cut-off
-//! node holds the write.
+//! Scenarios: a ring of three that writes, reads and rides out a partition
+//! (it found that a connection whose packets vanish was never replaced); and
+//! the stalled leaving node, its messages held on the wire through the settle,
+//! the deletes and the tombstones' removal, then released.
 
 use std::io;
 use std::net::SocketAddr;
@@ -58,20 +58,31 @@ fn id(host: &str) -> NodeId {
 
 /// Runs node `host` (led by `n0`) until the simulation ends.
 fn node(sim: &mut turmoil::Sim<'_>, host: &'static str) {
-    sim.host(host, move || async move {
-        let config = NodeConfig::from_flags(Flags {
-            host: Some(host.to_string()),
-            port: Some(PORT),
-            leader: Some(id("n0").to_string()),
-            in_memory: true,
-            ..Flags::default()
-        })?;
-        let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
-        let node =
-            dynamo::server::start_over(config, Box::new(SimListener(listener)), Arc::new(SimNet))
-                .await?;
-        node.wait().await?;
-        Ok(())
+    node_with(sim, host, Flags::default());
+}
+
+/// [`node`] with other `flags` (host, port, leader and storage are set here).
+fn node_with(sim: &mut turmoil::Sim<'_>, host: &'static str, flags: Flags) {
+    sim.host(host, move || {
+        let flags = flags.clone();
+        async move {
+            let config = NodeConfig::from_flags(Flags {
+                host: Some(host.to_string()),
+                port: Some(PORT),
+                leader: Some(id("n0").to_string()),
+                in_memory: true,
+                ..flags
+            })?;
+            let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
+            let node = dynamo::server::start_over(
+                config,
+                Box::new(SimListener(listener)),
+                Arc::new(SimNet),
+            )
+            .await?;
+            node.wait().await?;
+            Ok(())
+        }
     });
 }
 
@@ -100,13 +111,46 @@ async fn settled(host: &str, members: usize) -> Result<u64, Box<dyn std::error::
 }
 
 async fn put(host: &str, key: &str, value: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let content = Content::Value(bytes::Bytes::copy_from_slice(value.as_bytes()));
+    write(host, key, VersionVector::new(), content).await
+}
+
+async fn write(
+    host: &str,
+    key: &str,
+    context: VersionVector,
+    content: Content,
+) -> Result<(), Box<dyn std::error::Error>> {
     let req = WriteRequest {
         key: key.into(),
-        context: VersionVector::new(),
-        content: Content::Value(bytes::Bytes::copy_from_slice(value.as_bytes())),
+        context,
+        content,
         forwarded: false,
     };
     client(host).await?.write(ctx(), req).await??;
+    Ok(())
+}
+
+/// Adds `hosts` to the ring led by `n0`, one settled change at a time.
+async fn form_ring(hosts: &[&str]) -> Result<(), Box<dyn std::error::Error>> {
+    let leader = loop {
+        match client("n0").await {
+            Ok(c) if c.status(ctx()).await.is_ok() => break c,
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    for (i, host) in hosts.iter().enumerate() {
+        loop {
+            match leader.add_node(ctx(), id(host)).await? {
+                Ok(_) => break,
+                Err(e) if e.to_string().contains("does not answer") => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        settled("n0", i + 2).await?;
+    }
     Ok(())
 }
 
@@ -128,25 +172,7 @@ fn a_simulated_ring_writes_reads_and_rides_out_a_partition() {
         node(&mut sim, host);
     }
     sim.client("test", async {
-        // Nodes come up in any order: wait for the leader to answer.
-        let leader = loop {
-            match client("n0").await {
-                Ok(c) if c.status(ctx()).await.is_ok() => break c,
-                _ => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        };
-        for host in ["n1", "n2"] {
-            loop {
-                match leader.add_node(ctx(), id(host)).await? {
-                    Ok(_) => break,
-                    Err(e) if e.to_string().contains("does not answer") => {
-                        tokio::time::sleep(Duration::from_millis(100)).await
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            settled("n0", if host == "n1" { 2 } else { 3 }).await?;
-        }
+        form_ring(&["n1", "n2"]).await?;
         put("n1", "k", "v1").await?;
         assert_eq!(values("n2", "k").await?, ["v1"]);
         // n2 cut off from the others: W = 2 of n0 and n1 still acknowledge.
@@ -166,6 +192,88 @@ fn a_simulated_ring_writes_reads_and_rides_out_a_partition() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         assert_eq!(seen, Ok(vec!["v2".to_string()]));
+        Ok(())
+    });
+    sim.run().unwrap();
+}
+
+/// The stalled leaving node, in simulation: `remove-node n4`, and at once every
+/// message n4 sends or is sent is held on the wire (it runs on, cut off, with
+/// its old ring). The leader settles without it, every key is deleted and the
+/// tombstones leave the members. Then the held messages are released: n4's
+/// transfer batches, hints and anything else it sent under its old ring land
+/// on the members, and must bring nothing back (they are refused: n4 is no
+/// longer in their ring). n4 learns it was removed.
+#[test]
+fn a_held_leaving_node_brings_no_deleted_key_back() {
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(11)
+        .simulation_duration(Duration::from_secs(900))
+        .build();
+    let fast = Flags {
+        tombstone_grace_ms: Some(4500),
+        copy_timeout_ms: Some(1000),
+        ..Flags::default()
+    };
+    for host in ["n0", "n1", "n2", "n3", "n4"] {
+        node_with(&mut sim, host, fast.clone());
+    }
+    sim.client("test", async {
+        form_ring(&["n1", "n2", "n3", "n4"]).await?;
+        let keys: Vec<String> = (0..40).map(|i| format!("s{i}")).collect();
+        for k in &keys {
+            put("n0", k, "old").await?;
+        }
+        let leader = client("n0").await?;
+        leader.remove_node(ctx(), id("n4")).await??;
+        for other in ["n0", "n1", "n2", "n3", "test"] {
+            turmoil::hold("n4", other);
+        }
+        let epoch = settled("n0", 4).await?;
+        for k in &keys {
+            let seen = client("n0").await?.read(ctx(), k.clone()).await??.context;
+            write("n0", k, seen, Content::Tombstone).await?;
+        }
+        // Every tombstone leaves the members' disks.
+        let mut left = u64::MAX;
+        for _ in 0..600 {
+            let s = leader.status(ctx()).await??;
+            left = s
+                .nodes
+                .iter()
+                .map(|n| n.tombstones.unwrap_or(u64::MAX))
+                .sum();
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(left, 0, "tombstones still on the members");
+        for other in ["n0", "n1", "n2", "n3", "test"] {
+            turmoil::release("n4", other);
+        }
+        // n4 learns it was removed; what it sent meanwhile has landed.
+        let mut removed = None;
+        for _ in 0..300 {
+            if let Ok(Ok(s)) = client("n4").await?.status(ctx()).await {
+                removed = s.removed_at_epoch;
+                if removed.is_some() {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(removed, Some(epoch), "n4 does not say it was removed");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        for host in ["n0", "n1", "n2", "n3"] {
+            for k in &keys {
+                let v = values(host, k).await?;
+                assert!(
+                    v.is_empty(),
+                    "deleted key {k} came back through {host}: {v:?}"
+                );
+            }
+        }
         Ok(())
     });
     sim.run().unwrap();
