@@ -252,6 +252,24 @@ impl Membership {
                 ),
             });
         }
+        // A node that left (or whose join was aborted) drops its copies once
+        // it learns it is out. Until it has, what it holds is from before it
+        // left: deletes finished since would come back through it.
+        if let Some(d) = current.departed.get(&node) {
+            if d.identity == Some(info.identity) && (info.keys > 0 || info.hints > 0) {
+                return Err(Error::Membership {
+                    reason: format!(
+                        "cannot add {node} yet: it left the ring at epoch {} ({}) and still \
+                         holds {} keys and {} hints from before; it drops them once it learns \
+                         the ring (try again shortly), or delete its data directory",
+                        d.epoch,
+                        d.kind.name(),
+                        info.keys,
+                        info.hints
+                    ),
+                });
+            }
+        }
         self.commit(next, Vec::new()).await
     }
 

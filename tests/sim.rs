@@ -278,3 +278,102 @@ fn a_held_leaving_node_brings_no_deleted_key_back() {
     });
     sim.run().unwrap();
 }
+
+/// The dead joiner, in simulation: `add-node n3`, and n3 is cut off from every
+/// member once part of the keys reached it. The change cannot settle without
+/// n3's report; the operator aborts it, the ring is back to its three members,
+/// and every key reads back. Then half the keys are deleted and their
+/// tombstones leave the members, while n3 still holds its old copies. Healed,
+/// n3 must not rejoin with them: `add-node` refuses it while it holds them,
+/// it learns its join was aborted and drops them, and only then joins. No
+/// deleted key comes back through any node.
+#[test]
+fn a_dead_joiner_is_aborted_and_is_added_again_once_empty() {
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(13)
+        .simulation_duration(Duration::from_secs(900))
+        .build();
+    let flags = Flags {
+        transfer_rate: Some(100),
+        tombstone_grace_ms: Some(4500),
+        copy_timeout_ms: Some(1000),
+        ..Flags::default()
+    };
+    for host in ["n0", "n1", "n2", "n3"] {
+        node_with(&mut sim, host, flags.clone());
+    }
+    sim.client("test", async {
+        form_ring(&["n1", "n2"]).await?;
+        let keys: Vec<String> = (0..200).map(|i| format!("j{i}")).collect();
+        for k in &keys {
+            put("n0", k, "v").await?;
+        }
+        let leader = client("n0").await?;
+        leader.add_node(ctx(), id("n3")).await??;
+        // Part of the keys reach n3 before it is cut off.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for member in ["n0", "n1", "n2"] {
+            turmoil::partition("n3", member);
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let s = leader.status(ctx()).await??;
+        assert!(s.transition.is_some(), "the change settled without n3");
+        let r = leader.abort_change(ctx()).await??;
+        assert_eq!(r.members, [id("n0"), id("n1"), id("n2")]);
+        settled("n0", 3).await?;
+        for k in &keys {
+            assert_eq!(values("n1", k).await?, ["v"], "{k} after the abort");
+        }
+        let (deleted, kept) = keys.split_at(100);
+        for k in deleted {
+            let seen = client("n0").await?.read(ctx(), k.clone()).await??.context;
+            write("n0", k, seen, Content::Tombstone).await?;
+        }
+        let mut left = u64::MAX;
+        for _ in 0..600 {
+            let s = leader.status(ctx()).await??;
+            left = s
+                .nodes
+                .iter()
+                .map(|n| n.tombstones.unwrap_or(u64::MAX))
+                .sum();
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(left, 0, "tombstones still on the members");
+        for member in ["n0", "n1", "n2"] {
+            turmoil::repair("n3", member);
+        }
+        let mut refused = 0;
+        loop {
+            match leader.add_node(ctx(), id("n3")).await? {
+                Ok(_) => break,
+                Err(e) if e.to_string().contains("still holds") => refused += 1,
+                Err(e) if e.to_string().contains("does not answer") => {}
+                Err(e) => return Err(e.into()),
+            }
+            assert!(refused < 100, "n3 never dropped its copies");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!("add-node of n3 refused {refused} times while it still held its copies");
+        settled("n0", 4).await?;
+        // Anti-entropy has rounds to spread anything n3 brought.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        for host in ["n0", "n1", "n2", "n3"] {
+            for k in deleted {
+                let v = values(host, k).await?;
+                assert!(
+                    v.is_empty(),
+                    "deleted key {k} came back through {host}: {v:?}"
+                );
+            }
+            for k in kept {
+                assert_eq!(values(host, k).await?, ["v"], "{k} through {host}");
+            }
+        }
+        Ok(())
+    });
+    sim.run().unwrap();
+}
