@@ -6,9 +6,11 @@
 //! about disks (torn writes, lost flushes).
 //!
 //! Scenarios: a ring of three that writes, reads and rides out a partition
-//! (it found that a connection whose packets vanish was never replaced); and
-//! the stalled leaving node, its messages held on the wire through the settle,
-//! the deletes and the tombstones' removal, then released.
+//! (it found that a connection whose packets vanish was never replaced); the
+//! stalled leaving node, its messages held on the wire through the settle, the
+//! deletes and the tombstones' removal, then released; the dead joiner,
+//! aborted and added again (it found that a joiner could be re-added with
+//! copies from before deletes the ring had finished); and kv679.
 
 use std::io;
 use std::net::SocketAddr;
@@ -376,4 +378,71 @@ fn a_dead_joiner_is_aborted_and_is_added_again_once_empty() {
         Ok(())
     });
     sim.run().unwrap();
+}
+
+/// kv679, in simulation: a node writes a key three times, loses its data (its
+/// in-memory store goes with a restart of its host) and comes back under the
+/// same address; it is readmitted under a new incarnation, and a write through
+/// it afterwards must not be silently dropped by replicas that saw its old
+/// writes (Riak's kv679: the new write reused a dot they had already seen).
+#[test]
+fn a_wiped_node_s_new_write_is_not_lost() {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    // 0: running; 1: the client asks for n1's restart; 2: restarted.
+    let phase = Arc::new(AtomicU8::new(0));
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(17)
+        .simulation_duration(Duration::from_secs(600))
+        .build();
+    for host in ["n0", "n1", "n2"] {
+        node(&mut sim, host);
+    }
+    let asked = phase.clone();
+    sim.client("test", async move {
+        form_ring(&["n1", "n2"]).await?;
+        let mut seen = VersionVector::new();
+        for v in ["old0", "old1", "old2"] {
+            let value = Content::Value(bytes::Bytes::from(v));
+            let req = WriteRequest {
+                key: "k".into(),
+                context: seen.clone(),
+                content: value,
+                forwarded: false,
+            };
+            seen = client("n1").await?.write(ctx(), req).await??.context;
+        }
+        asked.store(1, Ordering::SeqCst);
+        while asked.load(Ordering::SeqCst) != 2 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The new n1 is readmitted (a new identity at a known address) and
+        // then coordinates a blind write of the same key.
+        let mut wrote = false;
+        for _ in 0..300 {
+            if put("n1", "k", "newest").await.is_ok() {
+                wrote = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(wrote, "the wiped node never took a write");
+        for host in ["n0", "n2"] {
+            let v = values(host, "k").await?;
+            assert!(
+                v.iter().any(|v| v == "newest"),
+                "the write through the wiped node is lost at {host}: {v:?}"
+            );
+        }
+        Ok(())
+    });
+    loop {
+        if phase.load(Ordering::SeqCst) == 1 {
+            // A restart of the host: its in-memory store is gone.
+            sim.bounce("n1");
+            phase.store(2, Ordering::SeqCst);
+        }
+        if sim.step().unwrap() {
+            break;
+        }
+    }
 }
