@@ -307,16 +307,11 @@ impl Rebalance {
         }
         self.drain(&ring, stop).await?;
         let actor = self.me.clone();
-        let mut after: Option<crate::storage::ScanCursor> = None;
+        let mut after: Option<ScanCursor> = None;
         let mut dropped = 0u64;
         loop {
             self.check(&ring, stop)?;
-            let storage = self.storage.clone();
-            let from = after.clone();
-            let page = tokio::task::spawn_blocking(move || storage.scan(from.as_ref(), CHUNK_KEYS))
-                .await
-                .map_err(|e| Stop::Failed(e.to_string()))?
-                .map_err(failed)?;
+            let page = self.scan_page(after.clone()).await?;
             for stored in &page.items {
                 // The floor is recorded first: were the node added again on
                 // this data directory, it never reissues a counter.
@@ -344,6 +339,15 @@ impl Rebalance {
             "this node is no longer in the ring: dropped its copies without handing them off"
         );
         Ok(true)
+    }
+
+    /// One page of this node's replica after `after`, read off the async threads.
+    async fn scan_page(&self, after: Option<ScanCursor>) -> Result<crate::storage::Scan, Stop> {
+        let storage = self.storage.clone();
+        tokio::task::spawn_blocking(move || storage.scan(after.as_ref(), CHUNK_KEYS))
+            .await
+            .map_err(|e| Stop::Failed(e.to_string()))?
+            .map_err(|e| Stop::Failed(e.to_string()))
     }
 
     /// Stops the pass if the ring moved on or the node is stopping.
@@ -795,12 +799,7 @@ impl Rebalance {
         let mut bucket = Bucket::new(self.rate);
         loop {
             self.check(&ring, stop)?;
-            let storage = self.storage.clone();
-            let from = after.clone();
-            let page = tokio::task::spawn_blocking(move || storage.scan(from.as_ref(), CHUNK_KEYS))
-                .await
-                .map_err(|e| Stop::Failed(e.to_string()))?
-                .map_err(failed)?;
+            let page = self.scan_page(after.clone()).await?;
             let mut plan = Plan::default();
             let mut leaving: Vec<Stored> = Vec::new();
             for stored in page.items {

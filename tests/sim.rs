@@ -133,6 +133,34 @@ async fn write(
     Ok(())
 }
 
+/// Deletes every key of `keys` through `host`, each with the context a get
+/// just returned.
+async fn delete_all(host: &str, keys: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    for k in keys {
+        let seen = client(host).await?.read(ctx(), k.clone()).await??.context;
+        write(host, k, seen, Content::Tombstone).await?;
+    }
+    Ok(())
+}
+
+/// Waits until no member (as `host`'s status sees them) keeps a tombstone.
+async fn tombstones_gone(host: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let c = client(host).await?;
+    for _ in 0..600 {
+        let s = c.status(ctx()).await??;
+        let left: u64 = s
+            .nodes
+            .iter()
+            .map(|n| n.tombstones.unwrap_or(u64::MAX))
+            .sum();
+        if left == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("tombstones still on the members seen from {host}").into())
+}
+
 /// Adds `hosts` to the ring led by `n0`, one settled change at a time.
 async fn form_ring(hosts: &[&str]) -> Result<(), Box<dyn std::error::Error>> {
     let leader = loop {
@@ -232,25 +260,8 @@ fn a_held_leaving_node_brings_no_deleted_key_back() {
             turmoil::hold("n4", other);
         }
         let epoch = settled("n0", 4).await?;
-        for k in &keys {
-            let seen = client("n0").await?.read(ctx(), k.clone()).await??.context;
-            write("n0", k, seen, Content::Tombstone).await?;
-        }
-        // Every tombstone leaves the members' disks.
-        let mut left = u64::MAX;
-        for _ in 0..600 {
-            let s = leader.status(ctx()).await??;
-            left = s
-                .nodes
-                .iter()
-                .map(|n| n.tombstones.unwrap_or(u64::MAX))
-                .sum();
-            if left == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(left, 0, "tombstones still on the members");
+        delete_all("n0", &keys).await?;
+        tombstones_gone("n0").await?;
         for other in ["n0", "n1", "n2", "n3", "test"] {
             turmoil::release("n4", other);
         }
@@ -327,24 +338,8 @@ fn a_dead_joiner_is_aborted_and_is_added_again_once_empty() {
             assert_eq!(values("n1", k).await?, ["v"], "{k} after the abort");
         }
         let (deleted, kept) = keys.split_at(100);
-        for k in deleted {
-            let seen = client("n0").await?.read(ctx(), k.clone()).await??.context;
-            write("n0", k, seen, Content::Tombstone).await?;
-        }
-        let mut left = u64::MAX;
-        for _ in 0..600 {
-            let s = leader.status(ctx()).await??;
-            left = s
-                .nodes
-                .iter()
-                .map(|n| n.tombstones.unwrap_or(u64::MAX))
-                .sum();
-            if left == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(left, 0, "tombstones still on the members");
+        delete_all("n0", deleted).await?;
+        tombstones_gone("n0").await?;
         for member in ["n0", "n1", "n2"] {
             turmoil::repair("n3", member);
         }
