@@ -306,7 +306,7 @@ impl Rebalance {
             return Ok(false);
         }
         self.drain(&ring, stop).await?;
-        let actor = self.me.clone();
+        let actor = self.actor(&ring);
         let mut after: Option<ScanCursor> = None;
         let mut dropped = 0u64;
         loop {
@@ -339,6 +339,15 @@ impl Rebalance {
             "this node is no longer in the ring: dropped its copies without handing them off"
         );
         Ok(true)
+    }
+
+    /// The actor this node writes under in `ring` (the incarnation it was
+    /// admitted as, which the ring keeps after it leaves): the floor a drop
+    /// records is for that actor.
+    fn actor(&self, ring: &Ring) -> NodeId {
+        ring.state()
+            .actor(&self.me, self.storage.uuid())
+            .unwrap_or_else(|| self.me.clone())
     }
 
     /// One page of this node's replica after `after`, read off the async threads.
@@ -789,11 +798,7 @@ impl Rebalance {
     async fn cleanup(&self, ring: Arc<Ring>, stop: &watch::Receiver<bool>) -> Result<(), Stop> {
         self.drain(&ring, stop).await?;
         let failed = |e: crate::Error| Stop::Failed(e.to_string());
-        // The floor a drop records is for the actor this node writes under.
-        let actor = ring
-            .state()
-            .actor(&self.me, self.storage.uuid())
-            .unwrap_or_else(|| self.me.clone());
+        let actor = self.actor(&ring);
         let mut after: Option<ScanCursor> = None;
         let (mut dropped, mut kept) = (0u64, 0u64);
         let mut bucket = Bucket::new(self.rate);
