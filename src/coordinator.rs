@@ -479,19 +479,21 @@ impl Coordinator {
                 current: ring.epoch(),
             });
         }
-        let state = ring.state();
-        let reason = match state.departed.get(&from.node) {
-            _ if ring.is_member(&from.node) => format!(
+        let reason = if ring.is_member(&from.node) {
+            format!(
                 "its data directory (identity {}) is not the one the ring admitted there",
                 from.identity
-            ),
-            Some(d) => format!(
-                "it is not in the ring at epoch {} ({} at epoch {})",
-                ring.epoch(),
-                d.kind.name(),
-                d.epoch
-            ),
-            None => format!("it is not in the ring at epoch {}", ring.epoch()),
+            )
+        } else {
+            match ring.state().departed.get(&from.node) {
+                Some(d) => format!(
+                    "it is not in the ring at epoch {} ({} at epoch {})",
+                    ring.epoch(),
+                    d.kind.name(),
+                    d.epoch
+                ),
+                None => format!("it is not in the ring at epoch {}", ring.epoch()),
+            }
         };
         Err(Error::Fenced {
             node: from.node.clone(),
@@ -845,10 +847,15 @@ impl Coordinator {
 
     /// Replica side of a read.
     pub fn read_replica(&self, to: &Addressee, key: &str) -> Result<Object> {
+        self.read_in(self.ring.get().as_deref(), to, key)
+    }
+
+    /// [`Coordinator::read_replica`] under `ring` (taken once by the caller).
+    fn read_in(&self, ring: Option<&Ring>, to: &Addressee, key: &str) -> Result<Object> {
         self.check_addressee(to)?;
         check_key(key)?;
-        if let Some(ring) = self.ring.get() {
-            self.refuse_if_removed(&ring)?;
+        if let Some(ring) = ring {
+            self.refuse_if_removed(ring)?;
         }
         if self.storage.restoring() {
             return Err(Error::Restoring {
@@ -863,7 +870,18 @@ impl Coordinator {
     /// ring is older could be reading nodes the key has left; one whose ring is
     /// newer shows this node is behind (it pulls the ring).
     pub fn read_at(&self, to: &Addressee, epoch: u64, key: &str) -> Result<Object> {
-        let current = self.ring.get().map(|r| r.epoch()).unwrap_or(0);
+        self.read_at_in(self.ring.get().as_deref(), to, epoch, key)
+    }
+
+    /// [`Coordinator::read_at`] under `ring` (taken once by the caller).
+    fn read_at_in(
+        &self,
+        ring: Option<&Ring>,
+        to: &Addressee,
+        epoch: u64,
+        key: &str,
+    ) -> Result<Object> {
+        let current = ring.map_or(0, |r| r.epoch());
         if epoch != current {
             if epoch > current {
                 self.ring_news.notify_one();
@@ -874,7 +892,7 @@ impl Coordinator {
                 current,
             });
         }
-        self.read_replica(to, key)
+        self.read_in(ring, to, key)
     }
 
     /// The receiving side's checks of a batch (see [`crate::outbox`]): it is
@@ -889,9 +907,10 @@ impl Coordinator {
     /// answered as [`Coordinator::read_at`] answers one, in order.
     pub fn read_batch(&self, to: &Addressee, reads: &[ReplicaRead]) -> Result<Vec<Result<Object>>> {
         self.check_batch(to, reads.len(), "reads")?;
+        let ring = self.ring.get();
         Ok(reads
             .iter()
-            .map(|r| self.read_at(to, r.epoch, &r.key))
+            .map(|r| self.read_at_in(ring.as_deref(), to, r.epoch, &r.key))
             .collect())
     }
 

@@ -438,15 +438,8 @@ impl Membership {
                             tracing::debug!(%node, reason = %e.reason(), "ring not delivered");
                         }
                     }
-                    let done = info
-                        .transfer
-                        .is_some_and(|t| t.epoch == state.epoch && t.phase == TransferPhase::Done);
-                    if !done && leaving.contains(&node) {
-                        // It answers but has not finished: it is not silent, and
-                        // the settle must wait for its report.
-                        unreported.push(node.clone());
-                    }
-                    done
+                    info.transfer
+                        .is_some_and(|t| t.epoch == state.epoch && t.phase == TransferPhase::Done)
                 }
                 Err(e) if leaving.contains(&node) => {
                     let polls = silent.entry(node.clone()).or_insert(0);
