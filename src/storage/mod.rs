@@ -64,6 +64,14 @@
 //! nothing per key behind.
 
 mod group_commit;
+mod hints;
+mod meta;
+mod scan;
+pub use hints::HintScan;
+use hints::{hint_key, split_hint_key};
+#[cfg(test)]
+use meta::decode_ring;
+pub use scan::{RawScan, Scan, ScanCursor, Stored};
 
 use std::collections::BTreeSet;
 use std::ops::Bound;
@@ -123,17 +131,6 @@ impl Marker {
             Marker::CleanupDone => b"cleanup_done",
         }
     }
-}
-
-/// One stored key as a scan returns it.
-#[derive(Clone, Debug)]
-pub struct Stored {
-    /// The key.
-    pub key: Key,
-    /// Its object (shared: a transfer sends it as is).
-    pub object: Arc<Object>,
-    /// The stored bytes, so a later drop can check nothing changed.
-    pub raw: sled::IVec,
 }
 
 /// One pending hint: a write held for `target`.
@@ -352,84 +349,6 @@ impl Storage {
         self.hint_records.load(Ordering::Relaxed)
     }
 
-    /// Merges every hint this node keeps for `key` into `obj` (nothing to do, and
-    /// no tree walk, while no hint is pending).
-    fn merge_hints_for(&self, key: &str, obj: &mut Object) -> Result<()> {
-        if self.hint_count() == 0 {
-            return Ok(());
-        }
-        for item in self.hints.scan_prefix(hint_prefix(key)?) {
-            let (_, raw) = item?;
-            // A record that does not decode is skipped here and set aside by the
-            // next handoff round (`hints`): one rotten hint must not fail reads.
-            if let Ok(hint) = decode::<Object>(&raw, "hints") {
-                obj.merge(&hint);
-            }
-        }
-        Ok(())
-    }
-
-    /// The hint stored under `hkey`, or an empty object; a record that does not
-    /// decode is set aside first (a new write must not be refused because an old
-    /// record rotted).
-    fn hint_or_new(&self, hkey: &[u8]) -> Result<Object> {
-        match self.hints.get(hkey)? {
-            Some(raw) => match decode(&raw, "hints") {
-                Ok(obj) => Ok(obj),
-                Err(_) => {
-                    self.set_aside(hkey, &raw)?;
-                    Ok(Object::new())
-                }
-            },
-            None => Ok(Object::new()),
-        }
-    }
-
-    /// Moves a hint record that does not decode into the `quarantine` tree.
-    fn set_aside(&self, hkey: &[u8], raw: &[u8]) -> Result<()> {
-        self.quarantine.insert(hkey, raw)?;
-        if self
-            .hints
-            .compare_and_swap(hkey, Some(raw), None as Option<&[u8]>)?
-            .is_ok()
-        {
-            self.hint_records.fetch_sub(1, Ordering::Relaxed);
-            if let Ok((_, target)) = split_hint_key(hkey) {
-                self.count_hint(&target, false);
-            }
-        }
-        Ok(())
-    }
-
-    fn insert_hint(&self, target: &NodeId, hkey: Vec<u8>, obj: &Object) -> Result<()> {
-        if self.hints.insert(hkey, encode(obj)?)?.is_none() {
-            self.hint_records.fetch_add(1, Ordering::Relaxed);
-            self.count_hint(target, true);
-        }
-        Ok(())
-    }
-
-    /// Counts a hint for `target` in (`added`) or out.
-    fn count_hint(&self, target: &NodeId, added: bool) {
-        let mut t = self.hint_targets.lock().unwrap_or_else(|p| p.into_inner());
-        if added {
-            *t.entry(target.clone()).or_default() += 1;
-        } else if let Some(n) = t.get_mut(target) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                t.remove(target);
-            }
-        }
-    }
-
-    /// Pending hints per target (targets with none left out).
-    pub fn hints_by_target(&self) -> std::collections::BTreeMap<NodeId, u64> {
-        self.hint_targets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
     fn stripe(&self, key: &str) -> std::sync::MutexGuard<'_, ()> {
         let hash = xxhash_rust::xxh3::xxh3_64(key.as_bytes());
         // The remainder is below LOCK_STRIPES, so it fits usize and indexes the
@@ -547,14 +466,6 @@ impl Storage {
         Ok(Some(entry_digest(key.as_bytes(), &raw)))
     }
 
-    /// True if this node keeps a hint for `key` (for any target).
-    pub fn has_hint_for(&self, key: &str) -> Result<bool> {
-        if self.hint_count() == 0 {
-            return Ok(false);
-        }
-        Ok(self.hints.scan_prefix(hint_prefix(key)?).next().is_some())
-    }
-
     /// The floor under every counter issued for keys of `seg`.
     fn segment_floor(&self, seg: Segment) -> u64 {
         self.segment_floors
@@ -616,15 +527,6 @@ impl Storage {
         Ok(true)
     }
 
-    /// Merges a write held for `target` (hinted handoff).
-    pub fn merge_hint(&self, target: &NodeId, key: &str, incoming: &Object) -> Result<()> {
-        let _g = self.stripe(key);
-        let hkey = hint_key(key, target)?;
-        let mut obj = self.hint_or_new(&hkey)?;
-        obj.merge(incoming);
-        self.insert_hint(target, hkey, &obj)
-    }
-
     /// The coordinator's read-modify-write: applies a put or delete made by `actor`
     /// with the client's context `seen` to everything this node holds for `key`, and
     /// stores the result as its own replica (`hint_for == None`) or as a hint for the
@@ -665,185 +567,6 @@ impl Storage {
             }
         }
         Ok((obj, dot))
-    }
-
-    /// Every pending hint, in key order. A record that does not decode (its key or
-    /// its object) is moved to the `quarantine` tree and described in `corrupt`
-    /// for the caller to log, once: the other hints are delivered as usual.
-    pub fn hints(&self) -> Result<HintScan> {
-        let mut out = HintScan::default();
-        for item in self.hints.iter() {
-            let (k, raw) = item?;
-            let decoded = split_hint_key(&k).and_then(|(key, target)| {
-                let object = decode::<Object>(&raw, "hints")?;
-                Ok((key, target, object))
-            });
-            match decoded {
-                Ok((key, target, object)) => out.hints.push(Hint {
-                    target,
-                    key,
-                    object: Arc::new(object),
-                    raw,
-                }),
-                Err(e) => {
-                    self.set_aside(&k, &raw)?;
-                    out.corrupt.push(format!(
-                        "hint record {:?}: {e}; moved to the quarantine tree",
-                        String::from_utf8_lossy(&k)
-                    ));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Deletes a delivered hint unless it changed since it was read (a newer write
-    /// merged into it must still be delivered). Returns true if deleted.
-    pub fn remove_hint(&self, hint: &Hint) -> Result<bool> {
-        let hkey = hint_key(&hint.key, &hint.target)?;
-        let swapped = self
-            .hints
-            .compare_and_swap(hkey, Some(&hint.raw), None as Option<&[u8]>)?;
-        if swapped.is_ok() {
-            self.hint_records.fetch_sub(1, Ordering::Relaxed);
-            self.count_hint(&hint.target, false);
-        }
-        Ok(swapped.is_ok())
-    }
-
-    /// The ring this node last installed.
-    pub fn ring(&self) -> Result<Option<RingState>> {
-        match self.meta.get(RING_KEY)? {
-            Some(raw) => Ok(Some(decode_ring(&raw)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Persists a ring if its epoch is above the stored one's, atomically (a
-    /// compare-and-swap loop on the record), so of two racing saves the newer
-    /// always stays. A ring not newer than the stored one is refused with
-    /// [`Error::RingNotNewer`]. Call [`Storage::durable`] before relying on it.
-    pub fn save_ring(&self, ring: &RingState) -> Result<()> {
-        let mut out = vec![RING_FORMAT];
-        bincode::serialize_into(&mut out, ring).map_err(Error::storage)?;
-        let mut stored = self.meta.get(RING_KEY)?;
-        loop {
-            if let Some(raw) = &stored {
-                let current = decode_ring(raw)?.epoch;
-                if ring.epoch <= current {
-                    return Err(Error::RingNotNewer {
-                        sent: ring.epoch,
-                        current,
-                    });
-                }
-            }
-            match self
-                .meta
-                .compare_and_swap(RING_KEY, stored.as_ref(), Some(out.as_slice()))?
-            {
-                Ok(()) => return Ok(()),
-                Err(changed) => stored = changed.current,
-            }
-        }
-    }
-
-    /// The epoch stored under a progress marker (0 when never set).
-    pub fn marker(&self, marker: Marker) -> Result<u64> {
-        match self.meta.get(marker.key())? {
-            Some(raw) => decode(&raw, "meta"),
-            None => Ok(0),
-        }
-    }
-
-    /// Sets a progress marker. Call [`Storage::durable`] before relying on it.
-    pub fn set_marker(&self, marker: Marker, epoch: u64) -> Result<()> {
-        self.meta.insert(marker.key(), encode(&epoch)?)?;
-        Ok(())
-    }
-
-    /// How far the transfer of a ring change got: `(epoch, pass, where the
-    /// last confirmed chunk ended)`. A record that does not decode reads as
-    /// none: the cursor only saves work, and starting over is always safe.
-    pub fn transfer_cursor(&self) -> Result<Option<(u64, u8, ScanCursor)>> {
-        match self.meta.get(CURSOR_KEY)? {
-            Some(raw) => Ok(decode_cursor(&raw)),
-            None => Ok(None),
-        }
-    }
-
-    /// Records how far pass `pass` of the transfer of epoch `epoch` got.
-    pub fn set_transfer_cursor(&self, epoch: u64, pass: u8, at: &ScanCursor) -> Result<()> {
-        let mut out = vec![CURSOR_FORMAT];
-        bincode::serialize_into(&mut out, &(epoch, pass, &at.0)).map_err(Error::storage)?;
-        self.meta.insert(CURSOR_KEY, out)?;
-        Ok(())
-    }
-
-    /// Up to `limit` keys of this node's own replica after `after` (from the start
-    /// when `None`; the `last` of the previous page), in stored order, with their
-    /// objects. A record that does not decode is returned in `corrupt` instead
-    /// (the caller logs it), never silently lost.
-    pub fn scan(&self, after: Option<&ScanCursor>, limit: usize) -> Result<Scan> {
-        let raw = self.scan_raw(after, limit, |_| Some(()))?;
-        let mut out = Scan {
-            items: Vec::with_capacity(raw.items.len()),
-            corrupt: raw.corrupt,
-            last: raw.last,
-            more: raw.more,
-        };
-        for (key, bytes, ()) in raw.items {
-            match Stored::decode(key, bytes) {
-                Ok(stored) => out.items.push(stored),
-                Err(e) => out.corrupt.push(e.to_string()),
-            }
-        }
-        Ok(out)
-    }
-
-    /// Up to `limit` keys of this node's own replica after `after`, in stored
-    /// order: the stored bytes, undecoded (a transfer decodes only what it
-    /// sends), of the keys for which `keep` returns something, with what it
-    /// returned. Keys that are not UTF-8 go to `corrupt`; the scan moves past
-    /// them all the same (its cursor is the raw stored key).
-    pub fn scan_raw<T>(
-        &self,
-        after: Option<&ScanCursor>,
-        limit: usize,
-        mut keep: impl FnMut(&str) -> Option<T>,
-    ) -> Result<RawScan<T>> {
-        let range = match after {
-            Some(at) => self.values.range::<&[u8], _>((
-                std::ops::Bound::Excluded(at.0.as_slice()),
-                std::ops::Bound::Unbounded,
-            )),
-            None => self.values.iter(),
-        };
-        let mut out = RawScan {
-            items: Vec::new(),
-            corrupt: Vec::new(),
-            last: None,
-            more: false,
-        };
-        for (read, item) in range.enumerate() {
-            if read >= limit {
-                out.more = true;
-                break;
-            }
-            let (stored, raw) = item?;
-            let k = split_stored_key(&stored).map_or(&stored[..], |(_, k)| k);
-            match std::str::from_utf8(k) {
-                Ok(key) => {
-                    if let Some(kept) = keep(key) {
-                        out.items.push((key.to_string(), raw, kept));
-                    }
-                }
-                Err(_) => out
-                    .corrupt
-                    .push(format!("key {:?} is not UTF-8", String::from_utf8_lossy(k))),
-            }
-            out.last = Some(ScanCursor(stored.to_vec()));
-        }
-        Ok(out)
     }
 
     /// The digest of `key`'s stored object ([`entry_digest`]), None when this
@@ -1037,200 +760,6 @@ fn open_objects(db: &sled::Db) -> Result<sled::Tree> {
     Ok(objects)
 }
 
-/// What [`Storage::hints`] found.
-#[derive(Debug, Default)]
-pub struct HintScan {
-    /// The hints that decoded, in key order.
-    pub hints: Vec<Hint>,
-    /// Records that did not, described for the log (already set aside).
-    pub corrupt: Vec<String>,
-}
-
-/// A position in a scan of this node's replica: the raw stored key (segment,
-/// then the key's bytes) of the last record read, exact whether or not the key
-/// is UTF-8, so paging never skips a record or reads one twice.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ScanCursor(Vec<u8>);
-
-impl ScanCursor {
-    /// The position of `key`: a scan after it starts with the next key.
-    pub fn at(key: &str) -> ScanCursor {
-        ScanCursor(stored_key(key))
-    }
-
-    /// True if `key` is at or before this position in stored order.
-    pub fn covers(&self, key: &str) -> bool {
-        let seg = segment_of(key).to_be_bytes();
-        seg.iter().chain(key.as_bytes()).cmp(self.0.iter()) != std::cmp::Ordering::Greater
-    }
-}
-
-/// The key at the position, for people (lossy when it is not UTF-8).
-impl std::fmt::Display for ScanCursor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let k = split_stored_key(&self.0).map_or(&self.0[..], |(_, k)| k);
-        write!(f, "{}", String::from_utf8_lossy(k))
-    }
-}
-
-impl std::fmt::Debug for ScanCursor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ScanCursor({:?})", self.to_string())
-    }
-}
-
-/// One page of [`Storage::scan_raw`].
-#[derive(Debug)]
-pub struct RawScan<T> {
-    /// The kept keys with their stored bytes and what `keep` returned, in key order.
-    pub items: Vec<(Key, sled::IVec, T)>,
-    /// Keys that are not UTF-8, described for the log.
-    pub corrupt: Vec<String>,
-    /// Where the next page starts: just after the last record read.
-    pub last: Option<ScanCursor>,
-    /// True if the scan stopped at `limit` (more keys follow).
-    pub more: bool,
-}
-
-impl Stored {
-    /// Decodes a record read by [`Storage::scan_raw`].
-    pub fn decode(key: Key, raw: sled::IVec) -> Result<Stored> {
-        match decode::<Object>(&raw, "objects") {
-            Ok(object) => Ok(Stored {
-                key,
-                object: Arc::new(object),
-                raw,
-            }),
-            Err(e) => Err(Error::storage(format!("key {key:?}: {e}"))),
-        }
-    }
-}
-
-/// One page of [`Storage::scan`].
-#[derive(Debug, Default)]
-pub struct Scan {
-    /// The keys that decoded, in key order.
-    pub items: Vec<Stored>,
-    /// Records that did not decode, described for the log.
-    pub corrupt: Vec<String>,
-    /// Where the next page starts: just after the last record read (decoded
-    /// or not).
-    pub last: Option<ScanCursor>,
-    /// True if the scan stopped at `limit` (more keys follow).
-    pub more: bool,
-}
-
-/// The ring record as version 1 wrote it (before identities and transitions).
-#[derive(serde::Deserialize)]
-struct RingStateV1 {
-    epoch: u64,
-    leader: NodeId,
-    members: Vec<NodeId>,
-    replication: crate::types::Replication,
-    tokens_per_node: u32,
-}
-
-/// The ring record as version 2 wrote it (before incarnations).
-#[derive(serde::Deserialize)]
-struct RingStateV2 {
-    epoch: u64,
-    leader: NodeId,
-    members: Vec<NodeId>,
-    replication: crate::types::Replication,
-    tokens_per_node: u32,
-    identities: std::collections::BTreeMap<NodeId, uuid::Uuid>,
-    transition: Option<crate::ring::Transition>,
-}
-
-/// Decodes the transfer cursor record, of version 1 (the key) or
-/// [`CURSOR_FORMAT`] (the raw stored key); None if it does not decode.
-fn decode_cursor(raw: &[u8]) -> Option<(u64, u8, ScanCursor)> {
-    match raw.split_first()? {
-        (&RECORD_FORMAT, body) => {
-            let (epoch, pass, key) = bincode::deserialize::<(u64, u8, String)>(body).ok()?;
-            Some((epoch, pass, ScanCursor::at(&key)))
-        }
-        (&CURSOR_FORMAT, body) => {
-            let (epoch, pass, at) = bincode::deserialize::<(u64, u8, Vec<u8>)>(body).ok()?;
-            Some((epoch, pass, ScanCursor(at)))
-        }
-        _ => None,
-    }
-}
-
-/// The ring record as version 3 wrote it (before departures).
-#[derive(serde::Deserialize)]
-struct RingStateV3 {
-    epoch: u64,
-    leader: NodeId,
-    members: Vec<NodeId>,
-    replication: crate::types::Replication,
-    tokens_per_node: u32,
-    identities: std::collections::BTreeMap<NodeId, uuid::Uuid>,
-    transition: Option<crate::ring::Transition>,
-    incarnations: std::collections::BTreeMap<NodeId, crate::ring::Incarnation>,
-}
-
-/// Decodes the ring record, of version 1 to [`RING_FORMAT`].
-fn decode_ring(raw: &[u8]) -> Result<RingState> {
-    let corrupt = |e: bincode::Error| Error::storage(format!("corrupt ring record: {e}"));
-    // An older record is read as the next version up, with what that version
-    // added left empty, until it is the current one.
-    let v3 = match raw.split_first() {
-        Some((&RING_FORMAT, body)) => return bincode::deserialize(body).map_err(corrupt),
-        Some((3, body)) => bincode::deserialize::<RingStateV3>(body).map_err(corrupt)?,
-        Some((2, body)) => RingStateV3::from(bincode::deserialize::<RingStateV2>(body).map_err(corrupt)?),
-        Some((1, _)) => RingStateV3::from(RingStateV2::from(decode::<RingStateV1>(raw, "meta")?)),
-        Some((v, _)) => {
-            return Err(Error::storage(format!(
-                "the ring record has format version {v}, this dynamo reads versions 1 to {RING_FORMAT}: \
-                 was the data written by a newer dynamo?"
-            )))
-        }
-        None => return Err(Error::storage("empty ring record")),
-    };
-    Ok(RingState {
-        epoch: v3.epoch,
-        leader: v3.leader,
-        members: v3.members,
-        replication: v3.replication,
-        tokens_per_node: v3.tokens_per_node,
-        identities: v3.identities,
-        transition: v3.transition,
-        incarnations: v3.incarnations,
-        departed: Default::default(),
-    })
-}
-
-impl From<RingStateV1> for RingStateV2 {
-    fn from(v1: RingStateV1) -> RingStateV2 {
-        RingStateV2 {
-            epoch: v1.epoch,
-            leader: v1.leader,
-            members: v1.members,
-            replication: v1.replication,
-            tokens_per_node: v1.tokens_per_node,
-            identities: Default::default(),
-            transition: None,
-        }
-    }
-}
-
-impl From<RingStateV2> for RingStateV3 {
-    fn from(v2: RingStateV2) -> RingStateV3 {
-        RingStateV3 {
-            epoch: v2.epoch,
-            leader: v2.leader,
-            members: v2.members,
-            replication: v2.replication,
-            tokens_per_node: v2.tokens_per_node,
-            identities: v2.identities,
-            transition: v2.transition,
-            incarnations: Default::default(),
-        }
-    }
-}
-
 impl Drop for Storage {
     fn drop(&mut self) {
         self.commit.stop();
@@ -1253,37 +782,6 @@ fn decode<T: DeserializeOwned>(raw: &[u8], tree: &str) -> Result<T> {
         ))),
         None => Err(Error::storage(format!("empty record in tree {tree}"))),
     }
-}
-
-fn hint_prefix(key: &str) -> Result<Vec<u8>> {
-    let len = u16::try_from(key.len())
-        .map_err(|_| Error::invalid(format!("key of {} bytes cannot be hinted", key.len())))?;
-    let mut out = Vec::with_capacity(2 + key.len());
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(key.as_bytes());
-    Ok(out)
-}
-
-fn hint_key(key: &str, target: &NodeId) -> Result<Vec<u8>> {
-    let mut out = hint_prefix(key)?;
-    out.extend_from_slice(target.as_str().as_bytes());
-    Ok(out)
-}
-
-fn split_hint_key(raw: &[u8]) -> Result<(Key, NodeId)> {
-    let bad = || Error::storage("corrupt hint key");
-    let (len, rest) = raw.split_first_chunk::<2>().ok_or_else(bad)?;
-    let len = usize::from(u16::from_be_bytes(*len));
-    let (key, target) = (
-        rest.get(..len).ok_or_else(bad)?,
-        rest.get(len..).ok_or_else(bad)?,
-    );
-    let key = String::from_utf8(key.to_vec()).map_err(|_| bad())?;
-    let target = std::str::from_utf8(target)
-        .map_err(|_| bad())?
-        .parse()
-        .map_err(|_| bad())?;
-    Ok((key, target))
 }
 
 #[cfg(test)]
