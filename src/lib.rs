@@ -4,10 +4,10 @@
 //!
 //! | layer | modules |
 //! |---|---|
-//! | 0 | [`error`], [`types`] |
+//! | 0 | [`error`], [`types`], [`runtime`] |
 //! | 1 | [`vclock`], [`ring`], [`config`] |
 //! | 2 | [`storage`] |
-//! | 3 | [`rpc`] |
+//! | 3 | [`net`], [`rpc`] |
 //! | 4 | [`peers`], [`outbox`] |
 //! | 5 | [`coordinator`], [`membership`], [`handoff`], [`rebalance`], [`antientropy`], [`detector`], [`metrics`] |
 //! | 6 | [`server`], [`client`], [`http`], [`repl`], [`bench`] |
@@ -19,6 +19,7 @@ pub mod config;
 pub mod ring;
 pub mod vclock;
 
+pub mod runtime;
 pub mod storage;
 
 pub mod net;

@@ -367,7 +367,7 @@ pub async fn start_over(
     };
     let fsync = config.fsync;
     let storage = Arc::new(
-        tokio::task::spawn_blocking(move || Storage::open(dir.as_deref(), fsync))
+        crate::runtime::spawn(move || Storage::open(dir.as_deref(), fsync))
             .await
             .map_err(|e| Error::internal(e.to_string()))??,
     );
@@ -531,7 +531,7 @@ async fn serve(
         tracing::warn!("some requests did not finish in time");
     }
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, background.wait()).await;
-    tokio::task::spawn_blocking(move || storage.flush())
+    crate::runtime::spawn(move || storage.flush())
         .await
         .map_err(|e| Error::internal(e.to_string()))??;
     tracing::info!("stopped");

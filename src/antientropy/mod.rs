@@ -289,7 +289,7 @@ impl AntiEntropy {
         }
         let me = self.me.clone();
         let map = Arc::new(
-            tokio::task::spawn_blocking(move || SharedMap::new(&ring, me))
+            crate::runtime::spawn(move || SharedMap::new(&ring, me))
                 .await
                 .map_err(|e| Error::internal(e.to_string()))?,
         );
@@ -415,7 +415,7 @@ impl AntiEntropy {
         f: impl FnOnce(&Storage) -> Result<T> + Send + 'static,
     ) -> Result<T, Stop> {
         let storage = self.storage.clone();
-        tokio::task::spawn_blocking(move || f(&storage))
+        crate::runtime::spawn(move || f(&storage))
             .await
             .map_err(|e| Stop::Local(Error::internal(e.to_string())))?
             .map_err(Stop::Local)
@@ -624,7 +624,7 @@ impl AntiEntropy {
             }
         }
         let storage = self.storage.clone();
-        tokio::task::spawn_blocking(move || match query {
+        crate::runtime::spawn(move || match query {
             AeQuery::Groups => map.group_digests(&storage, &from).map(AeAnswer::Groups),
             AeQuery::Segments(groups) => map
                 .segment_digests(&storage, &from, &groups)
@@ -657,7 +657,7 @@ impl AntiEntropy {
             )));
         }
         let storage = self.storage.clone();
-        tokio::task::spawn_blocking(move || readable_copies(&storage, keys, BATCH_BYTES))
+        crate::runtime::spawn(move || readable_copies(&storage, keys, BATCH_BYTES))
             .await
             .map_err(|e| Error::internal(e.to_string()))?
     }

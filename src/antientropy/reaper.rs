@@ -249,7 +249,7 @@ impl Reaper {
             });
         }
         let storage = self.storage.clone();
-        tokio::task::spawn_blocking(move || {
+        crate::runtime::spawn(move || {
             let mut out = TombstoneCheck::default();
             for key in &keys {
                 out.copies.push(storage.digest(key)?);
@@ -274,7 +274,7 @@ impl Reaper {
             return Ok(0);
         };
         let storage = self.storage.clone();
-        let removed = tokio::task::spawn_blocking(move || {
+        let removed = crate::runtime::spawn(move || {
             let mut removed = 0;
             for (key, digest) in &items {
                 if storage.reap(&actor, key, *digest)? {
@@ -379,11 +379,10 @@ impl Reaper {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let storage = self.storage.clone();
-        let graves = tokio::task::spawn_blocking(move || {
-            storage.tombstone_keys(after.as_deref(), WALK_KEYS)
-        })
-        .await
-        .map_err(|e| Error::internal(e.to_string()))?;
+        let graves =
+            crate::runtime::spawn(move || storage.tombstone_keys(after.as_deref(), WALK_KEYS))
+                .await
+                .map_err(|e| Error::internal(e.to_string()))?;
         let mut out = Vec::new();
         let mut last = None;
         let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
@@ -424,7 +423,7 @@ impl Reaper {
         let storage = self.storage.clone();
         let asked = keys.to_vec();
         // Mine first: the digest of a copy that is only tombstones, and no hint.
-        let mut proven: Vec<Option<u64>> = tokio::task::spawn_blocking(move || {
+        let mut proven: Vec<Option<u64>> = crate::runtime::spawn(move || {
             let mut out = Vec::with_capacity(asked.len());
             for key in &asked {
                 let digest = match storage.grave_digest(key)? {

@@ -297,7 +297,7 @@ impl Coordinator {
             });
         }
         let storage = self.storage.clone();
-        let changed = tokio::task::spawn_blocking(move || storage.merge_many(&items))
+        let changed = crate::runtime::spawn(move || storage.merge_many(&items))
             .await
             .map_err(|e| Error::internal(e.to_string()))??;
         self.storage.durable().await?;
@@ -323,7 +323,7 @@ impl Coordinator {
             check_key(key)?;
         }
         let storage = self.storage.clone();
-        tokio::task::spawn_blocking(move || {
+        crate::runtime::spawn(move || {
             let mut differ = Vec::new();
             for (i, (key, digest)) in digests.iter().enumerate() {
                 if storage.digest(key)? != Some(*digest) {

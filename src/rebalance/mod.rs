@@ -295,7 +295,7 @@ impl Rebalance {
     /// One page of this node's replica after `after`, read off the async threads.
     async fn scan_page(&self, after: Option<ScanCursor>) -> Result<crate::storage::Scan, Stop> {
         let storage = self.storage.clone();
-        tokio::task::spawn_blocking(move || storage.scan(after.as_ref(), CHUNK_KEYS))
+        crate::runtime::spawn(move || storage.scan(after.as_ref(), CHUNK_KEYS))
             .await
             .map_err(|e| Stop::Failed(e.to_string()))?
             .map_err(|e| Stop::Failed(e.to_string()))
@@ -440,7 +440,7 @@ impl Rebalance {
                 let count_here = pass == PRIMARY_PASS && resume.is_none();
                 // Only the keys this pass sends are kept (and only those decoded);
                 // a fresh first pass also counts every moving key.
-                let (page, moving) = tokio::task::spawn_blocking(move || {
+                let (page, moving) = crate::runtime::spawn(move || {
                     let mut moving = 0u64;
                     let page = storage.scan_raw(from.as_ref(), CHUNK_KEYS, |key| {
                         let (key_pass, targets) = sending(&owned_ring, &me, key)?;
@@ -618,7 +618,7 @@ impl Rebalance {
             let from = after.clone();
             let (owned_ring, me, resume) = (ring.clone(), self.me.clone(), resume.cloned());
             // Keeps nothing: the filter only counts.
-            let (page, total, done) = tokio::task::spawn_blocking(move || {
+            let (page, total, done) = crate::runtime::spawn(move || {
                 let (mut total, mut done) = (0u64, 0u64);
                 let page = storage.scan_raw(from.as_ref(), COUNT_KEYS, |key| {
                     let (pass, _) = sending(&owned_ring, &me, key)?;

@@ -257,7 +257,7 @@ impl Storage {
             None => {
                 // A new data directory: a new identity, on disk before anything
                 // is acknowledged under it.
-                let uuid = uuid::Uuid::new_v4();
+                let uuid = crate::runtime::new_uuid();
                 meta.insert(UUID_KEY, encode(&uuid)?)?;
                 db.flush()?;
                 uuid

@@ -1,0 +1,286 @@
+//! A simulated cluster: real nodes (`dynamo::server::start_over`) on turmoil's
+//! hosts, driven one step at a time by the test thread.
+//!
+//! The test thread owns the [`turmoil::Sim`]. Work that must run inside the
+//! simulation (a client call to a node) is sent to one client host, the
+//! driver, which runs each job as its own task; [`Cluster::call`] then steps
+//! the simulation until that job answers. Faults (partitions, held links,
+//! crashes, restarts) are the test thread's own calls between two steps, so
+//! the order of everything is the seed's.
+//!
+//! Storage is sled in a temporary directory per host (the host's "disk"): a
+//! crash drops the node's process and keeps the directory, so a restart finds
+//! what the node had written; a restart `wiped` starts on an empty directory.
+//! Every write sled has accepted is on that disk (nothing is lost in a crash):
+//! the simulation says nothing about torn or unflushed writes on power loss,
+//! which the real-process tests cover.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dynamo::config::{Flags, NodeConfig};
+use dynamo::net::{BoxStream, Listener, Network};
+use dynamo::rpc::{NodeClient, StatusReply, WriteRequest};
+use dynamo::types::NodeId;
+use dynamo::vclock::{Content, VersionVector};
+use futures::future::BoxFuture;
+use tokio::sync::{mpsc, oneshot};
+
+pub const PORT: u16 = 13337;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Outcome = Result<String, String>;
+type Job = (BoxFuture<'static, Outcome>, oneshot::Sender<Outcome>);
+
+/// turmoil's network, as a node dials it.
+struct SimNet;
+
+impl Network for SimNet {
+    fn dial<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<BoxStream>> {
+        Box::pin(async move {
+            let s = turmoil::net::TcpStream::connect(addr).await?;
+            Ok(Box::new(s) as BoxStream)
+        })
+    }
+}
+
+/// turmoil's listener, as a node accepts from it.
+struct SimListener(turmoil::net::TcpListener);
+
+impl Listener for SimListener {
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<(BoxStream, SocketAddr)>> {
+        Box::pin(async move {
+            let (s, peer) = self.0.accept().await?;
+            Ok((Box::new(s) as BoxStream, peer))
+        })
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+/// The identity of simulated host `host`.
+pub fn id(host: &str) -> NodeId {
+    NodeId::new(host, PORT).expect("a host name")
+}
+
+/// The flags every simulated node gets unless a scenario says otherwise:
+/// short intervals, so that a change or a tombstone's removal takes simulated
+/// seconds, not minutes.
+pub fn quick_flags() -> Flags {
+    Flags {
+        tombstone_grace_ms: Some(4500),
+        copy_timeout_ms: Some(1000),
+        anti_entropy_interval_ms: Some(500),
+        // No flusher thread: its real-time fsyncs would make a run depend on
+        // the disk's speed, and a simulated crash loses nothing sled took.
+        fsync: Some("never".into()),
+        ..Flags::default()
+    }
+}
+
+/// A simulated cluster and its driver.
+pub struct Cluster {
+    pub sim: turmoil::Sim<'static>,
+    jobs: mpsc::UnboundedSender<Job>,
+    disks: tempfile::TempDir,
+    /// The hosts started so far, with the flags each runs with.
+    pub nodes: BTreeMap<String, Flags>,
+    /// Each host's current directory (a wiped restart gets a new one); the
+    /// host's start-up reads it.
+    dirs: BTreeMap<String, Arc<std::sync::Mutex<PathBuf>>>,
+    wipes: u32,
+    pub seed: u64,
+}
+
+/// How long one driver call may take in simulated time before the runner
+/// calls it stuck.
+pub const CALL_LIMIT: Duration = Duration::from_secs(300);
+
+impl Cluster {
+    /// An empty cluster whose randomness (message latencies, the nodes'
+    /// identities) all comes from `seed`.
+    pub fn new(seed: u64) -> Cluster {
+        dynamo::runtime::simulate(seed);
+        // RUST_LOG=info shows the nodes' logs, each line under its host.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let mut sim = turmoil::Builder::new()
+            .rng_seed(seed)
+            .simulation_duration(Duration::from_secs(24 * 3600))
+            // Messages held on a link queue up at the receiver: room for a
+            // node held through a ring change, not a limit of the node's.
+            .tcp_capacity(1 << 16)
+            .build();
+        let (jobs, mut rx) = mpsc::unbounded_channel::<Job>();
+        sim.client("driver", async move {
+            while let Some((job, reply)) = rx.recv().await {
+                tokio::spawn(async move {
+                    let _ = reply.send(job.await);
+                });
+            }
+            Ok(())
+        });
+        Cluster {
+            sim,
+            jobs,
+            disks: tempfile::tempdir().expect("a temporary directory"),
+            nodes: BTreeMap::new(),
+            dirs: BTreeMap::new(),
+            wipes: 0,
+            seed,
+        }
+    }
+
+    /// Starts node `host` (led by `n0`) with `flags`.
+    pub fn start(&mut self, host: &str, flags: Flags) {
+        self.nodes.insert(host.to_string(), flags.clone());
+        let dir = Arc::new(std::sync::Mutex::new(self.disks.path().join(host)));
+        self.dirs.insert(host.to_string(), dir.clone());
+        let name = host.to_string();
+        self.sim.host(host, move || {
+            let flags = Flags {
+                host: Some(name.clone()),
+                port: Some(PORT),
+                leader: Some(id("n0").to_string()),
+                data_dir: Some(dir.lock().unwrap().clone()),
+                in_memory: false,
+                ..flags.clone()
+            };
+            async move {
+                let config = NodeConfig::from_flags(flags)?;
+                let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
+                let node = dynamo::server::start_over(
+                    config,
+                    Box::new(SimListener(listener)),
+                    Arc::new(SimNet),
+                )
+                .await?;
+                node.wait().await?;
+                Ok(())
+            }
+        });
+    }
+
+    /// Stops `host`'s process at once (its disk stays).
+    pub fn crash(&mut self, host: &str) {
+        self.sim.crash(host);
+    }
+
+    /// Starts `host` again, on its disk or (`wiped`) on an empty one.
+    pub fn restart(&mut self, host: &str, wiped: bool) {
+        if self.sim.is_host_running(host) {
+            self.sim.crash(host);
+        }
+        if wiped {
+            self.wipes += 1;
+            let fresh = self.disks.path().join(format!("{host}.{}", self.wipes));
+            *self.dirs[host].lock().unwrap() = fresh;
+        }
+        self.sim.bounce(host);
+    }
+
+    /// Simulated time since the start.
+    pub fn now(&self) -> Duration {
+        self.sim.elapsed()
+    }
+
+    /// Steps the simulation for `d` of simulated time.
+    pub fn advance(&mut self, d: Duration) -> Result<(), String> {
+        let until = self.sim.elapsed() + d;
+        while self.sim.elapsed() < until {
+            self.sim.step().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Hands `job` to the driver and returns at once; its outcome arrives on
+    /// the receiver once steps have run it.
+    pub fn submit<F>(&mut self, job: F) -> oneshot::Receiver<Outcome>
+    where
+        F: std::future::Future<Output = Outcome> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.jobs.send((Box::pin(job), tx));
+        rx
+    }
+
+    /// Runs `job` in the simulation and steps until it answers (or
+    /// [`CALL_LIMIT`] of simulated time passes).
+    pub fn call<F>(&mut self, job: F) -> Outcome
+    where
+        F: std::future::Future<Output = Outcome> + Send + 'static,
+    {
+        let mut rx = self.submit(job);
+        let limit = self.sim.elapsed() + CALL_LIMIT;
+        loop {
+            match rx.try_recv() {
+                Ok(outcome) => return outcome,
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    return Err("the driver dropped the job".into())
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            if self.sim.elapsed() > limit {
+                return Err(format!("no answer within {}s", CALL_LIMIT.as_secs()));
+            }
+            self.sim.step().map_err(|e| e.to_string())?;
+        }
+    }
+}
+
+/// A client of node `host` (a fresh connection: the simulated network makes
+/// connecting cheap, and a crashed node's old connection is never reused).
+pub async fn client(host: &str) -> io::Result<NodeClient> {
+    let stream = turmoil::net::TcpStream::connect((host, PORT)).await?;
+    Ok(NodeClient::new(Default::default(), dynamo::rpc::transport(stream)).spawn())
+}
+
+pub fn ctx() -> tarpc::context::Context {
+    dynamo::rpc::context(Duration::from_secs(5))
+}
+
+/// `status` of `host`.
+pub async fn status(host: &str) -> Result<StatusReply, BoxError> {
+    Ok(client(host).await?.status(ctx()).await??)
+}
+
+/// Writes `content` to `key` through `host` with `context`; the context the
+/// write produced.
+pub async fn write(
+    host: &str,
+    key: &str,
+    context: VersionVector,
+    content: Content,
+) -> Result<VersionVector, BoxError> {
+    let req = WriteRequest {
+        key: key.into(),
+        context,
+        content,
+        forwarded: false,
+    };
+    Ok(client(host).await?.write(ctx(), req).await??.context)
+}
+
+/// The values `host` reads for `key` (sorted), and their context.
+pub async fn read(host: &str, key: &str) -> Result<(Vec<String>, VersionVector), BoxError> {
+    let r = client(host).await?.read(ctx(), key.into()).await??;
+    let mut values: Vec<String> = r
+        .values
+        .iter()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    values.sort();
+    Ok((values, r.context))
+}
+
+pub fn value(v: &str) -> Content {
+    Content::Value(bytes::Bytes::copy_from_slice(v.as_bytes()))
+}

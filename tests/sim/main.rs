@@ -1,0 +1,117 @@
+//! The real node code in a simulated cluster (turmoil): every node runs
+//! `dynamo::server::start_over` on a simulated host, its connections go
+//! through turmoil's network (`dynamo::net`), tokio's clock is turmoil's, and
+//! blocking jobs and identities come from `dynamo::runtime::simulate`, so a
+//! partition or a pause is a step of the test and a run is a function of its
+//! seed. See `harness.rs` for what the simulation can and cannot show.
+//!
+//! - `scenarios/*.txt`: the faults met in this project's history, one
+//!   readable script each (`script.rs` documents the commands);
+//! - `nemesis.rs`: seeded random schedules of operations and faults
+//!   (`make sim SEEDS=N`), judged by `checker.rs` over what the clients saw.
+
+mod checker;
+mod harness;
+mod nemesis;
+mod script;
+
+macro_rules! scenarios {
+    ($($name:ident => $file:literal,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                script::run($file);
+            }
+        )*
+
+        /// Every file in `scenarios/` runs as a test of its own.
+        #[test]
+        fn every_scenario_file_is_a_test() {
+            let listed = [$($file),*];
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sim/scenarios");
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+                assert!(listed.contains(&name.as_str()), "{name} is not listed in tests/sim/main.rs");
+            }
+        }
+    };
+}
+
+scenarios! {
+    partition => "partition.txt",
+    stalled_leaver => "stalled-leaver.txt",
+    dead_joiner => "dead-joiner.txt",
+    kv679 => "kv679.txt",
+    forward_to_cut_off_replica => "forward-to-cut-off-replica.txt",
+    ring_install_race => "ring-install-race.txt",
+    hint_for_moved_key => "hint-for-moved-key.txt",
+}
+
+/// The nemesis over a range of seeds: `SIM_SEED=S` runs that one seed (a
+/// replay), else `SIM_SEEDS=N` seeds from `SIM_FIRST` (default 1; `make sim`
+/// draws it at random and prints it). Without either, the short form run by
+/// `make test`.
+#[test]
+fn nemesis_seeds() {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let (first, count) = match var("SIM_SEED") {
+        Some(seed) => (seed, 1),
+        None => (
+            var("SIM_FIRST").unwrap_or(1),
+            var("SIM_SEEDS").unwrap_or(SHORT_FORM_SEEDS),
+        ),
+    };
+    let plan = nemesis::Plan::default();
+    let started = std::time::Instant::now();
+    let (mut acked, mut unknown, mut simulated) = (0, 0, std::time::Duration::ZERO);
+    for seed in first..first + count {
+        let t = std::time::Instant::now();
+        match nemesis::run(seed, &plan) {
+            Ok(run) => {
+                if count == 1 {
+                    for line in &run.trace {
+                        println!("{line}");
+                    }
+                }
+                println!(
+                    "seed {seed}: ok, {} acknowledged writes, {} of unknown outcome, {:.0}s simulated in {:.2}s",
+                    run.acked_writes,
+                    run.unknown_writes,
+                    run.simulated.as_secs_f64(),
+                    t.elapsed().as_secs_f64()
+                );
+                acked += run.acked_writes;
+                unknown += run.unknown_writes;
+                simulated += run.simulated;
+            }
+            Err(failure) => panic!("{failure}"),
+        }
+    }
+    println!(
+        "{count} seeds from {first} passed: {acked} acknowledged writes, {unknown} of unknown outcome, \
+         {:.0}s simulated in {:.1}s ({:.2}s per seed)",
+        simulated.as_secs_f64(),
+        started.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64() / count as f64
+    );
+}
+
+/// How many seeds `make test` runs.
+const SHORT_FORM_SEEDS: u64 = 10;
+
+/// A seed is a replay: the same seed twice gives the same events in the same
+/// order at the same simulated times.
+#[test]
+fn a_seed_replays_exactly() {
+    let plan = nemesis::Plan { steps: 30 };
+    let a = nemesis::run(1001, &plan).map(|r| r.trace);
+    let b = nemesis::run(1001, &plan).map(|r| r.trace);
+    let (a, b) = (
+        a.unwrap_or_else(|f| panic!("{f}")),
+        b.unwrap_or_else(|f| panic!("{f}")),
+    );
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x, y, "the two runs of one seed differ");
+    }
+    assert_eq!(a.len(), b.len());
+}
