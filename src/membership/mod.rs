@@ -517,7 +517,22 @@ impl Membership {
 
     /// A ring pushed by the leader or pulled from it: installed and persisted if
     /// newer. Returns the epoch this node has afterwards.
-    pub async fn install(&self, state: RingState) -> Result<u64> {
+    ///
+    /// Saving the ring, waiting for it to be durable and installing it in
+    /// memory run to the end in a task of their own: the caller may be
+    /// dropped half-way (an `install_ring` call whose deadline passes during
+    /// the flush is cancelled by the RPC server), and a ring saved but never
+    /// installed left the node on its old ring in memory for good, every
+    /// later install refused as "not newer" than the one on disk (found by
+    /// the simulation's ring-install-race scenario).
+    pub async fn install(self: &Arc<Self>, state: RingState) -> Result<u64> {
+        let me = self.clone();
+        tokio::spawn(async move { me.install_now(state).await })
+            .await
+            .map_err(|e| Error::internal(format!("ring install failed: {e}")))?
+    }
+
+    async fn install_now(&self, state: RingState) -> Result<u64> {
         state.validate()?;
         if state.epoch <= self.ring.epoch() {
             return Ok(self.ring.epoch());
@@ -525,15 +540,26 @@ impl Membership {
         match self.storage.save_ring(&state) {
             Ok(()) => {}
             // A concurrent install stored a newer ring after the check above:
-            // that one stays, and it installs itself. Acknowledge once what is
-            // stored is durable (it is newer than what was pushed).
+            // that one stays. Acknowledge once what is stored is durable (it
+            // is newer than what was pushed), and make sure memory has it.
             Err(Error::RingNotNewer { current, .. }) => {
                 self.storage.durable().await?;
+                if self.ring.epoch() < current {
+                    if let Some(stored) = self.storage.ring()? {
+                        self.install_in_memory(stored);
+                    }
+                }
                 return Ok(self.ring.epoch().max(current));
             }
             Err(e) => return Err(e),
         }
         self.storage.durable().await?;
+        self.install_in_memory(state);
+        Ok(self.ring.epoch())
+    }
+
+    /// Installs a saved, durable `state` in memory if it is newer there.
+    fn install_in_memory(&self, state: RingState) {
         self.check_replication(&state);
         let epoch = state.epoch;
         let removed = state.removed_at(&self.me, self.storage.uuid());
@@ -543,7 +569,6 @@ impl Membership {
                 self.warn_removed(at);
             }
         }
-        Ok(self.ring.epoch())
     }
 
     /// Says, loudly, that this node was removed while it was away.
@@ -563,7 +588,7 @@ impl Membership {
     }
 
     /// Asks the leader for its ring and installs it if newer.
-    pub async fn sync_with_leader(&self) -> Result<()> {
+    pub async fn sync_with_leader(self: &Arc<Self>) -> Result<()> {
         let leader = self.leader();
         if leader == self.me {
             return Ok(());
