@@ -5,6 +5,8 @@
 //!   store) off the async threads, on tokio's blocking pool as
 //!   `spawn_blocking` does.
 //! - [`new_uuid`] draws a node's incarnation (a fresh random UUID).
+//! - [`disk_latency`] is the time a flush takes beyond the flush itself:
+//!   nothing on a real node.
 //!
 //! The simulation (`tests/sim`) runs every node of a ring on one thread under
 //! a simulated clock. A job on a real thread finishes at a moment the
@@ -12,30 +14,68 @@
 //! every run: the same seed would give different runs. [`simulate`] makes
 //! [`spawn`] run each job in place on the caller's thread and draws UUIDs from
 //! a generator seeded by the run's seed, so a run is a function of its seed.
-//! A real node never calls it. (The network and the clock go through
+//! The simulation's nodes flush nothing to a real disk (`--fsync never`), so
+//! [`disk_latency`] gives each wait for durability a simulated flush time
+//! drawn from a generator seeded the same way: the windows in which a caller can be
+//! cancelled mid-commit exist in the simulation as on a real disk. A real
+//! node never calls [`simulate`]. (The network and the clock go through
 //! [`crate::net`] and tokio's clock, which the simulation replaces too.)
 
+use std::cell::RefCell;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-static INLINE: AtomicBool = AtomicBool::new(false);
-static UUIDS: Mutex<Option<StdRng>> = Mutex::new(None);
+/// A simulation's generators, per thread: turmoil runs a whole simulated
+/// ring on the thread that steps it, and tests run side by side on threads
+/// of their own, each with its own seed.
+struct Simulated {
+    uuids: StdRng,
+    flushes: StdRng,
+}
 
-/// From now on, in this process, [`spawn`] runs each job in place and
-/// [`new_uuid`] draws from a generator seeded with `seed` (the simulation).
+thread_local! {
+    static SIMULATED: RefCell<Option<Simulated>> = const { RefCell::new(None) };
+}
+
+/// The longest simulated flush.
+const MAX_FLUSH_US: u64 = 20_000;
+
+/// From now on, on this thread, [`spawn`] runs each job in place and
+/// [`new_uuid`] and [`disk_latency`] draw from generators seeded with `seed`
+/// (the simulation).
 pub fn simulate(seed: u64) {
-    INLINE.store(true, Ordering::Relaxed);
-    *UUIDS.lock().unwrap_or_else(|e| e.into_inner()) = Some(StdRng::seed_from_u64(seed));
+    SIMULATED.with(|s| {
+        *s.borrow_mut() = Some(Simulated {
+            uuids: StdRng::seed_from_u64(seed),
+            flushes: StdRng::seed_from_u64(seed.wrapping_add(1)),
+        })
+    });
+}
+
+fn simulated() -> bool {
+    SIMULATED.with(|s| s.borrow().is_some())
+}
+
+/// Waits as long as a flush takes beyond sled's own: nothing, but under
+/// [`simulate`] up to 20 ms of simulated time.
+pub async fn disk_latency() {
+    let pause = SIMULATED.with(|s| {
+        s.borrow_mut()
+            .as_mut()
+            .map(|s| s.flushes.random_range(0..MAX_FLUSH_US))
+    });
+    if let Some(us) = pause {
+        tokio::time::sleep(std::time::Duration::from_micros(us)).await;
+    }
 }
 
 /// A fresh random UUID (seeded under [`simulate`]).
 pub fn new_uuid() -> uuid::Uuid {
-    match UUIDS.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-        Some(rng) => uuid::Builder::from_random_bytes(rng.random()).into_uuid(),
+    let drawn = SIMULATED.with(|s| s.borrow_mut().as_mut().map(|s| s.uuids.random()));
+    match drawn {
+        Some(bytes) => uuid::Builder::from_random_bytes(bytes).into_uuid(),
         None => uuid::Uuid::new_v4(),
     }
 }
@@ -56,7 +96,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    if INLINE.load(Ordering::Relaxed) {
+    if simulated() {
         return std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))
             .map_err(|_| Failed("panicked".into()));
     }

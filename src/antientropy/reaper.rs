@@ -92,7 +92,7 @@
 //! - Nothing is removed while anti-entropy is off (`--anti-entropy-interval-ms
 //!   0`): the proof needs the exchanges that make owners agree.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -150,7 +150,7 @@ pub struct Reaper {
     enabled: bool,
     removed: AtomicU64,
     /// Keys that passed a check, by epoch (a new ring starts over).
-    waiting: Mutex<(u64, HashMap<Key, Waiting>)>,
+    waiting: Mutex<(u64, BTreeMap<Key, Waiting>)>,
     /// Where the walk over the graves goes on.
     cursor: Mutex<Option<Key>>,
 }
@@ -173,7 +173,7 @@ impl Reaper {
             grace,
             enabled,
             removed: AtomicU64::new(0),
-            waiting: Mutex::new((0, HashMap::new())),
+            waiting: Mutex::new((0, BTreeMap::new())),
             cursor: Mutex::new(None),
         }
     }
@@ -306,7 +306,7 @@ impl Reaper {
         let (mut keys, room) = {
             let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
             if w.0 != epoch {
-                *w = (epoch, HashMap::new());
+                *w = (epoch, BTreeMap::new());
             }
             let due: Vec<Key> =
                 w.1.iter()
@@ -501,7 +501,7 @@ impl Reaper {
     /// node included). Returns how many copies this node removed.
     async fn reap(&self, ring: &Arc<Ring>, items: Vec<(Key, u64, Vec<NodeId>)>) -> Result<u64> {
         let epoch = ring.epoch();
-        let mut by_owner: HashMap<NodeId, Vec<(Key, u64)>> = HashMap::new();
+        let mut by_owner: BTreeMap<NodeId, Vec<(Key, u64)>> = BTreeMap::new();
         for (key, digest, owners) in items {
             for owner in owners {
                 by_owner

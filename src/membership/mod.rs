@@ -326,9 +326,20 @@ impl Membership {
     /// Persists `next`, installs it here and pushes it to every node of both of
     /// its rings (and to `also`, nodes that just left).
     async fn commit(&self, next: RingState, also: Vec<NodeId>) -> Result<MembershipReply> {
-        self.storage.save_ring(&next)?;
-        self.storage.durable().await?;
-        self.ring.install(next.clone());
+        // Saved, durable and installed in memory together, in a task of its
+        // own: a caller cancelled half-way (an add-node whose deadline passes
+        // during the flush) left the ring saved but not installed, and every
+        // later change was refused as "already stored" until a restart
+        // (found by the simulation's leader-commit-cancelled scenario).
+        let (storage, ring, state) = (self.storage.clone(), self.ring.clone(), next.clone());
+        tokio::spawn(async move {
+            storage.save_ring(&state)?;
+            storage.durable().await?;
+            ring.install(state);
+            Ok::<(), Error>(())
+        })
+        .await
+        .map_err(|e| Error::internal(format!("ring commit failed: {e}")))??;
         match &next.transition {
             Some(_) => tracing::info!(
                 epoch = next.epoch,

@@ -320,7 +320,12 @@ impl Storage {
 
     /// Resolves once everything written before the call is on disk (per `--fsync`).
     pub fn durable(&self) -> BoxFuture<'static, Result<()>> {
-        self.commit.wait().boxed()
+        let flushed = self.commit.wait();
+        async move {
+            crate::runtime::disk_latency().await;
+            flushed.await
+        }
+        .boxed()
     }
 
     /// How many group-commit flushes have run (for tests, status and benchmarks).

@@ -44,6 +44,7 @@ scenarios! {
     kv679 => "kv679.txt",
     forward_to_cut_off_replica => "forward-to-cut-off-replica.txt",
     ring_install_race => "ring-install-race.txt",
+    leader_commit_cancelled => "leader-commit-cancelled.txt",
     hint_for_moved_key => "hint-for-moved-key.txt",
 }
 
@@ -103,7 +104,7 @@ const SHORT_FORM_SEEDS: u64 = 10;
 /// order at the same simulated times.
 #[test]
 fn a_seed_replays_exactly() {
-    let plan = nemesis::Plan { steps: 30 };
+    let plan = nemesis::Plan::default();
     let a = nemesis::run(1001, &plan).map(|r| r.trace);
     let b = nemesis::run(1001, &plan).map(|r| r.trace);
     let (a, b) = (

@@ -13,7 +13,8 @@
 //! - `join HOST...`: adds each at the leader, one settled change at a time.
 //! - `add HOST [until_ok]`, `remove HOST`, `abort`: the ring change at the
 //!   leader, and its answer (`until_ok` retries every 100 ms while refused
-//!   and prints each distinct refusal once).
+//!   and prints each distinct refusal once; `deadline=DURATION` gives the
+//!   call another deadline than 5 s).
 //! - `settle [members=M]`: waits until the leader's ring runs no change (and
 //!   has M members).
 //! - `put NODE KEYS VALUE`: a blind write of each key (empty context);
@@ -162,6 +163,14 @@ impl Runner {
             .map(|a| a.value.clone())
             .collect();
         let until_ok = command.args.iter().any(|a| a.value == "until_ok");
+        let deadline = match command
+            .args
+            .iter()
+            .find(|a| a.key.as_deref() == Some("deadline"))
+        {
+            Some(a) => duration(&a.value)?,
+            None => Duration::from_secs(5),
+        };
         let name = command.name.clone();
         let target = hosts.first().cloned().unwrap_or_default();
         let mut refusals: Vec<String> = Vec::new();
@@ -170,10 +179,11 @@ impl Runner {
             let (name, target) = (name.clone(), target.clone());
             let out = c.call(async move {
                 let leader = harness::client("n0").await.map_err(|e| e.to_string())?;
+                let ctx = dynamo::rpc::context(deadline);
                 let r = match name.as_str() {
-                    "add" => leader.add_node(harness::ctx(), id(&target)).await,
-                    "remove" => leader.remove_node(harness::ctx(), id(&target)).await,
-                    _ => leader.abort_change(harness::ctx()).await,
+                    "add" => leader.add_node(ctx, id(&target)).await,
+                    "remove" => leader.remove_node(ctx, id(&target)).await,
+                    _ => leader.abort_change(ctx).await,
                 };
                 match r {
                     Ok(Ok(r)) => {
