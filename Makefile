@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/release
 
-.PHONY: build test lint check run-db testcase run-client stop clean bench bench-move bench-ae bench-detector bench-http profile bench-ab help
+.PHONY: build test sim lint check run-db testcase run-client stop clean bench bench-move bench-ae bench-detector bench-http profile bench-ab help
 
 ## release build of both binaries
 build:
@@ -13,6 +13,18 @@ build:
 test:
 	$(CARGO) build --bins
 	$(CARGO) test --all-targets -- --test-threads=2
+
+SEEDS ?= 100
+## the nemesis in simulation, SEEDS seeds (100) from FIRST (random) on every core; SEED=S replays one
+sim:
+	@if [ -n "$(SEED)" ]; then \
+	  SIM_SEED=$(SEED) $(CARGO) test --release --test sim nemesis_seeds -- --nocapture; \
+	else \
+	  first=$${FIRST:-$$(( (RANDOM << 15 | RANDOM) + 1 ))}; \
+	  echo "make sim: $(SEEDS) seeds from $$first (FIRST=$$first to run them again)"; \
+	  SIM_FIRST=$$first SIM_SEEDS=$(SEEDS) SIM_JOBS=$$(nproc) \
+	    $(CARGO) test --release --test sim nemesis_seeds -- --nocapture; \
+	fi
 
 ## formatting and lints
 lint:

@@ -239,7 +239,18 @@ impl Cluster {
 /// A client of node `host` (a fresh connection: the simulated network makes
 /// connecting cheap, and a crashed node's old connection is never reused).
 pub async fn client(host: &str) -> io::Result<NodeClient> {
-    let stream = turmoil::net::TcpStream::connect((host, PORT)).await?;
+    // A held host's handshake waits on the wire: give up as a client would.
+    let stream = tokio::time::timeout(
+        Duration::from_secs(5),
+        turmoil::net::TcpStream::connect((host, PORT)),
+    )
+    .await
+    .map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("connecting to {host} timed out"),
+        )
+    })??;
     Ok(NodeClient::new(Default::default(), dynamo::rpc::transport(stream)).spawn())
 }
 

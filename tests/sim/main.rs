@@ -49,11 +49,13 @@ scenarios! {
 }
 
 /// The nemesis over a range of seeds: `SIM_SEED=S` runs that one seed (a
-/// replay), else `SIM_SEEDS=N` seeds from `SIM_FIRST` (default 1; `make sim`
-/// draws it at random and prints it). Without either, the short form run by
-/// `make test`.
+/// replay, printing its events), else `SIM_SEEDS=N` seeds from `SIM_FIRST`
+/// (default 1; `make sim` draws it at random and prints it) on `SIM_JOBS`
+/// threads (default 1). Without either, the short form run by `make test`.
 #[test]
 fn nemesis_seeds() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
     let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     let (first, count) = match var("SIM_SEED") {
         Some(seed) => (seed, 1),
@@ -62,35 +64,55 @@ fn nemesis_seeds() {
             var("SIM_SEEDS").unwrap_or(SHORT_FORM_SEEDS),
         ),
     };
-    let plan = nemesis::Plan::default();
+    let jobs = var("SIM_JOBS").unwrap_or(1).clamp(1, 64);
     let started = std::time::Instant::now();
-    let (mut acked, mut unknown, mut simulated) = (0, 0, std::time::Duration::ZERO);
-    for seed in first..first + count {
-        let t = std::time::Instant::now();
-        match nemesis::run(seed, &plan) {
-            Ok(run) => {
-                if count == 1 {
-                    for line in &run.trace {
-                        println!("{line}");
-                    }
+    let next = Arc::new(AtomicU64::new(first));
+    let totals = Arc::new(Mutex::new((0usize, 0usize, std::time::Duration::ZERO)));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..jobs)
+        .map(|_| {
+            let (next, totals, failures) = (next.clone(), totals.clone(), failures.clone());
+            std::thread::spawn(move || loop {
+                let seed = next.fetch_add(1, Ordering::SeqCst);
+                if seed >= first + count || !failures.lock().unwrap().is_empty() {
+                    return;
                 }
-                println!(
-                    "seed {seed}: ok, {} acknowledged writes, {} of unknown outcome, {:.0}s simulated in {:.2}s",
-                    run.acked_writes,
-                    run.unknown_writes,
-                    run.simulated.as_secs_f64(),
-                    t.elapsed().as_secs_f64()
-                );
-                acked += run.acked_writes;
-                unknown += run.unknown_writes;
-                simulated += run.simulated;
-            }
-            Err(failure) => panic!("{failure}"),
-        }
+                let t = std::time::Instant::now();
+                match nemesis::run(seed, &nemesis::Plan::default()) {
+                    Ok(run) => {
+                        if count == 1 {
+                            for line in &run.trace {
+                                println!("{line}");
+                            }
+                        }
+                        println!(
+                            "seed {seed}: ok, {} acknowledged writes, {} of unknown outcome, \
+                             {:.0}s simulated in {:.2}s",
+                            run.acked_writes,
+                            run.unknown_writes,
+                            run.simulated.as_secs_f64(),
+                            t.elapsed().as_secs_f64()
+                        );
+                        let mut tot = totals.lock().unwrap();
+                        tot.0 += run.acked_writes;
+                        tot.1 += run.unknown_writes;
+                        tot.2 += run.simulated;
+                    }
+                    Err(failure) => failures.lock().unwrap().push(failure.to_string()),
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("a nemesis worker panicked");
     }
+    if let Some(f) = failures.lock().unwrap().first() {
+        panic!("{f}");
+    }
+    let (acked, unknown, simulated) = *totals.lock().unwrap();
     println!(
-        "{count} seeds from {first} passed: {acked} acknowledged writes, {unknown} of unknown outcome, \
-         {:.0}s simulated in {:.1}s ({:.2}s per seed)",
+        "{count} seeds from {first} passed: {acked} acknowledged writes, {unknown} of unknown \
+         outcome, {:.0}s simulated in {:.1}s on {jobs} threads ({:.2}s per seed)",
         simulated.as_secs_f64(),
         started.elapsed().as_secs_f64(),
         started.elapsed().as_secs_f64() / count as f64
