@@ -17,9 +17,10 @@
 //!   the tombstone's removal too);
 //! - siblings are concurrent: no value read back was seen by the write of
 //!   another value read back with it, and every value read was written;
-//! - every change ends (the leader's ring runs no change at the end) and the
+//! - every change ends (the leader's ring runs no change at the end), the
 //!   ring converges (every live member on the leader's epoch, and
-//!   anti-entropy repairs nothing over several rounds).
+//!   anti-entropy repairs nothing over several rounds), and every tombstone
+//!   leaves the members' disks before the final reads.
 //!
 //! Unknown outcomes (a timeout, a forward that did not complete) are recorded
 //! as such and never retried. A failing seed prints the command that replays
@@ -429,18 +430,27 @@ impl State {
             members.join(" ")
         ));
         // The ring converges: every member on the leader's epoch, and
-        // anti-entropy quiet (nothing repaired over a few rounds).
+        // anti-entropy quiet (nothing repaired over a few rounds). The leader
+        // may still move on (a wiped member's readmission is a new epoch):
+        // its ring is read again each round, and must not be changing.
         let limit = self.c.now() + Duration::from_secs(180);
-        let mut last_repaired = None;
+        let mut last = None;
         loop {
-            let members = members.clone();
-            let epoch = status.epoch;
             let view = self.c.call(async move {
+                let leader = harness::status("n0")
+                    .await
+                    .map_err(|e| format!("n0: {e}"))?;
+                if leader.transition.is_some() {
+                    return Err(format!("a change runs at epoch {}", leader.epoch));
+                }
                 let mut repaired = 0;
-                for m in &members {
+                for m in leader.nodes.iter().map(|n| n.id.host()) {
                     let s = harness::status(m).await.map_err(|e| format!("{m}: {e}"))?;
-                    if s.epoch != epoch {
-                        return Err(format!("{m} is on epoch {} (leader {epoch})", s.epoch));
+                    if s.epoch != leader.epoch {
+                        return Err(format!(
+                            "{m} is on epoch {} (leader {})",
+                            s.epoch, leader.epoch
+                        ));
                     }
                     repaired += s
                         .nodes
@@ -449,15 +459,15 @@ impl State {
                         .and_then(|n| n.anti_entropy.as_ref())
                         .map_or(0, |a| a.keys_repaired);
                 }
-                Ok(repaired.to_string())
+                Ok(format!("epoch {}, {repaired} repaired", leader.epoch))
             });
             match view {
-                Ok(r) if last_repaired.as_ref() == Some(&r) => break,
-                Ok(r) => last_repaired = Some(r),
+                Ok(r) if last.as_ref() == Some(&r) => break,
+                Ok(r) => last = Some(r),
                 Err(e) if self.c.now() > limit => {
                     return Err(self.fail(format!("the ring did not converge: {e}")))
                 }
-                Err(_) => last_repaired = None,
+                Err(_) => last = None,
             }
             if self.c.now() > limit {
                 return Err(self.fail("anti-entropy never went quiet".into()));
@@ -466,6 +476,35 @@ impl State {
                 .advance(Duration::from_secs(3))
                 .map_err(|e| self.fail(e))?;
         }
+        if let Some(view) = last {
+            self.log(format!("converged: {view}"));
+        }
+        // Tombstones leave the disks (so the final reads check that nothing
+        // deleted comes back after its tombstone's removal).
+        let limit = self.c.now() + Duration::from_secs(180);
+        loop {
+            let left = self.c.call(async {
+                let s = harness::status("n0").await.map_err(|e| e.to_string())?;
+                let left: u64 = s
+                    .nodes
+                    .iter()
+                    .map(|n| n.tombstones.unwrap_or(u64::MAX))
+                    .fold(0, u64::saturating_add);
+                Ok(left.to_string())
+            });
+            if left.as_deref() == Ok("0") {
+                break;
+            }
+            if self.c.now() > limit {
+                return Err(self.fail(format!(
+                    "tombstones never left the members after the heal ({left:?} left)"
+                )));
+            }
+            self.c
+                .advance(Duration::from_secs(1))
+                .map_err(|e| self.fail(e))?;
+        }
+        self.log("no member keeps a tombstone".into());
         Ok(())
     }
 
