@@ -10,7 +10,7 @@
 //! | 3 | [`net`], [`rpc`] |
 //! | 4 | [`peers`], [`outbox`] |
 //! | 5 | [`coordinator`], [`membership`], [`handoff`], [`rebalance`], [`antientropy`], [`detector`], [`metrics`] |
-//! | 6 | [`server`], [`client`], [`http`], [`repl`], [`bench`] |
+//! | 6 | [`server`], [`client`], [`http`], [`repl`] |
 
 pub mod error;
 pub mod types;
@@ -37,7 +37,6 @@ pub mod membership;
 pub mod metrics;
 pub mod rebalance;
 
-pub mod bench;
 pub mod client;
 pub mod http;
 pub mod repl;

@@ -1,20 +1,25 @@
-//! A small data-driven test runner for the vclock module, in the spirit of
-//! toydb's goldenscript but hand-rolled: each file in `testdata/` is one
-//! scenario, a list of blocks
+//! The vclock's script tests: every file in `src/vclock/testdata/` is a
+//! [goldenscript](https://docs.rs/goldenscript/0.7) run against [`Runner`],
+//! one test per file, like every data-driven test of the crate (the ring's,
+//! the simulation's scenarios). Each file is one scenario over named objects
+//! (replicas), a list of blocks:
 //!
 //! ```text
 //! # comments and blank lines between blocks are kept as they are
-//! put r1 actor=n1:7000 seen={} value=a
-//! ----
+//! put r1 actor="n1:7000" seen="{}" value=a
+//! ---
 //! dot n1:7000#1
 //! ```
 //!
-//! The runner executes every command against named objects (replicas), and
-//! compares what it prints with the lines under `----`. Run with
-//! `UPDATE_GOLDEN=1` to rewrite the files with the actual output, then review
-//! the diff.
+//! The test fails with a diff when what the commands print differs from the
+//! output recorded under `---`; `UPDATE_GOLDENFILES=1 cargo test --lib
+//! vclock::` rewrites the files with the actual output instead, and the diff is
+//! then reviewed like code.
 //!
-//! Commands:
+//! Arguments are positional or `key=value`. Goldenscript takes bare only
+//! `[A-Za-z0-9_-./@]`, so node ids, contexts and `@OBJ` are quoted: `"n1:7000"`,
+//! `'{"n1:7000":2}'`, `"@r1"`. An unknown command or argument fails the test;
+//! an error of the vclock prints `error: ...`. Commands:
 //!
 //! * `put OBJ actor=NODE seen=CTX value=V [floor=N]` and
 //!   `delete OBJ actor=NODE seen=CTX [floor=N]`: [`Object::update`]; CTX is a
@@ -23,60 +28,19 @@
 //! * `merge DST SRC`: [`Object::merge`] of SRC into DST; prints whether DST changed.
 //! * `show OBJ`: the context, then each sibling, then `deleted` if every
 //!   sibling is a tombstone.
-//! * `parse CTX`: [`VersionVector::parse_context`]; prints the normalised JSON
-//!   or the error.
+//! * `parse [CTX]`: [`VersionVector::parse_context`] of CTX (of the empty
+//!   string if none); prints the normalised JSON or the error.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::path::Path;
+use std::error::Error as StdError;
+
+use goldenscript::{ArgumentConsumer, Command};
 
 use super::{Content, Object, VersionVector};
 use crate::types::NodeId;
 
-/// The line between a command and its expected output.
-const SEPARATOR: &str = "----";
-
-/// One piece of a script file: text kept as is, or a command and its output.
-enum Piece {
-    Verbatim(String),
-    Block {
-        line: usize,
-        command: String,
-        expected: Vec<String>,
-    },
-}
-
-fn parse_script(text: &str) -> Vec<Piece> {
-    let mut pieces = Vec::new();
-    let mut lines = text.lines().enumerate().peekable();
-    while let Some((number, line)) = lines.next() {
-        if line.trim().is_empty() || line.starts_with('#') {
-            pieces.push(Piece::Verbatim(line.to_string()));
-            continue;
-        }
-        match lines.next() {
-            Some((_, sep)) if sep == SEPARATOR => {}
-            _ => panic!(
-                "line {}: command {line:?} not followed by {SEPARATOR}",
-                number + 1
-            ),
-        }
-        let mut expected = Vec::new();
-        while let Some((_, out)) = lines.peek() {
-            if out.trim().is_empty() {
-                break;
-            }
-            expected.push(out.to_string());
-            lines.next();
-        }
-        pieces.push(Piece::Block {
-            line: number + 1,
-            command: line.to_string(),
-            expected,
-        });
-    }
-    pieces
-}
+/// What a command returns: its output, or why it could not run.
+type Outcome<T> = std::result::Result<T, Box<dyn StdError>>;
 
 /// The named objects of one scenario.
 #[derive(Default)]
@@ -97,59 +61,82 @@ impl Runner {
         }
     }
 
-    fn run(&mut self, command: &str) -> Vec<String> {
-        let mut words = command.split_whitespace();
-        let verb = words.next().unwrap_or_default();
-        let positional: Vec<&str> = words.clone().filter(|w| !w.contains('=')).collect();
-        let options: BTreeMap<&str, &str> = words.filter_map(|w| w.split_once('=')).collect();
-        let arg = |i: usize| -> &str {
-            positional
-                .get(i)
-                .copied()
-                .unwrap_or_else(|| panic!("{command:?}: argument {} missing", i + 1))
-        };
-        let option = |name: &str| -> &str {
-            options
-                .get(name)
-                .copied()
-                .unwrap_or_else(|| panic!("{command:?}: option {name}= missing"))
-        };
-        match verb {
-            "put" | "delete" => {
-                let actor: NodeId = option("actor").parse().expect("actor is a node id");
-                let floor: u64 = options
-                    .get("floor")
-                    .map(|f| f.parse().expect("floor is a number"))
-                    .unwrap_or(0);
+    fn lines(&mut self, command: &Command) -> Outcome<Vec<String>> {
+        let mut args = command.consume_args();
+        match command.name.as_str() {
+            verb @ ("put" | "delete") => {
+                let name = positional(&mut args, "OBJ")?;
+                let actor = keyed(&mut args, "actor")?;
+                let actor: NodeId = actor
+                    .parse()
+                    .map_err(|e| format!("bad actor {actor:?}: {e}"))?;
+                let seen = keyed(&mut args, "seen")?;
                 let content = match verb {
-                    "put" => Content::Value(option("value").to_string().into()),
+                    "put" => Content::Value(keyed(&mut args, "value")?.to_string().into()),
                     _ => Content::Tombstone,
                 };
-                let seen = match self.context(option("seen")) {
+                let floor: u64 = args.lookup_parse("floor")?.unwrap_or(0);
+                args.reject_rest()?;
+                let seen = match self.context(seen) {
                     Ok(seen) => seen,
-                    Err(e) => return vec![e],
+                    Err(e) => return Ok(vec![e]),
                 };
-                match self.object(arg(0)).update(&actor, &seen, content, floor) {
-                    Ok(dot) => vec![format!("dot {dot}")],
-                    Err(e) => vec![format!("error: {e}")],
-                }
+                Ok(
+                    match self.object(name).update(&actor, &seen, content, floor) {
+                        Ok(dot) => vec![format!("dot {dot}")],
+                        Err(e) => vec![format!("error: {e}")],
+                    },
+                )
             }
             "merge" => {
-                let source = self.object(arg(1)).clone();
-                match self.object(arg(0)).merge(&source) {
+                let destination = positional(&mut args, "DST")?;
+                let source = positional(&mut args, "SRC")?;
+                args.reject_rest()?;
+                let source = self.object(source).clone();
+                Ok(match self.object(destination).merge(&source) {
                     true => vec!["changed".into()],
                     false => vec!["unchanged".into()],
-                }
+                })
             }
-            "show" => show(self.object(arg(0))),
-            "parse" => match VersionVector::parse_context(
-                command.strip_prefix("parse").unwrap_or_default(),
-            ) {
-                Ok(vv) => vec![format!("ok {vv}")],
-                Err(e) => vec![format!("error: {e}")],
-            },
-            other => panic!("{command:?}: unknown command {other:?}"),
+            "show" => {
+                let name = positional(&mut args, "OBJ")?;
+                args.reject_rest()?;
+                Ok(show(self.object(name)))
+            }
+            "parse" => {
+                let text = args.next_pos().map_or("", |a| a.value.as_str());
+                args.reject_rest()?;
+                Ok(match VersionVector::parse_context(text) {
+                    Ok(vv) => vec![format!("ok {vv}")],
+                    Err(e) => vec![format!("error: {e}")],
+                })
+            }
+            other => Err(format!("unknown command {other:?}").into()),
         }
+    }
+}
+
+impl goldenscript::Runner for Runner {
+    fn run(&mut self, command: &Command) -> Outcome<String> {
+        let mut out = self.lines(command)?.join("\n");
+        out.push('\n');
+        Ok(out)
+    }
+}
+
+/// The next positional argument.
+fn positional<'a>(args: &mut ArgumentConsumer<'a>, what: &str) -> Outcome<&'a str> {
+    match args.next_pos() {
+        Some(arg) => Ok(&arg.value),
+        None => Err(format!("{what} missing").into()),
+    }
+}
+
+/// The argument `key=...`.
+fn keyed<'a>(args: &mut ArgumentConsumer<'a>, key: &str) -> Outcome<&'a str> {
+    match args.lookup(key) {
+        Some(arg) => Ok(&arg.value),
+        None => Err(format!("{key}= missing").into()),
     }
 }
 
@@ -170,57 +157,68 @@ fn show(object: &Object) -> Vec<String> {
     out
 }
 
-/// Runs one script file; panics with every mismatching block.
-fn run_file(path: &Path) {
-    let text = std::fs::read_to_string(path).expect("script readable");
-    let mut runner = Runner::default();
-    let mut actual_text = String::new();
-    let mut mismatches = String::new();
-    for piece in parse_script(&text) {
-        match piece {
-            Piece::Verbatim(line) => {
-                let _ = writeln!(actual_text, "{line}");
-            }
-            Piece::Block {
-                line,
-                command,
-                expected,
-            } => {
-                let actual = runner.run(&command);
-                let _ = writeln!(actual_text, "{command}\n{SEPARATOR}");
-                for out in &actual {
-                    let _ = writeln!(actual_text, "{out}");
-                }
-                if actual != expected {
-                    let _ = writeln!(
-                        mismatches,
-                        "{}:{line}: {command}\n  expected:\n    {}\n  actual:\n    {}",
-                        path.display(),
-                        expected.join("\n    "),
-                        actual.join("\n    "),
-                    );
-                }
-            }
-        }
-    }
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(path, actual_text).expect("script writable");
-        return;
-    }
-    assert!(mismatches.is_empty(), "script mismatches:\n{mismatches}");
+/// Runs `testdata/NAME` against its recorded output, with a runner of its own.
+fn run_script(name: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/vclock/testdata")
+        .join(name);
+    goldenscript::run(&mut Runner::default(), &path)
+        .unwrap_or_else(|e| panic!("src/vclock/testdata/{name}: {e}"));
 }
 
+/// A mistake in a script fails it and says where, rather than printing
+/// something that could be recorded as expected output.
 #[test]
-fn scripts() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/vclock/testdata");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("testdata directory")
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no scripts in {}", dir.display());
-    for file in files {
-        run_file(&file);
+fn unknown_commands_and_arguments_fail_the_script() {
+    for (input, want) in [
+        (
+            "put r1 actor=\"n1:7000\" seen=\"{}\"\n---\n",
+            "value= missing",
+        ),
+        (
+            "put r1 actor=\"n1:7000\" seen=\"{}\" value=a ttl=3\n---\n",
+            "invalid argument 'ttl'",
+        ),
+        (
+            "put r1 actor=n1 seen=\"{}\" value=a\n---\n",
+            "bad actor \"n1\"",
+        ),
+        ("merge r1\n---\n", "SRC missing"),
+        ("show r1 r2\n---\n", "invalid argument 'r2'"),
+        ("parse \"{}\" \"{}\"\n---\n", "invalid argument '{}'"),
+        ("get r1\n---\n", "unknown command \"get\""),
+    ] {
+        match goldenscript::generate(&mut Runner::default(), input) {
+            Ok(out) => panic!("{input:?} ran: {out}"),
+            Err(e) => assert!(e.to_string().contains(want), "{input:?}: {e}"),
+        }
     }
+}
+
+macro_rules! scripts {
+    ($($name:ident => $file:literal,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                run_script($file);
+            }
+        )*
+
+        /// Every file in `testdata/` runs as a test of its own.
+        #[test]
+        fn every_script_file_is_a_test() {
+            let listed = [$($file),*];
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/vclock/testdata");
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+                assert!(listed.contains(&name.as_str()), "{name} is not listed in vclock/script.rs");
+            }
+        }
+    };
+}
+
+scripts! {
+    script_contexts => "contexts.txt",
+    script_replicas => "replicas.txt",
+    script_siblings => "siblings.txt",
 }

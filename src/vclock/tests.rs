@@ -1,5 +1,5 @@
 //! Unit tests and property tests for the vclock module. The scenario scripts
-//! live in `script.rs` and `testdata/`.
+//! are goldenscript files in `testdata/`, run by `script.rs`.
 
 use proptest::prelude::*;
 

@@ -1,6 +1,8 @@
 //! Tests of the ring: balance and movement measured over many keys, preference
 //! list properties (unit and proptest), the membership state, and the
-//! data-driven scripts in `testdata/` (see [`run_script`] for the format).
+//! data-driven scripts in `testdata/`: goldenscript files, one test each,
+//! whose commands `script.rs` documents (`UPDATE_GOLDENFILES=1 cargo test
+//! --lib ring::` rewrites their outputs; review the diff).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -412,24 +414,33 @@ fn state_json_round_trip() {
 
 // ---- data-driven scripts ---------------------------------------------------
 
-#[test]
-fn script_preference() {
-    run_script("preference.txt");
+macro_rules! scripts {
+    ($($name:ident => $file:literal,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                run_script($file);
+            }
+        )*
+
+        /// Every file in `testdata/` runs as a test of its own.
+        #[test]
+        fn every_script_file_is_a_test() {
+            let listed = [$($file),*];
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ring/testdata");
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+                assert!(listed.contains(&name.as_str()), "{name} is not listed in ring/tests/mod.rs");
+            }
+        }
+    };
 }
 
-#[test]
-fn script_transition() {
-    run_script("transition.txt");
-}
-
-#[test]
-fn script_abort() {
-    run_script("abort.txt");
-}
-
-#[test]
-fn script_membership() {
-    run_script("membership.txt");
+scripts! {
+    script_preference => "preference.txt",
+    script_transition => "transition.txt",
+    script_abort => "abort.txt",
+    script_membership => "membership.txt",
 }
 
 #[test]

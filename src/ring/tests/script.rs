@@ -1,175 +1,184 @@
-//! The runner of the ring's script tests (`testdata/*.txt`): each command's
-//! output is compared with the output recorded under it.
+//! The ring's script tests: every file in `src/ring/testdata/` is a
+//! [goldenscript](https://docs.rs/goldenscript/0.7) run against [`Script`],
+//! one test per file, like every data-driven test of the crate (the vclock's,
+//! the simulation's scenarios).
+//!
+//! A file is a list of blocks: command lines, a `---` line, the output the
+//! commands print, and a blank line; `#` starts a comment. The test fails with
+//! a diff when the output differs from the one recorded;
+//! `UPDATE_GOLDENFILES=1 cargo test --lib ring::` rewrites the files with the
+//! actual output instead, and the diff is then reviewed like code.
+//!
+//! Arguments are positional or `key=value`. Goldenscript takes bare only
+//! `[A-Za-z0-9_-./@]`, so node ids and keys with a `:` are quoted (`"a:1"`,
+//! `acks="a:1,b:1"`), and so is the JSON of `validate` (`'{"epoch":1,...}'`).
+//! An unknown command or argument fails the test; a change the ring refuses
+//! prints `error: ...`. Commands:
+//!
+//! - `members ID... [n=N] [w=W] [r=R] [tokens=T]`: a fresh epoch-1 state led
+//!   by the first ID listed (N defaults to 3, W and R to min(2, N)).
+//! - `add ID`, `remove ID`: the next epoch at once (or `error: ...`).
+//! - `begin-add ID [uuid=UUID]`, `begin-remove ID`: start a ring change;
+//!   `settle [unreported=ID,...]`: end it (the nodes listed never reported
+//!   their transfer); `abort`; `readmit ID uuid=UUID`: a wiped node back
+//!   under a new identity.
+//! - `placement KEY...`: each key's replicas, pending owners and fallbacks.
+//! - `quorum KEY need=W [acks=ID,...]`: the write quorum of the key's
+//!   placement after these acknowledgements.
+//! - `moving COUNT`: how many of keys `key0..keyCOUNT` the running change
+//!   moves, and to whom.
+//! - `preflist KEY... [n=N]`: each key's preference list (n= overrides N).
+//! - `walk KEY...`: each key's walk, `|` after the preference list.
+//! - `moved COUNT`: owner changes of keys `key0..keyCOUNT` since the ring
+//!   before the last change.
+//! - `balance COUNT`: owned keys per node among `key0..keyCOUNT`.
+//! - `state`: the state as JSON; `validate JSON`: decode and validate.
+
+use std::error::Error as StdError;
+
+use goldenscript::{Argument, ArgumentConsumer, Command};
 
 use super::*;
 
-/// Runs `testdata/NAME` and compares its output with the expected output
-/// recorded in the file. With `UPDATE_GOLDEN=1` the file is rewritten instead.
-///
-/// Format: lines starting with `#` and blank lines are comments. Every other
-/// line is a command, followed by a `---` line and its expected output, up to
-/// the next blank line; so a new command goes after a blank line (a command
-/// right under recorded output would be read as output). Commands:
-///
-/// - `members ID... [n=N] [w=W] [r=R] [tokens=T]`: a fresh epoch-1 state led
-///   by the first ID listed (W and R default to min(2, N)).
-/// - `add ID`, `remove ID`: the next epoch (or `error: ...`).
-/// - `preflist KEY... [n=N]`: each key's preference list (n= overrides N).
-/// - `walk KEY...`: each key's walk, `|` after the preference list.
-/// - `moved COUNT`: owner changes of keys `key0..keyCOUNT` since the ring
-///   before the last change.
-/// - `balance COUNT`: owned keys per node among `key0..keyCOUNT`.
-/// - `state`: the state as JSON; `validate JSON`: decode and validate.
+/// What a command returns: its output, or why it could not run.
+type Outcome<T> = std::result::Result<T, Box<dyn StdError>>;
+
+/// Runs `testdata/NAME` against its recorded output.
 pub(super) fn run_script(name: &str) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("src/ring/testdata")
         .join(name);
-    let input = std::fs::read_to_string(&path).unwrap();
-    let mut script = Script::default();
-    let mut output = String::new();
-    let mut lines = input.lines().peekable();
-    while let Some(line) = lines.next() {
-        if line.trim().is_empty() || line.starts_with('#') {
-            output.push_str(line);
-            output.push('\n');
-            continue;
+    goldenscript::run(&mut Script::default(), &path)
+        .unwrap_or_else(|e| panic!("src/ring/testdata/{name}: {e}"));
+}
+
+/// A mistake in a script fails it and says where, rather than printing
+/// something that could be recorded as expected output.
+#[test]
+fn unknown_commands_and_arguments_fail_the_script() {
+    let fails = |input: &str| -> String {
+        match goldenscript::generate(&mut Script::default(), input) {
+            Ok(out) => panic!("{input:?} ran: {out}"),
+            Err(e) => e.to_string(),
         }
-        // Skip the recorded output, if any, up to (not including) the blank
-        // line that ends it.
-        if lines.peek() == Some(&"---") {
-            while lines.next_if(|l| !l.trim().is_empty()).is_some() {}
-        }
-        output.push_str(line);
-        output.push_str("\n---\n");
-        output.push_str(&script.run(line));
-        // A command written right after another gets its separator.
-        if lines.peek().is_some_and(|l| !l.trim().is_empty()) {
-            output.push('\n');
-        }
-    }
-    let (want, got) = (input.trim_end(), output.trim_end());
-    if want != got {
-        if std::env::var_os("UPDATE_GOLDEN").is_some() {
-            std::fs::write(&path, format!("{got}\n")).unwrap();
-        } else {
-            panic!(
-                "{name}: output differs (rerun with UPDATE_GOLDEN=1 to accept)\n\
-                 --- want\n{want}\n--- got\n{got}"
-            );
-        }
+    };
+    let setup = "members \"a:1\" \"b:1\"\n---\n\n";
+    for (input, want) in [
+        ("members \"a:1\" x=1\n---\n", "invalid argument 'x'"),
+        ("frobnicate\n---\n", "unknown command \"frobnicate\""),
+        ("add \"c:1\"\n---\n", "no ring yet"),
+        ("members a\n---\n", "bad node id \"a\""),
+        (
+            &format!("{setup}add \"c:1\" \"d:1\"\n---\n"),
+            "invalid argument 'd:1'",
+        ),
+        (
+            &format!("{setup}quorum key1 acks=\"a:1\"\n---\n"),
+            "need= missing",
+        ),
+        (
+            &format!("{setup}preflist key1 m=2\n---\n"),
+            "invalid argument 'm'",
+        ),
+        (&format!("{setup}placement\n---\n"), "no key given"),
+        (
+            &format!("{setup}balance many\n---\n"),
+            "invalid argument 'many'",
+        ),
+        (
+            &format!("{setup}moved 10\n---\n"),
+            "no ring before the last change",
+        ),
+    ] {
+        let error = fails(input);
+        assert!(error.contains(want), "{input:?}: {error}");
     }
 }
 
+/// One script's rings: the current one, and the one before the last change.
 #[derive(Default)]
-struct Script {
+pub(super) struct Script {
     current: Option<Ring>,
     previous: Option<Ring>,
 }
 
-impl Script {
-    /// Runs one command; returns its output lines, each ending in `\n`.
-    fn run(&mut self, line: &str) -> String {
-        let mut words = line.split_whitespace();
-        let command = words.next().unwrap();
-        let (args, opts): (Vec<&str>, Vec<&str>) = words.partition(|w| !w.contains('='));
-        let opt = |name: &str| -> Option<usize> {
-            opts.iter()
-                .find_map(|o| o.strip_prefix(name)?.strip_prefix('='))
-                .map(|v| v.parse().unwrap())
-        };
+impl goldenscript::Runner for Script {
+    fn run(&mut self, command: &Command) -> Outcome<String> {
+        let mut args = command.consume_args();
         let mut out = String::new();
-        match command {
+        match command.name.as_str() {
             "members" => {
-                let n = opt("n").unwrap_or(3);
+                let n = args.lookup_parse("n")?.unwrap_or(3);
                 let replication = Replication {
                     n,
-                    w: opt("w").unwrap_or(n.min(2)),
-                    r: opt("r").unwrap_or(n.min(2)),
+                    w: args.lookup_parse("w")?.unwrap_or(n.min(2)),
+                    r: args.lookup_parse("r")?.unwrap_or(n.min(2)),
                 };
-                let ids: Vec<NodeId> = args.iter().map(|a| node(a)).collect();
+                let tokens: Option<u32> = args.lookup_parse("tokens")?;
+                let ids = nodes(args.rest_pos())?;
+                args.reject_rest()?;
+                let Some(first) = ids.first() else {
+                    return Err("members: no node given".into());
+                };
                 let mut state = state_of(ids.clone(), replication);
-                state.leader = ids[0].clone();
-                if let Some(t) = opt("tokens") {
-                    state.tokens_per_node = u32::try_from(t).unwrap();
+                state.leader = first.clone();
+                if let Some(t) = tokens {
+                    state.tokens_per_node = t;
                 }
                 match state.validate() {
-                    Ok(()) => {
-                        out = describe(&state);
-                        self.previous = self.current.replace(Ring::new(state));
-                    }
+                    Ok(()) => out = self.advance(state),
                     Err(e) => out = format!("error: {e}\n"),
                 }
             }
             "add" | "remove" => {
-                let ring = self.ring();
-                let id = node(args[0]);
-                let next = if command == "add" {
-                    ring.state().with_member(id)
+                let id = node_arg(&mut args, "ID")?;
+                args.reject_rest()?;
+                let state = self.ring()?.state();
+                let next = if command.name == "add" {
+                    state.with_member(id)
                 } else {
-                    ring.state().without_member(&id)
+                    state.without_member(&id)
                 };
-                match next {
-                    Ok(state) => {
-                        out = describe(&state);
-                        self.previous = self.current.replace(Ring::new(state));
-                    }
-                    Err(e) => out = format!("error: {e}\n"),
-                }
+                out = self.apply(next);
             }
-            "begin-add" | "begin-remove" => {
-                let ring = self.ring();
-                let id = node(args[0]);
-                let next = if command == "begin-add" {
-                    let uuid = opts
-                        .iter()
-                        .find_map(|o| o.strip_prefix("uuid="))
-                        .map(|u| uuid::Uuid::parse_str(u).unwrap());
-                    ring.state().begin_add(id, uuid, 0)
-                } else {
-                    ring.state().begin_remove(&id, 0)
-                };
-                match next {
-                    Ok(state) => {
-                        out = describe(&state);
-                        self.previous = self.current.replace(Ring::new(state));
-                    }
-                    Err(e) => out = format!("error: {e}\n"),
-                }
+            "begin-add" => {
+                let id = node_arg(&mut args, "ID")?;
+                let uuid: Option<Uuid> = args.lookup_parse("uuid")?;
+                args.reject_rest()?;
+                let next = self.ring()?.state().begin_add(id, uuid, 0);
+                out = self.apply(next);
             }
-            "settle" | "abort" | "readmit" => {
-                let state = self.ring().state();
-                let next = match command {
-                    // settle [unreported=a:1,b:1]
-                    "settle" => {
-                        let unreported: Vec<NodeId> = opts
-                            .iter()
-                            .find_map(|o| o.strip_prefix("unreported="))
-                            .map(|l| l.split(',').map(node).collect())
-                            .unwrap_or_default();
-                        state.settle(&unreported)
-                    }
-                    "abort" => state.abort(),
-                    // readmit ID uuid=UUID
-                    _ => {
-                        let uuid = opts
-                            .iter()
-                            .find_map(|o| o.strip_prefix("uuid="))
-                            .map(|u| uuid::Uuid::parse_str(u).unwrap())
-                            .unwrap();
-                        state.readmit(&node(args[0]), uuid)
-                    }
+            "begin-remove" => {
+                let id = node_arg(&mut args, "ID")?;
+                args.reject_rest()?;
+                let next = self.ring()?.state().begin_remove(&id, 0);
+                out = self.apply(next);
+            }
+            "settle" => {
+                let unreported = match args.lookup("unreported") {
+                    Some(list) => node_list(&list.value)?,
+                    None => Vec::new(),
                 };
-                match next {
-                    Ok(state) => {
-                        out = describe(&state);
-                        self.previous = self.current.replace(Ring::new(state));
-                    }
-                    Err(e) => out = format!("error: {e}\n"),
-                }
+                args.reject_rest()?;
+                let next = self.ring()?.state().settle(&unreported);
+                out = self.apply(next);
+            }
+            "abort" => {
+                args.reject_rest()?;
+                let next = self.ring()?.state().abort();
+                out = self.apply(next);
+            }
+            "readmit" => {
+                let id = node_arg(&mut args, "ID")?;
+                let uuid: Uuid = args.lookup_parse("uuid")?.ok_or("readmit: uuid= missing")?;
+                args.reject_rest()?;
+                let next = self.ring()?.state().readmit(&id, uuid);
+                out = self.apply(next);
             }
             "placement" => {
-                let ring = self.ring();
-                for key in args {
+                let keys = keys(&mut args)?;
+                let ring = self.ring()?;
+                for key in keys {
                     let p = ring.placement(key.as_bytes());
                     let list = |l: &[NodeId]| {
                         if l.is_empty() {
@@ -185,21 +194,21 @@ impl Script {
                         list(&p.pending),
                         list(&p.fallbacks),
                         if p.moves() { " (moves)" } else { "" }
-                    )
-                    .unwrap();
+                    )?;
                 }
             }
             "quorum" => {
-                // quorum KEY need=W acks=a:1,b:1
-                let ring = self.ring();
-                let p = ring.placement(args[0].as_bytes());
-                let mut q = Quorum::new(&p, opt("need").unwrap());
-                let acks = opts
-                    .iter()
-                    .find_map(|o| o.strip_prefix("acks="))
-                    .unwrap_or("");
-                for a in acks.split(',').filter(|a| !a.is_empty()) {
-                    q.record(&node(a));
+                let key = &args.next_pos().ok_or("quorum: KEY missing")?.value;
+                let need = args.lookup_parse("need")?.ok_or("quorum: need= missing")?;
+                let acks = match args.lookup("acks") {
+                    Some(list) => node_list(&list.value)?,
+                    None => Vec::new(),
+                };
+                args.reject_rest()?;
+                let p = self.ring()?.placement(key.as_bytes());
+                let mut q = Quorum::new(&p, need);
+                for a in &acks {
+                    q.record(a);
                 }
                 writeln!(
                     out,
@@ -208,13 +217,11 @@ impl Script {
                     q.next(),
                     q.counted(),
                     q.reached()
-                )
-                .unwrap();
+                )?;
             }
             "moving" => {
-                // How many of COUNT keys the change moves, and to whom.
-                let count: usize = args[0].parse().unwrap();
-                let ring = self.ring();
+                let count = count(&mut args)?;
+                let ring = self.ring()?;
                 let mut to: BTreeMap<NodeId, usize> = BTreeMap::new();
                 let mut moved = 0;
                 for i in 0..count {
@@ -227,26 +234,29 @@ impl Script {
                         }
                     }
                 }
-                writeln!(out, "{moved} of {count} keys move").unwrap();
+                writeln!(out, "{moved} of {count} keys move")?;
                 for (n, c) in to {
-                    writeln!(out, "  to {n}: {c}").unwrap();
+                    writeln!(out, "  to {n}: {c}")?;
                 }
             }
             "preflist" => {
-                let mut ring = self.ring().clone();
-                if let Some(n) = opt("n") {
+                let n: Option<usize> = args.lookup_parse("n")?;
+                let keys = keys(&mut args)?;
+                let mut ring = self.ring()?.clone();
+                if let Some(n) = n {
                     let mut state = ring.state().clone();
                     state.replication = Replication { n, w: 1, r: 1 };
                     ring = Ring::new(state);
                 }
-                for key in args {
+                for key in keys {
                     let list = ring.preference_list(key.as_bytes());
-                    writeln!(out, "{key}: {}", join(&list)).unwrap();
+                    writeln!(out, "{key}: {}", join(&list))?;
                 }
             }
             "walk" => {
-                let ring = self.ring();
-                for key in args {
+                let keys = keys(&mut args)?;
+                let ring = self.ring()?;
+                for key in keys {
                     let walk = ring.walk(key.as_bytes());
                     let n = ring.replication().n.min(walk.len());
                     let (list, fallbacks) = walk.split_at(n);
@@ -255,47 +265,56 @@ impl Script {
                     } else {
                         join(fallbacks)
                     };
-                    writeln!(out, "{key}: {} | {fallbacks}", join(list)).unwrap();
+                    writeln!(out, "{key}: {} | {fallbacks}", join(list))?;
                 }
             }
             "moved" => {
-                let count: usize = args[0].parse().unwrap();
-                let (before, after) = (self.previous.as_ref().unwrap(), self.ring());
+                let count = count(&mut args)?;
+                let after = self.ring()?;
+                let before = self
+                    .previous
+                    .as_ref()
+                    .ok_or("moved: no ring before the last change")?;
                 let mut moves: BTreeMap<(String, String), usize> = BTreeMap::new();
                 for i in 0..count {
                     let key = format!("key{i}");
-                    let old = before.owner(key.as_bytes()).unwrap();
-                    let now = after.owner(key.as_bytes()).unwrap();
+                    let (old, now) = (before.owner(key.as_bytes()), after.owner(key.as_bytes()));
+                    let (Some(old), Some(now)) = (old, now) else {
+                        return Err(format!("moved: {key} has no owner").into());
+                    };
                     if old != now {
                         *moves.entry((old.to_string(), now.to_string())).or_default() += 1;
                     }
                 }
                 let total: usize = moves.values().sum();
-                writeln!(out, "{total} of {count} keys changed owner").unwrap();
+                writeln!(out, "{total} of {count} keys changed owner")?;
                 for ((from, to), n) in moves {
-                    writeln!(out, "  {from} -> {to}: {n}").unwrap();
+                    writeln!(out, "  {from} -> {to}: {n}")?;
                 }
             }
             "balance" => {
-                let count: usize = args[0].parse().unwrap();
-                let ring = self.ring();
+                let count = count(&mut args)?;
+                let ring = self.ring()?;
                 let mut owned: BTreeMap<&NodeId, usize> = BTreeMap::new();
                 for i in 0..count {
                     let key = format!("key{i}");
-                    *owned
-                        .entry(ring.owner(key.as_bytes()).unwrap())
-                        .or_default() += 1;
+                    let owner = ring
+                        .owner(key.as_bytes())
+                        .ok_or_else(|| format!("balance: {key} has no owner"))?;
+                    *owned.entry(owner).or_default() += 1;
                 }
                 for (id, n) in owned {
-                    writeln!(out, "{id}: {n}").unwrap();
+                    writeln!(out, "{id}: {n}")?;
                 }
             }
             "state" => {
-                out = serde_json::to_string(self.ring().state()).unwrap();
+                args.reject_rest()?;
+                out = serde_json::to_string(self.ring()?.state())?;
                 out.push('\n');
             }
             "validate" => {
-                let json = line.trim_start().strip_prefix("validate").unwrap().trim();
+                let json = &args.next_pos().ok_or("validate: JSON missing")?.value;
+                args.reject_rest()?;
                 out = match serde_json::from_str::<RingState>(json) {
                     Err(e) => format!("decode error: {e}\n"),
                     Ok(state) => match state.validate() {
@@ -304,16 +323,79 @@ impl Script {
                     },
                 };
             }
-            other => panic!("unknown script command {other:?}"),
+            other => return Err(format!("unknown command {other:?}").into()),
         }
+        Ok(out)
+    }
+}
+
+impl Script {
+    fn ring(&self) -> Outcome<&Ring> {
+        self.current
+            .as_ref()
+            .ok_or_else(|| "no ring yet: start with `members`".into())
+    }
+
+    /// Makes `state` the current ring; returns its description.
+    fn advance(&mut self, state: RingState) -> String {
+        let out = describe(&state);
+        self.previous = self.current.replace(Ring::new(state));
         out
     }
 
-    fn ring(&self) -> &Ring {
-        self.current
-            .as_ref()
-            .expect("no ring yet: start with `members`")
+    /// The ring after a change, or the ring's refusal (the ring stays).
+    fn apply(&mut self, next: Result<RingState>) -> String {
+        match next {
+            Ok(state) => self.advance(state),
+            Err(e) => format!("error: {e}\n"),
+        }
     }
+}
+
+fn parse_node(text: &str) -> Outcome<NodeId> {
+    text.parse::<NodeId>()
+        .map_err(|e| format!("bad node id {text:?}: {e}").into())
+}
+
+/// The next positional argument, a node id.
+fn node_arg(args: &mut ArgumentConsumer, what: &str) -> Outcome<NodeId> {
+    let arg = args.next_pos().ok_or_else(|| format!("{what} missing"))?;
+    parse_node(&arg.value)
+}
+
+/// Every remaining positional argument, each a node id.
+fn nodes(args: Vec<&Argument>) -> Outcome<Vec<NodeId>> {
+    args.iter().map(|a| parse_node(&a.value)).collect()
+}
+
+/// `a:1,b:1`: node ids separated by commas (none if empty).
+fn node_list(list: &str) -> Outcome<Vec<NodeId>> {
+    list.split(',')
+        .filter(|a| !a.is_empty())
+        .map(parse_node)
+        .collect()
+}
+
+/// Every remaining positional argument, each a key (at least one), and
+/// nothing else.
+fn keys(args: &mut ArgumentConsumer) -> Outcome<Vec<String>> {
+    let keys: Vec<String> = args
+        .rest_pos()
+        .into_iter()
+        .map(|a| a.value.clone())
+        .collect();
+    args.reject_rest()?;
+    if keys.is_empty() {
+        return Err("no key given".into());
+    }
+    Ok(keys)
+}
+
+/// The one positional argument COUNT, and nothing else.
+fn count(args: &mut ArgumentConsumer) -> Outcome<usize> {
+    let count = args.next_pos().ok_or("COUNT missing")?.parse()?;
+    args.reject_rest()?;
+    Ok(count)
 }
 
 fn describe(state: &RingState) -> String {

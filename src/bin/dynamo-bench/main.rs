@@ -1,6 +1,12 @@
-//! `dynamo-bench`: the load generator (see `dynamo::bench`). `run` drives one
-//! workload against a running dynamo cluster or a Redis server and appends its
-//! result to a JSON file; `report` prints the table and the side-by-side ratios.
+//! `dynamo-bench`: the load generator. `run` drives one workload against a
+//! running dynamo cluster or a Redis server and appends its result to a JSON
+//! file; `report` prints the table and the side-by-side ratios.
+//!
+//! - `load.rs`: workloads, closed and open loop, HDR histograms (see its docs);
+//! - `report.rs`: the results as a table, as JSON, and the ratios.
+//!
+//! It is the binary's own code, not the library's: it reaches dynamo only
+//! through the public client API, and the library does not depend on Redis.
 
 /// mimalloc: the request path allocates many small, short-lived buffers, which
 /// glibc malloc serves markedly slower (it topped the node's profile).
@@ -15,8 +21,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use dynamo::bench::{self, report, KeyDistribution, PutMode, RunSpec, Target, Workload};
 use dynamo::types::NodeId;
+
+mod load;
+mod report;
+
+use load::{KeyDistribution, PutMode, RunSpec, Target, Workload};
 
 #[derive(Parser)]
 #[command(
@@ -229,7 +239,7 @@ async fn run(a: RunArgs) -> ExitCode {
     result.rss_kib = a
         .rss_pids
         .iter()
-        .filter_map(|p| bench::rss_kib(*p))
+        .filter_map(|p| load::rss_kib(*p))
         .collect();
     result.notes = a.notes.clone();
     print!("{}", report::table(std::slice::from_ref(&result)));
@@ -241,7 +251,7 @@ async fn run(a: RunArgs) -> ExitCode {
 }
 
 /// Runs one spec with a progress bar on a terminal (none in CI or when piped).
-async fn drive(target: Arc<Target>, spec: RunSpec, total: u64) -> bench::RunResult {
+async fn drive(target: Arc<Target>, spec: RunSpec, total: u64) -> load::RunResult {
     let progress = Arc::new(AtomicU64::new(0));
     let show = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
     let bar = show.then(|| {
@@ -269,7 +279,7 @@ async fn drive(target: Arc<Target>, spec: RunSpec, total: u64) -> bench::RunResu
             }
         })
     });
-    let result = bench::run(target, spec, progress).await;
+    let result = load::run(target, spec, progress).await;
     if let Some(t) = ticker {
         t.abort();
     }

@@ -1,4 +1,6 @@
-//! The load generator behind `dynamo-bench` and `make bench`.
+//! The load generator behind `dynamo-bench` and `make bench`: the binary's own
+//! code, outside the library, which it drives through its public client API
+//! ([`dynamo::client::Client`]) like any other program.
 //!
 //! A run drives one [`Target`] (a dynamo cluster through the client library, or a
 //! Redis server for comparison) with one [`Workload`] from `clients` concurrent
@@ -21,8 +23,6 @@
 //! blind puts always write `{}`, leaving a sibling beside every existing version.
 //! Errors are counted per kind and their first messages kept; none is hidden.
 
-pub mod report;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,9 +35,9 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution as _, Zipf};
 use serde::{Deserialize, Serialize};
 
-use crate::client::Client;
-use crate::types::NodeId;
-use crate::vclock::VersionVector;
+use dynamo::client::Client;
+use dynamo::types::NodeId;
+use dynamo::vclock::VersionVector;
 
 /// Largest latency the histograms record (a minute, in microseconds).
 const MAX_LATENCY_US: u64 = 60_000_000;
@@ -166,12 +166,12 @@ pub enum Target {
 
 impl Target {
     /// Connects `connections` times to each dynamo node; `direct`: the client
-    /// library coordinates gets itself (see [`crate::client`]).
+    /// library coordinates gets itself (see [`dynamo::client`]).
     pub async fn dynamo(
         nodes: &[NodeId],
         connections: usize,
         direct: bool,
-    ) -> crate::Result<Target> {
+    ) -> dynamo::Result<Target> {
         let mut out: Vec<Arc<Client>> = Vec::new();
         for node in nodes {
             for _ in 0..connections.max(1) {

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::{OpStats, RunResult};
+use crate::load::{OpStats, RunResult, Workload};
 
 /// Appends `result` to the JSON array in `path` (created if missing).
 pub fn append(path: &Path, result: &RunResult) -> std::io::Result<()> {
@@ -104,7 +104,7 @@ pub fn ratios(results: &[RunResult], label: &str) -> String {
     let ours = |r: &RunResult| r.spec.label.starts_with(label);
     for r in results
         .iter()
-        .filter(|r| ours(r) && r.spec.workload != super::Workload::Load)
+        .filter(|r| ours(r) && r.spec.workload != Workload::Load)
     {
         for other in results.iter().filter(|o| {
             !ours(o)
