@@ -15,14 +15,15 @@ test:
 	$(CARGO) test --all-targets -- --test-threads=2
 
 SEEDS ?= 100
-## the nemesis in simulation, SEEDS seeds (100) from FIRST (random) on every core; SEED=S replays one
+STEPS ?= 80
+## the nemesis in simulation, SEEDS seeds (100) of STEPS steps (80) from FIRST (random) on every core; SEED=S replays one
 sim:
 	@if [ -n "$(SEED)" ]; then \
-	  SIM_SEED=$(SEED) $(CARGO) test --release --test sim nemesis_seeds -- --nocapture; \
+	  SIM_SEED=$(SEED) SIM_STEPS=$(STEPS) $(CARGO) test --release --test sim nemesis_seeds -- --nocapture; \
 	else \
 	  first=$${FIRST:-$$(( (RANDOM << 15 | RANDOM) + 1 ))}; \
 	  echo "make sim: $(SEEDS) seeds from $$first (FIRST=$$first to run them again)"; \
-	  SIM_FIRST=$$first SIM_SEEDS=$(SEEDS) SIM_JOBS=$$(nproc) \
+	  SIM_FIRST=$$first SIM_SEEDS=$(SEEDS) SIM_STEPS=$(STEPS) SIM_JOBS=$$(nproc) \
 	    $(CARGO) test --release --test sim nemesis_seeds -- --nocapture; \
 	fi
 

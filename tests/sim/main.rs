@@ -51,7 +51,8 @@ scenarios! {
 /// The nemesis over a range of seeds: `SIM_SEED=S` runs that one seed (a
 /// replay, printing its events), else `SIM_SEEDS=N` seeds from `SIM_FIRST`
 /// (default 1; `make sim` draws it at random and prints it) on `SIM_JOBS`
-/// threads (default 1). Without either, the short form run by `make test`.
+/// threads (default 1), each `SIM_STEPS` steps long (default 80). Without
+/// either, the short form run by `make test`.
 #[test]
 fn nemesis_seeds() {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,7 +79,10 @@ fn nemesis_seeds() {
                     return;
                 }
                 let t = std::time::Instant::now();
-                match nemesis::run(seed, &nemesis::Plan::default()) {
+                let plan = nemesis::Plan {
+                    steps: var("SIM_STEPS").map_or(nemesis::Plan::default().steps, |s| s as usize),
+                };
+                match nemesis::run(seed, &plan) {
                     Ok(run) => {
                         if count == 1 {
                             for line in &run.trace {

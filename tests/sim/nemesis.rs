@@ -69,6 +69,8 @@ pub struct Run {
 #[derive(Debug)]
 pub struct Failure {
     pub seed: u64,
+    /// The plan's length, when not the default.
+    pub steps: Option<usize>,
     pub what: String,
     pub trace_tail: Vec<String>,
 }
@@ -82,14 +84,18 @@ impl std::fmt::Display for Failure {
         }
         write!(
             f,
-            "replay it exactly: make sim SEED={} (or SIM_SEED={} cargo test --release --test sim nemesis_seeds -- --nocapture)",
-            self.seed, self.seed
+            "replay it exactly: make sim SEED={}{} (or SIM_SEED={}{} cargo test --release --test sim nemesis_seeds -- --nocapture)",
+            self.seed,
+            self.steps.map(|s| format!(" STEPS={s}")).unwrap_or_default(),
+            self.seed,
+            self.steps.map(|s| format!(" SIM_STEPS={s}")).unwrap_or_default(),
         )
     }
 }
 
 struct State {
     c: Cluster,
+    steps: usize,
     rng: StdRng,
     ops: Vec<Op>,
     in_flight: Vec<(usize, oneshot::Receiver<harness::Outcome>)>,
@@ -113,6 +119,7 @@ impl State {
         Failure {
             seed: self.c.seed,
             what,
+            steps: (self.steps != Plan::default().steps).then_some(self.steps),
             trace_tail: self.trace[n.saturating_sub(25)..].to_vec(),
         }
     }
@@ -561,6 +568,7 @@ pub fn run(seed: u64, plan: &Plan) -> Result<Run, Failure> {
     });
     let mut s = State {
         c,
+        steps: plan.steps,
         rng: StdRng::seed_from_u64(seed),
         ops: Vec::new(),
         in_flight: Vec::new(),
