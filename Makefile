@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/release
 
-.PHONY: build test sim lint check run-db testcase run-client stop clean bench bench-move bench-ae bench-detector bench-http profile bench-ab help
+.PHONY: build test sim sim-scale lint check run-db testcase run-client stop clean bench bench-move bench-ae bench-detector bench-http profile bench-ab help
 
 ## release build of both binaries
 build:
@@ -26,6 +26,10 @@ sim:
 	  SIM_FIRST=$$first SIM_SEEDS=$(SEEDS) SIM_STEPS=$(STEPS) SIM_JOBS=$$(nproc) \
 	    $(CARGO) test --release --test sim nemesis_seeds -- --nocapture; \
 	fi
+
+## idle traffic per node as a simulated ring grows (SIZES=5,10,20,30), a table for BENCHMARKS.md
+sim-scale:
+	SIM_SCALE=$${SIZES:-5,10,20,30} $(CARGO) test --release --test sim idle_traffic_as_the_ring_grows -- --ignored --nocapture
 
 ## formatting and lints
 lint:

@@ -286,6 +286,14 @@ impl rpc::Node for Handler {
         Ok(self.0.membership.current())
     }
 
+    async fn fetch_ring_newer(
+        self,
+        _: tarpc::context::Context,
+        epoch: u64,
+    ) -> Result<Option<RingState>> {
+        Ok(self.0.membership.current_if_newer(epoch))
+    }
+
     async fn info(self, _: tarpc::context::Context) -> Result<NodeInfo> {
         Ok(self.0.membership.info())
     }

@@ -598,16 +598,29 @@ impl Membership {
         self.ring.get().map(|r| r.state().clone())
     }
 
-    /// Asks the leader for its ring and installs it if newer.
+    /// The ring this node has, if its epoch is above `epoch`.
+    pub fn current_if_newer(&self, epoch: u64) -> Option<RingState> {
+        self.ring
+            .get()
+            .filter(|r| r.epoch() > epoch)
+            .map(|r| r.state().clone())
+    }
+
+    /// Asks the leader for its ring if newer than this node's, and installs
+    /// it. The leader answers an unchanged ring with nothing: every member
+    /// asks every [`RING_SYNC_INTERVAL`], and the whole state grows with the
+    /// ring, so the leader sent members × ring size every interval (41 KB/s
+    /// at 30 idle nodes in simulation, against 15 KB/s for a member).
     pub async fn sync_with_leader(self: &Arc<Self>) -> Result<()> {
         let leader = self.leader();
         if leader == self.me {
             return Ok(());
         }
+        let have = self.ring.epoch();
         let state = self
             .peers
             .call(&leader, MEMBERSHIP_TIMEOUT, |c, ctx| async move {
-                c.fetch_ring(ctx).await
+                c.fetch_ring_newer(ctx, have).await
             })
             .await
             .map_err(|e| e.into_error(&leader))?;

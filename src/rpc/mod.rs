@@ -535,6 +535,10 @@ pub trait Node {
     /// `abort-change` (leader only): ends the running ring change, returning
     /// the ring to the members it had before it.
     async fn abort_change() -> Result<MembershipReply>;
+    /// The ring this node has if its epoch is above `epoch`, else None: what
+    /// a member's periodic pull asks the leader, so an unchanged ring costs a
+    /// few bytes instead of the whole state (which grows with the ring).
+    async fn fetch_ring_newer(epoch: u64) -> Result<Option<RingState>>;
 }
 
 /// Longest deadline a request may carry. tarpc turns a request's deadline into

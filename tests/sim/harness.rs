@@ -36,31 +36,96 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Outcome = Result<String, String>;
 type Job = (BoxFuture<'static, Outcome>, oneshot::Sender<Outcome>);
 
-/// turmoil's network, as a node dials it.
-struct SimNet;
+/// Bytes each host has written to the network so far (this thread's
+/// simulation only), for the scale measurements.
+pub fn bytes_sent() -> BTreeMap<String, u64> {
+    SENT.with(|s| s.borrow().clone())
+}
+
+thread_local! {
+    static SENT: std::cell::RefCell<BTreeMap<String, u64>> = const {
+        std::cell::RefCell::new(BTreeMap::new())
+    };
+}
+
+/// A stream that counts what its host writes.
+struct Counted<S> {
+    inner: S,
+    host: Arc<str>,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let out = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &out {
+            let host = self.host.to_string();
+            let n = *n as u64;
+            SENT.with(|s| *s.borrow_mut().entry(host).or_default() += n);
+        }
+        out
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// turmoil's network, as node `host` dials it.
+struct SimNet {
+    host: Arc<str>,
+}
 
 impl Network for SimNet {
     fn dial<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<BoxStream>> {
         Box::pin(async move {
-            let s = turmoil::net::TcpStream::connect(addr).await?;
-            Ok(Box::new(s) as BoxStream)
+            let inner = turmoil::net::TcpStream::connect(addr).await?;
+            let host = self.host.clone();
+            Ok(Box::new(Counted { inner, host }) as BoxStream)
         })
     }
 }
 
-/// turmoil's listener, as a node accepts from it.
-struct SimListener(turmoil::net::TcpListener);
+/// turmoil's listener, as node `host` accepts from it.
+struct SimListener {
+    inner: turmoil::net::TcpListener,
+    host: Arc<str>,
+}
 
 impl Listener for SimListener {
     fn accept(&mut self) -> BoxFuture<'_, io::Result<(BoxStream, SocketAddr)>> {
         Box::pin(async move {
-            let (s, peer) = self.0.accept().await?;
-            Ok((Box::new(s) as BoxStream, peer))
+            let (inner, peer) = self.inner.accept().await?;
+            let host = self.host.clone();
+            Ok((Box::new(Counted { inner, host }) as BoxStream, peer))
         })
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
+        self.inner.local_addr()
     }
 }
 
@@ -154,13 +219,17 @@ impl Cluster {
                 in_memory: false,
                 ..flags.clone()
             };
+            let host: Arc<str> = name.as_str().into();
             async move {
                 let config = NodeConfig::from_flags(flags)?;
-                let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
+                let inner = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
                 let node = dynamo::server::start_over(
                     config,
-                    Box::new(SimListener(listener)),
-                    Arc::new(SimNet),
+                    Box::new(SimListener {
+                        inner,
+                        host: host.clone(),
+                    }),
+                    Arc::new(SimNet { host }),
                 )
                 .await?;
                 node.wait().await?;

@@ -13,6 +13,7 @@
 mod checker;
 mod harness;
 mod nemesis;
+mod scale;
 mod script;
 
 macro_rules! scenarios {
@@ -141,4 +142,24 @@ fn a_seed_replays_exactly() {
         assert_eq!(x, y, "the two runs of one seed differ");
     }
     assert_eq!(a.len(), b.len());
+}
+
+/// Idle traffic per node as the ring grows: `make sim-scale` (sizes from
+/// `SIM_SCALE`, default `5,10,20,30`).
+#[test]
+#[ignore = "a measurement: make sim-scale"]
+fn idle_traffic_as_the_ring_grows() {
+    let sizes = std::env::var("SIM_SCALE").unwrap_or_else(|_| "5,10,20,30".into());
+    println!("| nodes | member bytes/s (mean) | member bytes/s (max) | leader bytes/s | real s per simulated s |");
+    println!("|---|---|---|---|---|");
+    for n in sizes
+        .split(',')
+        .filter_map(|s| s.trim().parse::<usize>().ok())
+    {
+        let row = scale::idle(n).unwrap_or_else(|e| panic!("{n} nodes: {e}"));
+        println!(
+            "| {} | {:.0} | {:.0} | {:.0} | {:.2} |",
+            row.nodes, row.member_mean, row.member_max, row.leader, row.real_per_simulated
+        );
+    }
 }
