@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/release
 
-.PHONY: build test sim sim-scale lint check run-db testcase run-client stop clean bench bench-move bench-ae bench-detector bench-http profile bench-ab help
+.PHONY: build test sim sim-scale lint check fuzz run-db testcase run-client stop clean bench bench-move bench-ae bench-detector bench-http profile bench-ab help
 
 ## release build of both binaries
 build:
@@ -38,6 +38,10 @@ lint:
 
 ## the one gate: formatting, lints, tests
 check: lint test
+
+## coverage-guided fuzzing (cargo-fuzz, nightly): each target FUZZ_SECONDS (default 60) from fuzz/corpus; skipped without nightly
+fuzz:
+	@scripts/fuzz.sh
 
 ## a local ring in the background: leader 127.0.0.1:13337, members 13338-13341
 run-db: build

@@ -11,6 +11,7 @@
 //! | 4 | [`peers`], [`outbox`] |
 //! | 5 | [`coordinator`], [`membership`], [`handoff`], [`rebalance`], [`antientropy`], [`detector`], [`metrics`] |
 //! | 6 | [`server`], [`client`], [`http`], [`repl`] |
+//! | 7 | [`fuzz`]: the fuzz targets' harnesses (`fuzz/`, `tests/fuzz_corpus.rs`), no part of a node |
 
 pub mod error;
 pub mod types;
@@ -41,5 +42,7 @@ pub mod client;
 pub mod http;
 pub mod repl;
 pub mod server;
+
+pub mod fuzz;
 
 pub use error::{Error, Result};

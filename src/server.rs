@@ -322,6 +322,9 @@ pub struct NodeHandle {
     pub local_addr: SocketAddr,
     stop: watch::Sender<bool>,
     main: tokio::task::JoinHandle<Result<()>>,
+    /// What the HTTP routes call, kept whether or not the node serves HTTP,
+    /// so a caller can drive the routes in process ([`NodeHandle::http_router`]).
+    http: crate::http::HttpState,
 }
 
 impl NodeHandle {
@@ -341,6 +344,13 @@ impl NodeHandle {
     /// A sender that stops the node when `true` is sent.
     pub fn stopper(&self) -> watch::Sender<bool> {
         self.stop.clone()
+    }
+
+    /// The node's HTTP routes ([`crate::http::router`]) over its coordinator and
+    /// membership, to call in process without a socket (the fuzz target
+    /// [`crate::fuzz::http_routes`] does); `--http-port` serves the same routes.
+    pub fn http_router(&self) -> axum::Router {
+        crate::http::router(self.http.clone())
     }
 }
 
@@ -443,13 +453,14 @@ pub async fn start_over(
     });
     let (stop, stop_rx) = watch::channel(false);
     background.spawn(metrics.clone().run_upkeep(stop_rx.clone()));
+    let http = crate::http::HttpState {
+        coordinator,
+        membership: membership.clone(),
+        metrics,
+    };
     if let Some(listener) = http_listener {
         let addr = listener.local_addr().ok();
-        let http = crate::http::HttpState {
-            coordinator,
-            membership: membership.clone(),
-            metrics,
-        };
+        let http = http.clone();
         let stop_http = stop_rx.clone();
         background.spawn(async move {
             if let Err(e) = crate::http::serve(listener, http, stop_http).await {
@@ -478,6 +489,7 @@ pub async fn start_over(
         local_addr,
         stop,
         main,
+        http,
     })
 }
 
