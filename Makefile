@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/release
 
-.PHONY: build test sim lint check run-db testcase run-client stop clean bench bench-move bench-ae bench-detector bench-http profile bench-ab help
+.PHONY: build test sim chaos lint check run-db testcase run-client stop clean bench bench-move bench-ae bench-detector bench-http profile bench-ab help
 
 ## release build of both binaries
 build:
@@ -25,6 +25,11 @@ sim:
 	  SIM_FIRST=$$first SIM_SEEDS=$(SEEDS) SIM_JOBS=$$(nproc) \
 	    $(CARGO) test --release --test sim nemesis_seeds -- --nocapture; \
 	fi
+
+## the nemesis against five real processes in network namespaces (root), CHAOS_SECONDS of schedule (300); CHAOS_SEED=S draws a seed's choices again
+chaos:
+	$(CARGO) build --bins
+	CHAOS_SECONDS=$${CHAOS_SECONDS:-300} $(CARGO) test --test chaos -- --nocapture --exact chaos
 
 ## formatting and lints
 lint:
