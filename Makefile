@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/release
 
-.PHONY: build test sim sim-scale lint check fuzz run-db testcase run-client stop clean bench bench-move bench-ae bench-detector bench-http profile bench-ab help
+.PHONY: build test sim sim-scale chaos lint check fuzz run-db testcase run-client stop clean bench bench-move bench-ae bench-detector bench-http profile bench-ab help
 
 ## release build of both binaries
 build:
@@ -30,6 +30,11 @@ sim:
 ## idle traffic per node as a simulated ring grows (SIZES=5,10,20,30), a table for BENCHMARKS.md
 sim-scale:
 	SIM_SCALE=$${SIZES:-5,10,20,30} $(CARGO) test --release --test sim idle_traffic_as_the_ring_grows -- --ignored --nocapture
+
+## the nemesis against five real processes in network namespaces (root), CHAOS_SECONDS of schedule (300); CHAOS_SEED=S draws a seed's choices again
+chaos:
+	$(CARGO) build --bins
+	CHAOS_SECONDS=$${CHAOS_SECONDS:-300} $(CARGO) test --test chaos -- --nocapture --exact chaos
 
 ## formatting and lints
 lint:
