@@ -1,6 +1,6 @@
 //! The network below the wire contract: how a node dials another and accepts
 //! connections. Production uses tokio's TCP ([`Tcp`]); a test can hand a node
-//! a simulated network instead (turmoil's, in `tests/sim.rs`), and the node's
+//! a simulated network instead (turmoil's, in `tests/sim/`), and the node's
 //! code above this seam, the RPC framing, `Peers`, the server loop and every
 //! call site, runs unchanged over it.
 //!
