@@ -349,42 +349,54 @@ impl State {
 
     fn ring_change(&mut self) {
         let roll = self.rng.random_range(0..100);
-        let target = self.pick(&HOSTS[1..]).to_string();
-        let (what, name) = match roll {
-            0..45 => ("add", target.clone()),
-            45..85 => ("remove", target.clone()),
-            _ => ("abort", String::new()),
+        // Which of the eligible hosts, drawn before knowing them (the draws
+        // stay the seed's whatever the ring answers).
+        let choice = self.rng.random_range(0..HOSTS.len());
+        let what = match roll {
+            0..45 => "add",
+            45..85 => "remove",
+            _ => "abort",
         };
         let w = what.to_string();
         let out = self.c.call(async move {
             let leader = harness::client("n0").await.map_err(|e| e.to_string())?;
-            if w == "remove" {
-                // Keep three members: a quorum stays possible.
-                let s = leader
-                    .status(harness::ctx())
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?;
-                if s.nodes.len() <= 3 {
-                    return Ok("skipped (three members)".into());
-                }
-            }
+            let s = leader
+                .status(harness::ctx())
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            let members: Vec<&str> = s.nodes.iter().map(|n| n.id.host()).collect();
+            // An add names a host outside the ring, a remove a member other
+            // than the leader, keeping three members (a quorum stays possible).
+            let eligible: Vec<&str> = match w.as_str() {
+                "add" => HOSTS[1..]
+                    .iter()
+                    .copied()
+                    .filter(|h| !members.contains(h))
+                    .collect(),
+                "remove" if members.len() <= 3 => vec![],
+                "remove" => members.iter().copied().filter(|h| *h != "n0").collect(),
+                _ => vec![""],
+            };
+            let Some(name) = eligible.get(choice % eligible.len().max(1)).copied() else {
+                return Ok(format!("{w}: skipped (no host to {w})"));
+            };
             let r = match w.as_str() {
-                "add" => leader.add_node(harness::ctx(), id(&name)).await,
-                "remove" => leader.remove_node(harness::ctx(), id(&name)).await,
+                "add" => leader.add_node(harness::ctx(), id(name)).await,
+                "remove" => leader.remove_node(harness::ctx(), id(name)).await,
                 _ => leader.abort_change(harness::ctx()).await,
             };
             match r {
-                Ok(Ok(r)) => Ok(format!("epoch {}", r.epoch)),
-                Ok(Err(e)) => Ok(format!("refused: {e}")),
-                Err(e) => Err(e.to_string()),
+                Ok(Ok(r)) => Ok(format!("{w} {name}: epoch {}", r.epoch)),
+                Ok(Err(e)) => Ok(format!("{w} {name}: refused: {e}")),
+                Err(e) => Err(format!("{w} {name}: {e}")),
             }
         });
         let shown = match out {
             Ok(s) => s,
             Err(e) => format!("no answer: {e}"),
         };
-        self.log(format!("{what} {target}: {shown}"));
+        self.log(shown);
     }
 
     /// Heals everything, restarts what crashed and waits for every
