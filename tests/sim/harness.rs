@@ -174,7 +174,10 @@ impl Cluster {
         dynamo::runtime::simulate(seed);
         // RUST_LOG=info shows the nodes' logs, each line under its host.
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+            )
             .with_test_writer()
             .try_init();
         let mut sim = turmoil::Builder::new()
