@@ -147,26 +147,16 @@ impl State {
         let roll = self.rng.random_range(0..100);
         let (kind, label) = match roll {
             0..20 => (Kind::Read, "get".to_string()),
-            20..40 => {
+            20..85 => {
                 self.next_value += 1;
                 let v = format!("v{}", self.next_value);
+                let label = if roll < 40 { "put" } else { "update" };
                 (
                     Kind::Write {
                         value: Some(v.clone()),
                         saw: vec![],
                     },
-                    format!("put {v}"),
-                )
-            }
-            40..85 => {
-                self.next_value += 1;
-                let v = format!("v{}", self.next_value);
-                (
-                    Kind::Write {
-                        value: Some(v.clone()),
-                        saw: vec![],
-                    },
-                    format!("update {v}"),
+                    format!("{label} {v}"),
                 )
             }
             _ => (
