@@ -13,6 +13,10 @@
 //! | 6 | [`server`], [`client`], [`http`], [`repl`] |
 //! | 7 | [`fuzz`]: the fuzz targets' harnesses (`fuzz/`, `tests/fuzz_corpus.rs`), no part of a node |
 
+#[cfg(test)]
+#[macro_use]
+mod script_tests;
+
 pub mod error;
 pub mod types;
 

@@ -195,30 +195,8 @@ fn unknown_commands_and_arguments_fail_the_script() {
     }
 }
 
-macro_rules! scripts {
-    ($($name:ident => $file:literal,)*) => {
-        $(
-            #[test]
-            fn $name() {
-                run_script($file);
-            }
-        )*
-
-        /// Every file in `testdata/` runs as a test of its own.
-        #[test]
-        fn every_script_file_is_a_test() {
-            let listed = [$($file),*];
-            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/vclock/testdata");
-            for entry in std::fs::read_dir(dir).unwrap() {
-                let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-                assert!(listed.contains(&name.as_str()), "{name} is not listed in vclock/script.rs");
-            }
-        }
-    };
-}
-
-scripts! {
+script_tests!(run_script, "src/vclock/testdata", {
     script_contexts => "contexts.txt",
     script_replicas => "replicas.txt",
     script_siblings => "siblings.txt",
-}
+});

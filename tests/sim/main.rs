@@ -10,35 +10,17 @@
 //! - `nemesis.rs`: seeded random schedules of operations and faults
 //!   (`make sim SEEDS=N`), judged by `checker.rs` over what the clients saw.
 
+#[path = "../../src/script_tests.rs"]
+#[macro_use]
+mod script_tests;
+
 mod checker;
 mod harness;
 mod nemesis;
 mod scale;
 mod script;
 
-macro_rules! scenarios {
-    ($($name:ident => $file:literal,)*) => {
-        $(
-            #[test]
-            fn $name() {
-                script::run($file);
-            }
-        )*
-
-        /// Every file in `scenarios/` runs as a test of its own.
-        #[test]
-        fn every_scenario_file_is_a_test() {
-            let listed = [$($file),*];
-            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sim/scenarios");
-            for entry in std::fs::read_dir(dir).unwrap() {
-                let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-                assert!(listed.contains(&name.as_str()), "{name} is not listed in tests/sim/main.rs");
-            }
-        }
-    };
-}
-
-scenarios! {
+script_tests!(script::run, "tests/sim/scenarios", {
     partition => "partition.txt",
     stalled_leaver => "stalled-leaver.txt",
     dead_joiner => "dead-joiner.txt",
@@ -47,7 +29,7 @@ scenarios! {
     ring_install_race => "ring-install-race.txt",
     leader_commit_cancelled => "leader-commit-cancelled.txt",
     hint_for_moved_key => "hint-for-moved-key.txt",
-}
+});
 
 /// The nemesis over a range of seeds: `SIM_SEED=S` runs that one seed (a
 /// replay, printing its events), else `SIM_SEEDS=N` seeds from `SIM_FIRST`

@@ -414,34 +414,12 @@ fn state_json_round_trip() {
 
 // ---- data-driven scripts ---------------------------------------------------
 
-macro_rules! scripts {
-    ($($name:ident => $file:literal,)*) => {
-        $(
-            #[test]
-            fn $name() {
-                run_script($file);
-            }
-        )*
-
-        /// Every file in `testdata/` runs as a test of its own.
-        #[test]
-        fn every_script_file_is_a_test() {
-            let listed = [$($file),*];
-            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ring/testdata");
-            for entry in std::fs::read_dir(dir).unwrap() {
-                let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-                assert!(listed.contains(&name.as_str()), "{name} is not listed in ring/tests/mod.rs");
-            }
-        }
-    };
-}
-
-scripts! {
+script_tests!(run_script, "src/ring/testdata", {
     script_preference => "preference.txt",
     script_transition => "transition.txt",
     script_abort => "abort.txt",
     script_membership => "membership.txt",
-}
+});
 
 #[test]
 fn pending_owners_agree_with_the_placement_during_a_change() {
