@@ -255,6 +255,9 @@ impl Cluster {
             self.wipes += 1;
             let fresh = self.disks.path().join(format!("{host}.{}", self.wipes));
             *self.dirs[host].lock().unwrap() = fresh;
+        } else {
+            let dir = self.dirs[host].lock().unwrap().clone();
+            wait_for_release(&dir);
         }
         self.sim.bounce(host);
     }
@@ -306,6 +309,28 @@ impl Cluster {
             self.sim.step().map_err(|e| e.to_string())?;
         }
     }
+}
+
+/// Waits (in real time, which the simulation does not see) until no one
+/// holds sled's lock on the store in `dir`: a crashed host's store is closed
+/// by sled's own background thread, at a moment of its choosing, and a
+/// restart that came first would find the store still locked.
+fn wait_for_release(dir: &std::path::Path) {
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join("db"))
+    else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    // The lock sled takes (fs2's, as sled itself uses).
+    while fs2::FileExt::try_lock_exclusive(&file).is_err()
+        && started.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = fs2::FileExt::unlock(&file);
 }
 
 /// A client of node `host` (a fresh connection: the simulated network makes
