@@ -25,7 +25,8 @@ pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
 /// merged context, which resolves the siblings (Riak's "sibling explosion" guard).
 pub const MAX_SIBLINGS: usize = 64;
 /// The most entries a context (version vector) may carry. A context names the
-/// nodes that coordinated writes of one key, so it is bounded by the ring size.
+/// nodes that coordinated writes of one key: its owners and stand-ins over its
+/// life, a few nodes per ring change that moved it, whatever the ring's size.
 pub const MAX_CONTEXT_ENTRIES: usize = 256;
 /// The largest encoded object (all siblings of one key) a put may produce. Keeps
 /// every object well inside [`MAX_FRAME_BYTES`].

@@ -166,7 +166,7 @@ use uuid::Uuid;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{Error, Result};
-use crate::types::{NodeId, Replication, MAX_CONTEXT_ENTRIES};
+use crate::types::{NodeId, Replication};
 
 mod cell;
 mod placement;
@@ -189,16 +189,21 @@ mod tests;
 pub const DEFAULT_TOKENS_PER_NODE: u32 = 256;
 
 /// The most tokens per node a state may ask for. Keeps the table of a state
-/// received from a peer or read from disk bounded (256 members at this count is
-/// a million entries, 16 MiB): a corrupt count cannot make a node allocate
-/// without limit.
+/// received from a peer or read from disk bounded (a full ring of
+/// [`MAX_MEMBERS`] at this count is four million entries, 64 MiB): a corrupt
+/// count cannot make a node allocate without limit.
 pub const MAX_TOKENS_PER_NODE: u32 = 4096;
 
-/// The most members a ring may have. A context (version vector) names the
-/// nodes that coordinated writes of a key and is bounded by
-/// [`MAX_CONTEXT_ENTRIES`]; a ring larger than that could produce contexts
-/// that every node refuses.
-pub const MAX_MEMBERS: usize = MAX_CONTEXT_ENTRIES;
+/// The most members a ring may have.
+///
+/// Not tied to [`crate::types::MAX_CONTEXT_ENTRIES`]: a context names the
+/// nodes that coordinated writes of one key, which are that key's owners (and
+/// stand-ins) over its life, not the ring. A key changes owners only when a
+/// ring change moves it (about N of every n changes in an n-node ring), so
+/// reaching 256 actors on one key takes tens of thousands of ring changes in
+/// a large ring; a put that would cross the limit is refused with a clear
+/// error, never silently truncated.
+pub const MAX_MEMBERS: usize = 1024;
 
 /// Width of the "already taken" set used by a walk, in 64-bit words: enough
 /// for [`MAX_MEMBERS`] members with no allocation.

@@ -86,7 +86,8 @@
 //! * **No clock truncation.** Dynamo pruned old vector clock entries by
 //!   timestamp, which can make a descendant look concurrent (or worse). We keep
 //!   every entry: a context names the nodes that coordinated writes of the key,
-//!   which the ring size bounds. [`MAX_CONTEXT_ENTRIES`] is enforced where
+//!   its owners and stand-ins over its life (a few more each time a ring change
+//!   moves it), not every member of the ring. [`MAX_CONTEXT_ENTRIES`] is enforced where
 //!   contexts enter from users ([`VersionVector::parse_context`]) and on
 //!   [`Object::update`]; decoding and merge accept what they get, since
 //!   refusing a merge would stop replicas from converging.

@@ -340,7 +340,7 @@ fn membership_errors_are_clear() {
         .map(|p| NodeId::new("10.0.0.1", p).unwrap())
         .collect();
     full.members.sort();
-    assert!(reason(full.with_member(node("10.0.0.2:1"))).contains("the limit is 256"));
+    assert!(reason(full.with_member(node("10.0.0.2:1"))).contains("the limit is 1024"));
 
     let mut last = s.clone();
     last.epoch = u64::MAX;
