@@ -17,11 +17,12 @@
 //! # Liveness
 //!
 //! The table also keeps each peer's [`Liveness`]: what the failure detector
-//! ([`crate::detector`]) learned from pinging it, and the last [`NodeInfo`] it
-//! answered with. The request path reads it ([`Peers::state`]) to send a slot
-//! whose replica is held `down` straight to a stand-in, and `status` reads it
-//! instead of calling a node held down. A peer nobody pinged yet is `alive`: the
-//! detector is a hint for routing, never a reason to refuse a request.
+//! ([`crate::detector`]) learned from probing it itself, and whether the
+//! detector's news (other nodes' probes, passed on) holds it down. The request
+//! path reads it ([`Peers::state`]) to send a slot whose replica is held `down`
+//! straight to a stand-in, and `status` reads it instead of calling a node held
+//! down. A peer nobody probed or heard of yet is `alive`: the detector is a
+//! hint for routing, never a reason to refuse a request.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -33,7 +34,7 @@ use tokio::time::Instant;
 use tarpc::client::RpcError;
 
 use crate::error::Error;
-use crate::rpc::{self, Connection, NodeClient, NodeInfo, NodeState};
+use crate::rpc::{self, Connection, NodeClient, NodeState};
 use crate::types::NodeId;
 
 /// How long to wait for a TCP connect. Loopback and LAN connects take well under a
@@ -43,11 +44,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Short enough that a restarted node is used again within a second.
 pub const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
 
-/// A peer that has not answered a ping for this long is `suspect`: one ping
-/// missed (pings go out every [`crate::detector::PING_INTERVAL`] and give up
-/// after its timeout).
+/// A peer that has not answered a probe for this long is `suspect`: one probe
+/// missed (a failing peer is probed every [`crate::detector::PING_INTERVAL`],
+/// each probe giving up after its timeout).
 pub const SUSPECT_AFTER: Duration = Duration::from_millis(500);
-/// A peer that has not answered a ping for this long is `down`: four pings in a
+/// A peer that has not answered a probe for this long is `down`: four probes in a
 /// row missed, long enough that a GC pause or a busy moment on a 2-core box does
 /// not flap it, short enough that requests stop waiting on it within seconds.
 pub const DOWN_AFTER: Duration = Duration::from_secs(2);
@@ -63,20 +64,25 @@ pub struct Liveness {
     refused: bool,
     /// When the last answered ping was sent.
     last_ok: Option<Instant>,
-    /// What the peer said about itself in its last answer.
-    info: Option<NodeInfo>,
     /// Why the last ping failed.
     reason: Option<String>,
+    /// The detector's news holds the peer down (another node's probes, or
+    /// this node's own, passed on; see [`crate::detector`]).
+    reported_down: bool,
 }
 
 impl Liveness {
-    /// A ping sent at `sent` was answered with `info`.
-    pub fn answered(&mut self, sent: Instant, info: NodeInfo) {
+    /// A ping sent at `sent` was answered.
+    pub fn answered(&mut self, sent: Instant) {
         self.failing_since = None;
         self.refused = false;
         self.reason = None;
         self.last_ok = Some(sent);
-        self.info = Some(info);
+    }
+
+    /// The detector's news now holds the peer down (`true`) or not.
+    pub fn reported(&mut self, down: bool) {
+        self.reported_down = down;
     }
 
     /// A ping sent at `sent` failed; `refused` when the connection was refused.
@@ -90,8 +96,29 @@ impl Liveness {
         self.reason = Some(reason);
     }
 
-    /// The peer's state at `now`.
+    /// The peer's state at `now`: what this node's own pings say while they
+    /// are fresh (the last one answered, less than [`DOWN_AFTER`] ago), else
+    /// down if the news says so, else what its own pings say. A node that
+    /// reaches a peer itself routes to it whatever others say: with a link
+    /// cut between two other nodes, each routes by what it sees.
     pub fn state(&self, now: Instant) -> NodeState {
+        if self.reported_down && !self.fresh(now) {
+            return NodeState::Down;
+        }
+        self.own_state(now)
+    }
+
+    /// True when this node's own last ping was answered less than
+    /// [`DOWN_AFTER`] ago.
+    fn fresh(&self, now: Instant) -> bool {
+        self.failing_since.is_none()
+            && self
+                .last_ok
+                .is_some_and(|t| now.saturating_duration_since(t) < DOWN_AFTER)
+    }
+
+    /// The peer's state at `now` from this node's own pings alone.
+    pub fn own_state(&self, now: Instant) -> NodeState {
         match self.failing_since {
             None => NodeState::Alive,
             Some(_) if self.refused => NodeState::Down,
@@ -103,12 +130,10 @@ impl Liveness {
         }
     }
 
-    /// The peer's last answer, if its last ping was answered.
-    pub fn info(&self) -> Option<&NodeInfo> {
-        self.failing_since
-            .is_none()
-            .then_some(self.info.as_ref())
-            .flatten()
+    /// True while this node's own pings of the peer fail and have not yet
+    /// held it down: the detector probes it again every round until they do.
+    pub fn failing(&self, now: Instant) -> bool {
+        self.failing_since.is_some() && self.own_state(now) != NodeState::Down
     }
 
     /// Why its last ping failed, if it did.
@@ -116,9 +141,10 @@ impl Liveness {
         self.reason.as_deref()
     }
 
-    /// True once a ping to it has been answered or has failed.
+    /// True once a ping to it has been answered or has failed, or news of it
+    /// held it down.
     pub fn known(&self) -> bool {
-        self.last_ok.is_some() || self.failing_since.is_some()
+        self.last_ok.is_some() || self.failing_since.is_some() || self.reported_down
     }
 }
 
@@ -345,14 +371,26 @@ impl Peers {
         }
     }
 
-    /// Records the outcome of a ping to `node` sent at `sent`.
-    pub fn record_ping(&self, node: &NodeId, sent: Instant, outcome: &Result<NodeInfo, CallError>) {
+    /// Records the outcome of a ping to `node` sent at `sent`; returns the
+    /// peer's state from this node's own pings afterwards.
+    pub fn record_ping<T>(
+        &self,
+        node: &NodeId,
+        sent: Instant,
+        outcome: &Result<T, CallError>,
+    ) -> NodeState {
         let peer = self.peer(node);
         let mut l = lock(&peer.liveness);
         match outcome {
-            Ok(info) => l.answered(sent, info.clone()),
+            Ok(_) => l.answered(sent),
             Err(e) => l.failed(sent, matches!(e, CallError::Refused(_)), e.reason()),
         }
+        l.own_state(Instant::now())
+    }
+
+    /// Records whether the detector's news holds `node` down.
+    pub fn record_reported(&self, node: &NodeId, down: bool) {
+        lock(&self.peer(node).liveness).reported(down);
     }
 
     /// Drops `conn` from the table unless another call has replaced it already.
@@ -450,26 +488,6 @@ mod tests {
     }
     use tokio::net::TcpListener;
 
-    fn info() -> NodeInfo {
-        NodeInfo {
-            id: "127.0.0.1:1".parse().unwrap(),
-            identity: uuid::Uuid::nil(),
-            epoch: 1,
-            keys: 7,
-            tombstones: 0,
-            hints: 0,
-            fsync: "batch".into(),
-            transfer: None,
-            anti_entropy: Default::default(),
-            restoring: false,
-            hints_by_target: Default::default(),
-            uptime_ms: 0,
-            version: "0.1.0".into(),
-            removed_at_epoch: None,
-            refused: Vec::new(),
-        }
-    }
-
     #[test]
     fn liveness_goes_suspect_then_down_on_misses_and_alive_on_an_answer() {
         let t0 = Instant::now();
@@ -478,15 +496,10 @@ mod tests {
         assert!(!l.known());
         assert_eq!(l.state(t0), NodeState::Alive, "never pinged: alive");
 
-        l.answered(t0, info());
-        assert_eq!(l.info().map(|i| i.keys), Some(7));
+        l.answered(t0);
         // A ping sent at 250 ms is not answered in time.
         l.failed(ms(250), false, "timed out".into());
-        assert_eq!(
-            l.info().map(|i| i.keys),
-            None,
-            "no info from a failing peer"
-        );
+        assert!(l.failing(ms(250)), "probed again every round");
         assert_eq!(l.state(ms(700)), NodeState::Alive);
         assert_eq!(l.state(ms(750)), NodeState::Suspect, "one ping missed");
         // More misses keep the start of the run.
@@ -498,16 +511,30 @@ mod tests {
             NodeState::Down,
             "no answer for DOWN_AFTER"
         );
+        assert!(!l.failing(ms(2250)), "down: back to the rotation");
         // A late failure of an old ping does not undo a newer answer.
-        l.answered(ms(2500), info());
+        l.answered(ms(2500));
         l.failed(ms(2000), false, "timed out".into());
         assert_eq!(l.state(ms(5000)), NodeState::Alive);
         // A refused connection: nothing listens, down at once.
         l.failed(ms(5000), true, "connection refused".into());
         assert_eq!(l.state(ms(5000)), NodeState::Down);
         assert_eq!(l.reason(), Some("connection refused"));
-        l.answered(ms(5250), info());
+        l.answered(ms(5250));
         assert_eq!(l.state(ms(5250)), NodeState::Alive);
+        // The news holds it down, but this node's own answer is fresh: its
+        // own view stands until the answer is DOWN_AFTER old.
+        l.reported(true);
+        assert_eq!(l.state(ms(5250)), NodeState::Alive);
+        assert_eq!(l.state(ms(7249)), NodeState::Alive);
+        assert_eq!(l.state(ms(7250)), NodeState::Down, "stale: the news holds");
+        assert_eq!(l.own_state(ms(7250)), NodeState::Alive);
+        // A failing ping makes its own view stale at once.
+        l.failed(ms(5500), false, "timed out".into());
+        assert_eq!(l.state(ms(5500)), NodeState::Down);
+        l.answered(ms(5750));
+        l.reported(false);
+        assert_eq!(l.state(ms(9000)), NodeState::Alive);
     }
 
     #[tokio::test]

@@ -39,8 +39,9 @@ use crate::net::{Listener, Network};
 use crate::rebalance::Rebalance;
 use crate::ring::RingState;
 use crate::rpc::{
-    self, Addressee, AeAnswer, AeQuery, LocateReply, MembershipReply, Node as _, NodeInfo,
-    ReadReply, ReplicaRead, ReplicaWrite, StatusReply, TombstoneCheck, WriteReply, WriteRequest,
+    self, Addressee, AeAnswer, AeQuery, LocateReply, MembershipReply, Node as _, NodeInfo, Probe,
+    ProbeAck, ReadReply, ReplicaRead, ReplicaWrite, StatusReply, TombstoneCheck, WriteReply,
+    WriteRequest,
 };
 use crate::storage::Storage;
 use crate::types::{Key, NodeId};
@@ -61,6 +62,7 @@ struct State {
     anti_entropy: Arc<AntiEntropy>,
     reaper: Arc<Reaper>,
     metrics: Arc<Metrics>,
+    detector: Arc<Detector>,
 }
 
 /// The tarpc service implementation: a cheap handle on the node's state.
@@ -297,6 +299,10 @@ impl rpc::Node for Handler {
     async fn info(self, _: tarpc::context::Context) -> Result<NodeInfo> {
         Ok(self.0.membership.info())
     }
+
+    async fn probe(self, _: tarpc::context::Context, probe: Probe) -> Result<ProbeAck> {
+        Ok(self.0.detector.answer(probe))
+    }
 }
 
 /// Refuses a call that stores data once its deadline has passed: its sender
@@ -325,6 +331,8 @@ pub struct NodeHandle {
     /// What the HTTP routes call, kept whether or not the node serves HTTP,
     /// so a caller can drive the routes in process ([`NodeHandle::http_router`]).
     http: crate::http::HttpState,
+    detector: Arc<Detector>,
+    peers: Arc<crate::peers::Peers>,
 }
 
 impl NodeHandle {
@@ -351,6 +359,16 @@ impl NodeHandle {
     /// [`crate::fuzz::http_routes`] does); `--http-port` serves the same routes.
     pub fn http_router(&self) -> axum::Router {
         crate::http::router(self.http.clone())
+    }
+
+    /// What the node's failure detector has sent and answered so far.
+    pub fn detector_stats(&self) -> crate::detector::DetectorStats {
+        self.detector.stats()
+    }
+
+    /// How the node's failure detector sees `node` now.
+    pub fn peer_state(&self, node: &NodeId) -> crate::rpc::NodeState {
+        self.peers.state(node)
     }
 }
 
@@ -440,8 +458,9 @@ pub async fn start_over(
         config.leader.clone(),
         config.request_timeout,
         background.clone(),
-        ring_news,
+        ring_news.clone(),
     ));
+    let detector = Arc::new(Detector::new(&node, config.ping_interval, ring_news));
     let handoff = Arc::new(Handoff::new(&node));
     let metrics = Metrics::new();
     let state = Arc::new(State {
@@ -450,6 +469,7 @@ pub async fn start_over(
         anti_entropy: anti_entropy.clone(),
         reaper: reaper.clone(),
         metrics: metrics.clone(),
+        detector: detector.clone(),
     });
     let (stop, stop_rx) = watch::channel(false);
     background.spawn(metrics.clone().run_upkeep(stop_rx.clone()));
@@ -475,7 +495,7 @@ pub async fn start_over(
     background.spawn(handoff.run(stop_rx.clone()));
     background.spawn(anti_entropy.run(stop_rx.clone()));
     background.spawn(reaper.run(stop_rx.clone()));
-    background.spawn(Arc::new(Detector::new(&node, config.ping_interval)).run(stop_rx.clone()));
+    background.spawn(detector.clone().run(stop_rx.clone()));
     tracing::info!(id = %config.id, addr = %local_addr, fsync = %storage.fsync(), "node listening");
     let main = tokio::spawn(serve(
         listener,
@@ -490,6 +510,8 @@ pub async fn start_over(
         stop,
         main,
         http,
+        detector,
+        peers: node.peers.clone(),
     })
 }
 

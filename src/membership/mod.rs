@@ -30,8 +30,10 @@
 //!   Members persist a ring before acknowledging it. The transition lives in the
 //!   persisted ring, so a leader killed in the middle resumes it at restart.
 //! * A member that missed a push catches up by pulling the ring from the leader:
-//!   at start-up, every [`RING_SYNC_INTERVAL`], and at once when a peer shows it
-//!   a newer epoch. A node never installs a ring older than the one it has.
+//!   at start-up, at once when a peer shows it a newer epoch (a refusal naming
+//!   the epoch, or a failure detector's probe, which carries it), and every
+//!   [`RING_SYNC_INTERVAL`] as a backstop. A node never installs a ring older
+//!   than the one it has.
 //! * The leader's N/W/R travel in the ring; a member started with other values
 //!   warns and follows the leader.
 //! * A restart keeps the ring and the leader's role: a persisted ring wins over the
@@ -84,9 +86,19 @@ pub const TRANSITION_POLL: Duration = Duration::from_millis(250);
 /// the leader settles without its report.
 pub const LEAVING_DOWN_POLLS: u32 = 8;
 
-/// How often a node asks the leader for a newer ring. Two seconds bounds how long a
-/// returning member runs on an old ring while costing one tiny RPC per interval.
-pub const RING_SYNC_INTERVAL: Duration = Duration::from_secs(2);
+/// How often a node asks the leader for a newer ring when nothing told it of
+/// one. A member learns of a newer epoch from the failure detector's probes
+/// (each carries the sender's epoch) within a round or two and pulls at once,
+/// so this is only a backstop (a node no member probes: one removed while it
+/// was away); it is long because every member's pull lands on the leader,
+/// which in a ring of a thousand is 33 small calls a second.
+pub const RING_SYNC_INTERVAL: Duration = Duration::from_secs(30);
+/// How often a node checks whether it lost its data directory and must ask
+/// the leader to readmit it (a local check).
+pub const REJOIN_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// Most `info` calls `status` (or the leader's poll of a ring change) has
+/// in flight at once.
+pub const MAX_INFO_CALLS: usize = 64;
 /// Deadline of a ring push or pull, and of the liveness probe `status` makes.
 pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -508,20 +520,21 @@ impl Membership {
             .await
     }
 
-    /// Asks each node for its [`NodeInfo`] (this node answers locally).
+    /// Asks each node for its [`NodeInfo`] (this node answers locally), at
+    /// most [`MAX_INFO_CALLS`] at a time: `status` in a ring of a thousand
+    /// opens no thousand calls at once.
     async fn probe(
         &self,
         nodes: &[NodeId],
     ) -> Vec<(NodeId, std::result::Result<NodeInfo, CallError>)> {
-        let probes: FuturesUnordered<_> = nodes
-            .iter()
-            .cloned()
+        let mut out: Vec<_> = futures::stream::iter(nodes.iter().cloned())
             .map(|node| async move {
                 let out = self.info_of(&node).await;
                 (node, out)
             })
-            .collect();
-        let mut out: Vec<_> = probes.collect().await;
+            .buffer_unordered(MAX_INFO_CALLS)
+            .collect()
+            .await;
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
@@ -630,18 +643,25 @@ impl Membership {
         Ok(())
     }
 
-    /// Pulls the ring from the leader every [`RING_SYNC_INTERVAL`] until `stop`.
+    /// Pulls the ring from the leader at start-up, when woken by news of a
+    /// newer epoch, and at least every [`RING_SYNC_INTERVAL`]; checks every
+    /// [`REJOIN_CHECK_INTERVAL`] whether this node must rejoin. Until `stop`.
     pub async fn run_sync(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut pull = true;
+        let mut last_pull = tokio::time::Instant::now();
         loop {
-            if let Err(e) = self.sync_with_leader().await {
-                tracing::debug!(error = %e, "ring sync with the leader failed");
+            if pull || last_pull.elapsed() >= RING_SYNC_INTERVAL {
+                if let Err(e) = self.sync_with_leader().await {
+                    tracing::debug!(error = %e, "ring sync with the leader failed");
+                }
+                last_pull = tokio::time::Instant::now();
             }
             if let Err(e) = self.rejoin_if_wiped().await {
                 tracing::warn!(error = %e, "cannot rejoin the ring yet");
             }
             tokio::select! {
-                _ = tokio::time::sleep(RING_SYNC_INTERVAL) => {}
-                _ = self.ring_news.notified() => {}
+                _ = tokio::time::sleep(REJOIN_CHECK_INTERVAL) => pull = false,
+                _ = self.ring_news.notified() => pull = true,
                 _ = stop.changed() => return,
             }
         }

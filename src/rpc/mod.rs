@@ -375,6 +375,43 @@ pub enum AeAnswer {
     },
 }
 
+/// A piece of the failure detector's news: `node` is alive, or down, at
+/// `incarnation` (see [`crate::detector`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rumour {
+    pub node: NodeId,
+    pub incarnation: u64,
+    pub down: bool,
+}
+
+/// A failure detector's probe.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    /// The prober.
+    pub from: NodeId,
+    /// The prober's incarnation.
+    pub incarnation: u64,
+    /// The prober's ring epoch: a node behind it pulls the ring.
+    pub epoch: u64,
+    /// The incarnation the prober holds the receiver down at, if it does.
+    pub you_are_down_at: Option<u64>,
+    /// News the prober passes on.
+    pub rumours: Vec<Rumour>,
+}
+
+/// The answer to a [`Probe`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeAck {
+    /// The answering node's incarnation (after hearing the probe).
+    pub incarnation: u64,
+    /// The answering node's ring epoch.
+    pub epoch: u64,
+    /// The incarnation the answering node holds the prober down at, if it does.
+    pub you_are_down_at: Option<u64>,
+    /// News the answering node passes on.
+    pub rumours: Vec<Rumour>,
+}
+
 /// A node's anti-entropy counters, as `status` shows them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AeStats {
@@ -539,6 +576,9 @@ pub trait Node {
     /// a member's periodic pull asks the leader, so an unchanged ring costs a
     /// few bytes instead of the whole state (which grows with the ring).
     async fn fetch_ring_newer(epoch: u64) -> Result<Option<RingState>>;
+    /// The failure detector's probe: answered at once with the receiver's
+    /// incarnation and news (see [`crate::detector`]).
+    async fn probe(probe: Probe) -> Result<ProbeAck>;
 }
 
 /// Longest deadline a request may carry. tarpc turns a request's deadline into

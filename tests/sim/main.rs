@@ -29,6 +29,7 @@ script_tests!(script::run, "tests/sim/scenarios", {
     ring_install_race => "ring-install-race.txt",
     leader_commit_cancelled => "leader-commit-cancelled.txt",
     hint_for_moved_key => "hint-for-moved-key.txt",
+    detector_news => "detector-news.txt",
 });
 
 /// The nemesis over a range of seeds: `SIM_SEED=S` runs that one seed (a

@@ -37,8 +37,10 @@
 //!   hints each member holds, as the leader's status shows them.
 //! - `wait removed HOST`: until HOST's status says it was removed;
 //!   `wait tombstones_gone`: until no member keeps a tombstone;
-//!   `wait reads NODE KEYS VALUE...`: until each key reads as these values.
-//!   Each gives up after [`WAIT_LIMIT`] of simulated time.
+//!   `wait reads NODE KEYS VALUE...`: until each key reads as these values;
+//!   `wait held HOST STATE`: until every other running node's status shows
+//!   HOST in STATE (`alive`, `suspect`, `down`: its failure detector's view).
+//!   Each gives up after [`WAIT_LIMIT`] of simulated time, or `within=DURATION`.
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -232,8 +234,22 @@ impl Runner {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<Option<String>, String>> + Send + 'static,
     {
+        self.wait_within(what, WAIT_LIMIT, probe)
+    }
+
+    /// [`Runner::wait`] with a limit of its own.
+    fn wait_within<F, Fut>(
+        &mut self,
+        what: &str,
+        within: Duration,
+        probe: F,
+    ) -> Result<String, Box<dyn Error>>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<String>, String>> + Send + 'static,
+    {
         let c = self.cluster()?;
-        let limit = c.now() + WAIT_LIMIT;
+        let limit = c.now() + within;
         let mut last = String::new();
         while c.now() < limit {
             let probe = probe();
@@ -252,7 +268,7 @@ impl Runner {
         }
         Err(format!(
             "{what}: still not so after {}s ({last})",
-            WAIT_LIMIT.as_secs()
+            within.as_secs_f64()
         )
         .into())
     }
@@ -485,6 +501,10 @@ impl goldenscript::Runner for Runner {
             "wait" => {
                 let mut args = command.consume_args();
                 let what = args.next_pos().ok_or("wait for what?")?.value.clone();
+                let within = match args.lookup("within") {
+                    Some(a) => duration(&a.value)?,
+                    None => WAIT_LIMIT,
+                };
                 let rest: Vec<String> = args.rest_pos().iter().map(|a| a.value.clone()).collect();
                 args.reject_rest()?;
                 match what.as_str() {
@@ -526,6 +546,34 @@ impl goldenscript::Runner for Runner {
                                     }
                                 }
                                 Ok(Some(format!("{spec} → {}", show(&want))))
+                            }
+                        })
+                    }
+                    "held" => {
+                        let host = rest.first().ok_or("name a host")?.clone();
+                        let want = rest.get(1).ok_or("name a state")?.clone();
+                        let c = self.cluster()?;
+                        let others: Vec<String> = c
+                            .nodes
+                            .keys()
+                            .filter(|h| **h != host && c.sim.is_host_running(h.as_str()))
+                            .cloned()
+                            .collect();
+                        self.wait_within("held", within, move || {
+                            let (host, want, others) = (host.clone(), want.clone(), others.clone());
+                            async move {
+                                for o in &others {
+                                    let s = harness::status(o).await.map_err(|e| e.to_string())?;
+                                    let seen = s
+                                        .nodes
+                                        .iter()
+                                        .find(|n| n.id.host() == host)
+                                        .map(|n| format!("{:?}", n.state).to_lowercase());
+                                    if seen.as_deref() != Some(want.as_str()) {
+                                        return Err(format!("{o} holds {host} {seen:?}"));
+                                    }
+                                }
+                                Ok(Some(format!("every other node holds {host} {want}")))
                             }
                         })
                     }
