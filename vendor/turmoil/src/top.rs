@@ -6,7 +6,7 @@ use crate::{config, TRACING_TARGET};
 use indexmap::IndexMap;
 use rand::{Rng, RngCore};
 use rand_distr::{Distribution, Exp};
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io::{Error, ErrorKind, Result};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -18,6 +18,16 @@ pub(crate) struct Topology {
 
     /// Specific configuration overrides between specific hosts.
     links: IndexMap<Pair, Link>,
+
+    /// (dynamo) The links (by index in `links`) with messages in flight:
+    /// the only ones a tick can change. Every pair of hosts has a link, so
+    /// ticking them all cost hosts² per step.
+    in_flight: BTreeSet<usize>,
+
+    /// (dynamo) Per host, the links (by index) holding messages ready for
+    /// it, in the order `links` has them: delivering to a host looked at
+    /// every link, which cost hosts³ per step.
+    ready: HashMap<IpAddr, BTreeSet<usize>>,
 
     /// We don't use a Rt for async. Right now, we just use it to tick time
     /// forward in the same way we do it elsewhere. We'd like to represent
@@ -177,6 +187,8 @@ impl Topology {
         Topology {
             config,
             links: IndexMap::new(),
+            in_flight: BTreeSet::new(),
+            ready: HashMap::new(),
             rt: Rt::no_software(),
         }
     }
@@ -238,8 +250,13 @@ impl Topology {
         dst: SocketAddr,
         message: Protocol,
     ) -> Result<()> {
-        if let Some(link) = self.links.get_mut(&Pair::new(src.ip(), dst.ip())) {
-            link.enqueue_message(&self.config, rand, src, dst, message)
+        if let Some((index, _, link)) = self.links.get_full_mut(&Pair::new(src.ip(), dst.ip())) {
+            // A link is ticked only while it has messages in flight: bring
+            // its clock up to date before it schedules one.
+            link.now = self.rt.now();
+            let out = link.enqueue_message(&self.config, rand, src, dst, message);
+            self.track(index);
+            out
         } else {
             Err(Error::new(
                 ErrorKind::ConnectionRefused,
@@ -249,10 +266,36 @@ impl Topology {
     }
 
     // Move messages from any network links to the `dst` host.
+    //
+    // (dynamo) Only the links holding messages for `dst`, in the order of
+    // `links` as before: a link with nothing for `dst` delivered nothing and
+    // drew nothing from `rand`, so every run is the same as turmoil 0.7.2's.
     pub(crate) fn deliver_messages(&mut self, rand: &mut dyn RngCore, dst: &mut Host) {
-        for (pair, link) in &mut self.links {
-            if pair.0 == dst.addr || pair.1 == dst.addr {
+        let Some(ready) = self.ready.remove(&dst.addr) else {
+            return;
+        };
+        for index in ready {
+            if let Some((_, link)) = self.links.get_index_mut(index) {
                 link.deliver_messages(&self.config, rand, dst);
+            }
+            self.track(index);
+        }
+    }
+
+    /// (dynamo) Records what link `index` holds: messages in flight, and
+    /// messages ready for each host.
+    fn track(&mut self, index: usize) {
+        let Some((_, link)) = self.links.get_index(index) else {
+            return;
+        };
+        if link.sent.is_empty() {
+            self.in_flight.remove(&index);
+        } else {
+            self.in_flight.insert(index);
+        }
+        for (host, queue) in &link.deliverable {
+            if !queue.is_empty() {
+                self.ready.entry(*host).or_default().insert(index);
             }
         }
     }
@@ -285,8 +328,22 @@ impl Topology {
 
     pub(crate) fn tick_by(&mut self, duration: Duration) {
         let _ = self.rt.tick(duration);
-        for link in self.links.values_mut() {
-            link.tick(self.rt.now());
+        // (dynamo) Only links with messages in flight: a tick of any other
+        // changes nothing but its clock, which `enqueue_message` and
+        // `get_link_mut` bring up to date when it is used again.
+        let now = self.rt.now();
+        let in_flight: Vec<usize> = self.in_flight.iter().copied().collect();
+        for index in in_flight {
+            let Some((_, link)) = self.links.get_index_mut(index) else {
+                continue;
+            };
+            let before = link.sent.len();
+            link.tick(now);
+            // Nothing became deliverable: nothing to record (unless the
+            // link was emptied meanwhile, by a partition: it leaves the set).
+            if link.sent.len() != before || before == 0 {
+                self.track(index);
+            }
         }
     }
 
@@ -298,9 +355,14 @@ impl Topology {
 
     #[inline]
     fn get_link_mut(&mut self, pair: &Pair) -> &mut Link {
-        self.links
+        let now = self.rt.now();
+        let link = self
+            .links
             .get_mut(pair)
-            .unwrap_or_else(|| panic!("unable to find link between {pair:?}"))
+            .unwrap_or_else(|| panic!("unable to find link between {pair:?}"));
+        // (dynamo) Idle links are not ticked: see `tick_by`.
+        link.now = now;
+        link
     }
 }
 
