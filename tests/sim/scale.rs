@@ -33,6 +33,8 @@ use super::harness::{self, id, Cluster, Traffic, METHODS};
 #[derive(Clone, Debug)]
 pub struct Options {
     pub tokens: u32,
+    /// `SIM_TOKENS` was given.
+    pub tokens_chosen: bool,
     /// The idle window (None: 20 s, 5 s from 1,000 nodes).
     pub window: Option<Duration>,
     pub keys: usize,
@@ -45,6 +47,7 @@ impl Options {
         let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
         Options {
             tokens: var("SIM_TOKENS").map_or(dynamo::ring::DEFAULT_TOKENS_PER_NODE, |t| t as u32),
+            tokens_chosen: var("SIM_TOKENS").is_some(),
             window: var("SIM_WINDOW").map(Duration::from_secs),
             keys: var("SIM_KEYS").map_or(20_000, |k| k as usize),
             changes: var("SIM_CHANGES").is_none_or(|c| c != 0),
@@ -200,6 +203,21 @@ fn since(
 
 /// Measures a ring of `nodes`.
 pub fn measure(nodes: usize, opts: &Options) -> Result<Measured, String> {
+    // A node pings every node it shares a preference list with, about
+    // min(nodes - 1, 2.5 x tokens) of them, over a connection each way, and
+    // a connection costs the simulation about 50 KB: at 1,000 nodes of 256
+    // tokens that is 60 GB, and the process grew past 12 GB before the first
+    // simulated second.
+    if nodes >= 500 && opts.tokens > 32 && !opts.tokens_chosen {
+        return Err(format!(
+            "{nodes} nodes of {} tokens would ping about {} peers each, over connections that \
+             cost the simulation about {} GB: set SIM_TOKENS=16 (SIM_TOKENS={} to try anyway)",
+            opts.tokens,
+            (nodes - 1).min(opts.tokens as usize * 5 / 2),
+            nodes * (nodes - 1).min(opts.tokens as usize * 5 / 2) * 2 * 50 / 1_000_000,
+            opts.tokens
+        ));
+    }
     let mut c = Cluster::with_tick(7, opts.tick);
     let hosts: Vec<String> = (0..nodes).map(|i| format!("n{i}")).collect();
     let started = Instant::now();
