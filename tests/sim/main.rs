@@ -212,13 +212,14 @@ fn idle_traffic_as_the_ring_grows() {
         "| nodes | change | keys | ideal copies | copies moved | moved / ideal | others' copies Δ \
          | copies before → after | transfer keys_to_move / keys_moved (per holder) \
          | to_move / ideal | bytes to settle (all nodes) | of which transfer | bytes in clean-up \
-         | last transfer done (sim s, node) | settled (sim s) | cleaned up (sim s) | real s |"
+         | most transfer calls (node: calls) | last transfer done (sim s, node) | settled (sim s) \
+         | cleaned up (sim s) | real s |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for m in &measured {
         for ch in &m.changes {
             println!(
-                "| {} | {} | {} | {:.0} | {} | {:.2} | {:+} | {} → {} | {} / {} | {:.2} | {} | {} | {} | {:.1}, {} | {:.1} | {:.1} | {:.1} |",
+                "| {} | {} | {} | {:.0} | {} | {:.2} | {:+} | {} → {} | {} / {} | {:.2} | {} | {} | {} | {}: {} | {:.1}, {} | {:.1} | {:.1} | {:.1} |",
                 ch.nodes,
                 ch.what,
                 ch.keys,
@@ -234,6 +235,8 @@ fn idle_traffic_as_the_ring_grows() {
                 ch.bytes_change,
                 ch.bytes_transfer,
                 ch.bytes_cleanup,
+                ch.busiest.0,
+                ch.busiest.1,
                 ch.last_done.1,
                 ch.last_done.0,
                 ch.settle_s,

@@ -126,6 +126,9 @@ pub struct Change {
     /// The last node of the change to report its transfer done, and when
     /// (simulated seconds after the change began; as polled every 100 ms).
     pub last_done: (String, f64),
+    /// The node that made the most transfer calls (`transfer` and
+    /// `transfer_check`) until the settle, and how many.
+    pub busiest: (String, u64),
     /// Simulated seconds until the leader settled, and until the copies
     /// were where the settled ring puts them.
     pub settle_s: f64,
@@ -576,7 +579,22 @@ fn change(
     };
     let clean_s = (c.now() - started).as_secs_f64();
     let now = harness::traffic();
-    let change_t = sum_traffic(since(&traffic_settled, &traffic_before).values());
+    let per_host = since(&traffic_settled, &traffic_before);
+    let change_t = sum_traffic(per_host.values());
+    // The node that made the most transfer calls (full copies and digest
+    // checks) until the settle.
+    let transfer_calls = |t: &Traffic| -> u64 {
+        ["transfer", "transfer_check"]
+            .iter()
+            .filter_map(|m| METHODS.iter().position(|x| x == m))
+            .map(|i| t.calls.get(i).map_or(0, |c| c.0))
+            .sum()
+    };
+    let busiest = per_host
+        .iter()
+        .map(|(h, t)| (h.clone(), transfer_calls(t)))
+        .max_by_key(|(h, calls)| (*calls, std::cmp::Reverse(h.clone())))
+        .unwrap_or_default();
     let cleanup_t = sum_traffic(since(&now, &traffic_settled).values());
     let by_method = per_method(&change_t);
     let cleanup_by_method = per_method(&cleanup_t);
@@ -611,6 +629,7 @@ fn change(
         by_method,
         cleanup_by_method,
         last_done,
+        busiest,
         settle_s,
         clean_s,
         real_s: real.elapsed().as_secs_f64(),
