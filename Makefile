@@ -27,9 +27,10 @@ sim:
 	    $(CARGO) test --release --test sim nemesis_seeds -- --nocapture; \
 	fi
 
-## idle traffic per node as a simulated ring grows (SIZES=5,10,20,30), a table for BENCHMARKS.md
+SIZES ?= 10 100
+## a simulated ring of each of SIZES nodes ("10 100"; "10 100 1000"), formed in bulk: idle traffic per node, then one add-node and one remove-node with keys (options: tests/sim/scale.rs)
 sim-scale:
-	SIM_SCALE=$${SIZES:-5,10,20,30} $(CARGO) test --release --test sim idle_traffic_as_the_ring_grows -- --ignored --nocapture
+	SIM_SCALE="$(SIZES)" $(CARGO) test --release --test sim idle_traffic_as_the_ring_grows -- --ignored --nocapture
 
 ## the nemesis against five real processes in network namespaces (root), CHAOS_SECONDS of schedule (300); CHAOS_SEED=S draws a seed's choices again
 chaos:

@@ -50,8 +50,10 @@ impl SharedMap {
             let lo = seg << SEGMENT_SHIFT;
             let hi = lo | ((1u64 << SEGMENT_SHIFT) - 1);
             if !ring.same_owner_set(lo, hi) {
-                for at in [lo, hi] {
-                    let holders = ring.owners_at(at);
+                // Every part between the segment's tokens, not only its
+                // ends: with several tokens in a segment (a large ring), a
+                // node may share keys with a peer only in the middle.
+                for holders in ring.owner_lists_in(lo, hi) {
                     if holders.contains(&me) {
                         peers.extend(holders.into_iter().filter(|n| *n != me));
                     }

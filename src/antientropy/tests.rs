@@ -57,6 +57,22 @@ fn the_map_agrees_with_the_ring_key_by_key() {
     assert!(splits > 0 && splits < 20_000 * 4 / 10, "{splits}");
 }
 
+/// In a large ring a segment holds several tokens (1,000 nodes of 256 tokens
+/// put about four in each of the 65,536 segments), so a node may share keys
+/// with a peer only between two tokens inside split segments, never at a
+/// segment's ends. The map must still name that peer, or no exchange ever
+/// compares those keys with it: every node it shares a preference list
+/// with ([`Ring::neighbours`], no change running) is a peer.
+#[test]
+fn the_map_names_every_peer_when_segments_hold_several_tokens() {
+    let members = nodes(1000);
+    let ring = Ring::new(ring_of(&members));
+    for me in [&members[0], &members[500]] {
+        let map = SharedMap::new(&ring, me.clone());
+        assert_eq!(map.peers(), ring.neighbours(me).as_slice(), "{me}'s peers");
+    }
+}
+
 /// With N equal to the ring's size every node keeps every key: no segment is
 /// split, though tokens fall inside some (the order of the owners changes
 /// there, not who they are), so an exchange scans no keys.

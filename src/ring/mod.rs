@@ -542,6 +542,23 @@ impl Ring {
             .all(|t| set(t + 1) == first)
     }
 
+    /// The owners of each part of `[lo, hi]` in the current ring, in order:
+    /// the owners at `lo`, then just past each token inside the range (the
+    /// owners change only there). A range may hold several tokens, and a
+    /// node may own only a part between two of them.
+    pub fn owner_lists_in(&self, lo: u64, hi: u64) -> Vec<Vec<NodeId>> {
+        let n = self.state.replication.n;
+        let mut out = vec![self.current.clockwise_at(lo, n)];
+        if lo < hi {
+            out.extend(
+                self.current
+                    .token_positions_in(lo, hi - 1)
+                    .map(|t| self.current.clockwise_at(t + 1, n)),
+            );
+        }
+        out
+    }
+
     /// Where the key lives in this epoch: its replicas, the pending owners a
     /// running change is moving it to, and the stand-ins (see the module
     /// documentation).

@@ -15,6 +15,7 @@
 mod script_tests;
 
 mod checker;
+mod form;
 mod harness;
 mod nemesis;
 mod scale;
@@ -127,22 +128,149 @@ fn a_seed_replays_exactly() {
     assert_eq!(a.len(), b.len());
 }
 
-/// Idle traffic per node as the ring grows: `make sim-scale` (sizes from
-/// `SIM_SCALE`, default `5,10,20,30`).
+/// Traffic and cost as the ring grows, idle and through one add-node and
+/// one remove-node: `make sim-scale` (sizes from `SIM_SCALE`, default
+/// `10 100`; the options in `scale.rs`). One table per measurement.
 #[test]
 #[ignore = "a measurement: make sim-scale"]
 fn idle_traffic_as_the_ring_grows() {
-    let sizes = std::env::var("SIM_SCALE").unwrap_or_else(|_| "5,10,20,30".into());
-    println!("| nodes | member bytes/s (mean) | member bytes/s (max) | leader bytes/s | real s per simulated s |");
-    println!("|---|---|---|---|---|");
+    let sizes = std::env::var("SIM_SCALE").unwrap_or_else(|_| "10 100".into());
+    let opts = scale::Options::from_env();
+    let mut measured = Vec::new();
     for n in sizes
-        .split(',')
+        .split(|c: char| c == ',' || c.is_whitespace())
         .filter_map(|s| s.trim().parse::<usize>().ok())
     {
-        let row = scale::idle(n).unwrap_or_else(|e| panic!("{n} nodes: {e}"));
+        let m = scale::measure(n, &opts).unwrap_or_else(|e| panic!("{n} nodes: {e}"));
         println!(
-            "| {} | {:.0} | {:.0} | {:.0} | {:.2} |",
-            row.nodes, row.member_mean, row.member_max, row.leader, row.real_per_simulated
+            "{n} nodes measured: idle {:.2} real s per simulated s, peak RSS {:.0} MiB",
+            m.idle.real_per_simulated, m.idle.peak_rss_mib
         );
+        measured.push(m);
+    }
+    println!("\nIdle, bytes each node writes to other nodes:\n");
+    println!(
+        "| nodes | tokens/node | pinged peers/node | connections dialled/node | member B/s (mean) \
+         | member B/s (max) | leader B/s | window (sim s) | tick (ms) | real s per sim s \
+         | form + start + status (real s) | leader status (real s, answer bytes) \
+         | RSS after the window, peak so far (MiB) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for m in &measured {
+        let i = &m.idle;
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {:.2} | {:.1} | {:.2}, {} | {:.0}, {:.0} |",
+            i.nodes,
+            i.tokens,
+            i.neighbours,
+            i.dials,
+            i.member_mean,
+            i.member_max,
+            i.leader,
+            i.window.as_secs(),
+            i.tick.as_millis(),
+            i.real_per_simulated,
+            i.form_real,
+            i.status_real,
+            i.status_bytes,
+            i.rss_mib,
+            i.peak_rss_mib
+        );
+    }
+    println!(
+        "\nIdle, by RPC method (calls and the answers to them; a member is the mean member):\n"
+    );
+    println!("| nodes | method | member calls/s | member B/s | leader calls/s | leader B/s |");
+    println!("|---|---|---|---|---|---|");
+    for m in &measured {
+        let i = &m.idle;
+        let mut names: Vec<&str> = i.member_methods.iter().map(|x| x.0).collect();
+        names.extend(i.leader_methods.iter().map(|x| x.0));
+        names.sort();
+        names.dedup();
+        let find = |v: &[(&str, f64, f64)], name: &str| {
+            v.iter()
+                .find(|x| x.0 == name)
+                .map_or((0.0, 0.0), |x| (x.1, x.2))
+        };
+        for name in names {
+            let (mc, mb) = find(&i.member_methods, name);
+            let (lc, lb) = find(&i.leader_methods, name);
+            println!(
+                "| {} | {name} | {mc:.1} | {mb:.0} | {lc:.1} | {lb:.0} |",
+                i.nodes
+            );
+        }
+    }
+    if measured.iter().all(|m| m.changes.is_empty()) {
+        return;
+    }
+    println!(
+        "\nOne change on a ring holding keys (N copies each): ideal = keys × N / ring size \
+         (the copies the added node gets, or the removed node held):\n"
+    );
+    println!(
+        "| nodes | change | keys | ideal copies | copies moved | moved / ideal | others' copies Δ \
+         | copies before → after | transfer keys_to_move / keys_moved (per holder) \
+         | to_move / ideal | bytes to settle (all nodes) | of which transfer | bytes in clean-up \
+         | most transfer calls (node: calls) | last transfer done (sim s, node) | settled (sim s) \
+         | cleaned up (sim s) | real s |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for m in &measured {
+        for ch in &m.changes {
+            println!(
+                "| {} | {} | {} | {:.0} | {} | {:.2} | {:+} | {} → {} | {} / {} | {:.2} | {} | {} | {} | {}: {} | {:.1}, {} | {:.1} | {:.1} | {:.1} |",
+                ch.nodes,
+                ch.what,
+                ch.keys,
+                ch.ideal,
+                ch.copies,
+                ch.copies as f64 / ch.ideal,
+                ch.others_delta,
+                ch.total_before,
+                ch.total_after,
+                ch.keys_to_move,
+                ch.keys_moved,
+                ch.keys_to_move as f64 / ch.ideal,
+                ch.bytes_change,
+                ch.bytes_transfer,
+                ch.bytes_cleanup,
+                ch.busiest.0,
+                ch.busiest.1,
+                ch.last_done.1,
+                ch.last_done.0,
+                ch.settle_s,
+                ch.clean_s,
+                ch.real_s
+            );
+        }
+    }
+    println!(
+        "\nBytes all nodes wrote from a change's start until it settled, and then \
+         until clean-up, by RPC method:\n"
+    );
+    println!("| nodes | change | method | calls to settle | bytes to settle | calls in clean-up | bytes in clean-up |");
+    println!("|---|---|---|---|---|---|---|");
+    for m in &measured {
+        for ch in &m.changes {
+            let mut names: Vec<&str> = ch.by_method.iter().map(|x| x.0).collect();
+            names.extend(ch.cleanup_by_method.iter().map(|x| x.0));
+            names.sort();
+            names.dedup();
+            let find = |v: &[(&str, u64, u64)], name: &str| {
+                v.iter()
+                    .find(|x| x.0 == name)
+                    .map_or((0, 0), |x| (x.1, x.2))
+            };
+            for name in names {
+                let (c1, b1) = find(&ch.by_method, name);
+                let (c2, b2) = find(&ch.cleanup_by_method, name);
+                println!(
+                    "| {} | {} | {name} | {c1} | {b1} | {c2} | {b2} |",
+                    ch.nodes, ch.what
+                );
+            }
+        }
     }
 }

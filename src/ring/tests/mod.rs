@@ -369,8 +369,8 @@ fn validate_rejects_bad_states() {
         ("(N) must be at least 1", |s| {
             s.replication = Replication { n: 0, w: 0, r: 0 }
         }),
-        ("members, the limit is 256", |s| {
-            s.members = (1..=257).map(|p| NodeId::new("h", p).unwrap()).collect();
+        ("members, the limit is 1024", |s| {
+            s.members = (1..=1025).map(|p| NodeId::new("h", p).unwrap()).collect();
             s.members.sort();
             s.leader = s.members[0].clone();
         }),
