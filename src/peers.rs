@@ -130,10 +130,11 @@ impl Liveness {
         }
     }
 
-    /// True while this node's own pings of the peer fail and have not yet
-    /// held it down: the detector probes it again every round until they do.
-    pub fn failing(&self, now: Instant) -> bool {
-        self.failing_since.is_some() && self.own_state(now) != NodeState::Down
+    /// True while this node's own last ping of the peer failed: the detector
+    /// probes it again every round until its own pings hold it down, then
+    /// about once a second until it answers.
+    pub fn failing(&self) -> bool {
+        self.failing_since.is_some()
     }
 
     /// Why its last ping failed, if it did.
@@ -499,7 +500,7 @@ mod tests {
         l.answered(t0);
         // A ping sent at 250 ms is not answered in time.
         l.failed(ms(250), false, "timed out".into());
-        assert!(l.failing(ms(250)), "probed again every round");
+        assert!(l.failing(), "probed again");
         assert_eq!(l.state(ms(700)), NodeState::Alive);
         assert_eq!(l.state(ms(750)), NodeState::Suspect, "one ping missed");
         // More misses keep the start of the run.
@@ -511,7 +512,6 @@ mod tests {
             NodeState::Down,
             "no answer for DOWN_AFTER"
         );
-        assert!(!l.failing(ms(2250)), "down: back to the rotation");
         // A late failure of an old ping does not undo a newer answer.
         l.answered(ms(2500));
         l.failed(ms(2000), false, "timed out".into());

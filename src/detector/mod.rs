@@ -7,8 +7,9 @@
 //! its *neighbours* (the nodes it shares a preference list with,
 //! [`Ring::neighbours`]), taking them in turn from a list in an order of its
 //! own (sorted by a hash of the pair, so two nodes do not walk the ring in
-//! step), and every neighbour whose last probe failed and that its own
-//! probes do not yet hold down (at most [`MAX_RETRIES_PER_ROUND`]). A probe
+//! step), and every neighbour whose last probe failed: each round while its
+//! own probes do not yet hold it down, then every [`DOWN_RECHECK_ROUNDS`]
+//! rounds until it answers (at most [`MAX_RETRIES_PER_ROUND`] a round). A probe
 //! that gets no answer within [`PING_TIMEOUT`] is a miss. The rules for what
 //! a node's own probes say, in [`crate::peers::Liveness`]:
 //!
@@ -118,6 +119,10 @@ pub const PROBES_PER_ROUND: usize = 3;
 /// Most failing neighbours probed again in one round (on top of
 /// [`PROBES_PER_ROUND`]).
 pub const MAX_RETRIES_PER_ROUND: usize = 8;
+/// A neighbour this node's own probes hold down is probed again every this
+/// many rounds (about once a second), until it answers: its own verdict must
+/// not outlive the peer's recovery by a turn of the whole rotation.
+pub const DOWN_RECHECK_ROUNDS: u64 = 4;
 
 /// What a node's detector has sent and heard, for measurements.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -136,6 +141,7 @@ struct Rotation {
     epoch: u64,
     order: Vec<NodeId>,
     next: usize,
+    round: u64,
 }
 
 /// The failure detector of one node: its probing loop, its answers to
@@ -215,6 +221,7 @@ impl Detector {
                         epoch: ring.epoch(),
                         order: self.targets(&ring),
                         next: 0,
+                        round: rotation.round,
                     };
                 }
                 drop(ring);
@@ -231,16 +238,31 @@ impl Detector {
         }
     }
 
-    /// This round's targets: the failing neighbours (up to
-    /// [`MAX_RETRIES_PER_ROUND`]), then the next [`PROBES_PER_ROUND`] in turn.
+    /// This round's targets: the neighbours whose last probe failed (those its
+    /// own probes hold down only every [`DOWN_RECHECK_ROUNDS`] rounds), up to
+    /// [`MAX_RETRIES_PER_ROUND`], the ones not yet down first; then the next
+    /// [`PROBES_PER_ROUND`] in turn.
     fn choose(&self, rotation: &mut Rotation) -> Vec<NodeId> {
         let now = Instant::now();
-        let mut out: Vec<NodeId> = rotation
-            .order
-            .iter()
-            .filter(|n| self.peers.liveness(n).failing(now))
+        rotation.round += 1;
+        let recheck_down = rotation.round % DOWN_RECHECK_ROUNDS == 0;
+        let mut failing = Vec::new();
+        let mut down = Vec::new();
+        for n in &rotation.order {
+            let l = self.peers.liveness(n);
+            if !l.failing() {
+                continue;
+            }
+            if l.own_state(now) != NodeState::Down {
+                failing.push(n.clone());
+            } else if recheck_down {
+                down.push(n.clone());
+            }
+        }
+        let mut out: Vec<NodeId> = failing
+            .into_iter()
+            .chain(down)
             .take(MAX_RETRIES_PER_ROUND)
-            .cloned()
             .collect();
         let len = rotation.order.len();
         let mut taken = 0;

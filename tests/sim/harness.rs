@@ -133,6 +133,7 @@ pub const METHODS: &[&str] = &[
     "write_batch",
     "abort_change",
     "fetch_ring_newer",
+    "probe",
     // Not methods: a cancelled call, a server error, a frame not understood.
     "(cancel)",
     "(server error)",
