@@ -70,3 +70,67 @@ pub fn form(
     }
     Ok(ring)
 }
+
+/// The leader's ring, from the driver.
+#[cfg(test)]
+fn leader_ring(c: &mut Cluster) -> Result<RingState, String> {
+    let json = c.call(async {
+        let cl = harness::client("n0").await.map_err(|e| e.to_string())?;
+        let ring = cl
+            .fetch_ring(harness::ctx())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+            .ok_or("the leader has no ring")?;
+        serde_json::to_string(&ring).map_err(|e| e.to_string())
+    })?;
+    serde_json::from_str(&json).map_err(|e| e.to_string())
+}
+
+/// A ring formed in bulk is the ring `join` makes one add-node at a time:
+/// same epoch, members, identities and incarnations (the identities are
+/// drawn in the same order, n0 first), and every node comes up on it.
+#[test]
+fn a_formed_ring_is_the_ring_join_makes() {
+    let hosts: Vec<String> = (0..5).map(|i| format!("n{i}")).collect();
+    let flags = harness::quick_flags();
+
+    let mut joined = Cluster::new(3);
+    for h in &hosts {
+        joined.start(h, flags.clone());
+    }
+    let rest = hosts[1..].to_vec();
+    joined
+        .call(async move { super::script::join(rest).await.map_err(|e| e.to_string()) })
+        .unwrap();
+    let want = leader_ring(&mut joined).unwrap();
+
+    let mut formed = Cluster::new(3);
+    let ring = form(
+        &mut formed,
+        &hosts,
+        &flags,
+        dynamo::ring::DEFAULT_TOKENS_PER_NODE,
+    )
+    .unwrap();
+    assert_eq!(ring, want);
+    formed.advance(std::time::Duration::from_secs(1)).unwrap();
+    assert_eq!(leader_ring(&mut formed).unwrap(), want);
+    let epoch = want.epoch;
+    formed
+        .call(async move {
+            for h in ["n0", "n1", "n2", "n3", "n4"] {
+                let cl = harness::client(h).await.map_err(|e| e.to_string())?;
+                let info = cl
+                    .info(harness::ctx())
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+                if info.epoch != epoch {
+                    return Err(format!("{h} is on epoch {}, not {epoch}", info.epoch));
+                }
+            }
+            Ok(String::new())
+        })
+        .unwrap();
+}
