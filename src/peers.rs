@@ -142,6 +142,19 @@ impl Liveness {
         self.reason.as_deref()
     }
 
+    /// True when this node's own pings hold the peer down on grounds worth
+    /// telling others: it answered once and does no longer, or it has not
+    /// answered for [`DOWN_AFTER`]. A refused connection to a peer that never
+    /// answered is what every node sees while a ring starts up (a process not
+    /// listening yet): down here at once, but not news.
+    pub fn down_is_news(&self, now: Instant) -> bool {
+        self.own_state(now) == NodeState::Down
+            && (self.last_ok.is_some()
+                || self
+                    .failing_since
+                    .is_some_and(|t| now.saturating_duration_since(t) >= DOWN_AFTER))
+    }
+
     /// True once a ping to it has been answered or has failed, or news of it
     /// held it down.
     pub fn known(&self) -> bool {
@@ -501,6 +514,7 @@ mod tests {
         // A ping sent at 250 ms is not answered in time.
         l.failed(ms(250), false, "timed out".into());
         assert!(l.failing(), "probed again");
+        assert!(!l.down_is_news(ms(250)));
         assert_eq!(l.state(ms(700)), NodeState::Alive);
         assert_eq!(l.state(ms(750)), NodeState::Suspect, "one ping missed");
         // More misses keep the start of the run.
@@ -520,6 +534,16 @@ mod tests {
         l.failed(ms(5000), true, "connection refused".into());
         assert_eq!(l.state(ms(5000)), NodeState::Down);
         assert_eq!(l.reason(), Some("connection refused"));
+        assert!(l.down_is_news(ms(5000)), "it answered before: news");
+        // A peer that never answered and refuses: down here, not news.
+        let mut fresh = Liveness::default();
+        fresh.failed(ms(5000), true, "connection refused".into());
+        assert_eq!(fresh.state(ms(5000)), NodeState::Down);
+        assert!(!fresh.down_is_news(ms(5000)));
+        assert!(
+            fresh.down_is_news(ms(7000)),
+            "no answer for DOWN_AFTER: news"
+        );
         l.answered(ms(5250));
         assert_eq!(l.state(ms(5250)), NodeState::Alive);
         // The news holds it down, but this node's own answer is fresh: its

@@ -19,6 +19,12 @@
 //! - `down`: no answer for [`DOWN_AFTER`] (about four probes missed), or the
 //!   connection was refused (nothing listens at the port: the process is gone).
 //!
+//! A node tells others (below) of a peer its own probes hold down if the peer
+//! answered once, or has not answered for [`DOWN_AFTER`]: a refused connection
+//! to a peer that never answered is what every node sees while a ring starts
+//! (a process not listening yet), and at 1,000 simulated nodes that news and
+//! its refutations kept every probe full for minutes after the start.
+//!
 //! A miss count with fixed thresholds rather than phi accrual: probes of a
 //! failing peer are periodic and their round trip on a LAN is far below the
 //! interval, so the inter-arrival distribution phi models is nearly constant,
@@ -326,7 +332,12 @@ impl Detector {
                     changes.extend(g.heard_from(node, ack.incarnation));
                     changes
                 }
-                Err(_) if own == NodeState::Down => g.declare_down(node).into_iter().collect(),
+                Err(_)
+                    if own == NodeState::Down
+                        && self.peers.liveness(node).down_is_news(Instant::now()) =>
+                {
+                    g.declare_down(node).into_iter().collect()
+                }
                 Err(_) => Vec::new(),
             }
         };
