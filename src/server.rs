@@ -194,7 +194,7 @@ impl rpc::Node for Handler {
         to: Addressee,
         reads: Vec<ReplicaRead>,
     ) -> Result<Vec<Result<Object>>> {
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let answers = self.0.coordinator.read_batch(&to, &reads)?;
         // Each read the client marked is a get of its own in the metrics.
         for (read, answer) in reads.iter().zip(&answers) {
@@ -311,7 +311,7 @@ impl rpc::Node for Handler {
 /// sender's deadline could land after a tombstone's proof (see
 /// [`crate::antientropy::reaper`]).
 fn unexpired(ctx: &tarpc::context::Context) -> Result<()> {
-    if ctx.deadline <= std::time::Instant::now() {
+    if ctx.deadline <= tarpc::context::now() {
         return Err(Error::Timeout {
             what: "the call's deadline had passed when it was read".into(),
             millis: 0,
@@ -578,4 +578,36 @@ async fn serve(
         .map_err(|e| Error::internal(e.to_string()))??;
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unexpired;
+    use crate::rpc::context;
+    use std::time::Duration;
+
+    /// A call's deadline passes on tokio's clock, not the machine's: under
+    /// paused (or simulated) time, a call whose second has passed there is
+    /// refused though the machine took no time at all, and one whose second
+    /// has not is served though the machine took longer.
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_passes_in_tokios_time() {
+        let ctx = context(Duration::from_secs(1));
+        tokio::time::advance(Duration::from_millis(900)).await;
+        assert!(unexpired(&ctx).is_ok());
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert!(unexpired(&ctx).is_err(), "the deadline passed 100 ms ago");
+
+        let ctx = context(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(unexpired(&ctx).is_ok(), "no time passed on tokio's clock");
+        // tarpc sends the time left on the same clock (and arms its timers
+        // from it): 400 ms after a call of one second, 600 ms are left.
+        let ctx = context(Duration::from_secs(1));
+        tokio::time::advance(Duration::from_millis(400)).await;
+        let wire = bincode::serialize(&ctx).unwrap();
+        let received: tarpc::context::Context = bincode::deserialize(&wire).unwrap();
+        let left = received.deadline.duration_since(tarpc::context::now());
+        assert_eq!(left, Duration::from_millis(600));
+    }
 }

@@ -52,7 +52,7 @@
 //! flight finish within the node's grace period (see [`crate::server`]).
 
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;

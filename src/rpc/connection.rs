@@ -176,9 +176,11 @@ impl From<ConnectError> for Error {
     }
 }
 
-/// A tarpc context whose deadline is `timeout` from now.
+/// A tarpc context whose deadline is `timeout` from now on tokio's clock
+/// (`tarpc::context::now`, vendor/tarpc/DYNAMO.md), so that it passes in
+/// simulated time as it does on a running node.
 pub fn context(timeout: Duration) -> tarpc::context::Context {
     let mut ctx = tarpc::context::current();
-    ctx.deadline = std::time::Instant::now() + timeout;
+    ctx.deadline = tarpc::context::now() + timeout;
     ctx
 }
