@@ -46,6 +46,7 @@ impl SharedMap {
         let mut lists: Vec<Vec<NodeId>> = Vec::new();
         let mut index: HashMap<Vec<NodeId>, u32> = HashMap::new();
         let mut peers = std::collections::BTreeSet::new();
+        let mut last_arc: Option<(usize, u32)> = None;
         for seg in 0..SEGMENTS as u64 {
             let lo = seg << SEGMENT_SHIFT;
             let hi = lo | ((1u64 << SEGMENT_SHIFT) - 1);
@@ -61,22 +62,32 @@ impl SharedMap {
                 segments.push(SPLIT);
                 continue;
             }
-            let holders = ring.owners_at(lo);
-            if !holders.contains(&me) {
-                segments.push(NOT_HELD);
-                continue;
+            // A segment with no token inside lies on one arc, whose owners
+            // are those of every segment on it: looked up once per arc.
+            let arc = ring.arc_at(lo);
+            if let Some((a, value)) = last_arc {
+                if a == arc {
+                    segments.push(value);
+                    continue;
+                }
             }
-            let i = match index.get(&holders) {
-                Some(i) => *i,
-                None => {
-                    let i = u32::try_from(lists.len()).unwrap_or(NOT_HELD);
-                    peers.extend(holders.iter().filter(|n| **n != me).cloned());
-                    index.insert(holders.clone(), i);
-                    lists.push(holders);
-                    i
+            let holders = ring.owners_at(lo);
+            let value = if !holders.contains(&me) {
+                NOT_HELD
+            } else {
+                match index.get(&holders) {
+                    Some(i) => *i,
+                    None => {
+                        let i = u32::try_from(lists.len()).unwrap_or(NOT_HELD);
+                        peers.extend(holders.iter().filter(|n| **n != me).cloned());
+                        index.insert(holders.clone(), i);
+                        lists.push(holders);
+                        i
+                    }
                 }
             };
-            segments.push(i);
+            last_arc = Some((arc, value));
+            segments.push(value);
         }
         SharedMap {
             ring: ring.clone(),
@@ -150,8 +161,29 @@ impl SharedMap {
     pub fn group_digests(&self, storage: &Storage, peer: &NodeId) -> Result<Vec<u64>> {
         let mut out = vec![0u64; GROUPS];
         let with = self.lists_with(peer);
-        for seg in all_segments() {
+        // A segment this node never held a key of adds nothing: walking only
+        // the others keeps an exchange's cost with what the node holds, not
+        // with the 65,536 segments.
+        for seg in storage.segments_held() {
             // The group of a segment is its top 8 bits.
+            if let Some(slot) = out.get_mut(usize::from(seg >> 8)) {
+                *slot ^= self.segment_digest(storage, seg, peer, &with)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`SharedMap::group_digests`] walking all 65,536 segments (the walk it
+    /// skips segments in is checked against this one).
+    #[cfg(test)]
+    pub(super) fn group_digests_of_every_segment(
+        &self,
+        storage: &Storage,
+        peer: &NodeId,
+    ) -> Result<Vec<u64>> {
+        let mut out = vec![0u64; GROUPS];
+        let with = self.lists_with(peer);
+        for seg in all_segments() {
             if let Some(slot) = out.get_mut(usize::from(seg >> 8)) {
                 *slot ^= self.segment_digest(storage, seg, peer, &with)?;
             }
@@ -254,6 +286,7 @@ impl SharedMap {
     }
 }
 
+#[cfg(test)]
 pub(super) fn all_segments() -> impl Iterator<Item = Segment> {
     (0..=Segment::MAX).take(SEGMENTS)
 }

@@ -101,6 +101,7 @@ mod map;
 pub mod reaper;
 
 #[cfg(test)]
+#[cfg(test)]
 use map::all_segments;
 use map::group_segments;
 pub use map::{differing, key_diff, KeyDiff, Share, SharedMap};

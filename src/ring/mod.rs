@@ -521,6 +521,19 @@ impl Ring {
         lo >= hi || !self.current.has_token_in(lo, hi - 1)
     }
 
+    /// Which arc of the current ring `position` lies on: the index of the
+    /// first token at or after it, wrapping to 0 past the last. Positions on
+    /// one arc have the same owners ([`Ring::owners_at`]), so a walk over many
+    /// positions need look the owners up once per arc.
+    pub fn arc_at(&self, position: u64) -> usize {
+        let i = self.current.first_token_at_or_after(position);
+        if i >= self.current.tokens.len() {
+            0
+        } else {
+            i
+        }
+    }
+
     /// True if every position in `[lo, hi]` is kept by the same set of nodes in
     /// the current ring, in whatever order their preference lists name them: a
     /// range [`Ring::same_owners`] calls split (a token falls inside it) may

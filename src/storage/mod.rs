@@ -152,6 +152,9 @@ pub struct Storage {
     values: sled::Tree,
     /// One digest per segment: the XOR of [`entry_digest`] over its keys.
     segments: Box<[AtomicU64]>,
+    /// One bit per segment, set once the segment has held a key since the
+    /// store opened (see [`Storage::segments_held`]).
+    held: Box<[AtomicU64]>,
     hints: sled::Tree,
     meta: sled::Tree,
     floors: sled::Tree,
@@ -220,6 +223,7 @@ impl Storage {
         // and drop.
         let (mut stored, mut deleted) = (0u64, 0u64);
         let segments: Box<[AtomicU64]> = (0..SEGMENTS).map(|_| AtomicU64::new(0)).collect();
+        let held: Box<[AtomicU64]> = (0..SEGMENTS / 64).map(|_| AtomicU64::new(0)).collect();
         for item in values.iter() {
             let (k, raw) = item?;
             stored += 1;
@@ -234,6 +238,7 @@ impl Storage {
             }
             if let Some((seg, key)) = split_stored_key(&k) {
                 segments[usize::from(seg)].fetch_xor(entry_digest(key, &raw), Ordering::Relaxed);
+                mark_held(&held, seg);
             }
         }
         let keys = AtomicU64::new(stored);
@@ -272,6 +277,7 @@ impl Storage {
             db,
             values,
             segments,
+            held,
             hints,
             meta,
             floors,
@@ -585,10 +591,33 @@ impl Storage {
             .map(|raw| entry_digest(key.as_bytes(), &raw)))
     }
 
-    /// The digest cell of the segment a stored key (from [`stored_key`]) is in.
+    /// The digest cell of the segment a stored key (from [`stored_key`]) is
+    /// in, for a write to update; the segment counts as held from now on.
     fn segment(&self, stored: &[u8]) -> &AtomicU64 {
         let seg = split_stored_key(stored).map_or(0, |(seg, _)| seg);
+        mark_held(&self.held, seg);
         &self.segments[usize::from(seg)]
+    }
+
+    /// Every segment that has held a key since the store opened, in order: a
+    /// superset of the segments holding one now (a segment emptied since
+    /// stays in it), so a walk over what this node holds can skip the rest of
+    /// the 65,536 without reading them. A key's segment is marked before its
+    /// digest changes, and after the key is in the tree: a walk that misses a
+    /// key written meanwhile misses it as reading the digest a moment
+    /// earlier would.
+    pub fn segments_held(&self) -> impl Iterator<Item = Segment> + '_ {
+        self.held.iter().enumerate().flat_map(|(w, word)| {
+            let mut bits = word.load(Ordering::Relaxed);
+            std::iter::from_fn(move || {
+                if bits == 0 {
+                    return None;
+                }
+                let bit = bits.trailing_zeros();
+                bits &= bits - 1;
+                Segment::try_from(w * 64 + bit as usize).ok()
+            })
+        })
     }
 
     /// The digest of segment `seg`: the XOR of the [`entry_digest`]s of its keys
@@ -689,6 +718,17 @@ impl Storage {
             Ordering::Relaxed,
         );
         Ok(())
+    }
+}
+
+/// Marks segment `seg` as held in the bitmap `held` (one bit per segment).
+fn mark_held(held: &[AtomicU64], seg: Segment) {
+    let seg = usize::from(seg);
+    if let Some(word) = held.get(seg / 64) {
+        let bit = 1u64 << (seg % 64);
+        if word.load(Ordering::Relaxed) & bit == 0 {
+            word.fetch_or(bit, Ordering::Relaxed);
+        }
     }
 }
 
