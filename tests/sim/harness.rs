@@ -611,6 +611,50 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Runs every job of `jobs` in the simulation at once and steps until all
+    /// have answered (or [`CALL_LIMIT`] of simulated time passes); their
+    /// outcomes in the order of `jobs`.
+    pub fn call_all<F>(&mut self, jobs: Vec<F>) -> Vec<Outcome>
+    where
+        F: std::future::Future<Output = Outcome> + Send + 'static,
+    {
+        let mut waiting: Vec<_> = jobs.into_iter().map(|job| self.submit(job)).collect();
+        let mut out: Vec<Option<Outcome>> = waiting.iter().map(|_| None).collect();
+        let limit = self.sim.elapsed() + CALL_LIMIT;
+        loop {
+            for (rx, slot) in waiting.iter_mut().zip(out.iter_mut()) {
+                if slot.is_none() {
+                    match rx.try_recv() {
+                        Ok(outcome) => *slot = Some(outcome),
+                        Err(oneshot::error::TryRecvError::Closed) => {
+                            *slot = Some(Err("the driver dropped the job".into()))
+                        }
+                        Err(oneshot::error::TryRecvError::Empty) => {}
+                    }
+                }
+            }
+            if out.iter().all(Option::is_some) {
+                return out.into_iter().flatten().collect();
+            }
+            if self.sim.elapsed() > limit {
+                let late = format!("no answer within {}s", CALL_LIMIT.as_secs());
+                return out
+                    .into_iter()
+                    .map(|o| o.unwrap_or_else(|| Err(late.clone())))
+                    .collect();
+            }
+            if let Err(e) = self.sim.step() {
+                let e = e.to_string();
+                return out
+                    .into_iter()
+                    .map(|o| o.unwrap_or_else(|| Err(e.clone())))
+                    .collect();
+            }
+        }
+    }
+}
+
 /// Waits (in real time, which the simulation does not see) until no one
 /// holds sled's lock on the store in `dir`: a crashed host's store is closed
 /// by sled's own background thread, at a moment of its choosing, and a

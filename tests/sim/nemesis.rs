@@ -517,38 +517,45 @@ impl State {
         Ok(())
     }
 
-    /// Reads every key at the end through each member, and checks the history.
+    /// Reads every key at the end through each member, all at once, and
+    /// checks the history.
     fn check(&mut self, members: &[String]) -> Result<(), Failure> {
         let mut finals: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for k in 0..KEYS {
-            let key = format!("k{k}");
-            let mut seen: Option<Vec<String>> = None;
-            for m in members {
+        let reads: Vec<(String, String)> = (0..KEYS)
+            .flat_map(|k| members.iter().map(move |m| (format!("k{k}"), m.clone())))
+            .collect();
+        let jobs: Vec<_> = reads
+            .iter()
+            .map(|(key, m)| {
                 let (m2, key2) = (m.clone(), key.clone());
-                let r = self.c.call(async move {
+                async move {
                     let (v, _) = harness::read(&m2, &key2).await.map_err(|e| e.to_string())?;
                     Ok(v.join(","))
-                });
-                let v: Vec<String> = match r {
-                    Ok(s) => s
-                        .split(',')
-                        .filter(|v| !v.is_empty())
-                        .map(str::to_string)
-                        .collect(),
-                    Err(e) => return Err(self.fail(format!("final read of {key} at {m}: {e}"))),
-                };
-                self.log(format!("final {key} at {m}: {v:?}"));
-                match &seen {
-                    None => seen = Some(v),
-                    Some(s) if *s != v => {
-                        return Err(self.fail(format!(
-                            "replicas disagree at the end on {key}: {s:?} vs {v:?} at {m}"
-                        )))
-                    }
-                    _ => {}
                 }
+            })
+            .collect();
+        let answers = self.c.call_all(jobs);
+        for ((key, m), r) in reads.into_iter().zip(answers) {
+            let v: Vec<String> = match r {
+                Ok(s) => s
+                    .split(',')
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                Err(e) => return Err(self.fail(format!("final read of {key} at {m}: {e}"))),
+            };
+            self.log(format!("final {key} at {m}: {v:?}"));
+            match finals.get(&key) {
+                None => {
+                    finals.insert(key, v);
+                }
+                Some(s) if *s != v => {
+                    return Err(self.fail(format!(
+                        "replicas disagree at the end on {key}: {s:?} vs {v:?} at {m}"
+                    )))
+                }
+                _ => {}
             }
-            finals.insert(key, seen.unwrap_or_default());
         }
         match checker::violations(&self.ops, &finals).into_iter().next() {
             Some(e) => Err(self.fail(e)),
