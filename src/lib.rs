@@ -35,6 +35,7 @@ pub mod outbox;
 pub mod peers;
 
 pub mod antientropy;
+pub mod consensus;
 pub mod coordinator;
 pub mod detector;
 pub mod handoff;

@@ -33,6 +33,7 @@ use rand::{Rng, SeedableRng};
 struct Simulated {
     uuids: StdRng,
     flushes: StdRng,
+    draws: StdRng,
 }
 
 thread_local! {
@@ -50,6 +51,7 @@ pub fn simulate(seed: u64) {
         *s.borrow_mut() = Some(Simulated {
             uuids: StdRng::seed_from_u64(seed),
             flushes: StdRng::seed_from_u64(seed.wrapping_add(1)),
+            draws: StdRng::seed_from_u64(seed.wrapping_add(2)),
         })
     });
 }
@@ -78,6 +80,15 @@ pub fn new_uuid() -> uuid::Uuid {
         Some(bytes) => uuid::Builder::from_random_bytes(bytes).into_uuid(),
         None => uuid::Uuid::new_v4(),
     }
+}
+
+/// A random number for the node's logic (the Raft election timeouts draw
+/// theirs here): from the operating system's generator, seeded under
+/// [`simulate`].
+pub fn random_u64() -> u64 {
+    SIMULATED
+        .with(|s| s.borrow_mut().as_mut().map(|s| s.draws.random()))
+        .unwrap_or_else(rand::random)
 }
 
 /// A blocking job panicked (or its task was cancelled).

@@ -599,6 +599,15 @@ impl Storage {
         &self.segments[usize::from(seg)]
     }
 
+    /// The trees Raft keeps its log (`raft_log`) and its vote and state
+    /// machine (`raft_state`) in ([`crate::consensus::store`]).
+    pub fn raft_trees(&self) -> Result<(sled::Tree, sled::Tree)> {
+        Ok((
+            self.db.open_tree("raft_log")?,
+            self.db.open_tree("raft_state")?,
+        ))
+    }
+
     /// Every segment that has held a key since the store opened, in order: a
     /// superset of the segments holding one now (a segment emptied since
     /// stays in it), so a walk over what this node holds can skip the rest of
