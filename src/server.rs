@@ -28,6 +28,8 @@ use tokio_util::task::TaskTracker;
 use crate::antientropy::reaper::Reaper;
 use crate::antientropy::AntiEntropy;
 use crate::config::{DataDir, NodeConfig};
+use crate::consensus::net::RaftAnswer;
+use crate::consensus::{Consensus, RingRaft};
 use crate::context::NodeContext;
 use crate::coordinator::Coordinator;
 use crate::detector::Detector;
@@ -63,6 +65,7 @@ struct State {
     reaper: Arc<Reaper>,
     metrics: Arc<Metrics>,
     detector: Arc<Detector>,
+    consensus: Arc<Consensus>,
 }
 
 /// The tarpc service implementation: a cheap handle on the node's state.
@@ -303,6 +306,38 @@ impl rpc::Node for Handler {
     async fn probe(self, _: tarpc::context::Context, probe: Probe) -> Result<ProbeAck> {
         Ok(self.0.detector.answer(probe))
     }
+
+    async fn raft_append(
+        self,
+        _: tarpc::context::Context,
+        to: u128,
+        req: openraft::raft::AppendEntriesRequest<RingRaft>,
+    ) -> Result<RaftAnswer<openraft::raft::AppendEntriesResponse<u128>>> {
+        self.0.consensus.append(to, req).await
+    }
+
+    async fn raft_vote(
+        self,
+        _: tarpc::context::Context,
+        to: u128,
+        req: openraft::raft::VoteRequest<u128>,
+    ) -> Result<RaftAnswer<openraft::raft::VoteResponse<u128>>> {
+        self.0.consensus.vote(to, req).await
+    }
+
+    async fn raft_snapshot(
+        self,
+        _: tarpc::context::Context,
+        to: u128,
+        req: openraft::raft::InstallSnapshotRequest<RingRaft>,
+    ) -> Result<
+        RaftAnswer<
+            openraft::raft::InstallSnapshotResponse<u128>,
+            openraft::error::InstallSnapshotError,
+        >,
+    > {
+        self.0.consensus.snapshot(to, req).await
+    }
 }
 
 /// Refuses a call that stores data once its deadline has passed: its sender
@@ -333,9 +368,15 @@ pub struct NodeHandle {
     http: crate::http::HttpState,
     detector: Arc<Detector>,
     peers: Arc<crate::peers::Peers>,
+    consensus: Arc<Consensus>,
 }
 
 impl NodeHandle {
+    /// The node's part in the ring's Raft group.
+    pub fn consensus(&self) -> &Arc<Consensus> {
+        &self.consensus
+    }
+
     /// Asks the node to stop and waits until it has.
     pub async fn shutdown(self) -> Result<()> {
         let _ = self.stop.send(true);
@@ -462,6 +503,9 @@ pub async fn start_over(
     ));
     let detector = Arc::new(Detector::new(&node, config.ping_interval, ring_news));
     let handoff = Arc::new(Handoff::new(&node));
+    let consensus = Arc::new(
+        Consensus::start(config.id.clone(), storage.clone(), node.peers.clone(), None).await?,
+    );
     let metrics = Metrics::new();
     let state = Arc::new(State {
         coordinator: coordinator.clone(),
@@ -470,6 +514,7 @@ pub async fn start_over(
         reaper: reaper.clone(),
         metrics: metrics.clone(),
         detector: detector.clone(),
+        consensus: consensus.clone(),
     });
     let (stop, stop_rx) = watch::channel(false);
     background.spawn(metrics.clone().run_upkeep(stop_rx.clone()));
@@ -512,6 +557,7 @@ pub async fn start_over(
         http,
         detector,
         peers: node.peers.clone(),
+        consensus,
     })
 }
 
@@ -573,6 +619,7 @@ async fn serve(
         tracing::warn!("some requests did not finish in time");
     }
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, background.wait()).await;
+    handler.0.consensus.shutdown().await;
     crate::runtime::spawn(move || storage.flush())
         .await
         .map_err(|e| Error::internal(e.to_string()))??;

@@ -43,13 +43,25 @@
 
 use std::collections::BTreeSet;
 use std::io::Cursor;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
+use crate::peers::Peers;
 use crate::ring::RingState;
+use crate::storage::Storage;
 use crate::types::NodeId;
 
+pub mod net;
 pub mod store;
+
+use net::RaftAnswer;
 
 #[cfg(test)]
 mod tests;
@@ -89,6 +101,133 @@ pub enum Applied {
     /// The entry carried no command (a leader's first entry, or a change of
     /// the voters).
     Nothing,
+}
+
+/// How often the leader tells its followers it is alive. Failover takes an
+/// election timeout after the last heartbeat, plus a vote.
+pub const HEARTBEAT: Duration = Duration::from_millis(250);
+/// The shortest wait for a heartbeat before a follower stands for election;
+/// each follower waits a random time between this and
+/// [`ELECTION_TIMEOUT_MAX`], so that one usually stands alone.
+pub const ELECTION_TIMEOUT_MIN: Duration = Duration::from_millis(750);
+/// The longest such wait.
+pub const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(1500);
+
+/// This node's part in the ring's Raft group: the running Raft instance and
+/// the ring its state machine applied last.
+pub struct Consensus {
+    /// The Raft instance (idle until the node is initialised as the founder
+    /// or made a voter by the leader).
+    pub raft: openraft::Raft<RingRaft>,
+    /// This node's Raft id ([`raft_id`]).
+    pub id: u128,
+    me: NodeId,
+    applied: Arc<Mutex<Option<RingState>>>,
+}
+
+impl Consensus {
+    /// Starts the node's Raft instance over the log and state machine kept in
+    /// `storage`, talking to the others through `peers`. `on_ring` is called
+    /// with each ring the state machine applies.
+    pub async fn start(
+        me: NodeId,
+        storage: Arc<Storage>,
+        peers: Arc<Peers>,
+        on_ring: Option<store::OnRing>,
+    ) -> Result<Consensus> {
+        let id = raft_id(storage.uuid());
+        let config = openraft::Config {
+            cluster_name: "dynamo-ring".into(),
+            heartbeat_interval: HEARTBEAT.as_millis() as u64,
+            election_timeout_min: ELECTION_TIMEOUT_MIN.as_millis() as u64,
+            election_timeout_max: ELECTION_TIMEOUT_MAX.as_millis() as u64,
+            install_snapshot_timeout: 2000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
+            max_in_snapshot_log_to_keep: 100,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| Error::internal(format!("raft config: {e}")))?;
+        let applied = Arc::new(Mutex::new(None));
+        let seen = applied.clone();
+        let on_applied: store::OnRing = Arc::new(move |ring: &RingState| {
+            *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(ring.clone());
+            if let Some(f) = &on_ring {
+                f(ring);
+            }
+        });
+        let log = store::LogStore::open(storage.clone())?;
+        let machine = store::RingMachine::open(storage, Some(on_applied))?;
+        *applied.lock().unwrap_or_else(|p| p.into_inner()) = machine.machine().ring.clone();
+        let raft = openraft::Raft::new(id, Arc::new(config), net::RaftNet { peers }, log, machine)
+            .await
+            .map_err(|e| Error::internal(format!("raft did not start: {e}")))?;
+        Ok(Consensus {
+            raft,
+            id,
+            me,
+            applied,
+        })
+    }
+
+    /// The ring the state machine applied last.
+    pub fn applied(&self) -> Option<RingState> {
+        self.applied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn check(&self, to: u128) -> Result<()> {
+        if to == self.id {
+            return Ok(());
+        }
+        Err(Error::Stranger {
+            node: self.me.clone(),
+            reason: format!(
+                "a Raft message for {to:032x} reached the node whose Raft id is {:032x}",
+                self.id
+            ),
+        })
+    }
+
+    /// Answers the leader's AppendEntries addressed to `to`.
+    pub async fn append(
+        &self,
+        to: u128,
+        req: AppendEntriesRequest<RingRaft>,
+    ) -> Result<RaftAnswer<AppendEntriesResponse<u128>>> {
+        self.check(to)?;
+        Ok(self.raft.append_entries(req).await)
+    }
+
+    /// Answers a candidate's vote request addressed to `to`.
+    pub async fn vote(
+        &self,
+        to: u128,
+        req: VoteRequest<u128>,
+    ) -> Result<RaftAnswer<VoteResponse<u128>>> {
+        self.check(to)?;
+        Ok(self.raft.vote(req).await)
+    }
+
+    /// Takes a chunk of the leader's snapshot addressed to `to`.
+    pub async fn snapshot(
+        &self,
+        to: u128,
+        req: InstallSnapshotRequest<RingRaft>,
+    ) -> Result<RaftAnswer<InstallSnapshotResponse<u128>, openraft::error::InstallSnapshotError>>
+    {
+        self.check(to)?;
+        Ok(self.raft.install_snapshot(req).await)
+    }
+
+    /// Stops the Raft instance (before the store closes).
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft did not shut down cleanly");
+        }
+    }
 }
 
 /// The Raft id of a node: the UUID of its data directory, as a number.

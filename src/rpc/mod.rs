@@ -579,6 +579,27 @@ pub trait Node {
     /// The failure detector's probe: answered at once with the receiver's
     /// incarnation and news (see [`crate::detector`]).
     async fn probe(probe: Probe) -> Result<ProbeAck>;
+    /// Raft among the ring's voters ([`crate::consensus`]): the leader's
+    /// AppendEntries to the node whose Raft id is `to`.
+    async fn raft_append(
+        to: u128,
+        req: openraft::raft::AppendEntriesRequest<crate::consensus::RingRaft>,
+    ) -> Result<crate::consensus::net::RaftAnswer<openraft::raft::AppendEntriesResponse<u128>>>;
+    /// Raft: a candidate's request for `to`'s vote.
+    async fn raft_vote(
+        to: u128,
+        req: openraft::raft::VoteRequest<u128>,
+    ) -> Result<crate::consensus::net::RaftAnswer<openraft::raft::VoteResponse<u128>>>;
+    /// Raft: a chunk of the leader's snapshot for `to`.
+    async fn raft_snapshot(
+        to: u128,
+        req: openraft::raft::InstallSnapshotRequest<crate::consensus::RingRaft>,
+    ) -> Result<
+        crate::consensus::net::RaftAnswer<
+            openraft::raft::InstallSnapshotResponse<u128>,
+            openraft::error::InstallSnapshotError,
+        >,
+    >;
 }
 
 /// Longest deadline a request may carry. tarpc turns a request's deadline into
