@@ -327,6 +327,7 @@ impl Detector {
                         .rumours
                         .iter()
                         .take(gossip::MAX_RUMOURS_PER_MESSAGE)
+                        .filter(|r| self.in_ring(&r.node))
                         .filter_map(|r| g.apply(r))
                         .collect();
                     changes.extend(g.heard_from(node, ack.incarnation));
@@ -367,6 +368,7 @@ impl Detector {
                 .rumours
                 .iter()
                 .take(gossip::MAX_RUMOURS_PER_MESSAGE)
+                .filter(|r| self.in_ring(&r.node))
                 .filter_map(|r| g.apply(r))
                 .collect();
             changes.extend(g.heard_from(&probe.from, probe.incarnation));
@@ -382,6 +384,13 @@ impl Detector {
             .fetch_add(ack.rumours.len() as u64, Ordering::Relaxed);
         self.record(&changes);
         ack
+    }
+
+    /// True if news about `node` is worth keeping: it is this node or a member
+    /// of either ring of this node's (news of any other name is dropped, so
+    /// a peer cannot grow the news with names that are not in the ring).
+    fn in_ring(&self, node: &NodeId) -> bool {
+        *node == self.me || self.ring.get().is_some_and(|r| r.is_member(node))
     }
 
     /// A peer has ring `epoch`: if it is newer than this node's, the ring

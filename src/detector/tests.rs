@@ -175,3 +175,41 @@ fn news_reaches_every_node_in_a_few_rounds_at_any_size() {
     assert!(small <= 4, "{small} rounds for 10 nodes");
     assert!(large <= 8, "{large} rounds for 1,000 nodes");
 }
+
+/// A probe's news about a name outside the ring is dropped; news about a
+/// member is taken in (before the fix, any name a probe carried was kept).
+#[test]
+fn news_of_names_outside_the_ring_is_dropped() {
+    use crate::config::FsyncMode;
+    use crate::context::NodeContext;
+    use crate::ring::RingState;
+    use crate::rpc::{NodeState, Probe};
+    use crate::storage::Storage;
+    use crate::types::Replication;
+    use std::sync::Arc;
+
+    let (me, peer, member, stranger) = (id(1), id(2), id(3), id(9));
+    let mut state = RingState::bootstrap(me.clone(), Replication { n: 3, w: 2, r: 2 });
+    for m in [&peer, &member] {
+        state = state.with_member(m.clone()).unwrap();
+    }
+    let storage = Arc::new(Storage::open(None, FsyncMode::Never).unwrap());
+    let node = NodeContext::new(me.clone(), storage);
+    node.ring.install(state.clone());
+    let detector = super::Detector::new(
+        &node,
+        Some(std::time::Duration::from_millis(250)),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    detector.answer(Probe {
+        from: peer.clone(),
+        incarnation: 0,
+        epoch: state.epoch,
+        you_are_down_at: None,
+        rumours: vec![news(9, 0, true), news(3, 0, true)],
+    });
+    assert_eq!(node.peers.state(&member), NodeState::Down);
+    assert_ne!(node.peers.state(&stranger), NodeState::Down);
+    let outgoing = super::lock(&detector.gossip).outgoing();
+    assert!(outgoing.iter().all(|r| r.node != stranger), "{outgoing:?}");
+}
