@@ -5,6 +5,15 @@
 use super::*;
 
 impl Storage {
+    /// The trees Raft keeps its log (`raft_log`) and its vote and state
+    /// machine (`raft_state`) in ([`crate::consensus::store`]).
+    pub fn raft_trees(&self) -> Result<(sled::Tree, sled::Tree)> {
+        Ok((
+            self.db.open_tree("raft_log")?,
+            self.db.open_tree("raft_state")?,
+        ))
+    }
+
     /// The ring this node last installed.
     pub fn ring(&self) -> Result<Option<RingState>> {
         match self.meta.get(RING_KEY)? {

@@ -1,0 +1,69 @@
+//! Each segment's digest (the XOR of its keys' entry digests, kept up to
+//! date by every write) and the set of segments the store has held a key of
+//! since it opened: what anti-entropy compares, and the walk it may skip.
+
+use super::*;
+
+impl Storage {
+    /// The digest cell of the segment a stored key (from [`stored_key`]) is
+    /// in, for a write to update; the segment counts as held from now on.
+    pub(super) fn segment(&self, stored: &[u8]) -> &AtomicU64 {
+        let seg = split_stored_key(stored).map_or(0, |(seg, _)| seg);
+        mark_held(&self.held, seg);
+        &self.segments[usize::from(seg)]
+    }
+
+    /// Every segment that has held a key since the store opened, in order: a
+    /// superset of the segments holding one now (a segment emptied since
+    /// stays in it), so a walk over what this node holds can skip the rest of
+    /// the 65,536 without reading them. A key's segment is marked before its
+    /// digest changes, and after the key is in the tree: a walk that misses a
+    /// key written meanwhile misses it as reading the digest a moment
+    /// earlier would.
+    pub fn segments_held(&self) -> impl Iterator<Item = Segment> + '_ {
+        self.held.iter().enumerate().flat_map(|(w, word)| {
+            let mut bits = word.load(Ordering::Relaxed);
+            std::iter::from_fn(move || {
+                if bits == 0 {
+                    return None;
+                }
+                let bit = bits.trailing_zeros();
+                bits &= bits - 1;
+                Segment::try_from(w * 64 + bit as usize).ok()
+            })
+        })
+    }
+
+    /// The digest of segment `seg`: the XOR of the [`entry_digest`]s of its keys
+    /// (0 when it holds none). Kept up to date by every write, never recomputed.
+    pub fn segment_digest(&self, seg: Segment) -> u64 {
+        self.segments[usize::from(seg)].load(Ordering::Relaxed)
+    }
+
+    /// Every key of segment `seg` with its [`entry_digest`], in key order. Keys
+    /// that are not UTF-8 are left out (a scan reports them).
+    pub fn segment_entries(&self, seg: Segment) -> Result<Vec<(Key, u64)>> {
+        let mut out = Vec::new();
+        for item in self.values.scan_prefix(seg.to_be_bytes()) {
+            let (stored, raw) = item?;
+            let Some((_, k)) = split_stored_key(&stored) else {
+                continue;
+            };
+            if let Ok(key) = std::str::from_utf8(k) {
+                out.push((key.to_string(), entry_digest(k, &raw)));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Marks segment `seg` as held in the bitmap `held` (one bit per segment).
+pub(super) fn mark_held(held: &[AtomicU64], seg: Segment) {
+    let seg = usize::from(seg);
+    if let Some(word) = held.get(seg / 64) {
+        let bit = 1u64 << (seg % 64);
+        if word.load(Ordering::Relaxed) & bit == 0 {
+            word.fetch_or(bit, Ordering::Relaxed);
+        }
+    }
+}
