@@ -147,6 +147,17 @@ impl Client {
         self
     }
 
+    /// Lets the work a get left behind end before the client goes: the reads
+    /// still on their way when it returned (one may be the read its node
+    /// counts in its metrics) and the read repair they lead to. Waits at most
+    /// a read's timeout; a process that exits without this drops them.
+    pub async fn finish(&self) {
+        if let Some(direct) = &self.direct {
+            direct.repairs.close();
+            let _ = tokio::time::timeout(DIRECT_READ_TIMEOUT, direct.repairs.wait()).await;
+        }
+    }
+
     /// The node this client talks to.
     pub fn node(&self) -> &NodeId {
         &self.node
@@ -366,8 +377,11 @@ struct Direct {
     writes: Outboxes<Write>,
     ring: RwLock<Option<Arc<Ring>>>,
     last_fetch: Mutex<Option<Instant>>,
-    /// Read repairs and the outboxes' tasks.
+    /// The outboxes' tasks.
     tasks: TaskTracker,
+    /// Read repairs: they also carry the reads still on their way when a get
+    /// returned, the one counted in its node's metrics among them.
+    repairs: TaskTracker,
     repair_permits: Arc<Semaphore>,
 }
 
@@ -382,6 +396,7 @@ impl Direct {
             ring: RwLock::new(None),
             last_fetch: Mutex::new(None),
             tasks,
+            repairs: TaskTracker::new(),
             repair_permits: Arc::new(Semaphore::new(MAX_REPAIRS)),
         }
     }
@@ -493,7 +508,7 @@ impl Direct {
             if let Ok(permit) = self.repair_permits.clone().try_acquire_owned() {
                 let this = self.clone();
                 let home = home.clone();
-                self.tasks.spawn(async move {
+                self.repairs.spawn(async move {
                     this.repair(ring, home, key, merged, answers, pending).await;
                     drop(permit);
                 });

@@ -334,7 +334,8 @@ fn status_locate_ring_changes_metrics_openapi_and_the_page() {
     put(a, "m", "v", None);
     curl(a, "/kv/m", &[]);
     curl(a, "/kv/m", &["-X", "PUT", "-H", "X-Dynamo-Context: nope"]);
-    c.client(0, &["get m", "get m"]);
+    let run = c.client(0, &["get m", "get m"]);
+    assert_eq!(run.status, 0, "{run:?}");
     let m = curl(a, "/metrics", &[]);
     assert_eq!(m.status, 200);
     assert!(m.header("content-type").unwrap().starts_with("text/plain"));

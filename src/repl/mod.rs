@@ -162,6 +162,13 @@ pub struct Session {
 }
 
 impl Session {
+    /// Lets the client's background work end (see [`Client::finish`]).
+    pub async fn finish(&self) {
+        if let Some(client) = &self.client {
+            client.finish().await;
+        }
+    }
+
     /// A session with `node`; nothing is connected yet.
     pub fn new(node: NodeId, json: bool) -> Self {
         Session {
@@ -278,6 +285,7 @@ pub fn run(options: Options) -> u8 {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
         run_interactive(&runtime, &mut session);
+        runtime.block_on(session.finish());
         return 0;
     }
     run_script(&runtime, &mut session, read_lines(stdin.lock()))
@@ -348,6 +356,7 @@ fn run_script(
             }
         }
     }
+    runtime.block_on(session.finish());
     u8::from(failed)
 }
 
