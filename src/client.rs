@@ -377,8 +377,6 @@ struct Direct {
     writes: Outboxes<Write>,
     ring: RwLock<Option<Arc<Ring>>>,
     last_fetch: Mutex<Option<Instant>>,
-    /// The outboxes' tasks.
-    tasks: TaskTracker,
     /// Read repairs: they also carry the reads still on their way when a get
     /// returned, the one counted in its node's metrics among them.
     repairs: TaskTracker,
@@ -391,11 +389,10 @@ impl Direct {
         let tasks = TaskTracker::new();
         Direct {
             reads: Outboxes::new(peers.clone(), tasks.clone()),
-            writes: Outboxes::new(peers.clone(), tasks.clone()),
+            writes: Outboxes::new(peers.clone(), tasks),
             peers,
             ring: RwLock::new(None),
             last_fetch: Mutex::new(None),
-            tasks,
             repairs: TaskTracker::new(),
             repair_permits: Arc::new(Semaphore::new(MAX_REPAIRS)),
         }

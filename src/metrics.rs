@@ -370,6 +370,8 @@ mod tests {
             version: "0".into(),
             removed_at_epoch: None,
             refused: Vec::new(),
+            role: "learner".into(),
+            term: 0,
         };
         let text = m.render(&info, false);
         assert!(

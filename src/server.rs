@@ -284,7 +284,7 @@ impl rpc::Node for Handler {
     }
 
     async fn install_ring(self, _: tarpc::context::Context, ring: RingState) -> Result<u64> {
-        self.0.membership.install(ring).await
+        self.0.membership.learn(ring).await
     }
 
     async fn fetch_ring(self, _: tarpc::context::Context) -> Result<Option<RingState>> {
@@ -492,6 +492,30 @@ pub async fn start_over(
         reports,
         ring_news.clone(),
     ));
+    let consensus = {
+        let weak = Arc::downgrade(&membership);
+        let on_ring: crate::consensus::store::OnRing = Arc::new(move |ring| {
+            let weak = weak.clone();
+            Box::pin(async move {
+                if let Some(m) = weak.upgrade() {
+                    let epoch = ring.epoch;
+                    if let Err(e) = m.install(ring).await {
+                        tracing::error!(epoch, error = %e, "cannot install a committed ring");
+                    }
+                }
+            })
+        });
+        Arc::new(
+            Consensus::start(
+                config.id.clone(),
+                storage.clone(),
+                node.peers.clone(),
+                Some(on_ring),
+            )
+            .await?,
+        )
+    };
+    membership.set_consensus(consensus.clone());
     membership.load().await?;
     let background = TaskTracker::new();
     let coordinator = Arc::new(Coordinator::new(
@@ -503,9 +527,6 @@ pub async fn start_over(
     ));
     let detector = Arc::new(Detector::new(&node, config.ping_interval, ring_news));
     let handoff = Arc::new(Handoff::new(&node));
-    let consensus = Arc::new(
-        Consensus::start(config.id.clone(), storage.clone(), node.peers.clone(), None).await?,
-    );
     let metrics = Metrics::new();
     let state = Arc::new(State {
         coordinator: coordinator.clone(),
@@ -536,6 +557,7 @@ pub async fn start_over(
     }
     background.spawn(membership.clone().run_sync(stop_rx.clone()));
     background.spawn(membership.clone().run_transitions(stop_rx.clone()));
+    background.spawn(membership.clone().run_leadership(stop_rx.clone()));
     background.spawn(rebalance.run(stop_rx.clone()));
     background.spawn(handoff.run(stop_rx.clone()));
     background.spawn(anti_entropy.run(stop_rx.clone()));

@@ -555,113 +555,77 @@ async fn a_write_batch_answers_each_write_in_order() {
     assert!(client.get("k0".into()).await.unwrap().values.is_empty());
 }
 
-/// The ring's Raft group runs over the nodes' own RPC service: three voters
-/// elect a leader and commit a ring to all three state machines; when the
-/// leader's node stops, the other two elect a new leader (well within 10 s)
-/// that commits the next ring. A proposal computed from a ring that is no
-/// longer the applied one changes nothing.
+/// The ring outlives its leader (issue 25): five members, the leader's node
+/// stops for good. Within 10 s every live member's `status` names the same
+/// new leader, elected by the ring's Raft group; that leader removes the dead
+/// one and the change settles; writes and reads go on throughout, and a
+/// member that is not the leader refuses ring changes naming it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn raft_among_three_nodes_commits_and_fails_over() {
-    use dynamo::consensus::{Applied, RingCmd};
-    use dynamo::ring::RingState;
-    use dynamo::types::Replication;
-    use openraft::{BasicNode, ServerState};
-    use std::collections::BTreeMap;
-
-    let mut c = InProcess::start(3, (3, 2, 2)).await;
-    let raft = |c: &InProcess, i: usize| c.handles[i].as_ref().unwrap().consensus().clone();
-    let voters: BTreeMap<u128, BasicNode> = (0..3)
-        .map(|i| (raft(&c, i).id, BasicNode::new(c.ids[i].to_string())))
-        .collect();
-    raft(&c, 0).raft.initialize(voters).await.unwrap();
-    let leader_of = |c: &InProcess, among: &[usize]| -> Option<usize> {
-        let leaders: Vec<Option<u128>> = among
-            .iter()
-            .map(|i| raft(c, *i).raft.metrics().borrow().current_leader)
-            .collect();
-        let first = leaders.first().copied().flatten()?;
-        if leaders.iter().any(|l| *l != Some(first)) {
-            return None;
-        }
-        among.iter().copied().find(|i| {
-            let r = raft(c, *i);
-            r.id == first && r.raft.metrics().borrow().state == ServerState::Leader
-        })
-    };
-    let first = wait_for_async(
-        "a leader all three agree on",
-        Duration::from_secs(10),
-        || {
-            let found = leader_of(&c, &[0, 1, 2]);
-            async move { found }
-        },
-    )
-    .await;
-    let ring = RingState::bootstrap(c.ids[0].clone(), Replication { n: 3, w: 2, r: 2 });
-    let out = raft(&c, first)
-        .raft
-        .client_write(RingCmd::Propose {
-            from: None,
-            next: ring.clone(),
-        })
-        .await
-        .unwrap();
-    assert_eq!(out.data, Applied::Ring { epoch: ring.epoch });
-    wait_for_async(
-        "every voter applies the ring",
-        Duration::from_secs(10),
-        || {
-            let all = (0..3).all(|i| raft(&c, i).applied().map(|r| r.epoch) == Some(ring.epoch));
-            async move { all.then_some(()) }
-        },
-    )
-    .await;
-
-    let stopped_at = tokio::time::Instant::now();
-    c.stop(first).await;
-    let rest: Vec<usize> = (0..3).filter(|i| *i != first).collect();
-    let second = wait_for_async("a new leader", Duration::from_secs(10), || {
-        let found = leader_of(&c, &rest);
-        async move { found }
+async fn the_ring_outlives_its_leader() {
+    let mut c = InProcess::start(5, (3, 2, 2)).await;
+    let consensus = |c: &InProcess, i: usize| c.handles[i].as_ref().unwrap().consensus().clone();
+    wait_for_async("five voters", Duration::from_secs(30), || {
+        let n = consensus(&c, 0).voters().len();
+        async move { (n == 5).then_some(()) }
     })
     .await;
-    let failover = stopped_at.elapsed();
-    assert!(failover < Duration::from_secs(10), "{failover:?}");
-    let next = ring.with_member(c.ids[1].clone()).unwrap();
-    let stale = raft(&c, second)
-        .raft
-        .client_write(RingCmd::Propose {
-            from: None,
-            next: next.clone(),
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        stale.data,
-        Applied::Stale {
-            applied: Some(ring.epoch)
-        }
-    );
-    let out = raft(&c, second)
-        .raft
-        .client_write(RingCmd::Propose {
-            from: Some(ring.epoch),
-            next: next.clone(),
-        })
-        .await
-        .unwrap();
-    assert_eq!(out.data, Applied::Ring { epoch: next.epoch });
-    wait_for_async(
-        "both voters apply the next ring",
+    let writer = c.client(1).await;
+    for i in 0..50 {
+        writer
+            .put(format!("k{i}"), VersionVector::new(), b("before"))
+            .await
+            .unwrap();
+    }
+    let old = c.ids[0].clone();
+    let stopped = tokio::time::Instant::now();
+    c.stop(0).await;
+    let leader = wait_for_async(
+        "every live member names one new leader",
         Duration::from_secs(10),
         || {
-            let all = rest
-                .iter()
-                .all(|i| raft(&c, *i).applied().map(|r| r.epoch) == Some(next.epoch));
-            async move { all.then_some(()) }
+            let (c, old) = (&c, &old);
+            async move {
+                let mut named = Vec::new();
+                for i in 1..5 {
+                    named.push(c.client(i).await.status().await.ok()?.leader);
+                }
+                let first = named[0].clone();
+                (first != *old && named.iter().all(|l| *l == first)).then_some(first)
+            }
         },
     )
     .await;
-    eprintln!("new leader {} after {failover:?}", c.ids[second]);
+    eprintln!("{leader} leads after {:?}", stopped.elapsed());
+    let at = c.ids.iter().position(|id| *id == leader).unwrap();
+    let other = (1..5).find(|i| *i != at).unwrap();
+    match c.client(other).await.remove_node(old.clone()).await {
+        Err(Error::NotLeader { leader: named }) => assert_eq!(named, leader),
+        other => panic!("a member that does not lead: {other:?}"),
+    }
+    let reply = c.client(at).await.remove_node(old.clone()).await.unwrap();
+    assert!(reply.leaving.contains(&old), "{reply:?}");
+    for i in 50..80 {
+        writer
+            .put(format!("k{i}"), VersionVector::new(), b("during"))
+            .await
+            .unwrap();
+    }
+    wait_for_async("the removal settles", Duration::from_secs(60), || {
+        let (c, old) = (&c, &old);
+        async move {
+            let s = c.client(at).await.status().await.ok()?;
+            (s.transition.is_none() && !s.nodes.iter().any(|n| n.id == *old)).then_some(())
+        }
+    })
+    .await;
+    for i in 0..80 {
+        let r = c
+            .client(1 + i % 4)
+            .await
+            .get(format!("k{i}"))
+            .await
+            .unwrap();
+        assert_eq!(r.values.len(), 1, "k{i}: {:?}", r.values);
+    }
     c.shutdown().await;
 }

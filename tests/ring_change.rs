@@ -12,16 +12,15 @@
 //! data directory: the change must still settle and nothing acknowledged be lost.
 //!
 //! When a test fails, the node logs are copied to
-//! `target/tmp/ring_change-logs/<test>/` (see [`Logs`]).
+//! `target/tmp/node-logs/<test>/` (see [`Logs`]).
 
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::writeload::{describe_lost, preload, verify, LoadReport, WriteLoad};
-use common::{run_script, Cluster, SETTLE_LIMIT};
+use common::{run_script, Cluster, Logs, SETTLE_LIMIT};
 use serde_json::Value;
 
 const NWR: (usize, usize, usize) = (3, 2, 2);
@@ -35,44 +34,9 @@ const SLOW: &str = "150";
 /// How long a change interrupted by a kill may take to settle.
 const KILL_SETTLE_LIMIT: Duration = Duration::from_secs(120);
 
-/// Copies the node logs out of the cluster's temporary directory if the test
-/// panics (declare it after the cluster so it runs first).
-struct Logs {
-    name: &'static str,
-    files: Vec<PathBuf>,
-}
-
-impl Logs {
-    fn keep(name: &'static str, c: &Cluster) -> Logs {
-        Logs {
-            name,
-            files: c.nodes.iter().map(|p| p.log.clone()).collect(),
-        }
-    }
-}
-
-impl Drop for Logs {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join("ring_change-logs")
-            .join(self.name);
-        let _ = std::fs::remove_dir_all(&dir);
-        let _ = std::fs::create_dir_all(&dir);
-        for f in &self.files {
-            if let Some(name) = f.file_name() {
-                let _ = std::fs::copy(f, dir.join(name));
-            }
-        }
-        eprintln!("node logs of {} kept in {}", self.name, dir.display());
-    }
-}
-
 /// Runs one membership command at the leader and returns its (successful) result.
 fn change(c: &Cluster, command: &str) -> Value {
-    let out = c.client(0, &[command]);
+    let out = c.at_leader(command);
     let r = out.results.first().cloned().unwrap_or(Value::Null);
     assert_eq!(r["ok"], true, "{command}: {out:?}");
     println!("{command} -> {r}");

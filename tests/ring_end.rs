@@ -45,7 +45,7 @@ fn ids(c: &Cluster, idx: &[usize]) -> Vec<String> {
 
 /// Runs one command at the leader and returns its result, asserting it is ok.
 fn at_leader(c: &Cluster, command: &str) -> Value {
-    let out = c.client(0, &[command]);
+    let out = c.at_leader(command);
     let r = out.results.first().cloned().unwrap_or(Value::Null);
     assert_eq!(r["ok"], true, "{command}: {out:?}");
     r

@@ -251,7 +251,7 @@ fn a_stalled_leaving_node_brings_no_deleted_key_back() {
     // A write load while the node is removed and settled without.
     let load =
         common::writeload::WriteLoad::start_with("sl", &c.ports(&[0, 1]), Duration::from_millis(5));
-    let out = c.client(0, &[&format!("remove-node {}", c.nodes[4].id)]);
+    let out = c.at_leader(&format!("remove-node {}", c.nodes[4].id));
     assert_eq!(out.results[0]["ok"], true, "{out:?}");
     c.signal(4, "STOP");
     // The leader settles without the silent leaving node.
@@ -322,14 +322,14 @@ fn a_stalled_leaving_node_brings_no_deleted_key_back() {
     assert!(error.contains("was removed from the ring"), "{out:?}");
     // Its data is untouched, for the operator; adding it back on that
     // directory is refused, with what to do.
-    let out = c.client(0, &[&format!("add-node {}", c.nodes[4].id)]);
+    let out = c.at_leader(&format!("add-node {}", c.nodes[4].id));
     let error = out.results[0]["error"].as_str().unwrap_or_default();
     assert!(error.contains("delete its data directory"), "{out:?}");
     // Wiped, it is a new node and joins.
     c.kill(4);
     std::fs::remove_dir_all(c.data_dir(4)).unwrap();
     c.start(4);
-    let out = c.client(0, &[&format!("add-node {}", c.nodes[4].id)]);
+    let out = c.at_leader(&format!("add-node {}", c.nodes[4].id));
     assert_eq!(out.results[0]["ok"], true, "{out:?}");
     c.wait_settled(0, Duration::from_secs(60));
     assert_all_deleted(&c, &[0, 4], &keys, "after the wiped node joined");

@@ -34,12 +34,13 @@
 //!   from [`crate::runtime::random_u64`]: seeded in the simulation, so a seed
 //!   still replays.
 //!
-//! # Status
+//! # Where it is used
 //!
-//! This module holds the replicated state machine and its storage
-//! ([`store`]), checked by openraft's own storage suite. Membership
-//! ([`crate::membership`]) does not use it yet: the ring is still committed by
-//! the leader named at start-up.
+//! Membership ([`crate::membership`]) commits every ring through
+//! [`Consensus::propose`] and takes up the leadership when this node is
+//! elected; the state machine's apply hands each committed ring to the node,
+//! which installs it. The replicated state machine and its storage
+//! ([`store`]) pass openraft's own storage suite.
 
 use std::collections::BTreeSet;
 use std::io::Cursor;
@@ -105,24 +106,33 @@ pub enum Applied {
 
 /// How often the leader tells its followers it is alive. Failover takes an
 /// election timeout after the last heartbeat, plus a vote.
-pub const HEARTBEAT: Duration = Duration::from_millis(250);
+pub const HEARTBEAT: Duration = Duration::from_millis(300);
 /// The shortest wait for a heartbeat before a follower stands for election;
 /// each follower waits a random time between this and
 /// [`ELECTION_TIMEOUT_MAX`], so that one usually stands alone.
-pub const ELECTION_TIMEOUT_MIN: Duration = Duration::from_millis(750);
+pub const ELECTION_TIMEOUT_MIN: Duration = Duration::from_millis(1500);
 /// The longest such wait.
-pub const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(1500);
+pub const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(3000);
+
+/// How long a ring proposal, or a change of the voters, may wait for a
+/// majority of the voters.
+pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// This node's part in the ring's Raft group: the running Raft instance and
 /// the ring its state machine applied last.
 pub struct Consensus {
     /// The Raft instance (idle until the node is initialised as the founder
-    /// or made a voter by the leader).
-    pub raft: openraft::Raft<RingRaft>,
+    /// or made a voter by the leader); replaced only by [`Consensus::reset`].
+    raft: std::sync::RwLock<openraft::Raft<RingRaft>>,
     /// This node's Raft id ([`raft_id`]).
     pub id: u128,
     me: NodeId,
     applied: Arc<Mutex<Option<RingState>>>,
+    /// What a new Raft instance is built from (see [`Consensus::reset`]).
+    config: Arc<openraft::Config>,
+    storage: Arc<Storage>,
+    peers: Arc<Peers>,
+    on_applied: store::OnRing,
 }
 
 impl Consensus {
@@ -150,24 +160,86 @@ impl Consensus {
         .map_err(|e| Error::internal(format!("raft config: {e}")))?;
         let applied = Arc::new(Mutex::new(None));
         let seen = applied.clone();
-        let on_applied: store::OnRing = Arc::new(move |ring: &RingState| {
+        let on_applied: store::OnRing = Arc::new(move |ring: RingState| {
             *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(ring.clone());
-            if let Some(f) = &on_ring {
-                f(ring);
+            match &on_ring {
+                Some(f) => f(ring),
+                None => Box::pin(async {}),
             }
         });
-        let log = store::LogStore::open(storage.clone())?;
-        let machine = store::RingMachine::open(storage, Some(on_applied))?;
-        *applied.lock().unwrap_or_else(|p| p.into_inner()) = machine.machine().ring.clone();
-        let raft = openraft::Raft::new(id, Arc::new(config), net::RaftNet { peers }, log, machine)
-            .await
-            .map_err(|e| Error::internal(format!("raft did not start: {e}")))?;
+        let config = Arc::new(config);
+        let raft = Self::raft_over(id, &config, &storage, &peers, &on_applied, &applied).await?;
         Ok(Consensus {
-            raft,
+            raft: std::sync::RwLock::new(raft),
             id,
             me,
             applied,
+            config,
+            storage,
+            peers,
+            on_applied,
         })
+    }
+
+    /// A Raft instance over the log and state machine in `storage`.
+    async fn raft_over(
+        id: u128,
+        config: &Arc<openraft::Config>,
+        storage: &Arc<Storage>,
+        peers: &Arc<Peers>,
+        on_applied: &store::OnRing,
+        applied: &Mutex<Option<RingState>>,
+    ) -> Result<openraft::Raft<RingRaft>> {
+        let log = store::LogStore::open(storage.clone())?;
+        let machine = store::RingMachine::open(storage.clone(), Some(on_applied.clone()))?;
+        *applied.lock().unwrap_or_else(|p| p.into_inner()) = machine.machine().ring.clone();
+        let net = net::RaftNet {
+            peers: peers.clone(),
+        };
+        openraft::Raft::new(id, config.clone(), net, log, machine)
+            .await
+            .map_err(|e| Error::internal(format!("raft did not start: {e}")))
+    }
+
+    /// The running Raft instance (a handle: cheap to clone).
+    pub fn raft(&self) -> openraft::Raft<RingRaft> {
+        self.raft.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// True if this node founded its group and no other node ever joined it:
+    /// its one voter is this node.
+    pub fn is_lone_founder(&self) -> bool {
+        let voters = self.voters();
+        voters.len() == 1 && voters.contains(&self.id)
+    }
+
+    /// Forgets this node's group: stops the Raft instance, deletes its log,
+    /// vote and state machine, and starts an empty one that waits to be made
+    /// a voter. Only for a lone founder whose ring is being replaced by the
+    /// ring of another group (a node that came back on a wiped disk at a
+    /// member's address founded a ring of its own before it learned it is a
+    /// member): joining the other group with this group's log would mix two
+    /// histories under one log index.
+    pub async fn reset(&self) -> Result<()> {
+        let old = self.raft();
+        if let Err(e) = old.shutdown().await {
+            tracing::warn!(error = %e, "the old raft instance did not stop cleanly");
+        }
+        let (log, state) = self.storage.raft_trees()?;
+        log.clear()?;
+        state.clear()?;
+        self.storage.durable().await?;
+        let raft = Self::raft_over(
+            self.id,
+            &self.config,
+            &self.storage,
+            &self.peers,
+            &self.on_applied,
+            &self.applied,
+        )
+        .await?;
+        *self.raft.write().unwrap_or_else(|p| p.into_inner()) = raft;
+        Ok(())
     }
 
     /// The ring the state machine applied last.
@@ -198,7 +270,7 @@ impl Consensus {
         req: AppendEntriesRequest<RingRaft>,
     ) -> Result<RaftAnswer<AppendEntriesResponse<u128>>> {
         self.check(to)?;
-        Ok(self.raft.append_entries(req).await)
+        Ok(self.raft().append_entries(req).await)
     }
 
     /// Answers a candidate's vote request addressed to `to`.
@@ -208,7 +280,7 @@ impl Consensus {
         req: VoteRequest<u128>,
     ) -> Result<RaftAnswer<VoteResponse<u128>>> {
         self.check(to)?;
-        Ok(self.raft.vote(req).await)
+        Ok(self.raft().vote(req).await)
     }
 
     /// Takes a chunk of the leader's snapshot addressed to `to`.
@@ -219,12 +291,170 @@ impl Consensus {
     ) -> Result<RaftAnswer<InstallSnapshotResponse<u128>, openraft::error::InstallSnapshotError>>
     {
         self.check(to)?;
-        Ok(self.raft.install_snapshot(req).await)
+        Ok(self.raft().install_snapshot(req).await)
+    }
+
+    /// True while this node is the Raft leader.
+    pub fn is_leader(&self) -> bool {
+        self.raft().metrics().borrow().state == openraft::ServerState::Leader
+    }
+
+    /// The current term as this node knows it.
+    pub fn term(&self) -> u64 {
+        self.raft().metrics().borrow().current_term
+    }
+
+    /// This node's part in the group: `leader`, `voter`, or `learner` (a node
+    /// that does not vote: it learns the ring from the leader's pushes).
+    pub fn role(&self) -> &'static str {
+        let m = self.raft().metrics().borrow().clone();
+        if m.state == openraft::ServerState::Leader {
+            "leader"
+        } else if m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == self.id)
+        {
+            "voter"
+        } else {
+            "learner"
+        }
+    }
+
+    /// The Raft leader's address, if this node knows one.
+    pub fn leader_addr(&self) -> Option<NodeId> {
+        let m = self.raft().metrics().borrow().clone();
+        let leader = m.current_leader?;
+        m.membership_config
+            .membership()
+            .get_node(&leader)
+            .and_then(|n| n.addr.parse().ok())
+    }
+
+    /// The Raft ids of the voters, as this node knows them.
+    pub fn voters(&self) -> BTreeSet<u128> {
+        self.raft()
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    }
+
+    /// True once the group has a membership (this node founded it or was
+    /// made a voter; a restart keeps it).
+    pub async fn initialized(&self) -> bool {
+        self.raft().is_initialized().await.unwrap_or(false)
+    }
+
+    /// Founds the group with this node as its one voter, and waits (up to
+    /// [`PROPOSE_TIMEOUT`]) until it leads it.
+    pub async fn found(&self) -> Result<()> {
+        let members = std::collections::BTreeMap::from([(
+            self.id,
+            openraft::BasicNode::new(self.me.to_string()),
+        )]);
+        if let Err(e) = self.raft().initialize(members).await {
+            // Already initialised (a restart): nothing to do.
+            tracing::debug!(error = %e, "raft already initialised");
+        }
+        let deadline = tokio::time::Instant::now() + PROPOSE_TIMEOUT;
+        while !self.is_leader() {
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::Timeout {
+                    what: "electing this node as the founding leader of the ring".into(),
+                    millis: PROPOSE_TIMEOUT.as_millis() as u64,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Commits `next`, computed from the ring of epoch `from`, through the
+    /// group: answers once a majority of the voters has it and this node has
+    /// applied it. A node that is not the leader refuses, naming the leader; a
+    /// proposal computed from another ring than the applied one is refused;
+    /// one that no majority answers within [`PROPOSE_TIMEOUT`] is of unknown
+    /// outcome (it may still commit).
+    pub async fn propose(&self, from: Option<u64>, next: RingState) -> Result<u64> {
+        let epoch = next.epoch;
+        let raft = self.raft();
+        let write = raft.client_write(RingCmd::Propose { from, next });
+        match tokio::time::timeout(PROPOSE_TIMEOUT, write).await {
+            Err(_) => Err(Error::Timeout {
+                what: format!(
+                    "committing the ring of epoch {epoch}: no majority of the ring's voters \
+                     answered; it may or may not take effect"
+                ),
+                millis: PROPOSE_TIMEOUT.as_millis() as u64,
+            }),
+            Ok(Ok(reply)) => match reply.data {
+                Applied::Ring { epoch } => Ok(epoch),
+                Applied::Stale { applied } => Err(Error::Membership {
+                    reason: format!(
+                        "the ring changed while this change was computed (now at epoch {}); \
+                         try again",
+                        applied.unwrap_or(0)
+                    ),
+                }),
+                Applied::Nothing => Err(Error::internal("a ring proposal applied as nothing")),
+            },
+            Ok(Err(e)) => match e.forward_to_leader() {
+                Some(f) => match f.leader_node.as_ref().and_then(|n| n.addr.parse().ok()) {
+                    Some(leader) => Err(Error::NotLeader { leader }),
+                    None => Err(Error::Membership {
+                        reason: "the ring's voters are electing a leader; try again shortly".into(),
+                    }),
+                },
+                None => Err(Error::internal(format!("raft: {e}"))),
+            },
+        }
+    }
+
+    /// Makes `voters` (Raft id to address) the group's voters: each new one
+    /// first catches up as a Raft learner, then one membership change swaps
+    /// the sets. Leader only.
+    pub async fn set_voters(
+        &self,
+        voters: &std::collections::BTreeMap<u128, NodeId>,
+    ) -> Result<()> {
+        let current = self.voters();
+        let raft = self.raft();
+        for (id, addr) in voters {
+            if current.contains(id) {
+                continue;
+            }
+            let node = openraft::BasicNode::new(addr.to_string());
+            let add = raft.add_learner(*id, node, true);
+            match tokio::time::timeout(PROPOSE_TIMEOUT, add).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(Error::internal(format!("adding voter {addr}: {e}"))),
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        what: format!("bringing {addr} up to date as a voter"),
+                        millis: PROPOSE_TIMEOUT.as_millis() as u64,
+                    })
+                }
+            }
+        }
+        let ids: BTreeSet<u128> = voters.keys().copied().collect();
+        let change = raft.change_membership(ids, false);
+        match tokio::time::timeout(PROPOSE_TIMEOUT, change).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(Error::internal(format!("changing the voters: {e}"))),
+            Err(_) => Err(Error::Timeout {
+                what: "changing the ring's voters".into(),
+                millis: PROPOSE_TIMEOUT.as_millis() as u64,
+            }),
+        }
     }
 
     /// Stops the Raft instance (before the store closes).
     pub async fn shutdown(&self) {
-        if let Err(e) = self.raft.shutdown().await {
+        if let Err(e) = self.raft().shutdown().await {
             tracing::warn!(error = %e, "raft did not shut down cleanly");
         }
     }

@@ -261,8 +261,10 @@ struct StoredSnapshot {
     machine: Vec<u8>,
 }
 
-/// Called with each ring the state machine applies (the node installs it).
-pub type OnRing = Arc<dyn Fn(&RingState) + Send + Sync>;
+/// Called with each ring the state machine applies, and waited on before
+/// the entry counts as applied (the node installs the ring: a leader's
+/// proposal returns once its own node has the ring in memory).
+pub type OnRing = Arc<dyn Fn(RingState) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
 
 /// The ring's state machine, kept in `raft_state` after every batch applied.
 pub struct RingMachine {
@@ -380,7 +382,7 @@ impl RaftStateMachine<RingRaft> for RingMachine {
         }
         self.save().await?;
         if let (Some(ring), Some(on_ring)) = (installed, &self.on_ring) {
-            on_ring(&ring);
+            on_ring(ring).await;
         }
         Ok(out)
     }
@@ -419,7 +421,7 @@ impl RaftStateMachine<RingRaft> for RingMachine {
         };
         self.save().await?;
         if let (Some(ring), Some(on_ring)) = (&self.machine.ring, &self.on_ring) {
-            on_ring(ring);
+            on_ring(ring.clone()).await;
         }
         Ok(())
     }

@@ -145,8 +145,10 @@ async fn the_vote_log_and_ring_survive_a_reopen() {
         let mut log = LogStore::open(storage.clone()).unwrap();
         log.save_vote(&vote).await.unwrap();
         let seen = installed.clone();
-        let on_ring: store::OnRing =
-            Arc::new(move |r: &RingState| seen.lock().unwrap().push(r.epoch));
+        let on_ring: store::OnRing = Arc::new(move |r: RingState| {
+            seen.lock().unwrap().push(r.epoch);
+            Box::pin(async {})
+        });
         let mut sm = RingMachine::open(storage, Some(on_ring)).unwrap();
         let entry = openraft::Entry::<RingRaft> {
             log_id: lid(1),

@@ -319,7 +319,7 @@ impl Detector {
             let mut g = lock(&self.gossip);
             match &out {
                 Ok(ack) => {
-                    self.epoch_seen(ack.epoch);
+                    self.epoch_seen(ack.epoch, node);
                     if let Some(at) = ack.you_are_down_at {
                         g.told_down(at);
                     }
@@ -358,7 +358,7 @@ impl Detector {
     /// node's.
     pub fn answer(&self, probe: Probe) -> ProbeAck {
         self.probes_answered.fetch_add(1, Ordering::Relaxed);
-        self.epoch_seen(probe.epoch);
+        self.epoch_seen(probe.epoch, &probe.from);
         let (ack, changes) = {
             let mut g = lock(&self.gossip);
             if let Some(at) = probe.you_are_down_at {
@@ -396,8 +396,9 @@ impl Detector {
     /// A peer has ring `epoch`: if it is newer than this node's, the ring
     /// sync pulls the ring now (ring epochs spread with the probes, so the
     /// sync's periodic pull from the leader can be rare).
-    fn epoch_seen(&self, epoch: u64) {
+    fn epoch_seen(&self, epoch: u64, peer: &NodeId) {
         if epoch > self.ring.epoch() {
+            self.ring.seen_newer(peer);
             self.ring_news.notify_one();
         }
     }

@@ -1,5 +1,6 @@
-//! Leader-managed membership (SPEC 3.6): the leader owns the ring; each change
-//! makes a new epoch, persisted by the leader and committed to every member.
+//! Leader-managed membership: the elected leader owns the ring; each change
+//! makes a new epoch, committed by a majority of the ring's voters and then
+//! pushed to every member.
 //!
 //! * `add-node` / `remove-node` run only at the leader, one at a time. A node must
 //!   answer before it is added, under the address it runs as, and with an
@@ -25,10 +26,12 @@
 //!   `left` after its report, `removed` when the leader settled without it. A
 //!   node that learns it was `removed` says so at error level, serves nothing,
 //!   and `add-node` refuses it until its data directory is replaced.
-//! * A change is durable at the leader before anyone else sees it, then pushed to
-//!   every node of both rings (and to a removed node at the settle, so it knows).
+//! * A change is durable at a majority of the voters before anyone installs
+//!   it, then pushed to every node of both rings (and to a removed node at the
+//!   settle, so it knows).
 //!   Members persist a ring before acknowledging it. The transition lives in the
-//!   persisted ring, so a leader killed in the middle resumes it at restart.
+//!   committed ring, so the leader elected after one killed in the middle
+//!   drives it to its settle.
 //! * A member that missed a push catches up by pulling the ring from the leader:
 //!   at start-up, at once when a peer shows it a newer epoch (a refusal naming
 //!   the epoch, or a failure detector's probe, which carries it), and every
@@ -39,8 +42,14 @@
 //! * A restart keeps the ring and the leader's role: a persisted ring wins over the
 //!   `--leader` flag, with a warning when they disagree.
 //!
-//! Left out here: electing a new leader (the leader being down stops only
-//! membership changes and the settling of a running one).
+//! * The leader is elected. Every ring is committed through the ring's Raft
+//!   group ([`crate::consensus`]) before anyone installs it; the node its
+//!   Raft instance elects commits a ring naming it (the next epoch) and
+//!   takes over from there, a running change included
+//!   ([`leadership`]). A leader-only command anywhere else is refused naming
+//!   the leader. A member that is not a voter learns each ring from the
+//!   leader's push or its own pull ([`sync`]); a deposed leader or a member
+//!   whose leader is gone pulls from the other members.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,6 +60,7 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio::sync::Notify;
 
+use crate::consensus::Consensus;
 use crate::context::NodeContext;
 use crate::error::{Error, Result};
 use crate::peers::{CallError, Peers};
@@ -76,7 +86,9 @@ pub struct Reports {
     pub anti_entropy: AeSource,
 }
 
+mod leadership;
 mod status;
+mod sync;
 
 /// How often the leader polls the nodes of a running change. A quarter second
 /// makes an empty ring's change settle at once while costing one small RPC per
@@ -99,6 +111,9 @@ pub const REJOIN_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// Most `info` calls `status` (or the leader's poll of a ring change) has
 /// in flight at once.
 pub const MAX_INFO_CALLS: usize = 64;
+/// How often the Raft leader checks that the ring names it and that the
+/// voters are the ones [`crate::consensus::choose_voters`] picks.
+pub const LEADERSHIP_CHECK: Duration = Duration::from_millis(250);
 /// Deadline of a ring push or pull, and of the liveness probe `status` makes.
 pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -118,6 +133,8 @@ pub struct Membership {
     ring_news: Arc<Notify>,
     /// When this process started (for `uptime_ms`).
     started: tokio::time::Instant,
+    /// The ring's Raft group, through which every ring is committed.
+    consensus: std::sync::OnceLock<Arc<Consensus>>,
 }
 
 impl Membership {
@@ -151,6 +168,7 @@ impl Membership {
             reports,
             ring_news,
             started: tokio::time::Instant::now(),
+            consensus: std::sync::OnceLock::new(),
         }
     }
 
@@ -186,17 +204,32 @@ impl Membership {
                     "ring loaded"
                 );
                 let removed = state.removed_at(&self.me, self.storage.uuid());
-                self.ring.install(state);
+                let leads = state.leader == self.me;
+                self.ring.install(state.clone());
                 if let Some(at) = removed {
                     self.warn_removed(at);
                 }
+                // A ring kept from before the ring had consensus: its leader
+                // founds the group with it (its epoch unchanged).
+                let consensus = self.consensus()?;
+                if leads && !consensus.initialized().await {
+                    tracing::warn!(
+                        epoch = state.epoch,
+                        "this ring has no consensus group yet (a data directory from an \
+                         earlier version): founding it with this node as its one voter"
+                    );
+                    consensus.found().await?;
+                    consensus.propose(None, state).await?;
+                }
             }
             None if self.configured_leader == self.me => {
-                let state = RingState::bootstrap(self.me.clone(), self.configured_replication);
-                self.storage.save_ring(&state)?;
-                self.storage.durable().await?;
+                let mut state = RingState::bootstrap(self.me.clone(), self.configured_replication);
+                state.record_identity(&self.me, self.storage.uuid());
+                let consensus = self.consensus()?;
+                consensus.found().await?;
+                // Applying it saves and installs it here (Membership::install).
+                consensus.propose(None, state.clone()).await?;
                 tracing::info!(epoch = state.epoch, "new ring, this node is the leader");
-                self.ring.install(state);
             }
             None => {
                 tracing::info!(leader = %self.configured_leader, "waiting to learn the ring from the leader");
@@ -217,17 +250,24 @@ impl Membership {
         }
     }
 
-    /// The leader as this node knows it.
+    /// The leader as this node knows it: the Raft leader if this node is a
+    /// voter that knows one, else the ring's.
     pub fn leader(&self) -> NodeId {
+        if let Some(leader) = self.consensus.get().and_then(|c| c.leader_addr()) {
+            return leader;
+        }
         self.ring
             .get()
             .map(|r| r.leader().clone())
             .unwrap_or_else(|| self.configured_leader.clone())
     }
 
+    /// The ring, if this node leads it: the ring names it and the ring's Raft
+    /// group has it as its leader.
     fn leader_ring(&self) -> Result<RingState> {
+        let elected = self.consensus.get().is_some_and(|c| c.is_leader());
         match self.ring.get() {
-            Some(r) if *r.leader() == self.me => Ok(r.state().clone()),
+            Some(r) if *r.leader() == self.me && elected => Ok(r.state().clone()),
             _ => Err(Error::NotLeader {
                 leader: self.leader(),
             }),
@@ -284,7 +324,7 @@ impl Membership {
                 });
             }
         }
-        self.commit(next, Vec::new()).await
+        self.commit(current.epoch, next, Vec::new()).await
     }
 
     /// `remove-node`: the node leaves the ring once its keys have moved. It may
@@ -316,7 +356,7 @@ impl Membership {
                 "remove-node during a ring change: the change goes on without it"
             );
         }
-        self.commit(next, vec![node]).await
+        self.commit(current.epoch, next, vec![node]).await
     }
 
     /// `abort-change`: ends the running change and returns the ring to the
@@ -332,26 +372,35 @@ impl Membership {
             aborted = %current.describe_change(),
             "ring change aborted: the ring returns to the members it had before it"
         );
-        self.commit(next, current.joining()).await
+        self.commit(current.epoch, next, current.joining()).await
     }
 
-    /// Persists `next`, installs it here and pushes it to every node of both of
-    /// its rings (and to `also`, nodes that just left).
-    async fn commit(&self, next: RingState, also: Vec<NodeId>) -> Result<MembershipReply> {
-        // Saved, durable and installed in memory together, in a task of its
-        // own: a caller cancelled half-way (an add-node whose deadline passes
-        // during the flush) left the ring saved but not installed, and every
-        // later change was refused as "already stored" until a restart
-        // (found by the simulation's leader-commit-cancelled scenario).
-        let (storage, ring, state) = (self.storage.clone(), self.ring.clone(), next.clone());
-        tokio::spawn(async move {
-            storage.save_ring(&state)?;
-            storage.durable().await?;
-            ring.install(state);
-            Ok::<(), Error>(())
-        })
-        .await
-        .map_err(|e| Error::internal(format!("ring commit failed: {e}")))??;
+    /// Commits `next`, computed from the ring of epoch `from`, through the
+    /// ring's Raft group (applying it saves and installs it on every voter,
+    /// this one included), then pushes it to every node of both of its rings
+    /// (and to `also`, nodes that just left).
+    async fn commit(
+        &self,
+        from: u64,
+        next: RingState,
+        also: Vec<NodeId>,
+    ) -> Result<MembershipReply> {
+        // The proposal runs to its end in a task of its own: a caller
+        // cancelled half-way (an add-node whose deadline passes while the
+        // voters answer) must not leave the leader without the ring it
+        // committed (found by the simulation's leader-commit-cancelled
+        // scenario, when the leader saved the ring itself).
+        let consensus = self.consensus()?.clone();
+        let state = next.clone();
+        tokio::spawn(async move { consensus.propose(Some(from), state).await })
+            .await
+            .map_err(|e| Error::internal(format!("ring commit failed: {e}")))??;
+        self.push_all(&next, also).await
+    }
+
+    /// Pushes the committed ring `next` to every node of both of its rings
+    /// and to `also`; answers with the nodes it did not reach.
+    async fn push_all(&self, next: &RingState, also: Vec<NodeId>) -> Result<MembershipReply> {
         match &next.transition {
             Some(_) => tracing::info!(
                 epoch = next.epoch,
@@ -366,6 +415,8 @@ impl Membership {
             .filter(|n| *n != self.me)
             .collect();
         targets.extend(also.into_iter().filter(|n| *n != self.me));
+        targets.sort();
+        targets.dedup();
         let pushes: FuturesUnordered<_> = targets
             .into_iter()
             .map(|node| {
@@ -504,7 +555,7 @@ impl Membership {
                  away, and its data directory must be deleted before it is added again"
             );
         }
-        self.commit(next, left).await?;
+        self.commit(current.epoch, next, left).await?;
         Ok(())
     }
 
@@ -537,217 +588,6 @@ impl Membership {
             .await;
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
-    }
-
-    /// A ring pushed by the leader or pulled from it: installed and persisted if
-    /// newer. Returns the epoch this node has afterwards.
-    ///
-    /// Saving the ring, waiting for it to be durable and installing it in
-    /// memory run to the end in a task of their own: the caller may be
-    /// dropped half-way (an `install_ring` call whose deadline passes during
-    /// the flush is cancelled by the RPC server), and a ring saved but never
-    /// installed left the node on its old ring in memory for good, every
-    /// later install refused as "not newer" than the one on disk (found by
-    /// the simulation's ring-install-race scenario).
-    pub async fn install(self: &Arc<Self>, state: RingState) -> Result<u64> {
-        let me = self.clone();
-        tokio::spawn(async move { me.install_now(state).await })
-            .await
-            .map_err(|e| Error::internal(format!("ring install failed: {e}")))?
-    }
-
-    async fn install_now(&self, state: RingState) -> Result<u64> {
-        state.validate()?;
-        if state.epoch <= self.ring.epoch() {
-            return Ok(self.ring.epoch());
-        }
-        match self.storage.save_ring(&state) {
-            Ok(()) => {}
-            // A concurrent install stored a newer ring after the check above:
-            // that one stays. Acknowledge once what is stored is durable (it
-            // is newer than what was pushed), and make sure memory has it.
-            Err(Error::RingNotNewer { current, .. }) => {
-                self.storage.durable().await?;
-                if self.ring.epoch() < current {
-                    if let Some(stored) = self.storage.ring()? {
-                        self.install_in_memory(stored);
-                    }
-                }
-                return Ok(self.ring.epoch().max(current));
-            }
-            Err(e) => return Err(e),
-        }
-        self.storage.durable().await?;
-        self.install_in_memory(state);
-        Ok(self.ring.epoch())
-    }
-
-    /// Installs a saved, durable `state` in memory if it is newer there.
-    fn install_in_memory(&self, state: RingState) {
-        self.check_replication(&state);
-        let epoch = state.epoch;
-        let removed = state.removed_at(&self.me, self.storage.uuid());
-        if self.ring.install(state) {
-            tracing::info!(epoch, "installed ring from the leader");
-            if let Some(at) = removed {
-                self.warn_removed(at);
-            }
-        }
-    }
-
-    /// Says, loudly, that this node was removed while it was away.
-    fn warn_removed(&self, epoch: u64) {
-        tracing::error!(
-            node = %self.me,
-            removed_at_epoch = epoch,
-            "this node was removed from the ring at epoch {epoch} while it was away: it keeps \
-             its data untouched, hands nothing off and serves nothing. To add it again, stop \
-             it, delete its data directory (--data-dir), start it and run add-node"
-        );
-    }
-
-    /// The ring this node has.
-    pub fn current(&self) -> Option<RingState> {
-        self.ring.get().map(|r| r.state().clone())
-    }
-
-    /// The ring this node has, if its epoch is above `epoch`.
-    pub fn current_if_newer(&self, epoch: u64) -> Option<RingState> {
-        self.ring
-            .get()
-            .filter(|r| r.epoch() > epoch)
-            .map(|r| r.state().clone())
-    }
-
-    /// Asks the leader for its ring if newer than this node's, and installs
-    /// it. The leader answers an unchanged ring with nothing: every member
-    /// asks every [`RING_SYNC_INTERVAL`], and the whole state grows with the
-    /// ring, so the leader sent members × ring size every interval (41 KB/s
-    /// at 30 idle nodes in simulation, against 15 KB/s for a member).
-    pub async fn sync_with_leader(self: &Arc<Self>) -> Result<()> {
-        let leader = self.leader();
-        if leader == self.me {
-            return Ok(());
-        }
-        let have = self.ring.epoch();
-        let state = self
-            .peers
-            .call(&leader, MEMBERSHIP_TIMEOUT, |c, ctx| async move {
-                c.fetch_ring_newer(ctx, have).await
-            })
-            .await
-            .map_err(|e| e.into_error(&leader))?;
-        if let Some(state) = state {
-            self.install(state).await?;
-        }
-        Ok(())
-    }
-
-    /// Pulls the ring from the leader at start-up, when woken by news of a
-    /// newer epoch, and at least every [`RING_SYNC_INTERVAL`]; checks every
-    /// [`REJOIN_CHECK_INTERVAL`] whether this node must rejoin. Until `stop`.
-    pub async fn run_sync(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut pull = true;
-        let mut last_pull = tokio::time::Instant::now();
-        loop {
-            if pull || last_pull.elapsed() >= RING_SYNC_INTERVAL {
-                if let Err(e) = self.sync_with_leader().await {
-                    tracing::debug!(error = %e, "ring sync with the leader failed");
-                }
-                last_pull = tokio::time::Instant::now();
-            }
-            if let Err(e) = self.rejoin_if_wiped().await {
-                tracing::warn!(error = %e, "cannot rejoin the ring yet");
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(REJOIN_CHECK_INTERVAL) => pull = false,
-                _ = self.ring_news.notified() => pull = true,
-                _ = stop.changed() => return,
-            }
-        }
-    }
-
-    /// A member that lost its data directory comes back under its address with
-    /// a new, empty one: the ring knows another identity there, so its peers
-    /// treat it as a stranger. If this node is such a member and holds nothing,
-    /// it marks itself as refilling (durably, first: its reads must not count
-    /// until anti-entropy has refilled it) and asks the leader to readmit it. A
-    /// node holding data under another identity is a real stranger (a data
-    /// directory moved to the wrong address) and is left alone.
-    async fn rejoin_if_wiped(&self) -> Result<()> {
-        let Some(ring) = self.ring.get() else {
-            return Ok(());
-        };
-        let mine = self.storage.uuid();
-        let known = match ring.identity(&self.me) {
-            Some(known) if known != mine && ring.is_member(&self.me) => known,
-            _ => return Ok(()),
-        };
-        if self.storage.key_count() > 0 || self.storage.hint_count() > 0 {
-            return Ok(());
-        }
-        if !self.storage.restoring() {
-            tracing::warn!(
-                ring_knows = %known,
-                this = %mine,
-                "this member's data directory is new: asking the leader to readmit it;                  it refills from its peers by anti-entropy"
-            );
-            self.storage.set_restoring(true)?;
-            self.storage.durable().await?;
-        }
-        let leader = ring.leader().clone();
-        let (me, uuid) = (self.me.clone(), mine);
-        let epoch = self
-            .peers
-            .call(&leader, MEMBERSHIP_TIMEOUT, |c, ctx| async move {
-                c.rejoin(ctx, me, uuid).await
-            })
-            .await
-            .map_err(|e| e.into_error(&leader))?;
-        tracing::info!(epoch, "readmitted by the leader");
-        self.ring_news.notify_one();
-        Ok(())
-    }
-
-    /// Leader side of a rejoin: readmits the member `node`, which answers at its
-    /// address with the new identity `identity` and holds nothing.
-    pub async fn rejoin(&self, node: NodeId, identity: uuid::Uuid) -> Result<u64> {
-        self.leader_ring()?;
-        let _one_at_a_time = self.changes.lock().await;
-        let current = self.leader_ring()?;
-        if current.identities.get(&node) == Some(&identity) {
-            return Ok(current.epoch);
-        }
-        let info = self.info_of(&node).await.map_err(|e| Error::Membership {
-            reason: format!("cannot readmit {node}: it does not answer ({})", e.reason()),
-        })?;
-        if info.id != node || info.identity != identity {
-            return Err(Error::Membership {
-                reason: format!(
-                    "cannot readmit {node}: the node answering there is {} with identity {}",
-                    info.id, info.identity
-                ),
-            });
-        }
-        if info.keys > 0 || info.hints > 0 {
-            return Err(Error::Membership {
-                reason: format!(
-                    "cannot readmit {node}: it holds {} keys and {} hints under another                      identity than the member's (a data directory from elsewhere?)",
-                    info.keys, info.hints
-                ),
-            });
-        }
-        let next = current.readmit(&node, identity)?;
-        let number = next.incarnations.get(&node).map_or(0, |i| i.number);
-        tracing::warn!(
-            %node,
-            %identity,
-            incarnation = number,
-            "readmitting a member that lost its data directory; it refills by anti-entropy"
-        );
-        let epoch = next.epoch;
-        self.commit(next, Vec::new()).await?;
-        Ok(epoch)
     }
 }
 

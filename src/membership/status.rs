@@ -63,6 +63,12 @@ impl Membership {
             version: env!("CARGO_PKG_VERSION").to_string(),
             removed_at_epoch: self.removed_at(),
             refused: self.refused.list(),
+            role: self
+                .consensus
+                .get()
+                .map_or("learner", |c| c.role())
+                .to_string(),
+            term: self.consensus.get().map_or(0, |c| c.term()),
         }
     }
 
@@ -99,6 +105,7 @@ impl Membership {
                         hints_by_target: Some(info.hints_by_target.clone()),
                         uptime_ms: Some(info.uptime_ms),
                         version: Some(info.version.clone()),
+                        role: Some(info.role.clone()),
                     },
                     Err(_) => MemberStatus {
                         id: id.clone(),
@@ -113,6 +120,7 @@ impl Membership {
                         hints_by_target: None,
                         uptime_ms: None,
                         version: None,
+                        role: None,
                     },
                 }
             })
@@ -131,9 +139,16 @@ impl Membership {
                 refused.extend(info.refused.iter().cloned());
             }
         }
+        let term = viewed
+            .iter()
+            .filter_map(|(_, _, out)| out.as_ref().ok().map(|i| i.term))
+            .chain(self.consensus.get().map(|c| c.term()))
+            .max()
+            .unwrap_or(0);
         Ok(StatusReply {
             node: self.me.clone(),
             leader: state.leader.clone(),
+            term,
             epoch: state.epoch,
             replication: state.replication,
             fsync: self.storage.fsync().to_string(),

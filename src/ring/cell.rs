@@ -21,12 +21,30 @@ pub struct RingCell {
     current: RwLock<Option<Arc<Ring>>>,
     /// The rings replaced, with their epochs.
     retired: Mutex<Vec<(u64, Weak<Ring>)>>,
+    /// The last peer seen with a newer epoch than this cell's ring (see
+    /// [`RingCell::seen_newer`]).
+    newer_at: Mutex<Option<crate::types::NodeId>>,
 }
 
 impl RingCell {
     /// An empty cell.
     pub fn new() -> RingCell {
         RingCell::default()
+    }
+
+    /// Notes that `peer` has a ring newer than this cell's: a node that does
+    /// not know its ring's other members (one that founded a ring of its own
+    /// on an empty directory) can ask that peer for it.
+    pub fn seen_newer(&self, peer: &crate::types::NodeId) {
+        *self.newer_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(peer.clone());
+    }
+
+    /// The peer last noted by [`RingCell::seen_newer`], forgotten as it is taken.
+    pub fn take_newer(&self) -> Option<crate::types::NodeId> {
+        self.newer_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// The current ring.

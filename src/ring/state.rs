@@ -225,6 +225,34 @@ impl RingState {
         Ok(next)
     }
 
+    /// The next epoch with `leader` as the ring's leader (the node the ring's
+    /// Raft group elected; see [`crate::consensus`]). It must be a member the
+    /// running change keeps.
+    pub fn with_leader(&self, leader: NodeId, identity: Uuid) -> Result<RingState> {
+        if self.members.binary_search(&leader).is_err()
+            || self.target().binary_search(&leader).is_err()
+        {
+            return Err(membership(format!(
+                "{leader} cannot lead the ring of epoch {}: it is not a member the ring keeps",
+                self.epoch
+            )));
+        }
+        let mut next = self.next_epoch()?;
+        next.record_identity(&leader, identity);
+        next.leader = leader;
+        next.validate()?;
+        Ok(next)
+    }
+
+    /// Records `identity` for `node` if the ring knows none for it (the
+    /// founder of a ring was not recorded before the ring had consensus, and
+    /// a leader elected later must know every voter's identity to keep it).
+    pub fn record_identity(&mut self, node: &NodeId, identity: Uuid) {
+        if !self.identities.contains_key(node) {
+            self.admit(node, identity);
+        }
+    }
+
     /// The members once the running change settles (`members` when none runs).
     pub fn target(&self) -> &[NodeId] {
         match &self.transition {

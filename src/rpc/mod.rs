@@ -313,6 +313,9 @@ pub struct MemberStatus {
     pub uptime_ms: Option<u64>,
     /// Its build (None when it did not answer).
     pub version: Option<String>,
+    /// Its part in the ring's Raft group: `leader`, `voter` or `learner`
+    /// (None when it did not answer).
+    pub role: Option<String>,
 }
 
 /// The answer to `status`.
@@ -321,6 +324,8 @@ pub struct StatusReply {
     /// The node that answered.
     pub node: NodeId,
     pub leader: NodeId,
+    /// The Raft term of the ring's leader, the highest any answering node knows.
+    pub term: u64,
     pub epoch: u64,
     pub replication: Replication,
     /// The answering node's durability (`always`, `batch`, `never`).
@@ -479,6 +484,10 @@ pub struct NodeInfo {
     pub removed_at_epoch: Option<u64>,
     /// Keys it could not hand off because a receiver refused them for good.
     pub refused: Vec<Refusal>,
+    /// Its part in the ring's Raft group: `leader`, `voter` or `learner`.
+    pub role: String,
+    /// The Raft term it knows (0 for a node that never voted).
+    pub term: u64,
 }
 
 /// The service every node serves.

@@ -477,6 +477,40 @@ impl Cluster {
         }
     }
 
+    /// Runs a leader-only `command` (add-node, remove-node, abort-change) at
+    /// the ring's leader, as an operator would: first at node 0, then wherever
+    /// a refusal names the leader; while the voters elect one, again shortly
+    /// (up to 20 s). A refusal changed nothing, so asking again is safe; any
+    /// other answer is returned as it is.
+    pub fn at_leader(&self, command: &str) -> ClientRun {
+        let start = Instant::now();
+        let mut at = 0;
+        loop {
+            let out = self.client(at, &[command]);
+            let error = out
+                .results
+                .first()
+                .and_then(|r| r["error"].as_str())
+                .unwrap_or("")
+                .to_string();
+            if start.elapsed() > Duration::from_secs(20) {
+                return out;
+            }
+            if let Some(leader) = error.strip_prefix("not the leader: the leader is ") {
+                match self.nodes.iter().position(|n| n.id == leader.trim()) {
+                    Some(i) if i != at => {
+                        at = i;
+                        continue;
+                    }
+                    _ => {}
+                }
+            } else if !error.contains("electing a leader") {
+                return out;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Runs the real client against node `i` with `--json -c` for each command.
     pub fn client(&self, i: usize, commands: &[&str]) -> ClientRun {
         run_client(self.nodes[i].port, commands)
@@ -642,4 +676,39 @@ pub fn node_status(status: &serde_json::Value, id: &str) -> serde_json::Value {
         .and_then(|a| a.iter().find(|n| n["id"] == id))
         .cloned()
         .unwrap_or(serde_json::Value::Null)
+}
+
+/// Copies the node logs out of the cluster's temporary directory if the test
+/// panics (declare it after the cluster so it runs first).
+pub struct Logs {
+    name: &'static str,
+    files: Vec<PathBuf>,
+}
+
+impl Logs {
+    pub fn keep(name: &'static str, c: &Cluster) -> Logs {
+        Logs {
+            name,
+            files: c.nodes.iter().map(|p| p.log.clone()).collect(),
+        }
+    }
+}
+
+impl Drop for Logs {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("node-logs")
+            .join(self.name);
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::create_dir_all(&dir);
+        for f in &self.files {
+            if let Some(name) = f.file_name() {
+                let _ = std::fs::copy(f, dir.join(name));
+            }
+        }
+        eprintln!("node logs of {} kept in {}", self.name, dir.display());
+    }
 }

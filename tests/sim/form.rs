@@ -50,7 +50,7 @@ pub fn form(
     ring.tokens_per_node = tokens;
     // The leader's store first, then each node in turn: the identities are
     // drawn in that order.
-    drop(open(leader)?);
+    ring.record_identity(&id(leader), open(leader)?.uuid());
     for host in &hosts[1..] {
         let uuid = open(host)?.uuid();
         ring = ring

@@ -31,6 +31,7 @@ script_tests!(script::run, "tests/sim/scenarios", {
     leader_commit_cancelled => "leader-commit-cancelled.txt",
     hint_for_moved_key => "hint-for-moved-key.txt",
     detector_news => "detector-news.txt",
+    leader_partition => "leader-partition.txt",
 });
 
 /// The nemesis over a range of seeds: `SIM_SEED=S` runs that one seed (a

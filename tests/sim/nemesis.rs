@@ -355,6 +355,14 @@ impl State {
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
+            // The change goes to the leader n0 names (an elected one may be
+            // any member).
+            let at = s.leader.host().to_string();
+            let leader = if at == "n0" {
+                leader
+            } else {
+                harness::client(&at).await.map_err(|e| e.to_string())?
+            };
             let members: Vec<&str> = s.nodes.iter().map(|n| n.id.host()).collect();
             // An add names a host outside the ring, a remove a member other
             // than the leader, keeping three members (a quorum stays possible).
@@ -365,7 +373,11 @@ impl State {
                     .filter(|h| !members.contains(h))
                     .collect(),
                 "remove" if members.len() <= 3 => vec![],
-                "remove" => members.iter().copied().filter(|h| *h != "n0").collect(),
+                "remove" => members
+                    .iter()
+                    .copied()
+                    .filter(|h| *h != "n0" && *h != at)
+                    .collect(),
                 _ => vec![""],
             };
             let Some(name) = eligible.get(choice % eligible.len().max(1)).copied() else {

@@ -173,14 +173,20 @@ impl Runner {
             Some(a) => duration(&a.value)?,
             None => Duration::from_secs(5),
         };
+        // `at=HOST`: the node the command goes to (default n0).
+        let at = command
+            .args
+            .iter()
+            .find(|a| a.key.as_deref() == Some("at"))
+            .map_or_else(|| "n0".to_string(), |a| a.value.clone());
         let name = command.name.clone();
         let target = hosts.first().cloned().unwrap_or_default();
         let mut refusals: Vec<String> = Vec::new();
         let started = c.now();
         loop {
-            let (name, target) = (name.clone(), target.clone());
+            let (name, target, at) = (name.clone(), target.clone(), at.clone());
             let out = c.call(async move {
-                let leader = harness::client("n0").await.map_err(|e| e.to_string())?;
+                let leader = harness::client(&at).await.map_err(|e| e.to_string())?;
                 let ctx = dynamo::rpc::context(deadline);
                 let r = match name.as_str() {
                     "add" => leader.add_node(ctx, id(&target)).await,
@@ -377,14 +383,21 @@ impl goldenscript::Runner for Runner {
             "settle" => {
                 let mut args = command.consume_args();
                 let members: Option<usize> = args.lookup_parse("members")?;
+                let at = args
+                    .lookup("at")
+                    .map_or_else(|| "n0".to_string(), |a| a.value.clone());
                 args.reject_rest()?;
-                self.wait("settle", move || async move {
-                    let s = harness::status("n0").await.map_err(|e| e.to_string())?;
-                    let done = s.transition.is_none() && members.is_none_or(|m| s.nodes.len() == m);
-                    Ok(done.then(|| {
-                        let names: Vec<&str> = s.nodes.iter().map(|n| n.id.host()).collect();
-                        format!("epoch {}: {}", s.epoch, names.join(" "))
-                    }))
+                self.wait("settle", move || {
+                    let at = at.clone();
+                    async move {
+                        let s = harness::status(&at).await.map_err(|e| e.to_string())?;
+                        let done =
+                            s.transition.is_none() && members.is_none_or(|m| s.nodes.len() == m);
+                        Ok(done.then(|| {
+                            let names: Vec<&str> = s.nodes.iter().map(|n| n.id.host()).collect();
+                            format!("epoch {}: {}", s.epoch, names.join(" "))
+                        }))
+                    }
                 })
             }
             "put" | "update" | "delete" => self.writes(command),
@@ -508,6 +521,30 @@ impl goldenscript::Runner for Runner {
                 let rest: Vec<String> = args.rest_pos().iter().map(|a| a.value.clone()).collect();
                 args.reject_rest()?;
                 match what.as_str() {
+                    // `wait leader HOST...`: every one of the hosts names one
+                    // leader among them, and it names itself (elected by the
+                    // ring's Raft group and committed to the ring).
+                    "leader" => {
+                        let hosts = rest.clone();
+                        self.wait("leader", move || {
+                            let hosts = hosts.clone();
+                            async move {
+                                let mut named = Vec::new();
+                                for h in &hosts {
+                                    let s = harness::status(h).await.map_err(|e| e.to_string())?;
+                                    named.push(s.leader.host().to_string());
+                                }
+                                let first = named.first().cloned().unwrap_or_default();
+                                if named.iter().any(|l| *l != first) || !hosts.contains(&first) {
+                                    return Ok(None);
+                                }
+                                let s = harness::status(&first).await.map_err(|e| e.to_string())?;
+                                Ok((s.leader.host() == first).then(|| {
+                                    format!("{} name {first} the leader", hosts.join(" "))
+                                }))
+                            }
+                        })
+                    }
                     "removed" => {
                         let host = rest.first().ok_or("name a host")?.clone();
                         self.wait("removed", move || {

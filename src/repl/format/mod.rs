@@ -118,6 +118,7 @@ impl Outcome {
             Outcome::Status(reply) => serde_json::to_string(&JsonStatus {
                 ok: true,
                 leader: &reply.leader,
+                term: reply.term,
                 epoch: reply.epoch,
                 qsize: reply.replication.n,
                 write_n: reply.replication.w,
@@ -256,6 +257,8 @@ struct JsonMembership<'a> {
 struct JsonStatus<'a> {
     ok: bool,
     leader: &'a NodeId,
+    /// The Raft term of the leader.
+    term: u64,
     epoch: u64,
     qsize: usize,
     write_n: usize,
@@ -442,7 +445,7 @@ fn status_human(reply: &StatusReply) -> String {
     }
     lines.extend([
         format!("node:   {} (fsync {})", reply.node, reply.fsync),
-        format!("leader: {}", reply.leader),
+        format!("leader: {} (term {})", reply.leader, reply.term),
         format!("epoch:  {}", reply.epoch),
         format!("N/W/R:  {}/{}/{}", r.n, r.w, r.r),
         String::new(),

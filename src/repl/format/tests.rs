@@ -39,6 +39,7 @@ fn status() -> StatusReply {
     StatusReply {
         node: id("127.0.0.1:13338"),
         leader: id("127.0.0.1:13337"),
+        term: 2,
         epoch: 7,
         replication: Replication { n: 3, w: 2, r: 2 },
         fsync: "batch".into(),
@@ -66,6 +67,7 @@ fn status() -> StatusReply {
                 hints_by_target: Some([(id("10.0.0.2:13338"), 4)].into_iter().collect()),
                 uptime_ms: Some(754_000),
                 version: Some("0.1.0".into()),
+                role: Some("leader".into()),
             },
             MemberStatus {
                 id: id("10.0.0.2:13338"),
@@ -80,6 +82,7 @@ fn status() -> StatusReply {
                 hints_by_target: None,
                 uptime_ms: None,
                 version: None,
+                role: None,
             },
         ],
         transition: None,
@@ -235,10 +238,10 @@ fn status_json() {
     assert_eq!(
         Outcome::Status(status()).to_json(),
         concat!(
-            r#"{"ok":true,"leader":"127.0.0.1:13337","epoch":7,"qsize":3,"write_n":2,"read_n":2,"#,
+            r#"{"ok":true,"leader":"127.0.0.1:13337","term":2,"epoch":7,"qsize":3,"write_n":2,"read_n":2,"#,
             r#""nodes":[{"id":"127.0.0.1:13337","state":"alive","keys":120,"tombstones":3,"hints":0,"epoch":7,"#,
-            r#""anti_entropy":{"exchanges":12,"keys_repaired":40,"last_exchange":{"peer":"127.0.0.1:13339","at_unix_ms":1700000000000,"ago_ms":1200,"keys_repaired":2},"tombstones_removed":5},"restoring":false,"share":0.6,"hints_by_target":{"10.0.0.2:13338":4},"uptime_ms":754000,"version":"0.1.0"},"#,
-            r#"{"id":"10.0.0.2:13338","state":"down","keys":null,"tombstones":null,"hints":null,"epoch":null,"anti_entropy":null,"restoring":null,"share":0.4,"hints_by_target":null,"uptime_ms":null,"version":null}],"#,
+            r#""anti_entropy":{"exchanges":12,"keys_repaired":40,"last_exchange":{"peer":"127.0.0.1:13339","at_unix_ms":1700000000000,"ago_ms":1200,"keys_repaired":2},"tombstones_removed":5},"restoring":false,"share":0.6,"hints_by_target":{"10.0.0.2:13338":4},"uptime_ms":754000,"version":"0.1.0","role":"leader"},"#,
+            r#"{"id":"10.0.0.2:13338","state":"down","keys":null,"tombstones":null,"hints":null,"epoch":null,"anti_entropy":null,"restoring":null,"share":0.4,"hints_by_target":null,"uptime_ms":null,"version":null,"role":null}],"#,
             r#""node":"127.0.0.1:13338","fsync":"batch","transition":null,"member":true}"#
         )
     );
@@ -249,10 +252,10 @@ fn status_json_with_a_transition() {
     assert_eq!(
         Outcome::Status(status_moving()).to_json(),
         concat!(
-            r#"{"ok":true,"leader":"127.0.0.1:13337","epoch":8,"qsize":3,"write_n":2,"read_n":2,"#,
+            r#"{"ok":true,"leader":"127.0.0.1:13337","term":2,"epoch":8,"qsize":3,"write_n":2,"read_n":2,"#,
             r#""nodes":[{"id":"127.0.0.1:13337","state":"alive","keys":120,"tombstones":3,"hints":0,"epoch":7,"#,
-            r#""anti_entropy":{"exchanges":12,"keys_repaired":40,"last_exchange":{"peer":"127.0.0.1:13339","at_unix_ms":1700000000000,"ago_ms":1200,"keys_repaired":2},"tombstones_removed":5},"restoring":false,"share":0.6,"hints_by_target":{"10.0.0.2:13338":4},"uptime_ms":754000,"version":"0.1.0"},"#,
-            r#"{"id":"10.0.0.2:13338","state":"down","keys":null,"tombstones":null,"hints":null,"epoch":null,"anti_entropy":null,"restoring":null,"share":0.4,"hints_by_target":null,"uptime_ms":null,"version":null}],"#,
+            r#""anti_entropy":{"exchanges":12,"keys_repaired":40,"last_exchange":{"peer":"127.0.0.1:13339","at_unix_ms":1700000000000,"ago_ms":1200,"keys_repaired":2},"tombstones_removed":5},"restoring":false,"share":0.6,"hints_by_target":{"10.0.0.2:13338":4},"uptime_ms":754000,"version":"0.1.0","role":"leader"},"#,
+            r#"{"id":"10.0.0.2:13338","state":"down","keys":null,"tombstones":null,"hints":null,"epoch":null,"anti_entropy":null,"restoring":null,"share":0.4,"hints_by_target":null,"uptime_ms":null,"version":null,"role":null}],"#,
             r#""node":"127.0.0.1:13338","fsync":"batch","#,
             r#""transition":{"epoch":8,"joining":["127.0.0.1:13342"],"leaving":[],"#,
             r#""keys_to_move":4000,"keys_moved":1200,"bytes_moved":1258291,"elapsed_ms":1500,"#,
@@ -379,7 +382,7 @@ fn human_status_is_a_table() {
     assert_eq!(
         Outcome::Status(status()).to_human(),
         "node:   127.0.0.1:13338 (fsync batch)\n\
-         leader: 127.0.0.1:13337\n\
+         leader: 127.0.0.1:13337 (term 2)\n\
          epoch:  7\n\
          N/W/R:  3/2/2\n\
          \n\
@@ -397,7 +400,7 @@ fn human_status_shows_a_running_change() {
     assert_eq!(
         Outcome::Status(status_moving()).to_human(),
         "node:   127.0.0.1:13338 (fsync batch)\n\
-         leader: 127.0.0.1:13337\n\
+         leader: 127.0.0.1:13337 (term 2)\n\
          epoch:  8\n\
          N/W/R:  3/2/2\n\
          \n\
