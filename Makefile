@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/release
 
-.PHONY: build test sim sim-scale chaos lint check fuzz run-db testcase run-client stop clean bench bench-move bench-ae bench-detector bench-http profile bench-ab help
+.PHONY: build test sim sim-scale chaos lint check fuzz run-db testcase run-client stop clean bench bench-move bench-ae bench-detector bench-failover bench-http profile bench-ab help
 
 ## release build of both binaries
 build:
@@ -81,6 +81,10 @@ bench-move: build
 ## foreground latency while anti-entropy refills a wiped node, against anti-entropy off
 bench-ae: build
 	@scripts/bench-ae.sh
+
+## time from the leader's kill -9 to a new leader named by every member, over BENCH_FAILOVER_KILLS kills (20)
+bench-failover: build
+	@scripts/bench-failover.sh
 
 ## foreground latency with one node hung (SIGSTOP), without and with the failure detector
 bench-detector: build

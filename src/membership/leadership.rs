@@ -11,6 +11,7 @@ use super::{Membership, LEADERSHIP_CHECK};
 use crate::consensus::{choose_voters, raft_id, Consensus};
 use crate::error::{Error, Result};
 use crate::ring::RingState;
+use crate::rpc::NodeState;
 use crate::types::NodeId;
 
 impl Membership {
@@ -103,7 +104,11 @@ impl Membership {
     }
 
     /// The voters [`choose_voters`] picks from `among` (the members whose
-    /// identity `applied` knows), the current ones kept first; by Raft id.
+    /// identity `applied` knows and the failure detector does not hold
+    /// down), the current ones kept first and this node, the leader, always
+    /// among them; by Raft id. A member held down is left out while others
+    /// can take its seat: a voter that cannot answer only makes the
+    /// majority harder to reach.
     fn wanted_voters(
         &self,
         applied: &RingState,
@@ -113,6 +118,7 @@ impl Membership {
         let known: Vec<NodeId> = among
             .iter()
             .filter(|m| self.identity_in(applied, m).is_some())
+            .filter(|m| **m == self.me || self.peers.state(m) != NodeState::Down)
             .cloned()
             .collect();
         let current_ids = consensus.voters();
@@ -124,7 +130,16 @@ impl Membership {
             })
             .cloned()
             .collect();
-        choose_voters(&known, &current)
+        let mut chosen = choose_voters(&known, &current);
+        if known.contains(&self.me) && !chosen.contains(&self.me) {
+            // The leader keeps its seat (a leader that voted itself out would
+            // step down and cost the ring an election): it takes the last.
+            if let Some(last) = chosen.iter().next_back().cloned() {
+                chosen.remove(&last);
+            }
+            chosen.insert(self.me.clone());
+        }
+        chosen
             .into_iter()
             .filter_map(|m| self.identity_in(applied, &m).map(|u| (raft_id(u), m)))
             .collect()
