@@ -629,3 +629,71 @@ async fn the_ring_outlives_its_leader() {
     }
     c.shutdown().await;
 }
+
+/// Data directories from before the ring had consensus (a ring saved, no Raft
+/// log or vote) are upgraded in place: the leader founds the group with the
+/// ring it has, its epoch unchanged, the members become voters, the data is
+/// all there and the ring can change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_directories_from_before_consensus_are_upgraded_in_place() {
+    use dynamo::config::FsyncMode;
+    use dynamo::storage::Storage;
+
+    let mut c = InProcess::start(3, (3, 2, 2)).await;
+    let writer = c.client(1).await;
+    for i in 0..30 {
+        writer
+            .put(format!("u{i}"), VersionVector::new(), b("kept"))
+            .await
+            .unwrap();
+    }
+    let before = c.client(0).await.status().await.unwrap().epoch;
+    for i in 0..3 {
+        c.stop(i).await;
+    }
+    // What an earlier version left: the same directories without the trees
+    // Raft keeps its log, vote and state machine in.
+    for i in 0..3 {
+        let dir = c.dir.path().join(format!("n{i}"));
+        let storage = wait_for_async("the store to be free", Duration::from_secs(10), || {
+            let opened = Storage::open(Some(&dir), FsyncMode::Batch).ok();
+            async move { opened }
+        })
+        .await;
+        let (log, state) = storage.raft_trees().unwrap();
+        log.clear().unwrap();
+        state.clear().unwrap();
+        storage.durable().await.unwrap();
+    }
+    for i in 0..3 {
+        c.restart(i).await;
+    }
+    let s = wait_for_async("three voters", Duration::from_secs(30), || {
+        let c = &c;
+        async move {
+            let s = c.client(0).await.status().await.ok()?;
+            let voting = s
+                .nodes
+                .iter()
+                .filter(|n| matches!(n.role.as_deref(), Some("leader" | "voter")))
+                .count();
+            (voting == 3).then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(s.epoch, before, "{s:?}");
+    assert_eq!(s.leader, c.ids[0]);
+    assert!(s.term >= 1, "{s:?}");
+    for i in 0..30 {
+        let r = c.client(2).await.get(format!("u{i}")).await.unwrap();
+        assert_eq!(r.values.len(), 1, "u{i}: {:?}", r.values);
+    }
+    let reply = c
+        .client(0)
+        .await
+        .remove_node(c.ids[2].clone())
+        .await
+        .unwrap();
+    assert_eq!(reply.leaving, vec![c.ids[2].clone()]);
+    c.shutdown().await;
+}

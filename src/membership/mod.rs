@@ -210,7 +210,8 @@ impl Membership {
                     self.warn_removed(at);
                 }
                 // A ring kept from before the ring had consensus: its leader
-                // founds the group with it (its epoch unchanged).
+                // founds the group with it (its epoch unchanged, unless the
+                // ring must learn the founder's identity: the next epoch).
                 let consensus = self.consensus()?;
                 if leads && !consensus.initialized().await {
                     tracing::warn!(
@@ -218,8 +219,12 @@ impl Membership {
                         "this ring has no consensus group yet (a data directory from an \
                          earlier version): founding it with this node as its one voter"
                     );
+                    let founding = match state.identities.get(&self.me) {
+                        Some(_) => state,
+                        None => state.with_identity(&self.me, self.storage.uuid())?,
+                    };
                     consensus.found().await?;
-                    consensus.propose(None, state).await?;
+                    consensus.propose(None, founding).await?;
                 }
             }
             None if self.configured_leader == self.me => {

@@ -253,6 +253,15 @@ impl RingState {
         }
     }
 
+    /// The next epoch with `identity` recorded for `node`, which the ring
+    /// knows no identity for (a founder from before the ring had consensus).
+    pub fn with_identity(&self, node: &NodeId, identity: Uuid) -> Result<RingState> {
+        let mut next = self.next_epoch()?;
+        next.record_identity(node, identity);
+        next.validate()?;
+        Ok(next)
+    }
+
     /// The members once the running change settles (`members` when none runs).
     pub fn target(&self) -> &[NodeId] {
         match &self.transition {
