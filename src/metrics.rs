@@ -372,6 +372,7 @@ mod tests {
             refused: Vec::new(),
             role: "learner".into(),
             term: 0,
+            voters: Vec::new(),
         };
         let text = m.render(&info, false);
         assert!(

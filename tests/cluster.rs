@@ -370,11 +370,12 @@ async fn a_replica_batch_answers_each_write_in_order() {
             .unwrap();
         assert!(matches!(out, Err(Error::Fenced { .. })), "{out:?}");
     }
-    // As the member node 0 (the leader, admitted before identities were
-    // checked, so any identity passes), each write is judged alone.
+    // As the member node 0 (the leader, its identity its Raft id), each
+    // write is judged alone.
+    let identity = uuid::Uuid::from_u128(c.handles[0].as_ref().unwrap().consensus().id);
     to.from = Some(rpc::Sender {
         node: c.ids[0].clone(),
-        identity: uuid::Uuid::new_v4(),
+        identity,
         epoch,
     });
     let answers = conn

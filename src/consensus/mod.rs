@@ -332,6 +332,17 @@ impl Consensus {
             .and_then(|n| n.addr.parse().ok())
     }
 
+    /// The addresses of the voters, as this node knows them.
+    pub fn voter_addrs(&self) -> Vec<NodeId> {
+        let m = self.raft().metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        membership
+            .voter_ids()
+            .filter_map(|id| membership.get_node(&id))
+            .filter_map(|n| n.addr.parse().ok())
+            .collect()
+    }
+
     /// The Raft ids of the voters, as this node knows them.
     pub fn voters(&self) -> BTreeSet<u128> {
         self.raft()
@@ -414,35 +425,71 @@ impl Consensus {
         }
     }
 
+    /// The Raft ids of the nodes that follow the log without voting.
+    pub fn learners(&self) -> BTreeSet<u128> {
+        self.raft()
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .learner_ids()
+            .collect()
+    }
+
     /// Makes `voters` (Raft id to address) the group's voters: each new one
     /// first catches up as a Raft learner, then one membership change swaps
-    /// the sets. Leader only.
+    /// the sets. A voter taken out stays a learner while it is in `keep` (the
+    /// ring's nodes): it goes on hearing the log, so it knows it no longer
+    /// votes and never stands for election with the voters it had. Learners
+    /// not in `keep` are dropped. Leader only.
     pub async fn set_voters(
         &self,
         voters: &std::collections::BTreeMap<u128, NodeId>,
+        keep: &BTreeSet<u128>,
     ) -> Result<()> {
         let current = self.voters();
         let raft = self.raft();
-        for (id, addr) in voters {
-            if current.contains(id) {
-                continue;
-            }
-            let node = openraft::BasicNode::new(addr.to_string());
-            let add = raft.add_learner(*id, node, true);
-            match tokio::time::timeout(PROPOSE_TIMEOUT, add).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(Error::internal(format!("adding voter {addr}: {e}"))),
-                Err(_) => {
-                    return Err(Error::Timeout {
-                        what: format!("bringing {addr} up to date as a voter"),
-                        millis: PROPOSE_TIMEOUT.as_millis() as u64,
-                    })
+        let ids: BTreeSet<u128> = voters.keys().copied().collect();
+        if ids != current {
+            for (id, addr) in voters {
+                if current.contains(id) {
+                    continue;
+                }
+                let node = openraft::BasicNode::new(addr.to_string());
+                let add = raft.add_learner(*id, node, true);
+                match tokio::time::timeout(PROPOSE_TIMEOUT, add).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(Error::internal(format!("adding voter {addr}: {e}"))),
+                    Err(_) => {
+                        return Err(Error::Timeout {
+                            what: format!("bringing {addr} up to date as a voter"),
+                            millis: PROPOSE_TIMEOUT.as_millis() as u64,
+                        })
+                    }
                 }
             }
+            self.change(openraft::ChangeMembers::ReplaceAllVoters(ids), true)
+                .await?;
         }
-        let ids: BTreeSet<u128> = voters.keys().copied().collect();
-        let change = raft.change_membership(ids, false);
-        match tokio::time::timeout(PROPOSE_TIMEOUT, change).await {
+        let stale: BTreeSet<u128> = self
+            .learners()
+            .into_iter()
+            .filter(|id| !keep.contains(id))
+            .collect();
+        if !stale.is_empty() {
+            self.change(openraft::ChangeMembers::RemoveNodes(stale), false)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn change(
+        &self,
+        change: openraft::ChangeMembers<u128, openraft::BasicNode>,
+        retain: bool,
+    ) -> Result<()> {
+        let raft = self.raft();
+        match tokio::time::timeout(PROPOSE_TIMEOUT, raft.change_membership(change, retain)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(Error::internal(format!("changing the voters: {e}"))),
             Err(_) => Err(Error::Timeout {

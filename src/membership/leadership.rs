@@ -52,7 +52,7 @@ impl Membership {
         }
     }
 
-    async fn lead(&self) -> Result<()> {
+    pub(super) async fn lead(&self) -> Result<()> {
         let Some(consensus) = self.consensus.get() else {
             return Ok(());
         };
@@ -77,7 +77,8 @@ impl Membership {
                     "elected, but the running change removes this node: handing the vote \
                      to the members it keeps"
                 );
-                return consensus.set_voters(&wanted).await;
+                let keep = self.raft_ids(&applied, &applied.all_nodes());
+                return consensus.set_voters(&wanted, &keep).await;
             }
             let _one_at_a_time = self.changes.lock().await;
             let next = applied.with_leader(self.me.clone(), self.storage.uuid())?;
@@ -94,13 +95,23 @@ impl Membership {
             return Ok(());
         }
         let wanted = self.wanted_voters(&applied, &applied.members, consensus);
-        if wanted.is_empty()
-            || wanted.keys().copied().collect::<BTreeSet<_>>() == consensus.voters()
-        {
+        let keep = self.raft_ids(&applied, &applied.members);
+        let same = wanted.keys().copied().collect::<BTreeSet<_>>() == consensus.voters();
+        let stale = consensus.learners().iter().any(|id| !keep.contains(id));
+        if wanted.is_empty() || (same && !stale) {
             return Ok(());
         }
         tracing::info!(voters = ?wanted.values().collect::<Vec<_>>(), "changing the ring's voters");
-        consensus.set_voters(&wanted).await
+        consensus.set_voters(&wanted, &keep).await
+    }
+
+    /// The Raft ids of `nodes` whose identity `applied` knows.
+    fn raft_ids(&self, applied: &RingState, nodes: &[NodeId]) -> BTreeSet<u128> {
+        nodes
+            .iter()
+            .filter_map(|m| self.identity_in(applied, m))
+            .map(raft_id)
+            .collect()
     }
 
     /// The voters [`choose_voters`] picks from `among` (the members whose

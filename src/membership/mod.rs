@@ -561,6 +561,12 @@ impl Membership {
             );
         }
         self.commit(current.epoch, next, left).await?;
+        drop(_one_at_a_time);
+        // The members changed: the voters follow at once rather than at the
+        // next leadership check (a node that left keeps a seat until then).
+        if let Err(e) = self.lead().await {
+            tracing::warn!(error = %e, "cannot change the ring's voters yet");
+        }
         Ok(())
     }
 

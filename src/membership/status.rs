@@ -69,6 +69,10 @@ impl Membership {
                 .map_or("learner", |c| c.role())
                 .to_string(),
             term: self.consensus.get().map_or(0, |c| c.term()),
+            voters: self
+                .consensus
+                .get()
+                .map_or_else(Vec::new, |c| c.voter_addrs()),
         }
     }
 
@@ -87,6 +91,23 @@ impl Membership {
         })?;
         let state = ring.state().clone();
         let viewed = self.view(&state.all_nodes()).await;
+        // Each node's role as the leader with the highest term sees it (a
+        // node taken out of the voters no longer hears that it was); a node's
+        // own word where no leader answered.
+        let leader_view = viewed
+            .iter()
+            .filter_map(|(id, _, out)| out.as_ref().ok().map(|i| (id, i)))
+            .filter(|(_, i)| i.role == "leader")
+            .max_by_key(|(_, i)| i.term)
+            .map(|(id, i)| (id.clone(), i.voters.clone()));
+        let role_of = |id: &NodeId, own: Option<&str>| -> Option<String> {
+            match &leader_view {
+                Some((leader, _)) if leader == id => Some("leader".into()),
+                Some((_, voters)) if voters.contains(id) => Some("voter".into()),
+                Some(_) => Some("learner".into()),
+                None => own.map(str::to_string),
+            }
+        };
         let nodes = viewed
             .iter()
             .map(|(id, seen, out)| {
@@ -105,7 +126,7 @@ impl Membership {
                         hints_by_target: Some(info.hints_by_target.clone()),
                         uptime_ms: Some(info.uptime_ms),
                         version: Some(info.version.clone()),
-                        role: Some(info.role.clone()),
+                        role: role_of(id, Some(&info.role)),
                     },
                     Err(_) => MemberStatus {
                         id: id.clone(),
@@ -120,7 +141,7 @@ impl Membership {
                         hints_by_target: None,
                         uptime_ms: None,
                         version: None,
-                        role: None,
+                        role: role_of(id, None),
                     },
                 }
             })

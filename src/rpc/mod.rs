@@ -488,6 +488,9 @@ pub struct NodeInfo {
     pub role: String,
     /// The Raft term it knows (0 for a node that never voted).
     pub term: u64,
+    /// The voters as its Raft instance knows them (a leader's view is the
+    /// current one; a node taken out of the voters stops hearing of them).
+    pub voters: Vec<NodeId>,
 }
 
 /// The service every node serves.
