@@ -275,17 +275,39 @@ fn put(c: &Cluster, i: usize, key: &str, context: &str, value: &str) -> Value {
     r
 }
 
-/// kv679: node 1 writes `k` three times (dots 1..3 of its actor), loses its
+/// A key whose replicas include every node of `nodes`.
+fn key_on(c: &Cluster, nodes: &[usize]) -> String {
+    for i in 0..1000 {
+        let key = format!("k{i}");
+        let out = c.client(0, &[&format!("locate {key}")]);
+        let replicas = out.results[0]["replicas"].to_string();
+        if nodes.iter().all(|&n| replicas.contains(&c.nodes[n].id)) {
+            return key;
+        }
+    }
+    panic!("no key of k0..k999 has its replicas on nodes {nodes:?}");
+}
+
+/// kv679: node 1 writes a key three times (dots 1..3 of its actor), loses its
 /// data directory, comes back and writes again. `context` picks the last write:
 /// blind (`None`) or with the context of a get (`Some(via)`). `down` is a
-/// replica stopped before the wipe and started after the write. Returns every
-/// node's values once all are up.
+/// replica stopped before the wipe and started after the write; the ring then
+/// has five members, so that a majority of the ring's voters (three of five)
+/// still answers to readmit the wiped node (with three members, one down and
+/// one wiped, no ring change can commit until one returns). Returns the
+/// values read through nodes 0-2 once all are up.
 fn kv679(context_from: Option<usize>, down: Option<usize>) -> Vec<Vec<String>> {
-    let mut c = Cluster::ring_with(3, 3, (3, 2, 2), &[]);
+    let size = if down.is_some() { 5 } else { 3 };
+    let mut c = Cluster::ring_with(size, size, (3, 2, 2), &[]);
     let a = 1;
+    let k = match down {
+        Some(d) => key_on(&c, &[a, d]),
+        None => "k".to_string(),
+    };
+    let k = k.as_str();
     let mut ctx = "{}".to_string();
     for v in ["old0", "old1", "old2"] {
-        let r = put(&c, a, "k", &ctx, v);
+        let r = put(&c, a, k, &ctx, v);
         ctx = common::ctx(&r);
     }
     assert_eq!(ctx, format!("{{\"{}\":3}}", c.nodes[a].id));
@@ -295,9 +317,9 @@ fn kv679(context_from: Option<usize>, down: Option<usize>) -> Vec<Vec<String>> {
     wipe_and_restart(&mut c, a);
     let context = match context_from {
         None => "{}".to_string(),
-        Some(via) => get(&c, via, "k").1,
+        Some(via) => get(&c, via, k).1,
     };
-    let r = put(&c, a, "k", &context, "newest");
+    let r = put(&c, a, k, &context, "newest");
     assert_eq!(r["coordinator"], c.nodes[a].id.as_str(), "{r}");
     // The new incarnation writes under a new actor.
     let actor = format!("127.0.0.1~1:{}", c.nodes[a].port);
@@ -306,7 +328,7 @@ fn kv679(context_from: Option<usize>, down: Option<usize>) -> Vec<Vec<String>> {
         c.start(d);
     }
     wait_refilled(&c, a, Duration::from_secs(60));
-    (0..3).map(|i| get(&c, i, "k").0).collect()
+    (0..3).map(|i| get(&c, i, k).0).collect()
 }
 
 #[test]
