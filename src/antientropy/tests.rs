@@ -435,7 +435,18 @@ fn group_digests_skip_only_segments_that_hold_nothing() {
         check(&storage);
         storage.flush().unwrap();
     }
-    let storage = Storage::open(Some(dir.path()), FsyncMode::Never).unwrap();
+    // sled's flusher thread may hold the directory's lock a moment after
+    // the store is dropped: wait for it (up to 10 s) as a restart would.
+    let started = std::time::Instant::now();
+    let storage = loop {
+        match Storage::open(Some(dir.path()), FsyncMode::Never) {
+            Ok(s) => break s,
+            Err(e) if started.elapsed() > std::time::Duration::from_secs(10) => {
+                panic!("reopening the store: {e}")
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    };
     assert!(storage.segments_held().count() > 300);
     check(&storage);
 }
