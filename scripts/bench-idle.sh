@@ -2,8 +2,10 @@
 # scripts/bench-idle.sh: what an idle ring costs, two builds side by side: a 3-node
 # ring of /tmp/bench-a then of /tmp/bench-b (dynamo and client in each), 5 s after
 # the ring settles, 20 s idle: bytes on loopback (received + sent) and node CPU ticks.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=target/bench; BASE=17637
+# shellcheck source=scripts/bench-lib.sh
 source scripts/bench-lib.sh
 mkdir -p $OUT/logs
 for label in A B; do
