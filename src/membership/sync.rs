@@ -49,6 +49,11 @@ impl Membership {
                          leaving its own ring to rejoin that one"
                     );
                     consensus.reset().await?;
+                    // It refills from its peers: its reads must not count
+                    // until then, and keys anti-entropy brings it before it
+                    // is readmitted must not make it look like a stranger.
+                    self.storage.set_restoring(true)?;
+                    self.storage.durable().await?;
                 }
             }
         }
@@ -256,7 +261,10 @@ impl Membership {
             Some(known) if known != mine && ring.is_member(&self.me) => known,
             _ => return Ok(()),
         };
-        if self.storage.key_count() > 0 || self.storage.hint_count() > 0 {
+        // A node already refilling (it marked itself, or it left a ring it
+        // founded on an empty directory) may have been sent keys since.
+        let holds = self.storage.key_count() > 0 || self.storage.hint_count() > 0;
+        if holds && !self.storage.restoring() {
             return Ok(());
         }
         if !self.storage.restoring() {
