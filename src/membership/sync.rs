@@ -24,7 +24,10 @@ impl Membership {
     /// later install refused as "not newer" than the one on disk (found by
     /// the simulation's ring-install-race scenario).
     pub async fn install(self: &Arc<Self>, state: RingState) -> Result<u64> {
-        self.install_spawned(state).await
+        let me = self.clone();
+        tokio::spawn(async move { me.install_now(state).await })
+            .await
+            .map_err(|e| Error::internal(format!("ring install failed: {e}")))?
     }
 
     /// Installs a ring that came from outside this node's Raft group: pushed
@@ -57,14 +60,7 @@ impl Membership {
                 }
             }
         }
-        self.install_spawned(state).await
-    }
-
-    async fn install_spawned(self: &Arc<Self>, state: RingState) -> Result<u64> {
-        let me = self.clone();
-        tokio::spawn(async move { me.install_now(state).await })
-            .await
-            .map_err(|e| Error::internal(format!("ring install failed: {e}")))?
+        self.install(state).await
     }
 
     async fn install_now(&self, state: RingState) -> Result<u64> {
@@ -261,10 +257,11 @@ impl Membership {
             Some(known) if known != mine && ring.is_member(&self.me) => known,
             _ => return Ok(()),
         };
-        // A node already refilling (it marked itself, or it left a ring it
-        // founded on an empty directory) may have been sent keys since.
-        let holds = self.storage.key_count() > 0 || self.storage.hint_count() > 0;
-        if holds && !self.storage.restoring() {
+        if holds_data_of_its_own(
+            self.storage.key_count(),
+            self.storage.hint_count(),
+            self.storage.restoring(),
+        ) {
             return Ok(());
         }
         if !self.storage.restoring() {
@@ -311,7 +308,7 @@ impl Membership {
                 ),
             });
         }
-        if info.keys > 0 || info.hints > 0 {
+        if holds_data_of_its_own(info.keys, info.hints, info.restoring) {
             return Err(Error::Membership {
                 reason: format!(
                     "cannot readmit {node}: it holds {} keys and {} hints under another \
@@ -332,4 +329,15 @@ impl Membership {
         self.commit(current.epoch, next, Vec::new()).await?;
         Ok(epoch)
     }
+}
+
+/// True if a node at a member's address under another identity holds keys or
+/// hints that are not a refill: a data directory from elsewhere, a real
+/// stranger, which is not readmitted. A node already refilling (it marked
+/// itself, or it left a ring it founded on an empty directory) may have been
+/// sent keys by anti-entropy since; those do not make it a stranger. The
+/// wiped node asks to be readmitted, and the leader readmits it, by this one
+/// rule.
+fn holds_data_of_its_own(keys: u64, hints: u64, restoring: bool) -> bool {
+    (keys > 0 || hints > 0) && !restoring
 }
