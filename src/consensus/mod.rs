@@ -307,15 +307,9 @@ impl Consensus {
     /// This node's part in the group: `leader`, `voter`, or `learner` (a node
     /// that does not vote: it learns the ring from the leader's pushes).
     pub fn role(&self) -> &'static str {
-        let m = self.raft().metrics().borrow().clone();
-        if m.state == openraft::ServerState::Leader {
+        if self.is_leader() {
             "leader"
-        } else if m
-            .membership_config
-            .membership()
-            .voter_ids()
-            .any(|v| v == self.id)
-        {
+        } else if self.voters().contains(&self.id) {
             "voter"
         } else {
             "learner"
