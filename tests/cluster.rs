@@ -16,6 +16,22 @@ fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
 
+/// Blind puts of `value` to keys `PREFIX{i}` for each `i` of `range`, through
+/// `client`; each must be acknowledged.
+async fn put_range(
+    client: &dynamo::client::Client,
+    prefix: &str,
+    range: std::ops::Range<usize>,
+    value: &str,
+) {
+    for i in range {
+        client
+            .put(format!("{prefix}{i}"), VersionVector::new(), b(value))
+            .await
+            .unwrap();
+    }
+}
+
 /// A node-to-node connection to `node` and the addressee naming it.
 async fn node_conn(
     node: &dynamo::types::NodeId,
@@ -571,12 +587,7 @@ async fn the_ring_outlives_its_leader() {
     })
     .await;
     let writer = c.client(1).await;
-    for i in 0..50 {
-        writer
-            .put(format!("k{i}"), VersionVector::new(), b("before"))
-            .await
-            .unwrap();
-    }
+    put_range(&writer, "k", 0..50, "before").await;
     let old = c.ids[0].clone();
     let stopped = tokio::time::Instant::now();
     c.stop(0).await;
@@ -605,12 +616,7 @@ async fn the_ring_outlives_its_leader() {
     }
     let reply = c.client(at).await.remove_node(old.clone()).await.unwrap();
     assert!(reply.leaving.contains(&old), "{reply:?}");
-    for i in 50..80 {
-        writer
-            .put(format!("k{i}"), VersionVector::new(), b("during"))
-            .await
-            .unwrap();
-    }
+    put_range(&writer, "k", 50..80, "during").await;
     wait_for_async("the removal settles", Duration::from_secs(60), || {
         let (c, old) = (&c, &old);
         async move {
@@ -642,12 +648,7 @@ async fn data_directories_from_before_consensus_are_upgraded_in_place() {
 
     let mut c = InProcess::start(3, (3, 2, 2)).await;
     let writer = c.client(1).await;
-    for i in 0..30 {
-        writer
-            .put(format!("u{i}"), VersionVector::new(), b("kept"))
-            .await
-            .unwrap();
-    }
+    put_range(&writer, "u", 0..30, "kept").await;
     let before = c.client(0).await.status().await.unwrap().epoch;
     for i in 0..3 {
         c.stop(i).await;
