@@ -56,11 +56,11 @@ run-db: build
 ## run-db, add every member at the leader, then the REPL on the leader
 testcase: run-db
 	@scripts/ring.sh add-members
-	@$(BIN)/client --node 127.0.0.1 --port 13337
+	@$(BIN)/client --node 127.0.0.1 --port 13337 --token-file data/secrets/admin.token
 
 ## the REPL on the leader
 run-client: build
-	@$(BIN)/client --node 127.0.0.1 --port 13337
+	@$(BIN)/client --node 127.0.0.1 --port 13337 --token-file data/secrets/admin.token
 
 ## stop the local ring
 stop:

@@ -27,8 +27,9 @@ source scripts/bench-lib.sh
 rm -rf "$OUT"
 mkdir -p "$OUT/logs"
 if [[ $NODES == 1 ]]; then
+  security_setup
   "$BIN/dynamo" --port "$BASE" --leader "127.0.0.1:$BASE" --qsize 1 --sq-write-n 1 --sq-read-n 1 \
-    --data-dir "$OUT/single" --fsync "$FSYNC" 2>>"$OUT/logs/single.log" &
+    --data-dir "$OUT/single" --fsync "$FSYNC" "${SECURITY_FLAGS[@]}" 2>>"$OUT/logs/single.log" &
   PIDS[0]=$!
   for _ in $(seq 1 100); do listening "$BASE" && break; sleep 0.1; done
   nodes=(--node "127.0.0.1:$BASE")

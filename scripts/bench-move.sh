@@ -27,8 +27,9 @@ extra=()
 [[ -n $RATE ]] && extra=(--transfer-rate "$RATE")
 for ((i = 0; i < 4; i++)); do
   port=$((BASE + i))
+  security_setup
   "$BIN/dynamo" --port "$port" --leader "127.0.0.1:$BASE" --qsize 3 --sq-write-n 2 --sq-read-n 2 \
-    --data-dir "$OUT/move-data/$port" "${extra[@]}" 2>"$OUT/logs/move-$port.log" &
+    --data-dir "$OUT/move-data/$port" "${SECURITY_FLAGS[@]}" "${extra[@]}" 2>"$OUT/logs/move-$port.log" &
   PIDS+=($!)
 done
 for ((i = 0; i < 4; i++)); do

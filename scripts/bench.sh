@@ -32,9 +32,10 @@ start_ring() { # start_ring COUNT N W R
   mkdir -p "$OUT/data" "$OUT/logs"
   for ((i = 0; i < count; i++)); do
     local port=$((BASE + i))
+    security_setup
     "$BIN/dynamo" --port "$port" --leader "127.0.0.1:$BASE" --qsize "$n" --sq-write-n "$w" \
       --sq-read-n "$r" --fsync batch --data-dir "$OUT/data/$port" --http-port $((port + 5000)) \
-      2>"$OUT/logs/$port.log" &
+      "${SECURITY_FLAGS[@]}" 2>"$OUT/logs/$port.log" &
     PIDS+=($!)
   done
   for ((i = 0; i < count; i++)); do

@@ -25,6 +25,19 @@ NODES=(leader member1 member2 member3 member4)
 # a node listens well under a second after it starts.
 UP_TIMEOUT_S=60
 
+# The ring's cluster secret and admin token, made on the host once per compose
+# project and mounted read-only at /secrets in every container.
+export DYNAMO_SECRETS=${DYNAMO_SECRETS:-$PWD/data/docker-secrets/${COMPOSE_PROJECT_NAME:-dynamo}}
+ensure_secrets() {
+  [[ -f $DYNAMO_SECRETS/cluster.secret && -f $DYNAMO_SECRETS/admin.token ]] && return
+  mkdir -p "$DYNAMO_SECRETS"
+  chmod 700 "$DYNAMO_SECRETS"
+  (umask 077
+    od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$DYNAMO_SECRETS/cluster.secret"
+    echo "dyn_$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" >"$DYNAMO_SECRETS/admin.token")
+  echo "made a cluster secret and an admin token in $DYNAMO_SECRETS"
+}
+
 # `docker compose` (v2) when the plugin is there, else `docker-compose` (v1).
 compose() {
   if docker compose version >/dev/null 2>&1; then
@@ -95,9 +108,11 @@ wait_healthy() {
 }
 
 up() {
+  ensure_secrets
   compose up -d "${NODES[@]}"
   wait_healthy "${NODES[@]}"
   echo "ring up: leader leader:13337, members member1-4:13337 (REPL: make run-client-docker)"
+  echo "cluster secret: $DYNAMO_SECRETS/cluster.secret; admin token: $DYNAMO_SECRETS/admin.token"
 }
 
 # Like `make testcase`: an add-node that fails (e.g. already a member) is printed, and
@@ -111,6 +126,7 @@ client() {
     { echo "no image $IMAGE yet; run 'make run-db-docker' first" >&2; exit 1; }
   local tty=()
   [[ -t 0 && -t 1 ]] || tty=(-T)
+  ensure_secrets
   compose run --rm "${tty[@]}" client "$@"
 }
 

@@ -4,7 +4,9 @@
 # times, loses its data directory, restarts and writes again; every node reads k.
 # Before incarnations, the last write was acknowledged and then lost everywhere.
 BIN=$1; D=$(mktemp -d); P=(25001 25002 25003)
-start() { $BIN/dynamo --port $1 --leader 127.0.0.1:25001 --data-dir $D/d$1 2>>$D/log$1 & echo $! > $D/pid$1; sleep 0.5; }
+# A build with security needs --insecure to run without a secret.
+SEC=(); $BIN/dynamo --help | grep -q -- --insecure && SEC=(--insecure)
+start() { $BIN/dynamo --port $1 "${SEC[@]}" --leader 127.0.0.1:25001 --data-dir $D/d$1 2>>$D/log$1 & echo $! > $D/pid$1; sleep 0.5; }
 cl() { $BIN/client --port $1 --json -c "$2"; }
 for p in ${P[@]}; do start $p; done
 cl 25001 "add-node 127.0.0.1:25002" >/dev/null; cl 25001 "wait-settled" >/dev/null

@@ -3,6 +3,9 @@
 # a leader on 127.0.0.1:13337 and members on 13338-13341 (N=3, W=2, R=2),
 # each serving HTTP on its port + 5000 (18337-18341),
 # data under ./data, logs and pid files under ./logs.
+# The ring runs secured: a cluster secret and an admin token are made on first
+# start in ./data/secrets (readable by their owner only) and given to every
+# node; the client reads the token through DYNAMO_TOKEN_FILE.
 set -euo pipefail
 
 BIN=${BIN:-target/release}
@@ -13,6 +16,24 @@ NWR=(--qsize 3 --sq-write-n 2 --sq-read-n 2)
 HTTP_OFFSET=5000
 DATA=${DATA:-data}
 LOGS=${LOGS:-logs}
+SECRETS=${SECRETS:-$DATA/secrets}
+SECRET_FILE=$SECRETS/cluster.secret
+TOKEN_FILE=$SECRETS/admin.token
+export DYNAMO_TOKEN_FILE=$TOKEN_FILE
+
+# 32 random bytes as hex.
+random_hex() { od -An -tx1 -N32 /dev/urandom | tr -d ' \n'; }
+
+# Makes the ring's secret and admin token once, readable by their owner only.
+ensure_secrets() {
+  [[ -f $SECRET_FILE && -f $TOKEN_FILE ]] && return
+  mkdir -p "$SECRETS"
+  chmod 700 "$SECRETS"
+  (umask 077
+    random_hex >"$SECRET_FILE"
+    echo "dyn_$(random_hex)" >"$TOKEN_FILE")
+  echo "made a cluster secret ($SECRET_FILE) and an admin token ($TOKEN_FILE)"
+}
 
 listening() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
@@ -33,7 +54,8 @@ start_node() {
     exit 1
   fi
   nohup "$BIN/dynamo" --host "$HOST" --port "$port" --http-port "$((port + HTTP_OFFSET))" "${NWR[@]}" \
-    --data-dir "$DATA/${HOST}_$port" "$@" >/dev/null 2>>"$LOGS/$port.log" &
+    --data-dir "$DATA/${HOST}_$port" --cluster-secret-file "$SECRET_FILE" \
+    --admin-token-file "$TOKEN_FILE" "$@" >/dev/null 2>>"$LOGS/$port.log" &
   echo $! >"$LOGS/$port.pid"
 }
 
@@ -54,6 +76,7 @@ wait_up() {
 
 start() {
   mkdir -p "$DATA" "$LOGS"
+  ensure_secrets
   start_node "$LEADER_PORT"
   for p in "${MEMBER_PORTS[@]}"; do
     start_node "$p" --leader "$HOST:$LEADER_PORT"
@@ -61,6 +84,7 @@ start() {
   for p in "$LEADER_PORT" "${MEMBER_PORTS[@]}"; do wait_up "$p"; done
   echo "ring up: leader $HOST:$LEADER_PORT, members ${MEMBER_PORTS[*]/#/$HOST:} (logs in $LOGS/)"
   echo "web page and HTTP API: http://$HOST:$((LEADER_PORT + HTTP_OFFSET))/ (each node on its port + $HTTP_OFFSET)"
+  echo "cluster secret: $SECRET_FILE; admin token: $TOKEN_FILE (the client takes it with --token-file or DYNAMO_TOKEN_FILE; the page with its token box)"
 }
 
 # One ring change runs at a time: each add-node starts a change, and the next one

@@ -15,7 +15,9 @@ if $BIN/dynamo --help | grep -q copy-timeout-ms; then
 else
   FAST=(--tombstone-grace-ms 3000)
 fi
-start() { $BIN/dynamo --port $1 --leader 127.0.0.1:26001 --data-dir $D/d$1 "${FAST[@]}" 2>>$D/log$1 & echo $! > $D/pid$1; sleep 0.5; }
+# A build with security needs --insecure to run without a secret.
+SEC=(); $BIN/dynamo --help | grep -q -- --insecure && SEC=(--insecure)
+start() { $BIN/dynamo --port $1 "${SEC[@]}" --leader 127.0.0.1:26001 --data-dir $D/d$1 "${FAST[@]}" 2>>$D/log$1 & echo $! > $D/pid$1; sleep 0.5; }
 cl() { $BIN/client --port $1 --json "${@:2}"; }
 settled() { cl 26001 -c "wait-settled 120" >/dev/null; }
 for p in ${P[@]}; do start $p; done

@@ -67,7 +67,7 @@ use crate::peers::{before, CallError, Expired, Peers};
 use crate::ring::{Quorum, Ring};
 use crate::rpc::{
     self, Addressee, Connection, LocateReply, MembershipReply, NodeClient, ReadReply, ReplicaRead,
-    StatusReply, WriteReply, WriteRequest,
+    StatusReply, UserEntry, UserReply, WriteReply, WriteRequest,
 };
 use crate::types::{check_key, Key, NodeId, Value};
 use crate::vclock::{Content, Object, VersionVector};
@@ -91,9 +91,38 @@ const RING_REFRESH_INTERVAL: Duration = Duration::from_millis(200);
 /// is dropped (anti-entropy converges the replicas anyway).
 const MAX_REPAIRS: usize = 256;
 
+/// What a client presents to the nodes: its token (none on an insecure
+/// ring), and TLS if the nodes take clients over TLS.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub token: Option<String>,
+    pub tls: Option<Arc<crate::security::tls::ClientTls>>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("token", &self.token.is_some())
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// The network a client with these credentials dials over.
+    pub fn network(&self) -> Arc<dyn crate::net::Network> {
+        Arc::new(crate::security::Secured::new(
+            Arc::new(crate::net::Tcp),
+            crate::security::Hello::Client(self.token.clone()),
+            self.tls.clone(),
+        ))
+    }
+}
+
 /// A connection to one node.
 pub struct Client {
     node: NodeId,
+    net: Arc<dyn crate::net::Network>,
     conn: tokio::sync::Mutex<Option<Connection>>,
     timeout: Duration,
     /// Client-driven gets (None: the node coordinates everything).
@@ -104,9 +133,14 @@ impl Client {
     /// Connects to `node`; gets are coordinated by the client when it can (see
     /// the module docs).
     pub async fn connect(node: NodeId) -> Result<Client> {
-        let client = Client::connect_via_node(node).await?;
+        Client::connect_with(node, &Credentials::default()).await
+    }
+
+    /// [`Client::connect`] with `credentials`.
+    pub async fn connect_with(node: NodeId, credentials: &Credentials) -> Result<Client> {
+        let client = Client::connect_via_node_with(node, credentials).await?;
         let client = Client {
-            direct: Some(Arc::new(Direct::new())),
+            direct: Some(Arc::new(Direct::new(client.net.clone()))),
             ..client
         };
         client.refresh_ring().await;
@@ -119,7 +153,14 @@ impl Client {
     /// its gets, and concurrent gets to a node travel together on it). Writes
     /// go to `node`. If `other` lets its node coordinate, so does this client.
     pub async fn connect_beside(node: NodeId, other: &Client) -> Result<Client> {
-        let client = Client::connect_via_node(node).await?;
+        let c = rpc::connect_over(other.net.as_ref(), &node, CONNECT_TIMEOUT).await?;
+        let client = Client {
+            node,
+            net: other.net.clone(),
+            conn: tokio::sync::Mutex::new(Some(c)),
+            timeout: CLIENT_TIMEOUT,
+            direct: None,
+        };
         let client = Client {
             direct: other.direct.clone(),
             ..client
@@ -132,9 +173,16 @@ impl Client {
 
     /// Connects to `node`, which coordinates every request.
     pub async fn connect_via_node(node: NodeId) -> Result<Client> {
-        let c = rpc::connect(&node, CONNECT_TIMEOUT).await?;
+        Client::connect_via_node_with(node, &Credentials::default()).await
+    }
+
+    /// [`Client::connect_via_node`] with `credentials`.
+    pub async fn connect_via_node_with(node: NodeId, credentials: &Credentials) -> Result<Client> {
+        let net = credentials.network();
+        let c = rpc::connect_over(net.as_ref(), &node, CONNECT_TIMEOUT).await?;
         Ok(Client {
             node,
+            net,
             conn: tokio::sync::Mutex::new(Some(c)),
             timeout: CLIENT_TIMEOUT,
             direct: None,
@@ -169,7 +217,7 @@ impl Client {
             return Ok(c.clone());
         }
         *guard = None;
-        let c = rpc::connect(&self.node, CONNECT_TIMEOUT).await?;
+        let c = rpc::connect_over(self.net.as_ref(), &self.node, CONNECT_TIMEOUT).await?;
         *guard = Some(c.clone());
         Ok(c)
     }
@@ -343,6 +391,24 @@ impl Client {
         })
         .await
     }
+
+    /// `user add NAME ROLE` (admin): the answer carries the new token.
+    pub async fn user_add(&self, name: String, role: crate::types::Role) -> Result<UserReply> {
+        self.call(|c, ctx| async move { c.user_add(ctx, name, role).await })
+            .await
+    }
+
+    /// `user list` (admin).
+    pub async fn user_list(&self) -> Result<Vec<UserEntry>> {
+        self.call(|c, ctx| async move { c.user_list(ctx).await })
+            .await
+    }
+
+    /// `user remove NAME` (admin).
+    pub async fn user_remove(&self, name: String) -> Result<UserReply> {
+        self.call(|c, ctx| async move { c.user_remove(ctx, name).await })
+            .await
+    }
 }
 
 /// Why a client-driven get handed the request to the node.
@@ -384,8 +450,8 @@ struct Direct {
 }
 
 impl Direct {
-    fn new() -> Direct {
-        let peers = Arc::new(Peers::new(DIRECT_CONNECT_TIMEOUT));
+    fn new(net: Arc<dyn crate::net::Network>) -> Direct {
+        let peers = Arc::new(Peers::over(net, DIRECT_CONNECT_TIMEOUT));
         let tasks = TaskTracker::new();
         Direct {
             reads: Outboxes::new(peers.clone(), tasks.clone()),

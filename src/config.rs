@@ -128,6 +128,17 @@ pub struct Flags {
     pub tombstone_grace_ms: Option<u64>,
     pub ping_interval_ms: Option<u64>,
     pub copy_timeout_ms: Option<u64>,
+    /// `--cluster-secret-file`.
+    pub cluster_secret_file: Option<PathBuf>,
+    /// `--insecure`.
+    pub insecure: bool,
+    /// `--admin-token-file`.
+    pub admin_token_file: Option<PathBuf>,
+    /// `--tls-cert` and `--tls-key`.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// `--open-metrics`.
+    pub open_metrics: bool,
 }
 
 /// A node's validated settings.
@@ -165,11 +176,64 @@ pub struct NodeConfig {
     /// Pause between two rounds of failure-detector pings (None: no pings,
     /// every peer counts as alive until a call to it fails).
     pub ping_interval: Option<Duration>,
+    /// The cluster secret, the bootstrap admin token and TLS (see
+    /// [`crate::security`]).
+    pub security: crate::security::Security,
+}
+
+/// The security settings the flags give (see [`crate::security`]): a secret,
+/// or `--insecure`, never neither.
+fn security_of(flags: &Flags) -> Result<crate::security::Security> {
+    use crate::security::{secret, tls::ServerTls, Security, TokenDigest};
+    let config = |reason: &str| Error::Config {
+        reason: reason.to_string(),
+    };
+    let keys = match (&flags.cluster_secret_file, flags.insecure) {
+        (Some(_), true) => {
+            return Err(config(
+                "--cluster-secret-file and --insecure contradict each other; give one",
+            ))
+        }
+        (None, false) => {
+            return Err(config(
+                "no security configured: give --cluster-secret-file FILE (the secret every \
+                 node of the ring shares; with --admin-token-file FILE for a first admin), or \
+                 --insecure to run with no secret and no tokens, where anyone who reaches the \
+                 node's port can read, write and change the ring",
+            ))
+        }
+        (Some(path), false) => secret::read_cluster_keys(path)?,
+        (None, true) => Vec::new(),
+    };
+    let admin =
+        match &flags.admin_token_file {
+            Some(_) if flags.insecure => return Err(config(
+                "--admin-token-file needs a ring with a secret: an --insecure node checks no token",
+            )),
+            Some(path) => Some(TokenDigest::of(&secret::read_token_file(
+                path,
+                "--admin-token-file",
+                true,
+            )?)),
+            None => None,
+        };
+    let tls = match (&flags.tls_cert, &flags.tls_key) {
+        (Some(cert), Some(key)) => Some(std::sync::Arc::new(ServerTls::from_files(cert, key)?)),
+        (None, None) => None,
+        _ => return Err(config("--tls-cert and --tls-key go together")),
+    };
+    Ok(Security {
+        keys,
+        admin,
+        open_metrics: flags.open_metrics,
+        tls,
+    })
 }
 
 impl NodeConfig {
     /// Validates flags into a config.
     pub fn from_flags(flags: Flags) -> Result<NodeConfig> {
+        let security_flags = flags.clone();
         let host = flags.host.unwrap_or_else(|| DEFAULT_HOST.to_string());
         let port = flags.port.unwrap_or(DEFAULT_PORT);
         if port == 0 {
@@ -190,6 +254,8 @@ impl NodeConfig {
             r: flags.read_n.unwrap_or(crate::types::DEFAULT_R),
         };
         replication.validate()?;
+        // A secret file is read only once the flags before it are good.
+        let security = security_of(&security_flags)?;
         let data_dir = if flags.in_memory {
             DataDir::InMemory
         } else {
@@ -275,6 +341,7 @@ impl NodeConfig {
                 0 => None,
                 ms => Some(Duration::from_millis(ms)),
             },
+            security,
         })
     }
 
@@ -303,7 +370,11 @@ mod tests {
 
     #[test]
     fn defaults_match_the_spec() {
-        let c = NodeConfig::from_flags(Flags::default()).unwrap();
+        let c = NodeConfig::from_flags(Flags {
+            insecure: true,
+            ..Flags::default()
+        })
+        .unwrap();
         assert_eq!(c.id.as_str(), "127.0.0.1:13337");
         assert!(c.is_leader());
         assert_eq!(c.replication, Replication { n: 3, w: 2, r: 2 });
@@ -329,9 +400,34 @@ mod tests {
         let flags = Flags {
             qsize: Some(3),
             write_n: Some(4),
+            insecure: true,
             ..Flags::default()
         };
         let e = NodeConfig::from_flags(flags).unwrap_err().to_string();
         assert!(e.contains("--sq-write-n"), "{e}");
+    }
+
+    #[test]
+    fn a_node_needs_a_secret_or_insecure_and_never_both() {
+        let e = NodeConfig::from_flags(Flags::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--cluster-secret-file") && e.contains("--insecure"),
+            "{e}"
+        );
+        let both = Flags {
+            insecure: true,
+            cluster_secret_file: Some("/nonexistent".into()),
+            ..Flags::default()
+        };
+        let e = NodeConfig::from_flags(both).unwrap_err().to_string();
+        assert!(e.contains("contradict"), "{e}");
+        let c = NodeConfig::from_flags(Flags {
+            insecure: true,
+            ..Flags::default()
+        })
+        .unwrap();
+        assert!(!c.security.is_secure());
     }
 }

@@ -158,6 +158,12 @@ pub enum Error {
     /// the same or a newer epoch (two installs raced; the newer one stays).
     #[error("ring of epoch {sent} not saved: epoch {current} is already stored")]
     RingNotNewer { sent: u64, current: u64 },
+    /// No credential, or one the ring does not know (see [`crate::security`]).
+    #[error("unauthorized: {reason}")]
+    Unauthorized { reason: String },
+    /// A known credential whose role may not make this request.
+    #[error("forbidden: {reason}")]
+    Forbidden { reason: String },
 }
 
 impl Error {
@@ -213,7 +219,9 @@ impl Error {
             | Error::Membership { .. }
             | Error::Config { .. }
             | Error::Fenced { .. }
-            | Error::Removed { .. } => false,
+            | Error::Removed { .. }
+            | Error::Unauthorized { .. }
+            | Error::Forbidden { .. } => false,
         }
     }
 }

@@ -216,7 +216,15 @@ fn check_command(line: &str, command: &Command) {
             );
         }
         Command::Help { .. } | Command::Quit => assert!(!command.needs_node()),
-        Command::AbortChange | Command::Status => assert!(command.needs_node()),
+        Command::AbortChange | Command::Status | Command::UserList => {
+            assert!(command.needs_node())
+        }
+        Command::UserAdd { name, .. } | Command::UserRemove { name } => {
+            assert!(
+                crate::types::check_user_name(name).is_ok(),
+                "{line:?}: bad user name accepted"
+            );
+        }
     }
 }
 
@@ -553,6 +561,7 @@ async fn start_fuzz_node() -> FuzzNode {
         qsize: Some(1),
         write_n: Some(1),
         read_n: Some(1),
+        insecure: true,
         ..Flags::default()
     })
     .unwrap_or_else(|e| panic!("the fuzzed node's flags: {e}"));

@@ -7,7 +7,7 @@
 //! | 0 | [`error`], [`types`], [`runtime`] |
 //! | 1 | [`vclock`], [`ring`], [`config`] |
 //! | 2 | [`storage`] |
-//! | 3 | [`net`], [`rpc`] |
+//! | 3 | [`net`], [`rpc`], [`security`] |
 //! | 4 | [`peers`], [`outbox`] |
 //! | 5 | [`coordinator`], [`membership`], [`handoff`], [`rebalance`], [`antientropy`], [`detector`], [`metrics`] |
 //! | 6 | [`server`], [`client`], [`http`], [`repl`] |
@@ -29,6 +29,7 @@ pub mod storage;
 
 pub mod net;
 pub mod rpc;
+pub mod security;
 
 pub mod context;
 pub mod outbox;

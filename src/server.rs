@@ -1,12 +1,15 @@
 //! The node process: opens storage, loads the ring, serves the RPC port, runs the
 //! background tasks, and shuts down gracefully.
 //!
-//! One listener serves clients and peers alike. Each accepted connection becomes a
-//! tarpc channel served by one task (tracked by a [`TaskTracker`]) that runs the
-//! connection's requests concurrently inside itself, at most
-//! [`MAX_IN_FLIGHT_PER_CONNECTION`] at a time; at most [`MAX_CONNECTIONS`]
-//! connections. A connection that sends a malformed or oversized
-//! frame is closed; nothing a peer sends can stop the listener.
+//! One listener serves clients and peers alike. Each accepted connection first
+//! makes its handshake ([`crate::security`]: a member proves the cluster
+//! secret, a client presents its token) in the gate's handshake room
+//! ([`crate::security::gate`]), then becomes a tarpc channel served by one task
+//! (tracked by a [`TaskTracker`]) that runs the connection's requests
+//! concurrently inside itself, at most [`MAX_IN_FLIGHT_PER_CONNECTION`] at a
+//! time, each judged by [`crate::security::Access::check`] before it runs. A
+//! connection that sends a malformed or oversized frame is closed; nothing a
+//! peer sends can stop the listener.
 //!
 //! With `--http-port`, the HTTP API ([`crate::http`]) runs beside it on the
 //! same runtime, over the same coordinator and membership, and stops with it.
@@ -22,7 +25,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use tarpc::server::{BaseChannel, Channel};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::antientropy::reaper::Reaper;
@@ -45,12 +48,12 @@ use crate::rpc::{
     ProbeAck, ReadReply, ReplicaRead, ReplicaWrite, StatusReply, TombstoneCheck, WriteReply,
     WriteRequest,
 };
+use crate::security::gate::Gate;
+use crate::security::{wire, Access, Caller, Need, HANDSHAKE_TIMEOUT};
 use crate::storage::Storage;
 use crate::types::{Key, NodeId};
 use crate::vclock::Object;
 
-/// Open connections a node accepts at once; more are closed on accept.
-pub const MAX_CONNECTIONS: usize = 4096;
 /// Requests one connection may have in flight; more are answered with an error.
 /// A load generator multiplexing many clients over one connection stays under it.
 pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 1024;
@@ -66,25 +69,49 @@ struct State {
     metrics: Arc<Metrics>,
     detector: Arc<Detector>,
     consensus: Arc<Consensus>,
+    access: Arc<Access>,
 }
 
-/// The tarpc service implementation: a cheap handle on the node's state.
+/// The tarpc service implementation for one connection: a cheap handle on
+/// the node's state, and who is calling (every call is judged by
+/// [`Access::check`] before it runs).
 #[derive(Clone)]
-struct Handler(Arc<State>);
+struct Handler {
+    state: Arc<State>,
+    caller: Caller,
+}
+
+impl Handler {
+    fn allow(&self, need: Need) -> Result<()> {
+        self.state.access.check(&self.caller, need)
+    }
+
+    /// What a client may see of the ring: not the users' token digests.
+    fn shown(&self, ring: Option<RingState>) -> Option<RingState> {
+        match (&self.caller, ring) {
+            (Caller::Client(_), Some(mut ring)) => {
+                ring.users.clear();
+                Some(ring)
+            }
+            (_, ring) => ring,
+        }
+    }
+}
 
 impl rpc::Node for Handler {
     async fn write(self, _: tarpc::context::Context, req: WriteRequest) -> Result<WriteReply> {
+        self.allow(Need::write("put or delete"))?;
         if req.forwarded {
             // Counted once, where the client sent it.
-            return self.0.coordinator.write(req).await;
+            return self.state.coordinator.write(req).await;
         }
         let op = if req.content.value().is_some() {
             Op::Put
         } else {
             Op::Delete
         };
-        let m = &self.0.metrics;
-        m.time(op, self.0.coordinator.write(req)).await
+        let m = &self.state.metrics;
+        m.time(op, self.state.coordinator.write(req)).await
     }
 
     async fn write_batch(
@@ -92,6 +119,7 @@ impl rpc::Node for Handler {
         ctx: tarpc::context::Context,
         writes: Vec<WriteRequest>,
     ) -> Result<Vec<Result<WriteReply>>> {
+        self.allow(Need::write("put or delete"))?;
         crate::outbox::check_len(writes.len(), "writes")?;
         // Each write is coordinated (and counted in the metrics) as `write`
         // does it; they run at once and are answered in order. Each write's
@@ -105,13 +133,16 @@ impl rpc::Node for Handler {
     }
 
     async fn read(self, _: tarpc::context::Context, key: Key) -> Result<ReadReply> {
-        let m = &self.0.metrics;
-        m.time(Op::Get, self.0.coordinator.read(key)).await
+        self.allow(Need::read("get"))?;
+        let m = &self.state.metrics;
+        m.time(Op::Get, self.state.coordinator.read(key)).await
     }
 
     async fn add_node(self, _: tarpc::context::Context, node: NodeId) -> Result<MembershipReply> {
-        let m = &self.0.metrics;
-        m.time(Op::AddNode, self.0.membership.add_node(node)).await
+        self.allow(Need::admin("change the ring"))?;
+        let m = &self.state.metrics;
+        m.time(Op::AddNode, self.state.membership.add_node(node))
+            .await
     }
 
     async fn remove_node(
@@ -119,25 +150,29 @@ impl rpc::Node for Handler {
         _: tarpc::context::Context,
         node: NodeId,
     ) -> Result<MembershipReply> {
-        let m = &self.0.metrics;
-        m.time(Op::RemoveNode, self.0.membership.remove_node(node))
+        self.allow(Need::admin("change the ring"))?;
+        let m = &self.state.metrics;
+        m.time(Op::RemoveNode, self.state.membership.remove_node(node))
             .await
     }
 
     async fn abort_change(self, _: tarpc::context::Context) -> Result<MembershipReply> {
-        let m = &self.0.metrics;
-        m.time(Op::AbortChange, self.0.membership.abort_change())
+        self.allow(Need::admin("change the ring"))?;
+        let m = &self.state.metrics;
+        m.time(Op::AbortChange, self.state.membership.abort_change())
             .await
     }
 
     async fn status(self, _: tarpc::context::Context) -> Result<StatusReply> {
-        let m = &self.0.metrics;
-        m.time(Op::Status, self.0.membership.status()).await
+        self.allow(Need::read("read the status"))?;
+        let m = &self.state.metrics;
+        m.time(Op::Status, self.state.membership.status()).await
     }
 
     async fn locate(self, _: tarpc::context::Context, key: Key) -> Result<LocateReply> {
-        let m = &self.0.metrics;
-        m.time(Op::Locate, self.0.membership.locate(key)).await
+        self.allow(Need::read("locate keys"))?;
+        let m = &self.state.metrics;
+        m.time(Op::Locate, self.state.membership.locate(key)).await
     }
 
     async fn replicate(
@@ -149,8 +184,9 @@ impl rpc::Node for Handler {
         object: Arc<Object>,
         hint_for: Option<NodeId>,
     ) -> Result<()> {
+        self.allow(Need::Member("replicate"))?;
         unexpired(&ctx)?;
-        self.0
+        self.state
             .coordinator
             .replicate(to, epoch, key, &object, hint_for)
             .await
@@ -162,8 +198,9 @@ impl rpc::Node for Handler {
         to: Addressee,
         writes: Vec<ReplicaWrite>,
     ) -> Result<Vec<Result<()>>> {
+        self.allow(Need::Member("replicate_batch"))?;
         unexpired(&ctx)?;
-        self.0.coordinator.replicate_batch(to, writes).await
+        self.state.coordinator.replicate_batch(to, writes).await
     }
 
     async fn read_replica(
@@ -172,7 +209,8 @@ impl rpc::Node for Handler {
         to: Addressee,
         key: Key,
     ) -> Result<Object> {
-        self.0.coordinator.read_replica(&to, &key)
+        self.allow(Need::read("get"))?;
+        self.state.coordinator.read_replica(&to, &key)
     }
 
     async fn read_at(
@@ -183,9 +221,10 @@ impl rpc::Node for Handler {
         key: Key,
         count: bool,
     ) -> Result<Object> {
-        let read = async { self.0.coordinator.read_at(&to, epoch, &key) };
+        self.allow(Need::read("get"))?;
+        let read = async { self.state.coordinator.read_at(&to, epoch, &key) };
         if count {
-            self.0.metrics.time(Op::Get, read).await
+            self.state.metrics.time(Op::Get, read).await
         } else {
             read.await
         }
@@ -197,13 +236,16 @@ impl rpc::Node for Handler {
         to: Addressee,
         reads: Vec<ReplicaRead>,
     ) -> Result<Vec<Result<Object>>> {
+        self.allow(Need::read("get"))?;
         let started = tokio::time::Instant::now();
-        let answers = self.0.coordinator.read_batch(&to, &reads)?;
+        let answers = self.state.coordinator.read_batch(&to, &reads)?;
         // Each read the client marked is a get of its own in the metrics.
         for (read, answer) in reads.iter().zip(&answers) {
             if read.count {
                 let outcome = Outcome::of(answer);
-                self.0.metrics.record(Op::Get, outcome, started.elapsed());
+                self.state
+                    .metrics
+                    .record(Op::Get, outcome, started.elapsed());
             }
         }
         Ok(answers)
@@ -215,8 +257,9 @@ impl rpc::Node for Handler {
         to: Addressee,
         items: Vec<(Key, Arc<Object>)>,
     ) -> Result<u64> {
+        self.allow(Need::Member("transfer"))?;
         unexpired(&ctx)?;
-        self.0.coordinator.transfer(to, items).await
+        self.state.coordinator.transfer(to, items).await
     }
 
     async fn transfer_check(
@@ -225,7 +268,8 @@ impl rpc::Node for Handler {
         to: Addressee,
         digests: Vec<(Key, u64)>,
     ) -> Result<Vec<u32>> {
-        self.0.coordinator.transfer_check(to, digests).await
+        self.allow(Need::Member("transfer_check"))?;
+        self.state.coordinator.transfer_check(to, digests).await
     }
 
     async fn ae_digests(
@@ -236,8 +280,9 @@ impl rpc::Node for Handler {
         from: NodeId,
         query: AeQuery,
     ) -> Result<AeAnswer> {
-        self.0.coordinator.check_addressee(&to)?;
-        self.0.anti_entropy.answer(epoch, from, query).await
+        self.allow(Need::Member("anti-entropy"))?;
+        self.state.coordinator.check_addressee(&to)?;
+        self.state.anti_entropy.answer(epoch, from, query).await
     }
 
     async fn ae_fetch(
@@ -247,8 +292,9 @@ impl rpc::Node for Handler {
         epoch: u64,
         keys: Vec<Key>,
     ) -> Result<Vec<(Key, Arc<Object>)>> {
-        self.0.coordinator.check_addressee(&to)?;
-        self.0.anti_entropy.fetch(epoch, keys).await
+        self.allow(Need::Member("anti-entropy"))?;
+        self.state.coordinator.check_addressee(&to)?;
+        self.state.anti_entropy.fetch(epoch, keys).await
     }
 
     async fn tombstone_check(
@@ -258,8 +304,9 @@ impl rpc::Node for Handler {
         epoch: u64,
         keys: Vec<Key>,
     ) -> Result<TombstoneCheck> {
-        self.0.coordinator.check_addressee(&to)?;
-        self.0.reaper.check_here(epoch, keys).await
+        self.allow(Need::Member("tombstone_check"))?;
+        self.state.coordinator.check_addressee(&to)?;
+        self.state.reaper.check_here(epoch, keys).await
     }
 
     async fn reap(
@@ -269,9 +316,10 @@ impl rpc::Node for Handler {
         epoch: u64,
         items: Vec<(Key, u64)>,
     ) -> Result<u64> {
+        self.allow(Need::Member("reap"))?;
         unexpired(&ctx)?;
-        self.0.coordinator.check_writer(&to)?;
-        self.0.reaper.reap_here(epoch, items).await
+        self.state.coordinator.check_writer(&to)?;
+        self.state.reaper.reap_here(epoch, items).await
     }
 
     async fn rejoin(
@@ -280,15 +328,18 @@ impl rpc::Node for Handler {
         node: NodeId,
         identity: uuid::Uuid,
     ) -> Result<u64> {
-        self.0.membership.rejoin(node, identity).await
+        self.allow(Need::Member("rejoin"))?;
+        self.state.membership.rejoin(node, identity).await
     }
 
     async fn install_ring(self, _: tarpc::context::Context, ring: RingState) -> Result<u64> {
-        self.0.membership.learn(ring).await
+        self.allow(Need::Member("install_ring"))?;
+        self.state.membership.learn(ring).await
     }
 
     async fn fetch_ring(self, _: tarpc::context::Context) -> Result<Option<RingState>> {
-        Ok(self.0.membership.current())
+        self.allow(Need::read("read the ring"))?;
+        Ok(self.shown(self.state.membership.current()))
     }
 
     async fn fetch_ring_newer(
@@ -296,15 +347,18 @@ impl rpc::Node for Handler {
         _: tarpc::context::Context,
         epoch: u64,
     ) -> Result<Option<RingState>> {
-        Ok(self.0.membership.current_if_newer(epoch))
+        self.allow(Need::read("read the ring"))?;
+        Ok(self.shown(self.state.membership.current_if_newer(epoch)))
     }
 
     async fn info(self, _: tarpc::context::Context) -> Result<NodeInfo> {
-        Ok(self.0.membership.info())
+        self.allow(Need::read("read the status"))?;
+        Ok(self.state.membership.info())
     }
 
     async fn probe(self, _: tarpc::context::Context, probe: Probe) -> Result<ProbeAck> {
-        Ok(self.0.detector.answer(probe))
+        self.allow(Need::Member("probe"))?;
+        Ok(self.state.detector.answer(probe))
     }
 
     async fn raft_append(
@@ -313,7 +367,8 @@ impl rpc::Node for Handler {
         to: u128,
         req: openraft::raft::AppendEntriesRequest<RingRaft>,
     ) -> Result<RaftAnswer<openraft::raft::AppendEntriesResponse<u128>>> {
-        self.0.consensus.append(to, req).await
+        self.allow(Need::Member("raft"))?;
+        self.state.consensus.append(to, req).await
     }
 
     async fn raft_vote(
@@ -322,7 +377,8 @@ impl rpc::Node for Handler {
         to: u128,
         req: openraft::raft::VoteRequest<u128>,
     ) -> Result<RaftAnswer<openraft::raft::VoteResponse<u128>>> {
-        self.0.consensus.vote(to, req).await
+        self.allow(Need::Member("raft"))?;
+        self.state.consensus.vote(to, req).await
     }
 
     async fn raft_snapshot(
@@ -336,7 +392,34 @@ impl rpc::Node for Handler {
             openraft::error::InstallSnapshotError,
         >,
     > {
-        self.0.consensus.snapshot(to, req).await
+        self.allow(Need::Member("raft"))?;
+        self.state.consensus.snapshot(to, req).await
+    }
+
+    async fn user_add(
+        self,
+        _: tarpc::context::Context,
+        name: String,
+        role: crate::types::Role,
+    ) -> Result<crate::rpc::UserReply> {
+        self.allow(Need::admin("manage users"))?;
+        let forward = !matches!(self.caller, Caller::Peer);
+        self.state.membership.user_add(name, role, forward).await
+    }
+
+    async fn user_list(self, _: tarpc::context::Context) -> Result<Vec<crate::rpc::UserEntry>> {
+        self.allow(Need::admin("manage users"))?;
+        self.state.membership.user_list()
+    }
+
+    async fn user_remove(
+        self,
+        _: tarpc::context::Context,
+        name: String,
+    ) -> Result<crate::rpc::UserReply> {
+        self.allow(Need::admin("manage users"))?;
+        let forward = !matches!(self.caller, Caller::Peer);
+        self.state.membership.user_remove(name, forward).await
     }
 }
 
@@ -353,6 +436,102 @@ fn unexpired(ctx: &tarpc::context::Context) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// The first exchange of a connection (see [`crate::security::wire`]), in
+/// the gate's handshake room: None when the caller was refused, pushed out to
+/// make room, too slow, or the node is stopping.
+async fn handshake(
+    stream: Box<dyn crate::net::Stream>,
+    peer: SocketAddr,
+    state: &State,
+    gate: &Gate,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(
+    Box<dyn crate::net::Stream>,
+    Caller,
+    crate::security::gate::Admission,
+)> {
+    let mut waiting = gate.enter();
+    let security = state.access.security();
+    let exchange =
+        wire::accept(
+            stream,
+            &security.keys,
+            security.tls.as_deref(),
+            |caller| match state.access.admit(caller) {
+                Err(e) => wire::Verdict::Refuse {
+                    unauthorized: true,
+                    reason: match e {
+                        Error::Unauthorized { reason } => reason,
+                        e => e.to_string(),
+                    },
+                },
+                Ok(role) => match gate.admit(caller, peer.ip()) {
+                    Ok(admission) => wire::Verdict::Admit(admission, role),
+                    Err(reason) => wire::Verdict::Refuse {
+                        unauthorized: false,
+                        reason,
+                    },
+                },
+            },
+        );
+    let outcome = tokio::select! {
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange) => r,
+        _ = &mut waiting.pushed_out => {
+            tracing::debug!(%peer, "closed a connection still in its handshake to make room");
+            return None;
+        }
+        _ = stop.changed() => return None,
+    };
+    match outcome {
+        Ok(Ok(Ok(admitted))) => Some(admitted),
+        Ok(Ok(Err(reason))) => {
+            REFUSALS.note(&peer, &reason);
+            None
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "a connection failed its handshake");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "closed a connection that did not finish its handshake in time");
+            None
+        }
+    }
+}
+
+/// Refused connections, logged at most once a second (a flood of bad
+/// handshakes must not flood the log), with how many went unlogged.
+struct RefusalLog {
+    last_ms: std::sync::atomic::AtomicU64,
+    unlogged: std::sync::atomic::AtomicU64,
+}
+
+static REFUSALS: RefusalLog = RefusalLog {
+    last_ms: std::sync::atomic::AtomicU64::new(0),
+    unlogged: std::sync::atomic::AtomicU64::new(0),
+};
+
+impl RefusalLog {
+    fn note(&self, peer: &SocketAddr, reason: &str) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let last = self.last_ms.load(Relaxed);
+        if now.saturating_sub(last) < 1000
+            || self
+                .last_ms
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_err()
+        {
+            self.unlogged.fetch_add(1, Relaxed);
+            return;
+        }
+        let more = self.unlogged.swap(0, Relaxed);
+        tracing::warn!(%peer, %reason, more_since_last_line = more, "refused a connection");
+    }
 }
 
 /// A running node.
@@ -454,7 +633,29 @@ pub async fn start_over(
             reason: format!("cannot listen for HTTP on {addr}: {e}"),
         })?),
     };
+    // Every connection to a peer opens with this node's handshake (the Noise
+    // handshake keyed by the cluster secret, or the insecure hello).
+    let security = config.security.clone();
+    if security.is_secure() {
+        tracing::info!(
+            keys = security.keys.len(),
+            admin_token = security.admin.is_some(),
+            tls = security.tls.is_some(),
+            "secure: members prove the cluster secret, clients present tokens"
+        );
+    } else {
+        tracing::warn!(
+            "INSECURE (--insecure): no cluster secret and no tokens; anyone who reaches this \
+             node's port can read, write and change the ring"
+        );
+    }
+    let net: Arc<dyn Network> = Arc::new(crate::security::Secured::new(
+        net,
+        security.peer_hello(),
+        None,
+    ));
     let node = NodeContext::over(config.id.clone(), storage.clone(), net);
+    let access = Arc::new(Access::new(security, node.ring.clone()));
     let ring_news = Arc::new(tokio::sync::Notify::new());
     let rebalance = Arc::new(Rebalance::new(
         &node,
@@ -485,13 +686,16 @@ pub async fn start_over(
             }),
         }
     };
-    let membership = Arc::new(Membership::new(
-        &node,
-        config.leader.clone(),
-        config.replication,
-        reports,
-        ring_news.clone(),
-    ));
+    let membership = Arc::new(
+        Membership::new(
+            &node,
+            config.leader.clone(),
+            config.replication,
+            reports,
+            ring_news.clone(),
+        )
+        .with_secure(access.is_secure()),
+    );
     let consensus = {
         let weak = Arc::downgrade(&membership);
         let on_ring: crate::consensus::store::OnRing = Arc::new(move |ring| {
@@ -536,6 +740,7 @@ pub async fn start_over(
         metrics: metrics.clone(),
         detector: detector.clone(),
         consensus: consensus.clone(),
+        access: access.clone(),
     });
     let (stop, stop_rx) = watch::channel(false);
     background.spawn(metrics.clone().run_upkeep(stop_rx.clone()));
@@ -543,6 +748,7 @@ pub async fn start_over(
         coordinator,
         membership: membership.clone(),
         metrics,
+        access: access.clone(),
     };
     if let Some(listener) = http_listener {
         let addr = listener.local_addr().ok();
@@ -564,13 +770,7 @@ pub async fn start_over(
     background.spawn(reaper.run(stop_rx.clone()));
     background.spawn(detector.clone().run(stop_rx.clone()));
     tracing::info!(id = %config.id, addr = %local_addr, fsync = %storage.fsync(), "node listening");
-    let main = tokio::spawn(serve(
-        listener,
-        Handler(state),
-        storage,
-        stop_rx,
-        background,
-    ));
+    let main = tokio::spawn(serve(listener, state, storage, stop_rx, background));
     Ok(NodeHandle {
         id: config.id,
         local_addr,
@@ -585,13 +785,13 @@ pub async fn start_over(
 
 async fn serve(
     mut listener: Box<dyn Listener>,
-    handler: Handler,
+    state: Arc<State>,
     storage: Arc<Storage>,
     mut stop: watch::Receiver<bool>,
     background: TaskTracker,
 ) -> Result<()> {
     let connections_in_flight = TaskTracker::new();
-    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let gate = Arc::new(Gate::default());
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -606,11 +806,8 @@ async fn serve(
                 continue;
             }
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "too many connections; closing");
-            continue;
-        };
-        let handler = handler.clone();
+        let state = state.clone();
+        let gate = gate.clone();
         let mut stop = stop.clone();
         // The connection's requests run inside its own task, up to
         // MAX_IN_FLIGHT_PER_CONNECTION at once: no task spawn and no cross-thread
@@ -618,7 +815,12 @@ async fn serve(
         // BENCHMARKS.md). After a stop the stream ends and the task finishes the
         // requests already in flight, so tracking the task tracks them.
         connections_in_flight.spawn(async move {
-            let _permit = permit;
+            let Some((stream, caller, _admission)) =
+                handshake(stream, peer, &state, &gate, &mut stop).await
+            else {
+                return;
+            };
+            let handler = Handler { state, caller };
             BaseChannel::with_defaults(rpc::server_transport(stream))
                 .max_concurrent_requests(MAX_IN_FLIGHT_PER_CONNECTION)
                 .execute(handler.serve())
@@ -641,7 +843,7 @@ async fn serve(
         tracing::warn!("some requests did not finish in time");
     }
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, background.wait()).await;
-    handler.0.consensus.shutdown().await;
+    state.consensus.shutdown().await;
     crate::runtime::spawn(move || storage.flush())
         .await
         .map_err(|e| Error::internal(e.to_string()))??;

@@ -343,3 +343,101 @@ mod tests {
         assert!(Replication { n: 0, w: 0, r: 0 }.validate().is_err());
     }
 }
+
+// ---------------------------------------------------------------------------
+// Users and roles (checked in crate::security; kept in the ring state)
+// ---------------------------------------------------------------------------
+
+/// What a token may do. Ordered: each role may do what the ones before it may.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// `get`, `status`, `locate`, `scan`.
+    Readonly,
+    /// And `put`, `delete`.
+    Readwrite,
+    /// And ring changes and users.
+    Admin,
+}
+
+impl Role {
+    /// The role's byte in the handshake.
+    pub fn code(self) -> u8 {
+        match self {
+            Role::Readonly => 0,
+            Role::Readwrite => 1,
+            Role::Admin => 2,
+        }
+    }
+
+    /// The role of a handshake byte.
+    pub fn from_code(code: u8) -> Option<Role> {
+        match code {
+            0 => Some(Role::Readonly),
+            1 => Some(Role::Readwrite),
+            2 => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    /// Its name, as written in commands and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Readonly => "readonly",
+            Role::Readwrite => "readwrite",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = crate::error::Error;
+
+    fn from_str(s: &str) -> crate::error::Result<Role> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "readwrite" => Ok(Role::Readwrite),
+            "readonly" => Ok(Role::Readonly),
+            other => Err(crate::error::Error::invalid(format!(
+                "unknown role {other:?}: roles are admin, readwrite and readonly"
+            ))),
+        }
+    }
+}
+
+/// A user as the ring keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub role: Role,
+    /// [`TokenDigest::to_hex`] of the user's token.
+    pub token_sha256: String,
+}
+
+/// The longest user name.
+pub const MAX_USER_NAME: usize = 64;
+/// The most users a ring holds.
+pub const MAX_USERS: usize = 1000;
+
+/// Checks a user name: 1 to [`MAX_USER_NAME`] letters, digits, `_`, `-`, `.`.
+pub fn check_user_name(name: &str) -> crate::error::Result<()> {
+    if name.is_empty() || name.len() > MAX_USER_NAME {
+        return Err(crate::error::Error::invalid(format!(
+            "a user name has 1 to {MAX_USER_NAME} characters"
+        )));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return Err(crate::error::Error::invalid(format!(
+            "user name {name:?}: use letters, digits, '_', '-' and '.'"
+        )));
+    }
+    Ok(())
+}

@@ -16,7 +16,8 @@ use serde_json::Value;
 fn held(rt: &tokio::runtime::Runtime, port: u16, key: &str) -> Option<Vec<String>> {
     rt.block_on(async {
         let node: dynamo::types::NodeId = format!("127.0.0.1:{port}").parse().unwrap();
-        let conn = dynamo::rpc::connect(&node, Duration::from_secs(2))
+        let hello = dynamo::security::Hello::Client(Some(common::secrets().admin_token.clone()));
+        let conn = dynamo::rpc::connect_as(&node, Duration::from_secs(2), hello)
             .await
             .ok()?;
         let obj = conn

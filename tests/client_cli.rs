@@ -88,6 +88,7 @@ async fn start_node() -> NodeHandle {
         qsize: Some(1),
         write_n: Some(1),
         read_n: Some(1),
+        insecure: true,
         ..Default::default()
     })
     .expect("config");

@@ -21,8 +21,14 @@ fn gets_counted(port: u16) -> f64 {
 /// `port` (0 before the first).
 fn counted(port: u16, op: &str) -> f64 {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .unwrap();
+    s.write_all(
+        format!(
+            "GET /metrics HTTP/1.0\r\nHost: x\r\n{}\r\n\r\n",
+            common::bearer()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     text.lines()
@@ -49,7 +55,10 @@ fn a_client_holding_an_old_ring_reads_every_moved_key_from_its_new_owner() {
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = rt
-        .block_on(Client::connect(c.nodes[0].id.parse().unwrap()))
+        .block_on(Client::connect_with(
+            c.nodes[0].id.parse().unwrap(),
+            &common::admin(),
+        ))
         .unwrap();
     let read_all = |when: &str| {
         for k in &keys {
@@ -104,7 +113,10 @@ fn a_client_holding_an_old_ring_reads_every_moved_key_from_its_new_owner() {
 /// A client of node 0, and one of node 1 made beside it.
 fn first_and_beside(rt: &tokio::runtime::Runtime, c: &Cluster) -> (Client, Client) {
     let first = rt
-        .block_on(Client::connect(c.nodes[0].id.parse().unwrap()))
+        .block_on(Client::connect_with(
+            c.nodes[0].id.parse().unwrap(),
+            &common::admin(),
+        ))
         .unwrap();
     let beside = rt
         .block_on(Client::connect_beside(

@@ -270,6 +270,7 @@ async fn preference_lists_agree_with_the_library_ring() {
         transition: None,
         incarnations: Default::default(),
         departed: Default::default(),
+        users: Default::default(),
     };
     let pref = Ring::new(state).preference_list(b"pl");
     assert!(pref.contains(&w.coordinator), "{pref:?} {}", w.coordinator);

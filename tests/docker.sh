@@ -56,7 +56,7 @@ finish() {
   $DOCKER compose --profile tools down -v --remove-orphans >>"$LOG" 2>&1 ||
     $DOCKER compose down -v --remove-orphans >>"$LOG" 2>&1 ||
     echo "      teardown failed; see $LOG"
-  rm -rf "$WORK"
+  rm -rf "$WORK" "data/docker-secrets/$COMPOSE_PROJECT_NAME"
   if ((rc != 0 && failed == 0)); then
     echo "FAIL  the script stopped early (exit status $rc)"
     failed=$((failed + 1))
@@ -132,10 +132,18 @@ else
 fi
 
 # --- 1b. the leader's HTTP API, published on the host
-http_st=$(curl -s --max-time 10 http://127.0.0.1:18337/status || true)
-http_put=$(curl -s --max-time 10 -X PUT -H 'Content-Type: text/plain' --data-binary 'over http' \
+# The ring is secured: scripts/docker.sh made its admin token on the host.
+AUTH="Authorization: Bearer $(cat "data/docker-secrets/$COMPOSE_PROJECT_NAME/admin.token")"
+http_st=$(curl -s --max-time 10 -H "$AUTH" http://127.0.0.1:18337/status || true)
+http_put=$(curl -s --max-time 10 -X PUT -H "$AUTH" -H 'Content-Type: text/plain' --data-binary 'over http' \
   http://127.0.0.1:18337/kv/docker-http || true)
-http_get=$(curl -s --max-time 10 http://127.0.0.1:18337/kv/docker-http || true)
+http_get=$(curl -s --max-time 10 -H "$AUTH" http://127.0.0.1:18337/kv/docker-http || true)
+http_anon=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 http://127.0.0.1:18337/kv/docker-http || true)
+if [[ $http_anon == 401 ]]; then
+  pass "HTTP without a token: 401"
+else
+  fail "HTTP without a token: 401" "got $http_anon"
+fi
 if [[ $(jq '.nodes | length' <<<"$http_st" 2>/dev/null) == 5 && $(jq .ok <<<"$http_put" 2>/dev/null) == true &&
   $http_get == "over http" ]]; then
   pass "HTTP on the host at 127.0.0.1:18337: status shows 5 members, a put reads back"

@@ -50,6 +50,7 @@ fn ring_of(c: &Cluster, via: usize) -> Ring {
         transition: None,
         incarnations: Default::default(),
         departed: Default::default(),
+        users: Default::default(),
     })
 }
 
@@ -517,7 +518,14 @@ fn an_acknowledged_put_has_been_through_fdatasync() {
             "--sq-write-n",
             "1",
         ])
-        .args(["--sq-read-n", "1", "--fsync", "batch", "--data-dir"])
+        .args([
+            "--sq-read-n",
+            "1",
+            "--fsync",
+            "batch",
+            "--insecure",
+            "--data-dir",
+        ])
         .arg(dir.path().join("data"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

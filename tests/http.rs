@@ -57,6 +57,7 @@ fn curl(port: u16, path: &str, args: &[&str]) -> Answer {
         .arg("-D")
         .arg(&headers)
         .args(["-w", "%{http_code}"])
+        .args(["-H", &common::bearer()])
         .args(args)
         .arg(format!("http://127.0.0.1:{port}{path}"))
         .output()

@@ -30,6 +30,7 @@ fn schemathesis_finds_no_server_error_and_no_answer_off_the_schema() {
         .args(["run", &url, "--checks", "all"])
         .args(["--exclude-checks", "positive_data_acceptance"])
         .args(["--max-examples", "40", "--seed", "1", "--no-color"])
+        .args(["-H", &common::bearer()])
         .env("SCHEMATHESIS_HOOKS", "")
         .output()
         .expect("run schemathesis");
@@ -81,12 +82,18 @@ fn the_page_shows_the_ring_and_a_stored_value_in_a_real_browser() {
     let value = "a value stored for the browser test";
     let put = Command::new("curl")
         .args(["-sS", "-X", "PUT", "-H", "Content-Type: text/plain"])
+        .args(["-H", &common::bearer()])
         .args(["--data-binary", value])
         .arg(format!("http://127.0.0.1:{http}/kv/page%20key"))
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&put.stdout).contains("\"ok\":true"));
-    let url = format!("http://127.0.0.1:{http}/?key=page%20key");
+    // The token travels in the fragment, which the page keeps for the tab
+    // and the browser never sends.
+    let url = format!(
+        "http://127.0.0.1:{http}/?key=page%20key#token={}",
+        common::secrets().admin_token
+    );
 
     let dom = chromium(&["--dump-dom"], &url);
     let dom = String::from_utf8_lossy(&dom.stdout);

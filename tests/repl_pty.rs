@@ -6,10 +6,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{client_bin, Cluster};
+use common::{client_cmd, Cluster};
 
 /// A one-node ring and the client on a pseudo-terminal, at its first prompt,
 /// its history in `DIR/history`; `timeout_ms` bounds each expectation.
@@ -23,7 +22,7 @@ fn repl_on_one_node(
 ) {
     let c = Cluster::ring(1, (1, 1, 1));
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(client_bin());
+    let mut cmd = client_cmd();
     cmd.args(["--port", &c.nodes[0].port.to_string()])
         .env("DYNAMO_HISTORY", dir.path().join("history"));
     let mut p = rexpect::session::spawn_command(cmd, Some(timeout_ms)).expect("spawn client");

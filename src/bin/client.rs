@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! client [--node HOST] [--port PORT] [--json] [-c COMMAND]...
+//!        [--token-file FILE] [--tls [--ca FILE]]
 //! ```
 //!
 //! This binary only parses its flags and resolves the node's address; the loop,
@@ -17,7 +18,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 use clap::Parser;
+use dynamo::client::Credentials;
 use dynamo::repl::{self, Options};
+use dynamo::security::{secret, tls::ClientTls};
 use dynamo::types::NodeId;
 
 /// The node the client talks to when no flag says otherwise.
@@ -52,8 +55,13 @@ Exit status: with -c or a script on stdin, 0 when every command succeeded and 1\
 when one failed (an unreachable node fails its commands); 2 for bad flags. The\n\
 interactive prompt exits 0.\n\
 \n\
+Credentials: on a ring with a cluster secret every command needs a token, read\n\
+from --token-file FILE or the file DYNAMO_TOKEN_FILE names (never from the\n\
+command line). A missing or unknown token fails with \"unauthorized: ...\", a role\n\
+that may not run a command with \"forbidden: ...\" (exit status 1).\n\
+\n\
 Environment: DYNAMO_HISTORY is the file the interactive prompt keeps its history\n\
-in (default ~/.dynamo_history)."
+in (default ~/.dynamo_history); DYNAMO_TOKEN_FILE as --token-file."
 )]
 struct Args {
     /// The node to talk to: HOST or HOST:PORT.
@@ -68,6 +76,53 @@ struct Args {
     /// Run COMMAND and exit (repeatable: the commands run in order); stdin is not read.
     #[arg(short = 'c', long = "command", value_name = "COMMAND")]
     commands: Vec<String>,
+    /// The file holding this client's token (default: $DYNAMO_TOKEN_FILE).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<std::path::PathBuf>,
+    /// Connect over TLS (the nodes run with --tls-cert).
+    #[arg(long)]
+    tls: bool,
+    /// The certificate authority to trust for --tls (PEM; default: the system's roots).
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    ca: Option<std::path::PathBuf>,
+}
+
+/// The token and TLS the flags and the environment give.
+fn credentials(args: &Args) -> Result<Credentials, String> {
+    let file = args.token_file.clone().or_else(|| {
+        std::env::var_os("DYNAMO_TOKEN_FILE")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+    });
+    let token = match &file {
+        None => None,
+        Some(path) => {
+            warn_if_shared(path);
+            Some(secret::read_token_file(path, "--token-file", false).map_err(|e| e.to_string())?)
+        }
+    };
+    let tls = if args.tls {
+        Some(std::sync::Arc::new(
+            ClientTls::new(args.ca.as_deref()).map_err(|e| e.to_string())?,
+        ))
+    } else {
+        None
+    };
+    Ok(Credentials { token, tls })
+}
+
+/// A token file others may read is a token others may use: say so.
+fn warn_if_shared(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            eprintln!(
+                "client: warning: {} can be read by others (mode {mode:03o}); chmod 600 it",
+                path.display()
+            );
+        }
+    }
 }
 
 /// `--node` and `--port` as one identity.
@@ -95,9 +150,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let credentials = match credentials(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("client: {e}");
+            return ExitCode::from(2);
+        }
+    };
     ExitCode::from(repl::run(Options {
         node,
         json: args.json,
         commands: args.commands,
+        credentials,
     }))
 }

@@ -86,6 +86,28 @@ struct Args {
     /// pings; peers then count as alive until a call to them fails).
     #[arg(long, default_value_t = dynamo::config::DEFAULT_PING_INTERVAL_MS)]
     ping_interval_ms: u64,
+    /// The secret every node of the ring shares, one per line (the first is
+    /// used to dial, every one is accepted: see "Rotating the cluster secret"
+    /// in the README). Readable by its owner only, or the node refuses to start.
+    #[arg(long, value_name = "FILE")]
+    cluster_secret_file: Option<PathBuf>,
+    /// Run with no cluster secret and no tokens: anyone who reaches the port
+    /// can read, write and change the ring. Said at start-up and in status.
+    #[arg(long, conflicts_with_all = ["cluster_secret_file", "admin_token_file"])]
+    insecure: bool,
+    /// A token this node accepts as the admin role (owner-readable file); user
+    /// add makes more.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM) for clients, on the RPC and the HTTP port.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM, owner-readable).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve /metrics without a token (on a ring with a secret it needs one).
+    #[arg(long)]
+    open_metrics: bool,
 }
 
 fn main() -> ExitCode {
@@ -117,6 +139,12 @@ fn main() -> ExitCode {
         tombstone_grace_ms: Some(args.tombstone_grace_ms),
         ping_interval_ms: Some(args.ping_interval_ms),
         copy_timeout_ms: Some(args.copy_timeout_ms),
+        cluster_secret_file: args.cluster_secret_file,
+        insecure: args.insecure,
+        admin_token_file: args.admin_token_file,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        open_metrics: args.open_metrics,
     }) {
         Ok(c) => c,
         Err(e) => {

@@ -54,6 +54,87 @@ fn decode<T: for<'de> Deserialize<'de>>(raw: &[u8]) -> Result<T, AnyError> {
     bincode::deserialize(raw).map_err(io)
 }
 
+/// A log entry, as this version writes it or as the version before users
+/// were part of the ring wrote it (read, then converted: see
+/// [`crate::ring::RingStateV4`]). A ring encodes last in an entry, so an old
+/// entry never decodes as a new one: it ends where the users would begin.
+fn decode_entry(raw: &[u8]) -> Result<Entry, AnyError> {
+    match bincode::deserialize::<Entry>(raw) {
+        Ok(e) => Ok(e),
+        Err(new) => match bincode::deserialize::<legacy::EntryV4>(raw) {
+            Ok(old) => Ok(old.into()),
+            Err(_) => Err(io(new)),
+        },
+    }
+}
+
+/// The state machine, in this version's encoding or the one before users.
+fn decode_machine(raw: &[u8]) -> Result<Machine, AnyError> {
+    match bincode::deserialize::<Machine>(raw) {
+        Ok(m) => Ok(m),
+        Err(new) => match bincode::deserialize::<legacy::MachineV4>(raw) {
+            Ok(old) => Ok(Machine {
+                applied: old.applied,
+                membership: old.membership,
+                ring: old.ring.map(RingState::from),
+            }),
+            Err(_) => Err(io(new)),
+        },
+    }
+}
+
+/// The encodings of the version before users were part of the ring.
+mod legacy {
+    use super::*;
+    use crate::ring::RingStateV4;
+
+    #[derive(Deserialize)]
+    pub struct EntryV4 {
+        log_id: LogId<u128>,
+        payload: PayloadV4,
+    }
+
+    #[derive(Deserialize)]
+    enum PayloadV4 {
+        Blank,
+        Normal(CmdV4),
+        Membership(openraft::Membership<u128, openraft::BasicNode>),
+    }
+
+    #[derive(Deserialize)]
+    enum CmdV4 {
+        Propose {
+            from: Option<u64>,
+            next: RingStateV4,
+        },
+    }
+
+    impl From<EntryV4> for Entry {
+        fn from(e: EntryV4) -> Entry {
+            Entry {
+                log_id: e.log_id,
+                payload: match e.payload {
+                    PayloadV4::Blank => EntryPayload::Blank,
+                    PayloadV4::Normal(CmdV4::Propose { from, next }) => {
+                        EntryPayload::Normal(RingCmd::Propose {
+                            from,
+                            next: next.into(),
+                        })
+                    }
+                    PayloadV4::Membership(m) => EntryPayload::Membership(m),
+                },
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    pub struct MachineV4 {
+        pub applied: Option<LogId<u128>>,
+        pub membership: Membership,
+        pub ring: Option<RingStateV4>,
+    }
+}
+
 /// Waits until what was written is durable.
 async fn durable(
     storage: &Storage,
@@ -95,7 +176,7 @@ impl LogStore {
 
     fn last_entry(&self) -> Result<Option<Entry>, AnyError> {
         match self.log.last().map_err(io)? {
-            Some((_, raw)) => Ok(Some(decode(&raw)?)),
+            Some((_, raw)) => Ok(Some(decode_entry(&raw)?)),
             None => Ok(None),
         }
     }
@@ -121,7 +202,7 @@ impl RaftLogReader<RingRaft> for LogStore {
         let mut out = Vec::new();
         for item in self.log.range::<[u8; 8], _>(range) {
             let (_, raw) = item.map_err(|e| fail(StorageIOError::read_logs(io(e))))?;
-            let entry: Entry = decode(&raw).map_err(|e| fail(StorageIOError::read_logs(e)))?;
+            let entry = decode_entry(&raw).map_err(|e| fail(StorageIOError::read_logs(e)))?;
             // Entries a purge recorded but had not yet deleted are gone.
             if purged.is_some_and(|p| entry.log_id.index <= p.index) {
                 continue;
@@ -282,7 +363,7 @@ impl RingMachine {
     ) -> crate::error::Result<RingMachine> {
         let (_, state) = storage.raft_trees()?;
         let machine = match state.get(MACHINE)? {
-            Some(raw) => bincode::deserialize(&raw).map_err(crate::error::Error::storage)?,
+            Some(raw) => decode_machine(&raw).map_err(crate::error::Error::storage)?,
             None => Machine::default(),
         };
         Ok(RingMachine {
@@ -406,7 +487,7 @@ impl RaftStateMachine<RingRaft> for RingMachine {
     ) -> Result<(), Error> {
         let bad = |e| fail(StorageIOError::read_snapshot(Some(meta.signature()), e));
         let raw = snapshot.into_inner();
-        let machine: Machine = decode(&raw).map_err(bad)?;
+        let machine = decode_machine(&raw).map_err(bad)?;
         let stored = StoredSnapshot {
             meta: meta.clone(),
             machine: raw,

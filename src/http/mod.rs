@@ -71,6 +71,7 @@ use crate::membership::Membership;
 use crate::metrics::{Metrics, Op};
 use crate::repl::format::Outcome;
 use crate::rpc::WriteRequest;
+use crate::security::{Access, Need};
 use crate::types::{NodeId, MAX_VALUE_BYTES};
 use crate::vclock::{Content, VersionVector};
 
@@ -94,6 +95,8 @@ pub struct HttpState {
     pub coordinator: Arc<Coordinator>,
     pub membership: Arc<Membership>,
     pub metrics: Arc<Metrics>,
+    /// Who may make which request (see [`crate::security`]).
+    pub access: Arc<Access>,
 }
 
 /// The routes, with the limits applied.
@@ -111,6 +114,10 @@ pub fn router(state: HttpState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorize,
+        ))
         .layer(axum::middleware::from_fn(move |req, next| {
             limits(limit.clone(), req, next)
         }))
@@ -124,11 +131,22 @@ pub async fn serve(
     state: HttpState,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    match state.access.security().tls.clone() {
+        Some(tls) => {
+            let listener = crate::security::tls::TlsListener::new(listener, tls);
+            axum::serve(listener, router(state))
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+        None => {
+            axum::serve(listener, router(state))
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -155,7 +173,8 @@ pub fn status_of(e: &Error) -> StatusCode {
         | Error::Restoring { .. }
         | Error::Removed { .. }
         | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-        Error::Fenced { .. } => StatusCode::FORBIDDEN,
+        Error::Fenced { .. } | Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+        Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -220,6 +239,65 @@ fn context_header(context: &VersionVector) -> (header::HeaderName, HeaderValue) 
 // ---------------------------------------------------------------------------
 // Middleware
 // ---------------------------------------------------------------------------
+
+/// What a request needs (see [`crate::security`]): the page and the API
+/// description are open (the page asks for a token itself), `/metrics` is
+/// open with `--open-metrics`, the rest needs a role.
+fn need_of(method: &Method, path: &str, open_metrics: bool) -> Option<Need> {
+    match path {
+        "/" | "/openapi.json" => None,
+        "/metrics" if open_metrics => None,
+        "/metrics" => Some(Need::read("read the metrics")),
+        p if p.starts_with("/ring/") => Some(Need::admin("change the ring")),
+        p if p.starts_with("/kv/") && (method == Method::PUT || method == Method::DELETE) => {
+            Some(Need::write("put or delete"))
+        }
+        _ => Some(Need::read("read")),
+    }
+}
+
+/// Refuses a request without a valid `Authorization: Bearer TOKEN` (401) or
+/// whose token's role may not make it (403), before any handler runs: an
+/// answer never tells someone who may not read a key whether it exists.
+async fn authorize(State(s): State<HttpState>, req: Request, next: Next) -> Response {
+    if !s.access.is_secure() {
+        return next.run(req).await;
+    }
+    let open_metrics = s.access.security().open_metrics;
+    let Some(need) = need_of(req.method(), req.uri().path(), open_metrics) else {
+        return next.run(req).await;
+    };
+    let token = match req.headers().get(header::AUTHORIZATION) {
+        None => None,
+        Some(v) => {
+            let text = v.to_str().unwrap_or("");
+            match text.split_once(' ') {
+                Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+                    Some(token.trim())
+                }
+                _ => {
+                    return unauthorized(
+                        "the Authorization header must be \"Bearer TOKEN\"".to_string(),
+                    )
+                }
+            }
+        }
+    };
+    match s.access.check_bearer(token, need) {
+        Ok(()) => next.run(req).await,
+        Err(Error::Unauthorized { reason }) => unauthorized(reason),
+        Err(e) => error(e),
+    }
+}
+
+fn unauthorized(reason: String) -> Response {
+    let mut r = error(Error::Unauthorized { reason });
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"dynamo\""),
+    );
+    r
+}
 
 /// Refuses oversized headers and requests beyond [`MAX_CONCURRENT_REQUESTS`].
 async fn limits(limit: Arc<Semaphore>, req: Request, next: Next) -> Response {

@@ -89,6 +89,7 @@ pub struct Reports {
 mod leadership;
 mod status;
 mod sync;
+mod users;
 
 /// How often the leader polls the nodes of a running change. A quarter second
 /// makes an empty ring's change settle at once while costing one small RPC per
@@ -135,6 +136,9 @@ pub struct Membership {
     started: tokio::time::Instant,
     /// The ring's Raft group, through which every ring is committed.
     consensus: std::sync::OnceLock<Arc<Consensus>>,
+    /// The node has a cluster secret (not `--insecure`): shown in `status`,
+    /// and users can be managed.
+    secure: bool,
 }
 
 impl Membership {
@@ -169,7 +173,14 @@ impl Membership {
             ring_news,
             started: tokio::time::Instant::now(),
             consensus: std::sync::OnceLock::new(),
+            secure: false,
         }
+    }
+
+    /// The same, on a node with a cluster secret (`secure`) or `--insecure`.
+    pub fn with_secure(mut self, secure: bool) -> Membership {
+        self.secure = secure;
+        self
     }
 
     /// Loads the persisted ring, or bootstraps a one-node ring when this node is
@@ -293,11 +304,19 @@ impl Membership {
                 ),
             });
         }
-        let info = self.info_of(&node).await.map_err(|e| Error::Membership {
-            reason: format!(
-                "cannot add {node}: it does not answer ({}); start it first",
-                e.reason()
-            ),
+        let info = self.info_of(&node).await.map_err(|e| {
+            let why = e.reason();
+            Error::Membership {
+                reason: if why.contains("refused the connection") {
+                    // The handshake failed: it is not of this ring.
+                    format!(
+                        "cannot add {node}: {why}; a member must be started with this ring's \
+                         --cluster-secret-file"
+                    )
+                } else {
+                    format!("cannot add {node}: it does not answer ({why}); start it first")
+                },
+            }
         })?;
         // Refuses a change while one runs, and a node whose identity is already a
         // member's (one process under two addresses).

@@ -178,6 +178,7 @@ impl Membership {
             member,
             removed_at_epoch: state.removed_at(&self.me, self.storage.uuid()),
             refused,
+            secure: self.secure,
         })
     }
 

@@ -53,7 +53,7 @@ use rustyline::{
     Hinter, KeyCode, KeyEvent, Modifiers, RepeatCount, Validator,
 };
 
-use crate::client::Client;
+use crate::client::{Client, Credentials};
 use crate::error::{Error, Result};
 use crate::types::NodeId;
 
@@ -141,6 +141,8 @@ pub struct Options {
     pub json: bool,
     /// `-c` commands; empty means read stdin.
     pub commands: Vec<String>,
+    /// The token and TLS the client connects with.
+    pub credentials: Credentials,
 }
 
 /// What the loop should do after a line.
@@ -159,6 +161,7 @@ pub struct Session {
     node: NodeId,
     json: bool,
     client: Option<Client>,
+    credentials: Credentials,
 }
 
 impl Session {
@@ -171,10 +174,16 @@ impl Session {
 
     /// A session with `node`; nothing is connected yet.
     pub fn new(node: NodeId, json: bool) -> Self {
+        Session::with_credentials(node, json, Credentials::default())
+    }
+
+    /// A session with `node` that connects with `credentials`.
+    pub fn with_credentials(node: NodeId, json: bool, credentials: Credentials) -> Self {
         Session {
             node,
             json,
             client: None,
+            credentials,
         }
     }
 
@@ -228,6 +237,11 @@ impl Session {
             Command::AbortChange => Outcome::Aborted(client.abort_change().await?),
             Command::Status => Outcome::Status(client.status().await?),
             Command::Locate { key } => Outcome::Locate(client.locate(key).await?),
+            Command::UserAdd { name, role } => {
+                Outcome::UserAdded(client.user_add(name, role).await?)
+            }
+            Command::UserList => Outcome::Users(client.user_list().await?),
+            Command::UserRemove { name } => Outcome::UserRemoved(client.user_remove(name).await?),
             Command::WaitSettled { secs } => {
                 let limit = std::time::Duration::from_secs(secs);
                 let started = std::time::Instant::now();
@@ -256,7 +270,7 @@ impl Session {
     /// The connection, opened on first use.
     async fn client(&mut self) -> Result<&Client> {
         if self.client.is_none() {
-            self.client = Some(Client::connect(self.node.clone()).await?);
+            self.client = Some(Client::connect_with(self.node.clone(), &self.credentials).await?);
         }
         self.client
             .as_ref()
@@ -277,7 +291,11 @@ pub fn run(options: Options) -> u8 {
             return 2;
         }
     };
-    let mut session = Session::new(options.node.clone(), options.json);
+    let mut session = Session::with_credentials(
+        options.node.clone(),
+        options.json,
+        options.credentials.clone(),
+    );
     if !options.commands.is_empty() {
         let lines = options.commands.into_iter().map(Ok);
         return run_script(&runtime, &mut session, lines);

@@ -173,7 +173,9 @@ mod placement;
 mod state;
 pub use cell::RingCell;
 pub use placement::{Placement, Quorum};
-pub use state::{actor_name, Departure, DepartureKind, Incarnation, RingState, Transition};
+pub use state::{
+    actor_name, Departure, DepartureKind, Incarnation, RingState, RingStateV4, Transition,
+};
 
 #[cfg(test)]
 mod tests;

@@ -44,6 +44,45 @@ pub struct RingState {
     /// ([`Departure`]). An entry goes when its address is added again.
     #[serde(default)]
     pub departed: BTreeMap<NodeId, Departure>,
+    /// The users of a ring with a cluster secret, by name: each one's role
+    /// and the SHA-256 of its token (see [`crate::security`]). Kept last:
+    /// a ring encoded before users existed ([`RingStateV4`]) then ends where
+    /// this field would begin.
+    #[serde(default)]
+    pub users: BTreeMap<String, crate::types::User>,
+}
+
+/// The ring state as encoded before it held users (ring record format 4,
+/// and the Raft log and state machine written by that version): read, then
+/// converted with no users.
+#[derive(Clone, Debug, Deserialize)]
+pub struct RingStateV4 {
+    pub epoch: u64,
+    pub leader: NodeId,
+    pub members: Vec<NodeId>,
+    pub replication: Replication,
+    pub tokens_per_node: u32,
+    pub identities: BTreeMap<NodeId, Uuid>,
+    pub transition: Option<Transition>,
+    pub incarnations: BTreeMap<NodeId, Incarnation>,
+    pub departed: BTreeMap<NodeId, Departure>,
+}
+
+impl From<RingStateV4> for RingState {
+    fn from(v: RingStateV4) -> RingState {
+        RingState {
+            epoch: v.epoch,
+            leader: v.leader,
+            members: v.members,
+            replication: v.replication,
+            tokens_per_node: v.tokens_per_node,
+            identities: v.identities,
+            transition: v.transition,
+            incarnations: v.incarnations,
+            departed: v.departed,
+            users: BTreeMap::new(),
+        }
+    }
 }
 
 /// How a node left the ring, as the leader recorded it.
@@ -130,7 +169,22 @@ impl RingState {
             transition: None,
             incarnations: BTreeMap::new(),
             departed: BTreeMap::new(),
+            users: BTreeMap::new(),
         }
+    }
+
+    /// The next epoch with `users` as the ring's users.
+    pub fn with_users(&self, users: BTreeMap<String, crate::types::User>) -> Result<RingState> {
+        if users.len() > crate::types::MAX_USERS {
+            return Err(membership(format!(
+                "a ring holds at most {} users",
+                crate::types::MAX_USERS
+            )));
+        }
+        let mut next = self.next_epoch()?;
+        next.users = users;
+        next.validate()?;
+        Ok(next)
     }
 
     /// The epoch that removed the node at `node` with identity `uuid` while it

@@ -5,12 +5,23 @@
 
 use super::*;
 
-/// Opens one connection to `node` over TCP and starts its dispatch task.
+/// Opens one connection to `node` over TCP, as a client without a token
+/// (the whole of an insecure ring's handshake), and starts its dispatch task.
 pub async fn connect(
     node: &NodeId,
     timeout: Duration,
 ) -> std::result::Result<Connection, ConnectError> {
-    connect_over(&crate::net::Tcp, node, timeout).await
+    connect_as(node, timeout, crate::security::Hello::Client(None)).await
+}
+
+/// Opens one connection to `node` over TCP introducing itself with `hello`.
+pub async fn connect_as(
+    node: &NodeId,
+    timeout: Duration,
+    hello: crate::security::Hello,
+) -> std::result::Result<Connection, ConnectError> {
+    let net = crate::security::Secured::new(std::sync::Arc::new(crate::net::Tcp), hello, None);
+    connect_over(&net, node, timeout).await
 }
 
 /// Opens one connection to `node` over `net` and starts its dispatch task.
@@ -31,6 +42,20 @@ pub async fn connect_over(
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             let refused = e.kind() == std::io::ErrorKind::ConnectionRefused;
+            // A node that refused the handshake said why (see
+            // crate::security::wire): a missing or unknown token is the
+            // caller's to fix, not a node that is down.
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                let text = e.to_string();
+                if let Some(reason) = text.strip_prefix("unauthorized: ") {
+                    return Err(ConnectError {
+                        refused: false,
+                        error: Error::Unauthorized {
+                            reason: reason.to_string(),
+                        },
+                    });
+                }
+            }
             return Err(unreachable(io_reason(&e), refused));
         }
         Err(_) => {

@@ -30,7 +30,8 @@ use crate::vclock::{Content, Object, VersionVector};
 
 mod connection;
 pub use connection::{
-    connect, connect_over, context, io_reason, ConnectError, Connection, SILENT_CONNECTION,
+    connect, connect_as, connect_over, context, io_reason, ConnectError, Connection,
+    SILENT_CONNECTION,
 };
 
 /// A put or a delete as a client sends it.
@@ -116,6 +117,24 @@ pub struct ReplicaRead {
     pub key: Key,
     /// Count the get in the receiver's metrics.
     pub count: bool,
+}
+
+/// The answer to `user add` and `user remove`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UserReply {
+    pub user: String,
+    pub role: crate::types::Role,
+    /// The new user's token: given once, by `user add`, and kept nowhere.
+    pub token: Option<String>,
+    /// The ring epoch that holds the change.
+    pub epoch: u64,
+}
+
+/// One user, as `user list` shows it (never its token).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserEntry {
+    pub user: String,
+    pub role: crate::types::Role,
 }
 
 /// The answer to add-node / remove-node: the change has started (it settles in
@@ -342,6 +361,9 @@ pub struct StatusReply {
     /// Keys the nodes could not hand off because a receiver refused them for
     /// good (at most a few per node, newest last).
     pub refused: Vec<Refusal>,
+    /// The answering node has a cluster secret and checks tokens (false:
+    /// `--insecure`).
+    pub secure: bool,
 }
 
 /// One anti-entropy query: what a node holds in common with the asking node,
@@ -612,6 +634,14 @@ pub trait Node {
             openraft::error::InstallSnapshotError,
         >,
     >;
+    /// `user add NAME ROLE` (admin): a new user with a new token. A node that
+    /// is not the leader passes a client's request on to the leader.
+    async fn user_add(name: String, role: crate::types::Role) -> Result<UserReply>;
+    /// `user list` (admin): every user and its role.
+    async fn user_list() -> Result<Vec<UserEntry>>;
+    /// `user remove NAME` (admin): the token stops working on every node that
+    /// has the new ring.
+    async fn user_remove(name: String) -> Result<UserReply>;
 }
 
 /// Longest deadline a request may carry. tarpc turns a request's deadline into

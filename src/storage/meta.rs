@@ -3,6 +3,7 @@
 //! the ring-change markers and the transfer cursor.
 
 use super::*;
+use crate::ring::RingStateV4;
 
 impl Storage {
     /// The trees Raft keeps its log (`raft_log`) and its vote and state
@@ -141,6 +142,11 @@ pub(super) fn decode_ring(raw: &[u8]) -> Result<RingState> {
     // added left empty, until it is the current one.
     let v3 = match raw.split_first() {
         Some((&RING_FORMAT, body)) => return bincode::deserialize(body).map_err(corrupt),
+        Some((4, body)) => {
+            return Ok(RingState::from(
+                bincode::deserialize::<RingStateV4>(body).map_err(corrupt)?,
+            ))
+        }
         Some((3, body)) => bincode::deserialize::<RingStateV3>(body).map_err(corrupt)?,
         Some((2, body)) => RingStateV3::from(bincode::deserialize::<RingStateV2>(body).map_err(corrupt)?),
         Some((1, _)) => RingStateV3::from(RingStateV2::from(decode::<RingStateV1>(raw, "meta")?)),
@@ -152,7 +158,7 @@ pub(super) fn decode_ring(raw: &[u8]) -> Result<RingState> {
         }
         None => return Err(Error::storage("empty ring record")),
     };
-    Ok(RingState {
+    Ok(RingState::from(RingStateV4 {
         epoch: v3.epoch,
         leader: v3.leader,
         members: v3.members,
@@ -162,7 +168,7 @@ pub(super) fn decode_ring(raw: &[u8]) -> Result<RingState> {
         transition: v3.transition,
         incarnations: v3.incarnations,
         departed: Default::default(),
-    })
+    }))
 }
 
 impl From<RingStateV1> for RingStateV2 {

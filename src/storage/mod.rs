@@ -98,8 +98,9 @@ pub use group_commit::GroupCommit;
 /// decoder for every older version.
 pub const RECORD_FORMAT: u8 = 1;
 /// Format version of the ring record: 2 added node identities and the
-/// transition, 3 the incarnations of each address, 4 the departed nodes.
-pub const RING_FORMAT: u8 = 4;
+/// transition, 3 the incarnations of each address, 4 the departed nodes, 5
+/// the users.
+pub const RING_FORMAT: u8 = 5;
 /// How many mutexes guard per-key read-modify-write. 1024 makes two hot keys share a
 /// stripe rarely while costing 1024 small mutexes per node.
 pub const LOCK_STRIPES: usize = 1024;

@@ -119,10 +119,13 @@ impl Clients {
         }
         // A paused node accepts the connection and then answers nothing:
         // the client's first ring fetch gives up after its own deadline.
-        let c = tokio::time::timeout(Duration::from_secs(20), Client::connect(id(i)))
-            .await
-            .map_err(|_| format!("connecting to {} timed out", name(i)))?
-            .map_err(|e| e.to_string())?;
+        let c = tokio::time::timeout(
+            Duration::from_secs(20),
+            Client::connect_with(id(i), &crate::nodes::admin()),
+        )
+        .await
+        .map_err(|_| format!("connecting to {} timed out", name(i)))?
+        .map_err(|e| e.to_string())?;
         let c = Arc::new(c);
         *slot = Some(c.clone());
         Ok(c)
@@ -156,11 +159,14 @@ fn time_of_day() -> String {
 /// A client of node `i` for one admin call or final read, coordinated by
 /// the node itself.
 async fn via_node(i: usize) -> Result<Client, String> {
-    tokio::time::timeout(ADMIN_TIMEOUT, Client::connect_via_node(id(i)))
-        .await
-        .map_err(|_| format!("connecting to {} timed out", name(i)))?
-        .map(|c| c.with_timeout(ADMIN_TIMEOUT))
-        .map_err(|e| e.to_string())
+    tokio::time::timeout(
+        ADMIN_TIMEOUT,
+        Client::connect_via_node_with(id(i), &crate::nodes::admin()),
+    )
+    .await
+    .map_err(|_| format!("connecting to {} timed out", name(i)))?
+    .map(|c| c.with_timeout(ADMIN_TIMEOUT))
+    .map_err(|e| e.to_string())
 }
 
 async fn status(i: usize) -> Result<StatusReply, String> {

@@ -17,6 +17,72 @@ use dynamo::types::NodeId;
 
 pub mod writeload;
 
+/// The cluster secret and admin token every real-process ring of a test run
+/// shares, in files only their owner may read (the nodes refuse others).
+pub struct Secrets {
+    _dir: tempfile::TempDir,
+    pub secret_file: PathBuf,
+    pub admin_token_file: PathBuf,
+    pub admin_token: String,
+}
+
+/// The run's [`Secrets`], made on first use.
+pub fn secrets() -> &'static Secrets {
+    static SECRETS: std::sync::OnceLock<Secrets> = std::sync::OnceLock::new();
+    SECRETS.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("a directory for the secrets");
+        let secret_file = dir.path().join("cluster.secret");
+        let admin_token_file = dir.path().join("admin.token");
+        let admin_token = dynamo::security::new_token();
+        write_private(
+            &secret_file,
+            &format!("{}\n", dynamo::security::new_token()),
+        );
+        write_private(&admin_token_file, &format!("{admin_token}\n"));
+        Secrets {
+            _dir: dir,
+            secret_file,
+            admin_token_file,
+            admin_token,
+        }
+    })
+}
+
+/// Writes `text` to `path`, readable by its owner only.
+pub fn write_private(path: &Path, text: &str) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .expect("write a secret file");
+    f.write_all(text.as_bytes()).expect("write a secret file");
+}
+
+/// The real client, with the run's admin token (through `DYNAMO_TOKEN_FILE`,
+/// as a user's environment would give it).
+pub fn client_cmd() -> Command {
+    let mut cmd = Command::new(client_bin());
+    cmd.env("DYNAMO_TOKEN_FILE", &secrets().admin_token_file);
+    cmd
+}
+
+/// The run's admin token, as the client library takes it.
+pub fn admin() -> dynamo::client::Credentials {
+    dynamo::client::Credentials {
+        token: Some(secrets().admin_token.clone()),
+        tls: None,
+    }
+}
+
+/// The HTTP header that carries the run's admin token.
+pub fn bearer() -> String {
+    format!("Authorization: Bearer {}", secrets().admin_token)
+}
+
 /// Polls `f` until it returns Some, for at most `limit`.
 pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
@@ -99,6 +165,9 @@ impl InProcess {
             request_timeout_ms: Some(2000),
             // Off: these tests watch read repair and handoff alone.
             anti_entropy_interval_ms: Some(0),
+            // In-process nodes are called by library clients and raw RPC
+            // connections; the real-process clusters below run secured.
+            insecure: true,
             ..Flags::default()
         })
         .expect("config")
@@ -288,6 +357,19 @@ impl Cluster {
                     http.to_string(),
                 ];
                 let mut args = args;
+                // Secured as a user runs it, unless the test says otherwise.
+                if !extra
+                    .iter()
+                    .any(|a| *a == "--insecure" || *a == "--cluster-secret-file")
+                {
+                    let s = secrets();
+                    args.extend([
+                        "--cluster-secret-file".to_string(),
+                        s.secret_file.display().to_string(),
+                        "--admin-token-file".to_string(),
+                        s.admin_token_file.display().to_string(),
+                    ]);
+                }
                 args.extend(extra.iter().map(|a| a.to_string()));
                 Proc {
                     port,
@@ -543,6 +625,10 @@ pub struct ClientRun {
 }
 
 /// The client's `--json` output: one JSON object per non-empty line.
+pub fn json_lines_of(stdout: &str) -> Vec<serde_json::Value> {
+    json_lines(stdout)
+}
+
 fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
     stdout
         .lines()
@@ -553,7 +639,7 @@ fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
 
 /// Runs `client --node 127.0.0.1 --port PORT --json -c ...`.
 pub fn run_client(port: u16, commands: &[&str]) -> ClientRun {
-    let mut cmd = Command::new(client_bin());
+    let mut cmd = client_cmd();
     cmd.args(["--node", "127.0.0.1", "--port", &port.to_string(), "--json"]);
     for c in commands {
         cmd.args(["-c", c]);
@@ -573,7 +659,7 @@ pub fn run_client(port: u16, commands: &[&str]) -> ClientRun {
 /// returns what it printed for people.
 #[allow(dead_code)]
 pub fn run_client_human(port: u16, commands: &[&str]) -> String {
-    let mut cmd = Command::new(client_bin());
+    let mut cmd = client_cmd();
     cmd.args(["--node", "127.0.0.1", "--port", &port.to_string()]);
     for c in commands {
         cmd.args(["-c", c]);
@@ -593,7 +679,7 @@ pub fn ctx(v: &serde_json::Value) -> String {
 /// holds what it printed until then (one JSON object per command answered).
 pub fn run_script(port: u16, lines: &[String], limit: Duration) -> ClientRun {
     use std::io::{Read, Write};
-    let mut child = Command::new(client_bin())
+    let mut child = client_cmd()
         .args(["--node", "127.0.0.1", "--port", &port.to_string(), "--json"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

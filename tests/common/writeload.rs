@@ -11,7 +11,7 @@
 //! node was killed), it is replaced by a client of the next port in the list.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{client_bin, run_script};
+use super::{client_cmd, run_script};
 
 /// How long one put may take before its client is given up on: the client's own
 /// deadline (10 s) plus room for a loaded machine.
@@ -66,7 +66,7 @@ struct LoadClient {
 
 impl LoadClient {
     fn spawn(port: u16) -> std::io::Result<LoadClient> {
-        let mut child = Command::new(client_bin())
+        let mut child = client_cmd()
             .args(["--node", "127.0.0.1", "--port", &port.to_string(), "--json"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -431,9 +431,16 @@ pub fn quick_flags() -> Flags {
         // No flusher thread: its real-time fsyncs would make a run depend on
         // the disk's speed, and a simulated crash loses nothing sled took.
         fsync: Some("never".into()),
+        // The harness gives every node the simulated ring's secret (see
+        // Cluster::start); the flag only gets the config past its check.
+        insecure: true,
         ..Flags::default()
     }
 }
+
+/// The cluster secret of every simulated ring: members' connections run the
+/// Noise handshake and encryption as on a real ring.
+pub const SIM_SECRET: &str = "the simulated ring's cluster secret, 32+ characters";
 
 /// A simulated cluster and its driver.
 pub struct Cluster {
@@ -519,7 +526,8 @@ impl Cluster {
             };
             let host: Arc<str> = name.as_str().into();
             async move {
-                let config = NodeConfig::from_flags(flags)?;
+                let mut config = NodeConfig::from_flags(flags)?;
+                config.security = dynamo::security::Security::with_secret(SIM_SECRET);
                 let inner = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
                 let node = dynamo::server::start_over(
                     config,

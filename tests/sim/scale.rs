@@ -146,6 +146,7 @@ pub struct Measured {
 fn flags() -> Flags {
     Flags {
         fsync: Some("never".into()),
+        insecure: true,
         ..Default::default()
     }
 }

@@ -172,14 +172,29 @@ impl Target {
         connections: usize,
         direct: bool,
     ) -> dynamo::Result<Target> {
+        // The token of a ring with a secret, from the file DYNAMO_TOKEN_FILE
+        // names (as the client's).
+        let credentials = dynamo::client::Credentials {
+            token: match std::env::var_os("DYNAMO_TOKEN_FILE").filter(|v| !v.is_empty()) {
+                Some(path) => Some(dynamo::security::secret::read_token_file(
+                    std::path::Path::new(&path),
+                    "DYNAMO_TOKEN_FILE",
+                    false,
+                )?),
+                None => None,
+            },
+            tls: None,
+        };
         let mut out: Vec<Arc<Client>> = Vec::new();
         for node in nodes {
             for _ in 0..connections.max(1) {
                 // One process, one ring: every client after the first shares
                 // its ring and its connections to the replicas.
                 let client = match out.first() {
-                    _ if !direct => Client::connect_via_node(node.clone()).await?,
-                    None => Client::connect(node.clone()).await?,
+                    _ if !direct => {
+                        Client::connect_via_node_with(node.clone(), &credentials).await?
+                    }
+                    None => Client::connect_with(node.clone(), &credentials).await?,
                     Some(first) => Client::connect_beside(node.clone(), first).await?,
                 };
                 out.push(Arc::new(client));

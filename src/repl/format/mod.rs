@@ -40,7 +40,7 @@ use std::collections::BTreeMap;
 
 use crate::rpc::{
     AeStats, LocateReply, MemberStatus, MembershipReply, NodeState, ReadReply, Refusal,
-    StatusReply, TransitionStatus, WriteReply,
+    StatusReply, TransitionStatus, UserEntry, UserReply, WriteReply,
 };
 use crate::types::{Key, NodeId, Value};
 use crate::vclock::VersionVector;
@@ -66,6 +66,12 @@ pub enum Outcome {
     Locate(LocateReply),
     /// `wait-settled`: the epoch of the settled ring.
     Settled(u64),
+    /// `user add`: the new user and its token.
+    UserAdded(UserReply),
+    /// `user remove`.
+    UserRemoved(UserReply),
+    /// `user list`.
+    Users(Vec<UserEntry>),
     /// The text `help` shows.
     Help(String),
     Error(Error),
@@ -130,6 +136,7 @@ impl Outcome {
                 member: reply.member,
                 removed_at_epoch: reply.removed_at_epoch,
                 refused: &reply.refused,
+                secure: reply.secure,
             }),
             Outcome::Locate(reply) => serde_json::to_string(&JsonLocate {
                 ok: true,
@@ -147,6 +154,23 @@ impl Outcome {
                 ok: true,
                 help: text,
             }),
+            Outcome::UserAdded(reply) => serde_json::to_string(&JsonUser {
+                ok: true,
+                user: &reply.user,
+                role: reply.role.as_str(),
+                token: reply.token.as_deref(),
+                removed: None,
+                epoch: reply.epoch,
+            }),
+            Outcome::UserRemoved(reply) => serde_json::to_string(&JsonUser {
+                ok: true,
+                user: &reply.user,
+                role: reply.role.as_str(),
+                token: None,
+                removed: Some(true),
+                epoch: reply.epoch,
+            }),
+            Outcome::Users(users) => serde_json::to_string(&JsonUsers { ok: true, users }),
             Outcome::Error(e) => return error_json(&e.to_string()),
         };
         rendered.unwrap_or_else(|e| {
@@ -178,6 +202,35 @@ impl Outcome {
             Outcome::Status(reply) => status_human(reply),
             Outcome::Locate(reply) => locate_human(reply),
             Outcome::Settled(epoch) => format!("ring settled (epoch {epoch})"),
+            Outcome::UserAdded(reply) => format!(
+                "user {} added with role {} (epoch {}). Its token, shown only now:\n{}",
+                reply.user,
+                reply.role,
+                reply.epoch,
+                reply.token.as_deref().unwrap_or("-")
+            ),
+            Outcome::UserRemoved(reply) => format!(
+                "user {} ({}) removed (epoch {}): its token no longer works",
+                reply.user, reply.role, reply.epoch
+            ),
+            Outcome::Users(users) if users.is_empty() => {
+                "no users (a node's --admin-token-file is the only admin)".to_string()
+            }
+            Outcome::Users(users) => {
+                let width = users
+                    .iter()
+                    .map(|u| u.user.chars().count())
+                    .max()
+                    .unwrap_or(0);
+                let width = width.max(4);
+                let mut lines = vec![format!("{:<width$}  ROLE", "USER")];
+                lines.extend(
+                    users
+                        .iter()
+                        .map(|u| format!("{:<width$}  {}", u.user, u.role)),
+                );
+                lines.join("\n")
+            }
             Outcome::Help(text) => text.clone(),
             Outcome::Error(e) => format!("error: {e}"),
         }
@@ -277,6 +330,8 @@ struct JsonStatus<'a> {
     /// Keys a node could not hand off because a peer refused them for good.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     refused: &'a [Refusal],
+    /// False on a node run `--insecure` (no secret, no tokens).
+    secure: bool,
 }
 
 #[derive(Serialize)]
@@ -289,6 +344,26 @@ struct JsonLocate<'a> {
     fallbacks: &'a [NodeId],
     /// `alive`, `suspect` or `down` for each node above.
     states: &'a BTreeMap<NodeId, NodeState>,
+}
+
+#[derive(Serialize)]
+struct JsonUser<'a> {
+    ok: bool,
+    user: &'a str,
+    role: &'a str,
+    /// Only from `user add`: the new token, shown once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'a str>,
+    /// Only from `user remove`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    removed: Option<bool>,
+    epoch: u64,
+}
+
+#[derive(Serialize)]
+struct JsonUsers<'a> {
+    ok: bool,
+    users: &'a [UserEntry],
 }
 
 #[derive(Serialize)]
@@ -444,7 +519,14 @@ fn status_human(reply: &StatusReply) -> String {
         lines.push(String::new());
     }
     lines.extend([
-        format!("node:   {} (fsync {})", reply.node, reply.fsync),
+        if reply.secure {
+            format!("node:   {} (fsync {})", reply.node, reply.fsync)
+        } else {
+            format!(
+                "node:   {} (fsync {}; INSECURE: no cluster secret, no tokens)",
+                reply.node, reply.fsync
+            )
+        },
         format!("leader: {} (term {})", reply.leader, reply.term),
         format!("epoch:  {}", reply.epoch),
         format!("N/W/R:  {}/{}/{}", r.n, r.w, r.r),

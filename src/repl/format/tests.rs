@@ -89,6 +89,7 @@ fn status() -> StatusReply {
         member: true,
         removed_at_epoch: None,
         refused: Vec::new(),
+        secure: true,
     }
 }
 
@@ -242,7 +243,7 @@ fn status_json() {
             r#""nodes":[{"id":"127.0.0.1:13337","state":"alive","keys":120,"tombstones":3,"hints":0,"epoch":7,"#,
             r#""anti_entropy":{"exchanges":12,"keys_repaired":40,"last_exchange":{"peer":"127.0.0.1:13339","at_unix_ms":1700000000000,"ago_ms":1200,"keys_repaired":2},"tombstones_removed":5},"restoring":false,"share":0.6,"hints_by_target":{"10.0.0.2:13338":4},"uptime_ms":754000,"version":"0.1.0","role":"leader"},"#,
             r#"{"id":"10.0.0.2:13338","state":"down","keys":null,"tombstones":null,"hints":null,"epoch":null,"anti_entropy":null,"restoring":null,"share":0.4,"hints_by_target":null,"uptime_ms":null,"version":null,"role":null}],"#,
-            r#""node":"127.0.0.1:13338","fsync":"batch","transition":null,"member":true}"#
+            r#""node":"127.0.0.1:13338","fsync":"batch","transition":null,"member":true,"secure":true}"#
         )
     );
 }
@@ -262,7 +263,7 @@ fn status_json_with_a_transition() {
             r#""keys_per_sec":800,"eta_s":3,"senders":["#,
             r#"{"node":"127.0.0.1:13337","state":"sending","keys_to_move":4000,"keys_moved":1200,"bytes_moved":1258291},"#,
             r#"{"node":"10.0.0.2:13338","state":"unreachable","keys_to_move":0,"keys_moved":0,"bytes_moved":0}]},"#,
-            r#""member":false}"#
+            r#""member":false,"secure":true}"#
         )
     );
     let mut early = status_moving();

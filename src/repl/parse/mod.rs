@@ -69,6 +69,15 @@ pub enum Command {
     WaitSettled { secs: u64 },
     /// `locate KEY`.
     Locate { key: Key },
+    /// `user add NAME ROLE`.
+    UserAdd {
+        name: String,
+        role: crate::types::Role,
+    },
+    /// `user list`.
+    UserList,
+    /// `user remove NAME`.
+    UserRemove { name: String },
     /// `help [COMMAND]`.
     Help { topic: Option<String> },
     /// `quit` or `exit`.
@@ -145,6 +154,12 @@ pub const COMMANDS: &[CommandInfo] = &[
         usage: "wait-settled [SECONDS]",
         summary: "wait until no ring change is running (at most SECONDS, default 120); for scripts \
                   that make several changes",
+    },
+    CommandInfo {
+        name: "user",
+        usage: "user add NAME ROLE | user list | user remove NAME",
+        summary: "the ring's users (admin): add one with a role (admin, readwrite or readonly; its \
+                  token is printed once), list them, or remove one (its token stops working)",
     },
     CommandInfo {
         name: "help",
@@ -427,6 +442,24 @@ pub fn parse(line: &str) -> Result<Command> {
                 None => DEFAULT_WAIT_SECS,
             };
             Command::WaitSettled { secs }
+        }
+        "user" => {
+            let sub = take(&mut lexer, &name)?.text.to_lowercase();
+            match sub.as_str() {
+                "add" => {
+                    let user = take(&mut lexer, &name)?.text;
+                    crate::types::check_user_name(&user)?;
+                    let role = take(&mut lexer, &name)?.text.to_lowercase().parse()?;
+                    Command::UserAdd { name: user, role }
+                }
+                "list" => Command::UserList,
+                "remove" => {
+                    let user = take(&mut lexer, &name)?.text;
+                    crate::types::check_user_name(&user)?;
+                    Command::UserRemove { name: user }
+                }
+                _ => return Err(usage(&name)),
+            }
         }
         "help" => {
             let topic = match lexer.next_token()? {

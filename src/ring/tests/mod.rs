@@ -42,6 +42,7 @@ fn state_of(members: Vec<NodeId>, replication: Replication) -> RingState {
         transition: None,
         incarnations: Default::default(),
         departed: Default::default(),
+        users: Default::default(),
     }
 }
 
@@ -218,6 +219,7 @@ fn empty_and_unvalidated_states_never_panic() {
         transition: None,
         incarnations: Default::default(),
         departed: Default::default(),
+        users: Default::default(),
     });
     assert!(empty.preference_list(b"k").is_empty());
     assert!(empty.walk(b"k").is_empty());
@@ -234,6 +236,7 @@ fn empty_and_unvalidated_states_never_panic() {
         transition: None,
         incarnations: Default::default(),
         departed: Default::default(),
+        users: Default::default(),
     });
     assert_eq!(messy.members(), [node("a:1"), node("b:1"), node("c:1")]);
     let mut walk = messy.walk(b"k");
@@ -399,7 +402,7 @@ fn state_json_round_trip() {
     let json = serde_json::to_string(&state).unwrap();
     assert_eq!(
         json,
-        r#"{"epoch":2,"leader":"127.0.0.1:13337","members":["127.0.0.1:13337","127.0.0.1:13338"],"replication":{"n":3,"w":2,"r":2},"tokens_per_node":256,"identities":{},"transition":null,"incarnations":{},"departed":{}}"#
+        r#"{"epoch":2,"leader":"127.0.0.1:13337","members":["127.0.0.1:13337","127.0.0.1:13338"],"replication":{"n":3,"w":2,"r":2},"tokens_per_node":256,"identities":{},"transition":null,"incarnations":{},"departed":{},"users":{}}"#
     );
     let back: RingState = serde_json::from_str(&json).unwrap();
     assert_eq!(back, state);
