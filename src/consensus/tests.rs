@@ -174,3 +174,109 @@ async fn the_vote_log_and_ring_survive_a_reopen() {
     assert_eq!(applied, Some(lid(1)));
     assert_eq!(sm.machine().ring.as_ref(), Some(&ring));
 }
+
+/// The Raft log and state machine written by the version before users were
+/// part of the ring state are read and converted (no users), not refused:
+/// a node upgraded in place keeps its place in the ring's election.
+#[tokio::test]
+async fn a_log_and_machine_from_before_users_are_read_and_converted() {
+    use openraft::storage::RaftStateMachine;
+    use openraft::RaftLogReader;
+    use serde::Serialize;
+    #[derive(Serialize)]
+    struct RingV4 {
+        epoch: u64,
+        leader: NodeId,
+        members: Vec<NodeId>,
+        replication: Replication,
+        tokens_per_node: u32,
+        identities: std::collections::BTreeMap<NodeId, uuid::Uuid>,
+        transition: Option<crate::ring::Transition>,
+        incarnations: std::collections::BTreeMap<NodeId, crate::ring::Incarnation>,
+        departed: std::collections::BTreeMap<NodeId, crate::ring::Departure>,
+    }
+    #[derive(Serialize)]
+    enum CmdV4 {
+        Propose { from: Option<u64>, next: RingV4 },
+    }
+    #[derive(Serialize)]
+    #[allow(dead_code)]
+    enum PayloadV4 {
+        Blank,
+        Normal(CmdV4),
+    }
+    #[derive(Serialize)]
+    struct EntryV4 {
+        log_id: openraft::LogId<u128>,
+        payload: PayloadV4,
+    }
+    #[derive(Serialize)]
+    struct MachineV4 {
+        applied: Option<openraft::LogId<u128>>,
+        membership: openraft::StoredMembership<u128, openraft::BasicNode>,
+        ring: Option<RingV4>,
+    }
+    let ring = RingState::bootstrap(id("a:1"), Replication { n: 3, w: 2, r: 2 })
+        .with_member(id("b:1"))
+        .unwrap();
+    let v4 = |r: &RingState| RingV4 {
+        epoch: r.epoch,
+        leader: r.leader.clone(),
+        members: r.members.clone(),
+        replication: r.replication,
+        tokens_per_node: r.tokens_per_node,
+        identities: r.identities.clone(),
+        transition: r.transition.clone(),
+        incarnations: r.incarnations.clone(),
+        departed: r.departed.clone(),
+    };
+    let lid = |i: u64| openraft::LogId::new(openraft::CommittedLeaderId::new(3, 7u128), i);
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let storage = Storage::open(Some(dir.path()), FsyncMode::Always).unwrap();
+        let (log, state) = storage.raft_trees().unwrap();
+        let entries = [
+            EntryV4 {
+                log_id: lid(1),
+                payload: PayloadV4::Blank,
+            },
+            EntryV4 {
+                log_id: lid(2),
+                payload: PayloadV4::Normal(CmdV4::Propose {
+                    from: Some(1),
+                    next: v4(&ring),
+                }),
+            },
+        ];
+        for e in &entries {
+            let raw = bincode::serialize(e).unwrap();
+            log.insert(e.log_id.index.to_be_bytes(), raw).unwrap();
+        }
+        let machine = MachineV4 {
+            applied: Some(lid(2)),
+            membership: Default::default(),
+            ring: Some(v4(&ring)),
+        };
+        state
+            .insert(b"machine", bincode::serialize(&machine).unwrap())
+            .unwrap();
+        storage.flush().unwrap();
+    }
+    let storage = Arc::new(Storage::open(Some(dir.path()), FsyncMode::Always).unwrap());
+    let mut log = LogStore::open(storage.clone()).unwrap();
+    let entries = log.try_get_log_entries(0..10).await.unwrap();
+    assert_eq!(entries.len(), 2);
+    assert!(matches!(entries[0].payload, openraft::EntryPayload::Blank));
+    match &entries[1].payload {
+        openraft::EntryPayload::Normal(RingCmd::Propose { from, next }) => {
+            assert_eq!(*from, Some(1));
+            assert_eq!(next, &ring);
+            assert!(next.users.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut sm = RingMachine::open(storage, None).unwrap();
+    let (applied, _) = sm.applied_state().await.unwrap();
+    assert_eq!(applied, Some(lid(2)));
+    assert_eq!(sm.machine().ring.as_ref(), Some(&ring));
+}

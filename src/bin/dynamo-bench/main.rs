@@ -3,7 +3,8 @@
 //! file; `report` prints the table and the side-by-side ratios.
 //!
 //! - `load.rs`: workloads, closed and open loop, HDR histograms (see its docs);
-//! - `report.rs`: the results as a table, as JSON, and the ratios.
+//! - `report.rs`: the results as a table, as JSON, and the ratios;
+//! - `connect.rs`: how long opening a connection (and its handshake) takes.
 //!
 //! It is the binary's own code, not the library's: it reaches dynamo only
 //! through the public client API, and the library does not depend on Redis.
@@ -23,6 +24,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use dynamo::types::NodeId;
 
+mod connect;
 mod load;
 mod report;
 
@@ -50,6 +52,17 @@ enum Cmd {
         /// Label whose runs are compared with the others.
         #[arg(long)]
         against: Option<String>,
+    },
+    /// Time opening connections to a node: TCP connect and handshake, one
+    /// after another (a client's; with --cluster-secret-file also a member's).
+    Connect {
+        #[arg(long, default_value = "127.0.0.1:13337")]
+        node: String,
+        #[arg(long, default_value_t = 300)]
+        count: usize,
+        /// The ring's secret: time a member's handshake too.
+        #[arg(long)]
+        cluster_secret_file: Option<PathBuf>,
     },
 }
 
@@ -163,6 +176,27 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Run(a) => rt.block_on(run(a)),
+        Cmd::Connect {
+            node,
+            count,
+            cluster_secret_file,
+        } => {
+            let node: NodeId = match node.parse() {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("dynamo-bench: --node: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let secret = cluster_secret_file.as_deref();
+            match rt.block_on(connect::run(&node, count.max(1), secret)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("dynamo-bench: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 
