@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/release
 
-.PHONY: build test sim sim-scale chaos lint check fuzz run-db testcase run-client stop clean bench bench-move bench-ae bench-detector bench-failover bench-http profile bench-ab help
+.PHONY: build test sim sim-scale chaos lint check fuzz run-db testcase run-client stop clean bench bench-move bench-ae bench-detector bench-failover bench-http bench-security profile bench-ab help
 
 ## release build of both binaries
 build:
@@ -93,6 +93,10 @@ bench-detector: build
 ## where the time goes: perf over the 3 nodes and the load generator during YCSB A, a table and a flamegraph
 profile: build
 	@scripts/profile.sh
+
+## what security costs: a ring with a cluster secret and tokens against one run --insecure, alternating (ROUNDS, 3), and connection set-up time
+bench-security: build
+	@scripts/bench-security.sh $${ROUNDS:-3}
 
 ## two builds A/B, alternating on fresh rings: scripts/bench-ab.sh DIR_A DIR_B [ROUNDS]
 bench-ab:

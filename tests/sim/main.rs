@@ -20,6 +20,7 @@ mod harness;
 mod nemesis;
 mod scale;
 mod script;
+mod traffic;
 
 script_tests!(script::run, "tests/sim/scenarios", {
     partition => "partition.txt",
