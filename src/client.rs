@@ -153,14 +153,7 @@ impl Client {
     /// its gets, and concurrent gets to a node travel together on it). Writes
     /// go to `node`. If `other` lets its node coordinate, so does this client.
     pub async fn connect_beside(node: NodeId, other: &Client) -> Result<Client> {
-        let c = rpc::connect_over(other.net.as_ref(), &node, CONNECT_TIMEOUT).await?;
-        let client = Client {
-            node,
-            net: other.net.clone(),
-            conn: tokio::sync::Mutex::new(Some(c)),
-            timeout: CLIENT_TIMEOUT,
-            direct: None,
-        };
+        let client = Client::connect_over(node, other.net.clone()).await?;
         let client = Client {
             direct: other.direct.clone(),
             ..client
@@ -178,7 +171,11 @@ impl Client {
 
     /// [`Client::connect_via_node`] with `credentials`.
     pub async fn connect_via_node_with(node: NodeId, credentials: &Credentials) -> Result<Client> {
-        let net = credentials.network();
+        Client::connect_over(node, credentials.network()).await
+    }
+
+    /// A client of `node`, which coordinates every request, dialling over `net`.
+    async fn connect_over(node: NodeId, net: Arc<dyn crate::net::Network>) -> Result<Client> {
         let c = rpc::connect_over(net.as_ref(), &node, CONNECT_TIMEOUT).await?;
         Ok(Client {
             node,

@@ -180,11 +180,10 @@ impl Access {
             return Some(Role::Admin);
         }
         let ring = self.ring.get()?;
-        let hex = digest.to_hex();
         ring.state()
             .users
             .values()
-            .find(|u| u.token_sha256 == hex)
+            .find(|u| TokenDigest::from_hex(&u.token_sha256).as_ref() == Some(digest))
             .map(|u| u.role)
     }
 
@@ -200,13 +199,38 @@ impl Access {
 
     /// May `caller` make a call that needs `need`?
     pub fn check(&self, caller: &Caller, need: Need) -> Result<()> {
-        let digest = match caller {
+        match caller {
             // A member, or anyone on an insecure ring.
-            Caller::Peer | Caller::Client(None) => return Ok(()),
-            Caller::Client(Some(d)) => d,
+            Caller::Peer | Caller::Client(None) => Ok(()),
+            Caller::Client(Some(d)) => {
+                self.judge(d, need, "the token is no longer known to this ring")
+            }
+        }
+    }
+
+    /// Whether an HTTP request's bearer token (`None`: no header) may make a
+    /// request that needs `need`.
+    pub fn check_bearer(&self, token: Option<&str>, need: Need) -> Result<()> {
+        if !self.is_secure() {
+            return Ok(());
+        }
+        let Some(token) = token else {
+            return Err(Error::Unauthorized {
+                reason: "this ring requires a token: send Authorization: Bearer TOKEN".into(),
+            });
         };
+        self.judge(
+            &TokenDigest::of(token),
+            need,
+            "the token is not known to this ring",
+        )
+    }
+
+    /// May the client with token `digest` make a call that needs `need`?
+    /// `unknown`: why a token the ring does not know is refused.
+    fn judge(&self, digest: &TokenDigest, need: Need, unknown: &str) -> Result<()> {
         let role = self.role_of(digest).ok_or_else(|| Error::Unauthorized {
-            reason: "the token is no longer known to this ring".into(),
+            reason: unknown.into(),
         })?;
         match need {
             Need::Member(what) => Err(Error::Forbidden {
@@ -217,26 +241,6 @@ impl Access {
             }),
             Need::Role(..) => Ok(()),
         }
-    }
-
-    /// The role of an HTTP request's bearer token (`None`: no header), or
-    /// why it may not make a request that needs `need`.
-    pub fn check_bearer(&self, token: Option<&str>, need: Need) -> Result<()> {
-        if !self.is_secure() {
-            return Ok(());
-        }
-        let Some(token) = token else {
-            return Err(Error::Unauthorized {
-                reason: "this ring requires a token: send Authorization: Bearer TOKEN".into(),
-            });
-        };
-        let caller = Caller::Client(Some(TokenDigest::of(token)));
-        if self.role_of(&TokenDigest::of(token)).is_none() {
-            return Err(Error::Unauthorized {
-                reason: "the token is not known to this ring".into(),
-            });
-        }
-        self.check(&caller, need)
     }
 }
 

@@ -120,6 +120,10 @@ fn noise() -> snow::Builder<'static> {
     snow::Builder::new(NOISE_PATTERN.parse().expect("a valid Noise pattern"))
 }
 
+fn noise_failed(e: snow::Error) -> io::Error {
+    io::Error::other(format!("noise: {e}"))
+}
+
 fn bad(what: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.into())
 }
@@ -182,11 +186,9 @@ pub async fn dial(mut s: BoxStream, hello: &Hello) -> Result<(BoxStream, Role), 
             let mut hs = noise()
                 .psk(0, key.psk())
                 .build_initiator()
-                .map_err(|e| io::Error::other(format!("noise: {e}")))?;
+                .map_err(noise_failed)?;
             let mut msg = [0u8; MAX_HANDSHAKE_MESSAGE];
-            let n = hs
-                .write_message(&[], &mut msg)
-                .map_err(|e| io::Error::other(format!("noise: {e}")))?;
+            let n = hs.write_message(&[], &mut msg).map_err(noise_failed)?;
             first.extend_from_slice(&[KIND_PEER, VERSION]);
             first.extend_from_slice(&key.id());
             sized(&mut first, &msg[..n]);
@@ -200,9 +202,7 @@ pub async fn dial(mut s: BoxStream, hello: &Hello) -> Result<(BoxStream, Role), 
                     unauthorized: false,
                     reason: "its answer to the handshake does not prove the cluster secret".into(),
                 })?;
-            let session = hs
-                .into_transport_mode()
-                .map_err(|e| io::Error::other(format!("noise: {e}")))?;
+            let session = hs.into_transport_mode().map_err(noise_failed)?;
             Ok((
                 Box::new(NoiseStream::new(s, session, Vec::new())),
                 Role::Admin,
@@ -305,7 +305,7 @@ pub async fn accept<T>(
             let mut hs = noise()
                 .psk(0, key.psk())
                 .build_responder()
-                .map_err(|e| io::Error::other(format!("noise: {e}")))?;
+                .map_err(noise_failed)?;
             let mut payload = [0u8; MAX_HANDSHAKE_MESSAGE];
             if hs.read_message(&msg, &mut payload).is_err() {
                 return refused(
@@ -316,12 +316,8 @@ pub async fn accept<T>(
                 .await;
             }
             let mut reply = [0u8; MAX_HANDSHAKE_MESSAGE];
-            let n = hs
-                .write_message(&[], &mut reply)
-                .map_err(|e| io::Error::other(format!("noise: {e}")))?;
-            let session = hs
-                .into_transport_mode()
-                .map_err(|e| io::Error::other(format!("noise: {e}")))?;
+            let n = hs.write_message(&[], &mut reply).map_err(noise_failed)?;
+            let session = hs.into_transport_mode().map_err(noise_failed)?;
             let reply = reply[..n].to_vec();
             admit(
                 s,
@@ -383,10 +379,7 @@ async fn admit<T>(
         Verdict::Refuse {
             unauthorized,
             reason,
-        } => {
-            refuse(&mut s, unauthorized, &reason).await?;
-            Ok(Err(reason))
-        }
+        } => refused(&mut s, unauthorized, reason).await,
         Verdict::Admit(admission, role) => {
             let mut out = vec![OK];
             out.extend(tail(role));

@@ -19,6 +19,10 @@
 
 #[path = "../sim/checker.rs"]
 mod checker;
+// The run's cluster secret and admin token: the nodes run secured, as users
+// run them (the rest of the shared helpers goes unused here).
+#[path = "../common/mod.rs"]
+mod common;
 mod nemesis;
 mod net;
 mod nodes;

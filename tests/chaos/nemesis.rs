@@ -121,7 +121,7 @@ impl Clients {
         // the client's first ring fetch gives up after its own deadline.
         let c = tokio::time::timeout(
             Duration::from_secs(20),
-            Client::connect_with(id(i), &crate::nodes::admin()),
+            Client::connect_with(id(i), &crate::common::admin()),
         )
         .await
         .map_err(|_| format!("connecting to {} timed out", name(i)))?
@@ -161,7 +161,7 @@ fn time_of_day() -> String {
 async fn via_node(i: usize) -> Result<Client, String> {
     tokio::time::timeout(
         ADMIN_TIMEOUT,
-        Client::connect_via_node_with(id(i), &crate::nodes::admin()),
+        Client::connect_via_node_with(id(i), &crate::common::admin()),
     )
     .await
     .map_err(|_| format!("connecting to {} timed out", name(i)))?

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use dynamo::types::NodeId;
 
+use super::common::secrets;
 use super::net::{self, NODES, PORT};
 
 /// How long a started node may take to listen (a loaded machine, a debug
@@ -36,48 +37,6 @@ const FLAGS: [&str; 10] = [
     "--copy-timeout-ms",
     "2000",
 ];
-
-/// The run's cluster secret file, admin token file and admin token: the
-/// nodes run secured, as users run them.
-struct Secrets {
-    _dir: tempfile::TempDir,
-    secret: PathBuf,
-    admin_file: PathBuf,
-    admin: String,
-}
-
-fn secrets() -> &'static Secrets {
-    static S: std::sync::OnceLock<Secrets> = std::sync::OnceLock::new();
-    S.get_or_init(|| {
-        use std::os::unix::fs::PermissionsExt as _;
-        let dir = tempfile::tempdir().expect("a directory for the secrets");
-        let secret = dir.path().join("cluster.secret");
-        let admin_file = dir.path().join("admin.token");
-        let admin = dynamo::security::new_token();
-        for (path, text) in [
-            (&secret, dynamo::security::new_token()),
-            (&admin_file, admin.clone()),
-        ] {
-            std::fs::write(path, text).expect("write a secret");
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                .expect("chmod a secret");
-        }
-        Secrets {
-            _dir: dir,
-            secret,
-            admin_file,
-            admin,
-        }
-    })
-}
-
-/// The run's admin credentials, for the nemesis's clients.
-pub fn admin() -> dynamo::client::Credentials {
-    dynamo::client::Credentials {
-        token: Some(secrets().admin.clone()),
-        tls: None,
-    }
-}
 
 /// Node `i`'s identity.
 pub fn id(i: usize) -> NodeId {
@@ -136,9 +95,9 @@ impl Nodes {
             .args(["--data-dir", &data, "--http-port", &http])
             .args(FLAGS)
             .arg("--cluster-secret-file")
-            .arg(&secrets().secret)
+            .arg(&secrets().secret_file)
             .arg("--admin-token-file")
-            .arg(&secrets().admin_file)
+            .arg(&secrets().admin_token_file)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
