@@ -67,7 +67,8 @@ use crate::peers::{before, CallError, Expired, Peers};
 use crate::ring::{Quorum, Ring};
 use crate::rpc::{
     self, Addressee, Connection, LocateReply, MembershipReply, NodeClient, ReadReply, ReplicaRead,
-    StatusReply, UserEntry, UserReply, WriteReply, WriteRequest,
+    RequestOption, ScanReply, ScanRequest, StatusReply, UserEntry, UserReply, WriteReply,
+    WriteRequest,
 };
 use crate::types::{check_key, Key, NodeId, Value};
 use crate::vclock::{Content, Object, VersionVector};
@@ -258,6 +259,36 @@ impl Client {
             forwarded: false,
         })
         .await
+    }
+
+    /// A put or delete with per-request settings (`put --w N`): coordinated
+    /// by the node, which checks them (an empty `opts` is a plain write).
+    pub async fn write_with(
+        &self,
+        req: WriteRequest,
+        opts: Vec<RequestOption>,
+    ) -> Result<WriteReply> {
+        if opts.is_empty() {
+            return self.write(req).await;
+        }
+        self.call(|c, ctx| async move { c.write_with(ctx, req, opts).await })
+            .await
+    }
+
+    /// `get KEY` with per-request settings (`get --r N`), coordinated by the
+    /// node (an empty `opts` is a plain get).
+    pub async fn get_with(&self, key: Key, opts: Vec<RequestOption>) -> Result<ReadReply> {
+        if opts.is_empty() {
+            return self.get(key).await;
+        }
+        self.call(|c, ctx| async move { c.read_with(ctx, key, opts).await })
+            .await
+    }
+
+    /// `scan`: one page of keys in key order.
+    pub async fn scan(&self, req: ScanRequest) -> Result<ScanReply> {
+        self.call(|c, ctx| async move { c.scan(ctx, req).await })
+            .await
     }
 
     /// `delete KEY CONTEXT`.

@@ -194,7 +194,9 @@ fn check_command(line: &str, command: &Command) {
             key,
             context,
             value,
+            w,
         } => {
+            assert!(w.is_none_or(|w| w >= 1), "{line:?}: w of 0 accepted");
             assert!(check_key(key).is_ok(), "{line:?}: bad key accepted");
             assert!(check_value(value).is_ok(), "{line:?}: bad value accepted");
             context_ok(context);
@@ -203,8 +205,28 @@ fn check_command(line: &str, command: &Command) {
             assert!(check_key(key).is_ok(), "{line:?}: bad key accepted");
             context_ok(context);
         }
-        Command::Get { key } | Command::GetVerbose { key } | Command::Locate { key } => {
+        Command::Get { key, r } | Command::GetVerbose { key, r } => {
+            assert!(r.is_none_or(|r| r >= 1), "{line:?}: r of 0 accepted");
             assert!(check_key(key).is_ok(), "{line:?}: bad key accepted");
+        }
+        Command::Locate { key } => {
+            assert!(check_key(key).is_ok(), "{line:?}: bad key accepted");
+        }
+        Command::Scan {
+            prefix,
+            after,
+            limit,
+            ..
+        } => {
+            assert!(prefix.len() <= crate::types::MAX_KEY_BYTES, "{line:?}");
+            assert!(
+                after.as_deref().is_none_or(|a| check_key(a).is_ok()),
+                "{line:?}"
+            );
+            assert!(
+                (1..=crate::coordinator::scan::MAX_SCAN_LIMIT).contains(limit),
+                "{line:?}"
+            );
         }
         Command::AddNode { node } | Command::RemoveNode { node } => {
             assert!(node.port() > 0, "{line:?}: a node without a port");

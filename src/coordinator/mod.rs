@@ -71,7 +71,9 @@ use crate::error::{Error, ReplicaFailure, Result};
 use crate::outbox::{Outboxes, Replicate};
 use crate::peers::{before, CallError, Expired, Peers};
 use crate::ring::{Placement, Quorum, Ring, RingCell};
-use crate::rpc::{Addressee, ReadReply, ReplicaRead, ReplicaWrite, WriteReply, WriteRequest};
+use crate::rpc::{
+    Addressee, ReadReply, ReplicaRead, ReplicaWrite, RequestOption, WriteReply, WriteRequest,
+};
 use crate::storage::Storage;
 use crate::types::{
     check_key, check_value, Key, NodeId, MAX_CONTEXT_ENTRIES, MAX_COPY_BYTES, MAX_OBJECT_BYTES,
@@ -85,6 +87,27 @@ pub const MAX_BACKGROUND: usize = 4096;
 
 mod replica;
 pub use replica::MAX_DIGESTS_PER_CHECK;
+
+/// Where and how a write goes: its ring, its placement under it, and the
+/// acknowledgements it needs.
+#[derive(Clone, Copy)]
+struct Plan<'a> {
+    ring: &'a Arc<Ring>,
+    placement: &'a Placement,
+    w: usize,
+}
+
+/// Refuses a per-request R or W (`what`) outside 1..=N.
+pub fn check_per_request(what: &str, asked: Option<usize>, ring: &Ring) -> Result<()> {
+    let n = ring.replication().n;
+    match asked {
+        Some(v) if v == 0 || v > n => Err(Error::invalid(format!(
+            "{what}={v} is out of range: 1 to N ({n})"
+        ))),
+        _ => Ok(()),
+    }
+}
+pub mod scan;
 
 /// The coordinator of one node.
 pub struct Coordinator {
@@ -175,6 +198,16 @@ impl Coordinator {
 
     /// Coordinates a put or delete.
     pub async fn write(self: &Arc<Self>, req: WriteRequest) -> Result<WriteReply> {
+        self.write_with(req, None).await
+    }
+
+    /// Coordinates a put or delete that needs `w` acknowledgements (the
+    /// ring's W when None; 1..=N).
+    pub async fn write_with(
+        self: &Arc<Self>,
+        req: WriteRequest,
+        w: Option<usize>,
+    ) -> Result<WriteReply> {
         check_key(&req.key)?;
         if let Some(v) = req.content.value() {
             check_value(v)?;
@@ -193,6 +226,7 @@ impl Coordinator {
         // Held until the write is done: a ring change's transfer on this node
         // waits for requests placed under an older ring (RingCell::older_in_use).
         let ring = self.current_ring()?;
+        check_per_request("w", w, &ring)?;
         let placement = ring.placement(req.key.as_bytes());
         let deadline = Instant::now() + self.request_timeout;
         let mut unreachable = Vec::new();
@@ -217,7 +251,15 @@ impl Coordinator {
                     .peers
                     .call(node, left, |c, ctx| {
                         let r = fwd.clone();
-                        async move { c.write(ctx, r).await }
+                        async move {
+                            match w {
+                                None => c.write(ctx, r).await,
+                                Some(w) => {
+                                    let w = u32::try_from(w).unwrap_or(u32::MAX);
+                                    c.write_with(ctx, r, vec![RequestOption::W(w)]).await
+                                }
+                            }
+                        }
                     })
                     .await;
                 match out {
@@ -262,7 +304,12 @@ impl Coordinator {
             });
         };
         self.check_actors(&ring, &req)?;
-        self.coordinate(&ring, &placement, req, &actor, unreachable, deadline)
+        let plan = Plan {
+            ring: &ring,
+            placement: &placement,
+            w: w.unwrap_or(ring.replication().w),
+        };
+        self.coordinate(plan, req, &actor, unreachable, deadline)
             .await
     }
 
@@ -300,14 +347,14 @@ impl Coordinator {
 
     async fn coordinate(
         self: &Arc<Self>,
-        ring: &Arc<Ring>,
-        placement: &Placement,
+        plan: Plan<'_>,
         req: WriteRequest,
         actor: &NodeId,
         known_down: Vec<ReplicaFailure>,
         deadline: Instant,
     ) -> Result<WriteReply> {
-        let mut quorum = Quorum::new(placement, ring.replication().w);
+        let Plan { ring, placement, w } = plan;
+        let mut quorum = Quorum::new(placement, w);
         // A node outside the slots stands in for the first one.
         let stand_in_for = if placement.is_slot(&self.me) {
             None
@@ -437,8 +484,14 @@ impl Coordinator {
 
     /// Coordinates a get.
     pub async fn read(self: &Arc<Self>, key: Key) -> Result<ReadReply> {
+        self.read_with(key, None).await
+    }
+
+    /// Coordinates a get that needs `r` answers (the ring's R when None; 1..=N).
+    pub async fn read_with(self: &Arc<Self>, key: Key, r: Option<usize>) -> Result<ReadReply> {
         check_key(&key)?;
         let ring = self.current_ring()?;
+        check_per_request("r", r, &ring)?;
         let placement = ring.placement(key.as_bytes());
         let deadline = Instant::now() + self.request_timeout;
         let launch = {
@@ -471,7 +524,7 @@ impl Coordinator {
             }
         }
 
-        let mut quorum = Quorum::new(&placement, ring.replication().r);
+        let mut quorum = Quorum::new(&placement, r.unwrap_or(ring.replication().r));
         let mut answers: Vec<Answer> = Vec::new();
         // A stand-in that holds nothing for the key says little while a slot
         // that may hold it has yet to answer: count such answers only once every

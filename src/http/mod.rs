@@ -51,13 +51,15 @@
 //! The server stops accepting when the node stops, and lets requests in
 //! flight finish within the node's grace period (see [`crate::server`]).
 
+mod query;
+
 use std::sync::Arc;
 use tokio::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -108,6 +110,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/locate/{*key}", get(locate))
+        .route("/kv", get(kv_scan))
         .route("/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
         .route("/ring/nodes/{node}", post(add_node).delete(remove_node))
         .route("/ring/transition", axum::routing::delete(abort_change))
@@ -423,16 +426,32 @@ fn wants_json(headers: &HeaderMap) -> bool {
         .is_some_and(|a| a.contains("application/json"))
 }
 
+/// `GET /kv?prefix=&limit=&after=&consistent=`: one page of `scan`.
+async fn kv_scan(State(s): State<HttpState>, uri: Uri) -> Response {
+    let out = async {
+        let req = query::scan_request(&query::params(&uri)?)?;
+        s.coordinator.scan(req).await
+    }
+    .await;
+    answer(out.map(Outcome::Scan))
+}
+
 async fn kv_get(
     State(s): State<HttpState>,
     headers: HeaderMap,
+    uri: Uri,
     path: std::result::Result<Path<String>, PathRejection>,
 ) -> Response {
-    let key = match key_of(path) {
-        Ok(k) => k,
-        Err(e) => return error(e),
-    };
-    let reply = match s.metrics.time(Op::Get, s.coordinator.read(key)).await {
+    let (key, r) =
+        match key_of(path).and_then(|k| Ok((k, query::count(&query::params(&uri)?, "r")?))) {
+            Ok(k) => k,
+            Err(e) => return error(e),
+        };
+    let reply = match s
+        .metrics
+        .time(Op::Get, s.coordinator.read_with(key, r))
+        .await
+    {
         Ok(r) => r,
         Err(e) => return error(e),
     };
@@ -469,7 +488,11 @@ async fn kv_get(
             } else {
                 StatusCode::MULTIPLE_CHOICES
             };
-            let mut r = json(status, Outcome::Get(reply).to_json());
+            let outcome = match r {
+                Some(r) => Outcome::GetWith(reply, u32::try_from(r).unwrap_or(u32::MAX)),
+                None => Outcome::Get(reply),
+            };
+            let mut r = json(status, outcome.to_json());
             r.headers_mut().insert(ctx.0, ctx.1);
             r
         }
@@ -511,12 +534,15 @@ async fn value_of(headers: &HeaderMap, body: Body) -> Result<Bytes> {
 async fn kv_put(
     State(s): State<HttpState>,
     headers: HeaderMap,
+    uri: Uri,
     path: std::result::Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Response {
     let start = Instant::now();
+    let mut w = None;
     let out = async {
         let key = key_of(path)?;
+        w = query::count(&query::params(&uri)?, "w")?;
         let context = context_of(&headers)?;
         let value = value_of(&headers, body).await?;
         let media_type = match headers.get(header::CONTENT_TYPE) {
@@ -534,25 +560,32 @@ async fn kv_put(
             None => Content::Value(value),
         };
         s.coordinator
-            .write(WriteRequest {
-                key,
-                context,
-                content,
-                forwarded: false,
-            })
+            .write_with(
+                WriteRequest {
+                    key,
+                    context,
+                    content,
+                    forwarded: false,
+                },
+                w,
+            )
             .await
     }
     .await;
     s.metrics
         .record(Op::Put, crate::metrics::Outcome::of(&out), start.elapsed());
-    write_answer(out, false)
+    write_answer(out, false, w)
 }
 
-fn write_answer(out: Result<crate::rpc::WriteReply>, delete: bool) -> Response {
+fn write_answer(out: Result<crate::rpc::WriteReply>, delete: bool, w: Option<usize>) -> Response {
     match out {
         Ok(reply) => {
             let ctx = context_header(&reply.context);
-            let mut r = json(StatusCode::OK, Outcome::write(reply, delete).to_json());
+            let outcome = match w {
+                Some(w) if !delete => Outcome::PutWith(reply, u32::try_from(w).unwrap_or(u32::MAX)),
+                _ => Outcome::write(reply, delete),
+            };
+            let mut r = json(StatusCode::OK, outcome.to_json());
             r.headers_mut().insert(ctx.0, ctx.1);
             r
         }
@@ -563,19 +596,25 @@ fn write_answer(out: Result<crate::rpc::WriteReply>, delete: bool) -> Response {
 async fn kv_delete(
     State(s): State<HttpState>,
     headers: HeaderMap,
+    uri: Uri,
     path: std::result::Result<Path<String>, PathRejection>,
 ) -> Response {
     let start = Instant::now();
+    let mut w = None;
     let out = async {
         let key = key_of(path)?;
+        w = query::count(&query::params(&uri)?, "w")?;
         let context = context_of(&headers)?;
         s.coordinator
-            .write(WriteRequest {
-                key,
-                context,
-                content: Content::Tombstone,
-                forwarded: false,
-            })
+            .write_with(
+                WriteRequest {
+                    key,
+                    context,
+                    content: Content::Tombstone,
+                    forwarded: false,
+                },
+                w,
+            )
             .await
     }
     .await;
@@ -584,7 +623,7 @@ async fn kv_delete(
         crate::metrics::Outcome::of(&out),
         start.elapsed(),
     );
-    write_answer(out, true)
+    write_answer(out, true, w)
 }
 
 fn node_of(path: std::result::Result<Path<String>, PathRejection>) -> Result<NodeId> {

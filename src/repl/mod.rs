@@ -55,7 +55,9 @@ use rustyline::{
 
 use crate::client::{Client, Credentials};
 use crate::error::{Error, Result};
+use crate::rpc::{RequestOption, ScanRequest, WriteRequest};
 use crate::types::NodeId;
+use crate::vclock::Content;
 
 pub use format::{help_text, Outcome};
 pub use parse::{is_blank_or_comment, parse, Command, COMMANDS};
@@ -226,9 +228,43 @@ impl Session {
                 key,
                 context,
                 value,
+                w: None,
             } => Outcome::write(client.put(key, context, value).await?, false),
-            Command::Get { key } => Outcome::Get(client.get(key).await?),
-            Command::GetVerbose { key } => Outcome::GetVerbose(client.get(key).await?),
+            Command::Put {
+                key,
+                context,
+                value,
+                w: Some(w),
+            } => {
+                let req = WriteRequest {
+                    key,
+                    context,
+                    content: Content::Value(value),
+                    forwarded: false,
+                };
+                let reply = client.write_with(req, vec![RequestOption::W(w)]).await?;
+                Outcome::PutWith(reply, w)
+            }
+            Command::Get { key, r: None } => Outcome::Get(client.get(key).await?),
+            Command::GetVerbose { key, r: None } => Outcome::GetVerbose(client.get(key).await?),
+            Command::Get { key, r: Some(r) } | Command::GetVerbose { key, r: Some(r) } => {
+                Outcome::GetWith(client.get_with(key, vec![RequestOption::R(r)]).await?, r)
+            }
+            Command::Scan {
+                prefix,
+                after,
+                limit,
+                consistent,
+            } => Outcome::Scan(
+                client
+                    .scan(ScanRequest {
+                        prefix,
+                        after,
+                        limit,
+                        consistent,
+                    })
+                    .await?,
+            ),
             Command::Delete { key, context } => {
                 Outcome::write(client.delete(key, context).await?, true)
             }

@@ -121,6 +121,86 @@ pub struct ReplicaRead {
     pub count: bool,
 }
 
+/// A setting a client adds to one get or put (`get --r N`, `put --w N`).
+/// New settings become new variants at the end, so a request without them
+/// decodes the same on every version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestOption {
+    /// Answers this read needs (1..=N) instead of the ring's R.
+    R(u32),
+    /// Acknowledgements this write needs (1..=N) instead of the ring's W.
+    W(u32),
+}
+
+impl RequestOption {
+    /// The R among `opts`, if any.
+    pub fn r(opts: &[RequestOption]) -> Option<usize> {
+        opts.iter().rev().find_map(|o| match o {
+            RequestOption::R(r) => usize::try_from(*r).ok(),
+            _ => None,
+        })
+    }
+
+    /// The W among `opts`, if any.
+    pub fn w(opts: &[RequestOption]) -> Option<usize> {
+        opts.iter().rev().find_map(|o| match o {
+            RequestOption::W(w) => usize::try_from(*w).ok(),
+            _ => None,
+        })
+    }
+}
+
+/// `scan` as a client asks it (see [`crate::coordinator::scan`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScanRequest {
+    /// Only keys that start with it (empty: every key).
+    pub prefix: String,
+    /// Only keys after it: the `next` of the previous page.
+    pub after: Option<Key>,
+    /// Most keys in the answer (1..=[`crate::coordinator::scan::MAX_SCAN_LIMIT`]).
+    pub limit: u32,
+    /// Ask R replicas of every range instead of one.
+    pub consistent: bool,
+}
+
+/// One page of a `scan`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScanReply {
+    /// Keys in key order, deleted and expired ones left out.
+    pub keys: Vec<Key>,
+    /// Pass it as `after` for the next page; None on the last page.
+    pub next: Option<Key>,
+    /// Replicas asked for each range (1, or R with `consistent`).
+    pub r: u32,
+    /// The nodes that answered.
+    pub nodes: Vec<NodeId>,
+}
+
+/// A coordinator's request for one replica's part of a scan page.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReplicaScan {
+    /// The ring the coordinator assigned the ranges with; any other is refused.
+    pub epoch: u64,
+    /// The nodes asked; a key is this replica's to list if it is among the
+    /// first `r` of them in the key's preference list.
+    pub covering: Vec<NodeId>,
+    pub r: u32,
+    pub prefix: String,
+    pub after: Option<Key>,
+    pub limit: u32,
+}
+
+/// One replica's part of a scan page.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReplicaScanReply {
+    /// The keys assigned to it, each with its object without the values (dots,
+    /// context and which siblings are tombstones: what a merge needs).
+    pub items: Vec<(Key, Object)>,
+    /// Where it stopped when it did not reach the end (see
+    /// [`crate::storage::Listing::resume`]).
+    pub resume: Option<Key>,
+}
+
 /// The answer to `user add` and `user remove`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct UserReply {
@@ -644,4 +724,13 @@ pub trait Node {
     /// `user remove NAME` (admin): the token stops working on every node that
     /// has the new ring.
     async fn user_remove(name: String) -> Result<UserReply>;
+    /// `scan` (read): one page of keys in key order, from a covering set of
+    /// replicas (see [`crate::coordinator::scan`]).
+    async fn scan(req: ScanRequest) -> Result<ScanReply>;
+    /// Called by a scan's coordinator: this replica's keys of the page.
+    async fn scan_replica(to: Addressee, req: ReplicaScan) -> Result<ReplicaScanReply>;
+    /// `get` with per-request settings (`get --r N`), coordinated by the node.
+    async fn read_with(key: Key, opts: Vec<RequestOption>) -> Result<ReadReply>;
+    /// `put` or `delete` with per-request settings (`put --w N`).
+    async fn write_with(req: WriteRequest, opts: Vec<RequestOption>) -> Result<WriteReply>;
 }

@@ -352,6 +352,58 @@ impl rpc::Node for Handler {
         let forward = !matches!(self.caller, Caller::Peer);
         self.state.membership.user_remove(name, forward).await
     }
+
+    async fn scan(
+        self,
+        _: tarpc::context::Context,
+        req: crate::rpc::ScanRequest,
+    ) -> Result<crate::rpc::ScanReply> {
+        self.allow(Need::read("list keys"))?;
+        self.state.coordinator.scan(req).await
+    }
+
+    async fn scan_replica(
+        self,
+        _: tarpc::context::Context,
+        to: Addressee,
+        req: crate::rpc::ReplicaScan,
+    ) -> Result<crate::rpc::ReplicaScanReply> {
+        self.allow(Need::Member("scan"))?;
+        self.state.coordinator.scan_replica(&to, req).await
+    }
+
+    async fn read_with(
+        self,
+        _: tarpc::context::Context,
+        key: Key,
+        opts: Vec<crate::rpc::RequestOption>,
+    ) -> Result<ReadReply> {
+        self.allow(Need::read("get"))?;
+        let r = crate::rpc::RequestOption::r(&opts);
+        let m = &self.state.metrics;
+        m.time(Op::Get, self.state.coordinator.read_with(key, r))
+            .await
+    }
+
+    async fn write_with(
+        self,
+        _: tarpc::context::Context,
+        req: WriteRequest,
+        opts: Vec<crate::rpc::RequestOption>,
+    ) -> Result<WriteReply> {
+        self.allow(Need::write("put or delete"))?;
+        let w = crate::rpc::RequestOption::w(&opts);
+        if req.forwarded {
+            return self.state.coordinator.write_with(req, w).await;
+        }
+        let op = if req.content.value().is_some() {
+            Op::Put
+        } else {
+            Op::Delete
+        };
+        let m = &self.state.metrics;
+        m.time(op, self.state.coordinator.write_with(req, w)).await
+    }
 }
 
 /// Refuses a call that stores data once its deadline has passed: its sender

@@ -11,6 +11,7 @@
 //! | `meta` | `transfer_done`, `cleanup_done` | the last epoch whose ring-change transfer / clean-up this node finished |
 //! | `meta` | `transfer_cursor` | `(epoch, pass, stored key)`: how far the transfer of a running change got (record version 2; version 1 held the key as a string, still read) |
 //! | `meta` | `restoring` | present while this node, readmitted after losing its data directory, refills from its peers |
+//! | `key_order` | the key's bytes | nothing: the keys of `objects` in key order, for `scan` (see [`order`]) |
 //! | `quarantine` | a hint record's key | a hint record that did not decode, set aside by [`Storage::hints`] (kept for inspection, never read back) |
 //! | `floors` | the key's bytes | the highest dot counter this node issued for the key while it did not keep the key as its own replica (a hint, or a key it handed to new owners) |
 //! | `segment_floors` | a [`Segment`] (u16 BE) | the highest dot counter this node issued for any key of the segment whose tombstone it removed |
@@ -66,12 +67,14 @@
 mod group_commit;
 mod hints;
 mod meta;
+mod order;
 mod scan;
 mod segments;
 pub use hints::HintScan;
 use hints::{hint_key, split_hint_key};
 #[cfg(test)]
 use meta::decode_ring;
+pub use order::Listing;
 pub use scan::{RawScan, Scan, ScanCursor, Stored};
 use segments::mark_held;
 
@@ -153,6 +156,8 @@ pub struct Hint {
 pub struct Storage {
     db: sled::Db,
     values: sled::Tree,
+    /// The keys of `values` in key order (see [`order`]).
+    order: sled::Tree,
     /// One digest per segment: the XOR of [`entry_digest`] over its keys.
     segments: Box<[AtomicU64]>,
     /// One bit per segment, set once the segment has held a key since the
@@ -201,6 +206,7 @@ impl Storage {
             None => Error::storage(e),
         })?;
         let values = open_objects(&db)?;
+        let order = db.open_tree("key_order")?;
         let hints = db.open_tree("hints")?;
         let meta = db.open_tree("meta")?;
         let floors = db.open_tree("floors")?;
@@ -227,9 +233,13 @@ impl Storage {
         let (mut stored, mut deleted) = (0u64, 0u64);
         let segments: Box<[AtomicU64]> = (0..SEGMENTS).map(|_| AtomicU64::new(0)).collect();
         let held: Box<[AtomicU64]> = (0..SEGMENTS / 64).map(|_| AtomicU64::new(0)).collect();
+        let mut reordered = 0u64;
         for item in values.iter() {
             let (k, raw) = item?;
             stored += 1;
+            if let Some((_, key)) = split_stored_key(&k) {
+                reordered += u64::from(Storage::order_repair(&order, key)?);
+            }
             if decode::<Object>(&raw, "objects").is_ok_and(|o| o.is_deleted()) {
                 deleted += 1;
                 if let Some(shard) = graves.get(grave_shard(&k)) {
@@ -243,6 +253,12 @@ impl Storage {
                 segments[usize::from(seg)].fetch_xor(entry_digest(key, &raw), Ordering::Relaxed);
                 mark_held(&held, seg);
             }
+        }
+        if reordered > 0 {
+            tracing::info!(
+                keys = reordered,
+                "added keys missing from the key-order index"
+            );
         }
         let keys = AtomicU64::new(stored);
         let tombstones = AtomicU64::new(deleted);
@@ -279,6 +295,7 @@ impl Storage {
             restoring,
             db,
             values,
+            order,
             segments,
             held,
             hints,
@@ -413,6 +430,7 @@ impl Storage {
             Some(old) => entry_digest(key.as_bytes(), old),
             None => {
                 self.keys.fetch_add(1, Ordering::Relaxed);
+                self.order_insert(key)?;
                 0
             }
         };
@@ -534,6 +552,7 @@ impl Storage {
         self.segment(at)
             .fetch_xor(entry_digest(key.as_bytes(), raw), Ordering::Relaxed);
         self.keys.fetch_sub(1, Ordering::Relaxed);
+        self.order_remove(key)?;
         if deleted {
             self.tombstones.fetch_sub(1, Ordering::Relaxed);
             self.graves(at).remove(at);
@@ -662,6 +681,7 @@ impl Storage {
             Some(old) => entry_digest(key.as_bytes(), old),
             None => {
                 self.keys.fetch_add(1, Ordering::Relaxed);
+                self.order_insert(key)?;
                 0
             }
         };

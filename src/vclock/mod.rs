@@ -635,6 +635,34 @@ impl Object {
         Object { context, siblings }
     }
 
+    /// The same versions with every value emptied (tombstones stay
+    /// tombstones): enough to merge copies and tell whether any value
+    /// survives, without carrying the values (what a scan sends).
+    pub fn without_values(&self) -> Object {
+        let siblings = self
+            .siblings
+            .iter()
+            .map(|s| Sibling {
+                dot: s.dot.clone(),
+                content: match s.content {
+                    Content::Tombstone => Content::Tombstone,
+                    _ => Content::Value(Value::new()),
+                },
+            })
+            .collect();
+        Object {
+            context: self.context.clone(),
+            siblings,
+        }
+    }
+
+    /// True if some version is a value (not a tombstone).
+    pub fn is_live(&self) -> bool {
+        self.siblings
+            .iter()
+            .any(|s| !matches!(s.content, Content::Tombstone))
+    }
+
     /// Highest counter `actor` has in this object's context (for a coordinator's counter floor).
     pub fn counter_of(&self, actor: &NodeId) -> u64 {
         self.context.get(actor)

@@ -115,6 +115,10 @@ pub const METHODS: &[&str] = &[
     "user_add",
     "user_list",
     "user_remove",
+    "scan",
+    "scan_replica",
+    "read_with",
+    "write_with",
     // Not methods: a cancelled call, a server error, a frame not understood.
     "(cancel)",
     "(server error)",

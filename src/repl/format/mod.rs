@@ -39,7 +39,7 @@ use crate::error::Error;
 use std::collections::BTreeMap;
 
 use crate::rpc::{
-    AeStats, LocateReply, MemberStatus, MembershipReply, NodeState, ReadReply, Refusal,
+    AeStats, LocateReply, MemberStatus, MembershipReply, NodeState, ReadReply, Refusal, ScanReply,
     StatusReply, TransitionStatus, UserEntry, UserReply, WriteReply,
 };
 use crate::types::{Key, NodeId, Value};
@@ -57,6 +57,12 @@ pub enum Outcome {
     Get(ReadReply),
     /// `get -v`: also which replicas answered.
     GetVerbose(ReadReply),
+    /// `put --w N`: the reply and the W asked for.
+    PutWith(WriteReply, u32),
+    /// `get --r N`: the reply and the R asked for.
+    GetWith(ReadReply, u32),
+    /// `scan`: one page.
+    Scan(ScanReply),
     /// `add-node` or `remove-node`.
     Membership(MembershipReply),
     /// `abort-change`.
@@ -95,21 +101,16 @@ impl Outcome {
     /// The result as one line of JSON (no trailing newline).
     pub fn to_json(&self) -> String {
         let rendered = match self {
-            Outcome::Put(reply) | Outcome::Delete(reply) => serde_json::to_string(&JsonWrite {
+            Outcome::Put(reply) | Outcome::Delete(reply) => json_write(reply, None),
+            Outcome::PutWith(reply, w) => json_write(reply, Some(*w)),
+            Outcome::Get(reply) | Outcome::GetVerbose(reply) => json_read(reply, None),
+            Outcome::GetWith(reply, r) => json_read(reply, Some(*r)),
+            Outcome::Scan(page) => serde_json::to_string(&JsonScan {
                 ok: true,
-                key: &reply.key,
-                context: &reply.context,
-                values: reply.values.iter().map(lossy).collect(),
-                coordinator: &reply.coordinator,
-                acks: &reply.acks,
-                hinted: reply.hinted,
-            }),
-            Outcome::Get(reply) | Outcome::GetVerbose(reply) => serde_json::to_string(&JsonRead {
-                ok: true,
-                key: &reply.key,
-                values: reply.values.iter().map(lossy).collect(),
-                context: &reply.context,
-                replicas: &reply.replicas,
+                keys: &page.keys,
+                next: page.next.as_deref(),
+                r: page.r,
+                nodes: &page.nodes,
             }),
             Outcome::Membership(reply) | Outcome::Aborted(reply) => {
                 serde_json::to_string(&JsonMembership {
@@ -182,6 +183,18 @@ impl Outcome {
     pub fn to_human(&self) -> String {
         match self {
             Outcome::Put(reply) => write_human("ok", reply, false),
+            Outcome::PutWith(reply, w) => write_human(
+                &format!("ok (w={w} asked, {} acknowledged)", reply.acks.len()),
+                reply,
+                false,
+            ),
+            Outcome::GetWith(reply, r) => format!(
+                "{}\nr={r} asked, {} answered: {}",
+                read_human(reply),
+                reply.replicas.len(),
+                ids_or_dash(&reply.replicas)
+            ),
+            Outcome::Scan(page) => scan_human(page),
             Outcome::Delete(reply) => write_human("deleted", reply, true),
             Outcome::Get(reply) => read_human(reply),
             Outcome::GetVerbose(reply) => format!(
@@ -284,6 +297,11 @@ struct JsonWrite<'a> {
     coordinator: &'a NodeId,
     acks: &'a [NodeId],
     hinted: usize,
+    /// The W asked for (`put --w N`) and how many acknowledged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    w: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    acked: Option<usize>,
 }
 
 #[derive(Serialize)]
@@ -293,6 +311,79 @@ struct JsonRead<'a> {
     values: Vec<String>,
     context: &'a VersionVector,
     replicas: &'a [NodeId],
+    /// The R asked for (`get --r N`); `replicas` are the answers reached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    r: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    answered: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct JsonScan<'a> {
+    ok: bool,
+    keys: &'a [Key],
+    next: Option<&'a str>,
+    /// Replicas asked per range: 1, or R with `--consistent`.
+    r: u32,
+    nodes: &'a [NodeId],
+}
+
+/// The `--json` object of a put or delete (`w`: the W asked for, if any).
+fn json_write(reply: &WriteReply, w: Option<u32>) -> serde_json::Result<String> {
+    serde_json::to_string(&JsonWrite {
+        ok: true,
+        key: &reply.key,
+        context: &reply.context,
+        values: reply.values.iter().map(lossy).collect(),
+        coordinator: &reply.coordinator,
+        acks: &reply.acks,
+        hinted: reply.hinted,
+        w,
+        acked: w.map(|_| reply.acks.len()),
+    })
+}
+
+/// The `--json` object of a get (`r`: the R asked for, if any).
+fn json_read(reply: &ReadReply, r: Option<u32>) -> serde_json::Result<String> {
+    serde_json::to_string(&JsonRead {
+        ok: true,
+        key: &reply.key,
+        values: reply.values.iter().map(lossy).collect(),
+        context: &reply.context,
+        replicas: &reply.replicas,
+        r,
+        answered: r.map(|_| reply.replicas.len()),
+    })
+}
+
+/// A scan page for people: one key a line, then how to get the next page.
+fn scan_human(page: &ScanReply) -> String {
+    let mut lines: Vec<String> = page.keys.clone();
+    if page.keys.is_empty() {
+        lines.push("(no keys on this page)".to_string());
+    }
+    match &page.next {
+        Some(next) => lines.push(format!(
+            "more: pass --after {} for the next page",
+            quote_if_needed(next)
+        )),
+        None => lines.push("(end of keys)".to_string()),
+    }
+    lines.join("\n")
+}
+
+/// `text` as one REPL token: as is when it holds no space, quote or
+/// backslash, else in double quotes with `\"` and `\\` escaped.
+fn quote_if_needed(text: &str) -> String {
+    if !text.is_empty()
+        && !text.starts_with("--")
+        && !text
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '\\')
+    {
+        return text.to_string();
+    }
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 #[derive(Serialize)]

@@ -521,8 +521,9 @@ fn human_membership() {
 fn help_for_one_command() {
     assert_eq!(
         help_text(Some("get")),
-        "usage: get [-v] KEY\n  every current version (sibling) of KEY and their merged context; \
-         -v also names the replicas that answered"
+        "usage: get [-v] [--r N] KEY\n  every current version (sibling) of KEY and their merged \
+         context; -v also names the replicas that answered; --r N waits for N answers instead of \
+         the ring's R"
     );
     assert_eq!(
         help_text(Some("locate")),

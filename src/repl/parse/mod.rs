@@ -38,6 +38,7 @@
 //!
 //! Left out: variables, pipes, multi-line input, and escapes beyond `\"` and `\\`.
 
+use crate::coordinator::scan::{DEFAULT_SCAN_LIMIT, MAX_SCAN_LIMIT};
 use crate::error::{Error, Result};
 use crate::types::{check_key, check_value, Key, NodeId, Value};
 use crate::vclock::VersionVector;
@@ -45,16 +46,25 @@ use crate::vclock::VersionVector;
 /// One command, parsed and checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    /// `put KEY CONTEXT VALUE`.
+    /// `put [--w N] KEY CONTEXT VALUE`.
     Put {
         key: Key,
         context: VersionVector,
         value: Value,
+        /// A per-request W.
+        w: Option<u32>,
     },
-    /// `get KEY`.
-    Get { key: Key },
+    /// `get [--r N] KEY`.
+    Get { key: Key, r: Option<u32> },
     /// `get -v KEY`: the same, saying which replicas answered.
-    GetVerbose { key: Key },
+    GetVerbose { key: Key, r: Option<u32> },
+    /// `scan [PREFIX] [--limit N] [--after KEY] [--consistent]`.
+    Scan {
+        prefix: String,
+        after: Option<Key>,
+        limit: u32,
+        consistent: bool,
+    },
     /// `delete KEY CONTEXT`.
     Delete { key: Key, context: VersionVector },
     /// `add-node HOST:PORT`.
@@ -109,13 +119,22 @@ pub const MAX_WAIT_SECS: u64 = 86_400;
 pub const COMMANDS: &[CommandInfo] = &[
     CommandInfo {
         name: "put",
-        usage: "put KEY CONTEXT VALUE",
-        summary: "store VALUE under KEY; CONTEXT is {} or the context printed by get",
+        usage: "put [--w N] KEY CONTEXT VALUE",
+        summary: "store VALUE under KEY; CONTEXT is {} or the context printed by get; --w N \
+                  waits for N acknowledgements instead of the ring's W",
     },
     CommandInfo {
         name: "get",
-        usage: "get [-v] KEY",
-        summary: "every current version (sibling) of KEY and their merged context; -v also names the replicas that answered",
+        usage: "get [-v] [--r N] KEY",
+        summary: "every current version (sibling) of KEY and their merged context; -v also names \
+                  the replicas that answered; --r N waits for N answers instead of the ring's R",
+    },
+    CommandInfo {
+        name: "scan",
+        usage: "scan [PREFIX] [--limit N] [--after KEY] [--consistent]",
+        summary: "keys in key order (those starting with PREFIX), 100 a page unless --limit says; \
+                  pass the printed --after KEY for the next page; --consistent asks R replicas of \
+                  every range; it asks every node",
     },
     CommandInfo {
         name: "delete",
@@ -390,6 +409,7 @@ pub fn parse(line: &str) -> Result<Command> {
     let name = typed.to_lowercase();
     let command = match name.as_str() {
         "put" => {
+            let w = take_count_option(&mut lexer, &name, "--w")?;
             let key = take_key(&mut lexer, &name)?;
             let context = take_context(&mut lexer, &name)?;
             let value = take_value(&mut lexer)?;
@@ -397,21 +417,33 @@ pub fn parse(line: &str) -> Result<Command> {
                 key,
                 context,
                 value,
+                w,
             });
         }
         "get" => {
-            let first = take(&mut lexer, &name)?;
-            // `get -v KEY` traces; `get -v` alone reads the key named "-v".
-            if !first.quoted && (first.text == "-v" || first.text == "--verbose") && !lexer.at_end()
-            {
-                Command::GetVerbose {
-                    key: take_key(&mut lexer, &name)?,
+            let mut verbose = false;
+            let mut r = None;
+            // Options come before KEY; a last token is always the key, so
+            // `get -v` alone reads the key named "-v".
+            let key = loop {
+                let first = take(&mut lexer, &name)?;
+                let option = !first.quoted && !lexer.at_end();
+                match first.text.as_str() {
+                    "-v" | "--verbose" if option => verbose = true,
+                    "--r" if option => r = Some(count(&take(&mut lexer, &name)?.text, "--r")?),
+                    _ => {
+                        check_key(&first.text)?;
+                        break first.text;
+                    }
                 }
+            };
+            if verbose {
+                Command::GetVerbose { key, r }
             } else {
-                check_key(&first.text)?;
-                Command::Get { key: first.text }
+                Command::Get { key, r }
             }
         }
+        "scan" => parse_scan(&mut lexer, &name)?,
         "delete" => {
             let key = take_key(&mut lexer, &name)?;
             let context = take_context(&mut lexer, &name)?;
@@ -478,6 +510,65 @@ pub fn parse(line: &str) -> Result<Command> {
         return Err(usage(&name));
     }
     Ok(command)
+}
+
+/// `scan`'s arguments: an optional PREFIX and the options, in any order.
+fn parse_scan(lexer: &mut Lexer<'_>, name: &str) -> Result<Command> {
+    let (mut prefix, mut after, mut limit, mut consistent) = (None, None, None, false);
+    while let Some(token) = lexer.next_token()? {
+        match token.text.as_str() {
+            "--limit" if !token.quoted => {
+                let text = take(lexer, name)?.text;
+                limit = Some(match text.parse::<u32>() {
+                    Ok(n) if (1..=MAX_SCAN_LIMIT).contains(&n) => n,
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "scan: --limit must be a whole number from 1 to {MAX_SCAN_LIMIT}, got {text:?}"
+                        )))
+                    }
+                });
+            }
+            "--after" if !token.quoted => after = Some(take_key(lexer, name)?),
+            "--consistent" if !token.quoted => consistent = true,
+            _ if prefix.is_none() => {
+                if token.text.len() > crate::types::MAX_KEY_BYTES {
+                    check_key(&token.text)?;
+                }
+                prefix = Some(token.text);
+            }
+            _ => return Err(usage(name)),
+        }
+    }
+    Ok(Command::Scan {
+        prefix: prefix.unwrap_or_default(),
+        after,
+        limit: limit.unwrap_or(DEFAULT_SCAN_LIMIT),
+        consistent,
+    })
+}
+
+/// An option `flag N` (a count from 1) if the next token is `flag`, unquoted;
+/// else nothing is read.
+fn take_count_option(lexer: &mut Lexer<'_>, name: &str, flag: &str) -> Result<Option<u32>> {
+    let at = lexer.pos;
+    match lexer.next_token()? {
+        Some(t) if !t.quoted && t.text == flag => Ok(Some(count(&take(lexer, name)?.text, flag)?)),
+        _ => {
+            lexer.pos = at;
+            Ok(None)
+        }
+    }
+}
+
+/// A per-request count (`--r`, `--w`): a whole number from 1 (the node
+/// checks it against N).
+fn count(text: &str, flag: &str) -> Result<u32> {
+    match text.parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(Error::invalid(format!(
+            "{flag} must be a whole number from 1 to N, got {text:?}"
+        ))),
+    }
 }
 
 fn take(lexer: &mut Lexer<'_>, name: &str) -> Result<Token> {

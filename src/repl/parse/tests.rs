@@ -26,6 +26,7 @@ fn put(key: &str, context: &str, value: &str) -> Command {
         key: key.into(),
         context: vv(context),
         value: Value::from(value.to_string()),
+        w: None,
     }
 }
 
@@ -98,8 +99,8 @@ fn put_takes_one_quoted_value() {
 
 #[test]
 fn put_errors() {
-    assert_eq!(err("put"), "usage: put KEY CONTEXT VALUE");
-    assert_eq!(err("put k"), "usage: put KEY CONTEXT VALUE");
+    assert_eq!(err("put"), "usage: put [--w N] KEY CONTEXT VALUE");
+    assert_eq!(err("put k"), "usage: put [--w N] KEY CONTEXT VALUE");
     assert!(err("put k {}").starts_with("usage: put KEY CONTEXT VALUE (VALUE is missing"));
     assert!(err("put k {}   ").starts_with("usage: put KEY CONTEXT VALUE (VALUE is missing"));
     assert!(err(r#"put k {} "a" b"#).starts_with("text after the quoted VALUE"));
@@ -141,23 +142,44 @@ fn a_context_may_hold_spaces() {
 
 #[test]
 fn other_commands_parse() {
-    assert_eq!(parse("get k").unwrap(), Command::Get { key: "k".into() });
+    assert_eq!(
+        parse("get k").unwrap(),
+        Command::Get {
+            key: "k".into(),
+            r: None
+        }
+    );
     assert_eq!(
         parse("get -v k").unwrap(),
-        Command::GetVerbose { key: "k".into() }
+        Command::GetVerbose {
+            key: "k".into(),
+            r: None
+        }
     );
     assert_eq!(
         parse("get --verbose k").unwrap(),
-        Command::GetVerbose { key: "k".into() }
+        Command::GetVerbose {
+            key: "k".into(),
+            r: None
+        }
     );
-    assert_eq!(parse("get -v").unwrap(), Command::Get { key: "-v".into() });
+    assert_eq!(
+        parse("get -v").unwrap(),
+        Command::Get {
+            key: "-v".into(),
+            r: None
+        }
+    );
     assert_eq!(
         parse(r#"get "-v" k"#).unwrap_err().to_string(),
-        "usage: get [-v] KEY"
+        "usage: get [-v] [--r N] KEY"
     );
     assert_eq!(
         parse(r#"get "a b""#).unwrap(),
-        Command::Get { key: "a b".into() }
+        Command::Get {
+            key: "a b".into(),
+            r: None
+        }
     );
     assert_eq!(
         parse(r#"delete k {"127.0.0.1:13337":1}"#).unwrap(),
@@ -203,8 +225,8 @@ fn other_commands_parse() {
 #[test]
 fn usage_errors_name_the_usage() {
     for (line, want) in [
-        ("get", "usage: get [-v] KEY"),
-        ("get a b", "usage: get [-v] KEY"),
+        ("get", "usage: get [-v] [--r N] KEY"),
+        ("get a b", "usage: get [-v] [--r N] KEY"),
         ("delete", "usage: delete KEY CONTEXT"),
         ("delete k", "usage: delete KEY CONTEXT"),
         ("delete k {} x", "usage: delete KEY CONTEXT"),
@@ -271,7 +293,10 @@ fn command_names_are_case_insensitive_and_the_rest_is_not() {
     );
     assert_eq!(
         parse("GET Key").unwrap(),
-        Command::Get { key: "Key".into() }
+        Command::Get {
+            key: "Key".into(),
+            r: None
+        }
     );
     assert_eq!(parse("Put K {} Hello").unwrap(), put("K", "{}", "Hello"));
     assert_eq!(
@@ -302,7 +327,7 @@ fn command_names_are_case_insensitive_and_the_rest_is_not() {
     );
     assert_eq!(parse("QUIT").unwrap(), Command::Quit);
     assert_eq!(parse("Exit").unwrap(), Command::Quit);
-    assert_eq!(err("GET"), "usage: get [-v] KEY");
+    assert_eq!(err("GET"), "usage: get [-v] [--r N] KEY");
 }
 
 #[test]
@@ -321,4 +346,89 @@ fn only_data_and_membership_commands_need_the_node() {
     assert!(parse("locate k").unwrap().needs_node());
     assert!(!parse("help").unwrap().needs_node());
     assert!(!parse("quit").unwrap().needs_node());
+}
+
+#[test]
+fn per_request_r_and_w_come_before_the_key() {
+    assert_eq!(
+        parse("get --r 1 k").unwrap(),
+        Command::Get {
+            key: "k".into(),
+            r: Some(1)
+        }
+    );
+    assert_eq!(
+        parse("get -v --r 3 k").unwrap(),
+        Command::GetVerbose {
+            key: "k".into(),
+            r: Some(3)
+        }
+    );
+    // The last token is always the key.
+    assert_eq!(
+        parse("get --r").unwrap(),
+        Command::Get {
+            key: "--r".into(),
+            r: None
+        }
+    );
+    assert_eq!(
+        parse("put --w 1 k {} v w").unwrap(),
+        Command::Put {
+            key: "k".into(),
+            context: vv("{}"),
+            value: Value::from("v w".to_string()),
+            w: Some(1)
+        }
+    );
+    // Quoted, it is a key.
+    assert_eq!(parse("put \"--w\" {} v").unwrap(), put("--w", "{}", "v"));
+    for bad in [
+        "get --r 0 k",
+        "get --r x k",
+        "put --w 0 k {} v",
+        "put --w -1 k {} v",
+    ] {
+        let e = parse(bad).unwrap_err().to_string();
+        assert!(e.contains("whole number from 1 to N"), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn scan_takes_a_prefix_and_options_in_any_order() {
+    assert_eq!(
+        parse("scan").unwrap(),
+        Command::Scan {
+            prefix: String::new(),
+            after: None,
+            limit: DEFAULT_SCAN_LIMIT,
+            consistent: false
+        }
+    );
+    assert_eq!(
+        parse("SCAN --limit 5 user: --after user:7 --consistent").unwrap(),
+        Command::Scan {
+            prefix: "user:".into(),
+            after: Some("user:7".into()),
+            limit: 5,
+            consistent: true
+        }
+    );
+    assert_eq!(
+        parse("scan \"--limit\"").unwrap(),
+        Command::Scan {
+            prefix: "--limit".into(),
+            after: None,
+            limit: DEFAULT_SCAN_LIMIT,
+            consistent: false
+        }
+    );
+    for bad in [
+        "scan --limit 0",
+        "scan --limit 10001",
+        "scan --limit",
+        "scan a b",
+    ] {
+        assert!(parse(bad).is_err(), "{bad}");
+    }
 }

@@ -1,0 +1,346 @@
+//! `scan`: the ring's keys in key order, a page at a time.
+//!
+//! # What a page promises
+//!
+//! A page lists, in key order, keys after `after` that start with `prefix`,
+//! leaving out keys whose every version is a tombstone (deleted). With
+//! `consistent`, a key acknowledged by a write quorum before the page was asked
+//! for is listed even when one replica of its range is down: each range is read
+//! from R of its replicas and R + W > N, the same argument as a get's. Without
+//! it each range is read from one replica, which is cheaper and may miss a
+//! write that replica has not received yet (anti-entropy closes that gap).
+//!
+//! # The covering set and who lists what
+//!
+//! The coordinator (the node the client asked) takes as the *covering set*
+//! every member the failure detector does not hold down, and checks that every
+//! arc of the ring keeps at least `r` of its owners in it (else the page fails
+//! like a read quorum, naming the range). Each key is then listed by exactly
+//! the first `r` members of the covering set in its preference list: the
+//! replicas compute that themselves, from the same ring (the request carries
+//! its epoch; a replica on another epoch refuses, and the coordinator retries
+//! under the newer ring). So each part of the ring is asked once (r times with
+//! `consistent`), and no key is listed twice. A replica that fails leaves the
+//! covering set and the page is asked again, up to [`ATTEMPTS`] times: a scan
+//! only reads, so asking again is always safe.
+//!
+//! During a ring change the preference list is the current owners', which
+//! keep every key until the change settles (see [`crate::rebalance`]).
+//!
+//! # Merging and the page's end
+//!
+//! Each replica walks its own keys in key order ([`crate::storage::Storage::list`]),
+//! returns at most `limit` of its assigned keys, examines at most
+//! [`SCAN_BUDGET`] keys, and says where it stopped (`resume`) if it did not
+//! reach the end. Copies of one key from several replicas are merged as
+//! objects without their values ([`Object::without_values`]), so a delete one
+//! replica missed still hides the key when another holds the tombstone. The
+//! page keeps only keys up to the lowest `resume` of all replicas: beyond it
+//! some replica has not looked yet. Its `next` is the last key listed when the
+//! page is full, else that lowest `resume` (a page may then hold fewer keys,
+//! even none, and still have a `next`), else nothing: every replica reached the
+//! end.
+//!
+//! # Cost
+//!
+//! A page asks every node of the covering set, and each examines up to
+//! [`SCAN_BUDGET`] keys of its own: a full listing touches every node and
+//! reads every key once per replica asked. Pages are bounded
+//! ([`MAX_SCAN_LIMIT`] keys), so a listing never holds a node for long.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use tokio::time::Instant;
+
+use super::Coordinator;
+use crate::error::{Error, ReplicaFailure, Result};
+use crate::peers::CallError;
+use crate::ring::Ring;
+use crate::rpc::{Addressee, ReplicaScan, ReplicaScanReply, ScanReply, ScanRequest};
+use crate::types::{Key, NodeId, MAX_KEY_BYTES};
+use crate::vclock::Object;
+
+/// Most keys one page may ask for.
+pub const MAX_SCAN_LIMIT: u32 = 10_000;
+/// Keys a page holds when the client names no limit.
+pub const DEFAULT_SCAN_LIMIT: u32 = 100;
+/// Most keys one replica examines for one page (listed or not).
+pub const SCAN_BUDGET: usize = 20_000;
+/// How many times a page is asked with a smaller covering set after a
+/// replica failed to answer.
+pub const ATTEMPTS: usize = 3;
+
+impl Coordinator {
+    /// Coordinates one page of a scan (see the module documentation).
+    pub async fn scan(self: &Arc<Self>, req: ScanRequest) -> Result<ScanReply> {
+        check_scan(&req)?;
+        let deadline = Instant::now() + self.request_timeout * 2;
+        let mut failures: Vec<ReplicaFailure> = Vec::new();
+        let mut out = None;
+        for _ in 0..ATTEMPTS {
+            let ring = self.current_ring()?;
+            let r = if req.consistent {
+                ring.replication().r
+            } else {
+                1
+            };
+            let covering: Vec<NodeId> = ring
+                .members()
+                .iter()
+                .filter(|n| **n == self.me || !self.peers.is_down(n))
+                .filter(|n| !failures.iter().any(|f| &f.node == *n))
+                .cloned()
+                .collect();
+            check_coverage(&ring, &covering, r, &failures)?;
+            match self.scan_page(&ring, &covering, r, &req, deadline).await {
+                Ok(page) => {
+                    out = Some(page);
+                    break;
+                }
+                Err(failed) => failures.extend(failed),
+            }
+        }
+        let Some((replies, nodes, r)) = out else {
+            return Err(Error::ReadQuorum {
+                answered: 0,
+                needed: 1,
+                failures,
+            });
+        };
+        Ok(merge_page(replies, nodes, r, req.limit))
+    }
+
+    /// Asks every node of `covering` for its part of the page. Err: the
+    /// nodes that failed (the page is asked again without them).
+    async fn scan_page(
+        self: &Arc<Self>,
+        ring: &Arc<Ring>,
+        covering: &[NodeId],
+        r: usize,
+        req: &ScanRequest,
+        deadline: Instant,
+    ) -> std::result::Result<(Vec<ReplicaScanReply>, Vec<NodeId>, usize), Vec<ReplicaFailure>> {
+        let ask = ReplicaScan {
+            epoch: ring.epoch(),
+            covering: covering.to_vec(),
+            r: u32::try_from(r).unwrap_or(u32::MAX),
+            prefix: req.prefix.clone(),
+            after: req.after.clone(),
+            limit: req.limit,
+        };
+        let mut calls = FuturesUnordered::new();
+        for node in covering {
+            let ask = ask.clone();
+            let node = node.clone();
+            let to = Addressee::in_ring(ring, &node);
+            let coord = self.clone();
+            calls.push(async move {
+                let out = if node == coord.me {
+                    coord
+                        .scan_replica(&to, ask)
+                        .await
+                        .map_err(CallError::Remote)
+                } else {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    coord
+                        .peers
+                        .call(&node, left, |c, ctx| async move {
+                            c.scan_replica(ctx, to, ask).await
+                        })
+                        .await
+                };
+                (node, out)
+            });
+        }
+        let mut replies = Vec::with_capacity(covering.len());
+        let mut nodes = Vec::with_capacity(covering.len());
+        let mut failed = Vec::new();
+        while let Some((node, out)) = calls.next().await {
+            match out {
+                Ok(reply) => {
+                    replies.push(reply);
+                    nodes.push(node);
+                }
+                Err(e) => {
+                    self.note_failure(&e);
+                    failed.push(ReplicaFailure {
+                        reason: e.reason(),
+                        node,
+                    });
+                }
+            }
+        }
+        if failed.is_empty() {
+            nodes.sort();
+            Ok((replies, nodes, r))
+        } else {
+            Err(failed)
+        }
+    }
+
+    /// The replica side of a scan page: the keys of this node's replica that
+    /// the request assigns to it (see the module documentation), without
+    /// their values.
+    pub async fn scan_replica(&self, to: &Addressee, req: ReplicaScan) -> Result<ReplicaScanReply> {
+        self.check_addressee(to)?;
+        let ring = self.ring.get();
+        let current = ring.as_ref().map_or(0, |r| r.epoch());
+        let Some(ring) = ring.filter(|_| req.epoch == current) else {
+            if req.epoch > current {
+                self.ring_news.notify_one();
+            }
+            return Err(Error::StaleRing {
+                node: self.me.clone(),
+                sent: req.epoch,
+                current,
+            });
+        };
+        check_scan(&ScanRequest {
+            prefix: req.prefix.clone(),
+            after: req.after.clone(),
+            limit: req.limit,
+            consistent: false,
+        })?;
+        let r = usize::try_from(req.r).unwrap_or(usize::MAX).max(1);
+        let me = self.me.clone();
+        let storage = self.storage.clone();
+        let limit = usize::try_from(req.limit).unwrap_or(usize::MAX);
+        let listing = crate::runtime::spawn(move || {
+            storage.list(
+                &req.prefix,
+                req.after.as_deref(),
+                limit,
+                SCAN_BUDGET,
+                r > 1,
+                |key| assigned(&ring, &req.covering, r, &me, key),
+            )
+        })
+        .await
+        .map_err(|e| Error::internal(e.to_string()))??;
+        Ok(ReplicaScanReply {
+            items: listing
+                .items
+                .into_iter()
+                .map(|(k, o)| (k, o.without_values()))
+                .collect(),
+            resume: listing.resume,
+        })
+    }
+}
+
+/// True if `me` is among the first `r` nodes of `covering` in `key`'s
+/// preference list: the key is `me`'s to list.
+pub fn assigned(ring: &Ring, covering: &[NodeId], r: usize, me: &NodeId, key: &str) -> bool {
+    ring.preference_list(key.as_bytes())
+        .iter()
+        .filter(|n| covering.contains(n))
+        .take(r)
+        .any(|n| n == me)
+}
+
+/// Fails unless every arc of the ring keeps at least `r` of its owners (all of
+/// them when it has fewer) in `covering`.
+fn check_coverage(
+    ring: &Ring,
+    covering: &[NodeId],
+    r: usize,
+    failures: &[ReplicaFailure],
+) -> Result<()> {
+    for owners in ring.owner_lists_in(0, u64::MAX) {
+        let needed = r.min(owners.len());
+        let reached = owners.iter().filter(|n| covering.contains(n)).count();
+        if reached < needed {
+            let mut failures = failures.to_vec();
+            failures.extend(
+                owners
+                    .iter()
+                    .filter(|n| !covering.contains(n))
+                    .filter(|n| !failures.iter().any(|f| &f.node == *n))
+                    .map(|n| ReplicaFailure {
+                        node: n.clone(),
+                        reason: "held down by the failure detector".into(),
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            return Err(Error::ReadQuorum {
+                answered: reached,
+                needed,
+                failures,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks a scan's arguments.
+pub fn check_scan(req: &ScanRequest) -> Result<()> {
+    if req.limit == 0 || req.limit > MAX_SCAN_LIMIT {
+        return Err(Error::invalid(format!(
+            "scan limit {} is out of range: 1 to {MAX_SCAN_LIMIT}",
+            req.limit
+        )));
+    }
+    if req.prefix.len() > MAX_KEY_BYTES {
+        return Err(Error::KeyTooLarge {
+            size: req.prefix.len(),
+            limit: MAX_KEY_BYTES,
+        });
+    }
+    if let Some(after) = &req.after {
+        if after.len() > MAX_KEY_BYTES {
+            return Err(Error::KeyTooLarge {
+                size: after.len(),
+                limit: MAX_KEY_BYTES,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// One page from the replicas' parts (see the module documentation).
+pub fn merge_page(
+    replies: Vec<ReplicaScanReply>,
+    nodes: Vec<NodeId>,
+    r: usize,
+    limit: u32,
+) -> ScanReply {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let frontier: Option<Key> = replies.iter().filter_map(|p| p.resume.clone()).min();
+    let mut merged: BTreeMap<Key, Object> = BTreeMap::new();
+    for reply in replies {
+        for (key, object) in reply.items {
+            match merged.get_mut(&key) {
+                Some(held) => {
+                    held.merge(&object);
+                }
+                None => {
+                    merged.insert(key, object);
+                }
+            }
+        }
+    }
+    let mut live = merged
+        .into_iter()
+        .filter(|(k, _)| frontier.as_ref().is_none_or(|f| k <= f))
+        .filter(|(_, o)| o.is_live())
+        .map(|(k, _)| k);
+    let keys: Vec<Key> = live.by_ref().take(limit).collect();
+    let more = live.next().is_some();
+    let next = if keys.len() == limit && (more || frontier.is_some()) {
+        keys.last().cloned()
+    } else {
+        frontier
+    };
+    ScanReply {
+        keys,
+        next,
+        r: u32::try_from(r).unwrap_or(u32::MAX),
+        nodes,
+    }
+}
+
+#[cfg(test)]
+mod tests;
