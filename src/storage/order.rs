@@ -65,8 +65,8 @@ impl Storage {
             _ => Bound::Included(prefix.as_bytes()),
         };
         let mut out = Listing::default();
-        let mut examined = 0usize;
-        for entry in self.order.range::<&[u8], _>((from, Bound::Unbounded)) {
+        let entries = self.order.range::<&[u8], _>((from, Bound::Unbounded));
+        for (examined, entry) in entries.enumerate() {
             let (k, _) = entry?;
             if !k.starts_with(prefix.as_bytes()) {
                 out.resume = None; // past the prefix: the range is done
@@ -75,7 +75,6 @@ impl Storage {
             if examined >= budget.max(1) || out.items.len() >= limit {
                 return Ok(out);
             }
-            examined += 1;
             // Not UTF-8 cannot happen (keys are strings); skip it if the disk says otherwise.
             let Ok(key) = std::str::from_utf8(&k) else {
                 continue;
