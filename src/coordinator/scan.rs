@@ -22,7 +22,10 @@
 //! under the newer ring). So each part of the ring is asked once (r times with
 //! `consistent`), and no key is listed twice. A replica that fails leaves the
 //! covering set and the page is asked again, up to [`ATTEMPTS`] times: a scan
-//! only reads, so asking again is always safe.
+//! only reads, so asking again is always safe. A replica refilling after it
+//! lost its data directory refuses (its copy is not whole yet) and is left out
+//! the same way; one on another ring is asked again once this node has pulled
+//! the newer ring.
 //!
 //! During a ring change the preference list is the current owners', which
 //! keep every key until the change settles (see [`crate::rebalance`]).
@@ -72,6 +75,11 @@ pub const SCAN_BUDGET: usize = 20_000;
 /// How many times a page is asked with a smaller covering set after a
 /// replica failed to answer.
 pub const ATTEMPTS: usize = 3;
+/// The pause before a page is asked again.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The replicas' parts of a page, the nodes that sent them, and r.
+type Page = (Vec<ReplicaScanReply>, Vec<NodeId>, usize);
 
 impl Coordinator {
     /// Coordinates one page of a scan (see the module documentation).
@@ -79,8 +87,15 @@ impl Coordinator {
         check_scan(&req)?;
         let deadline = Instant::now() + self.request_timeout * 2;
         let mut failures: Vec<ReplicaFailure> = Vec::new();
+        let mut last_stale: Vec<ReplicaFailure> = Vec::new();
         let mut out = None;
-        for _ in 0..ATTEMPTS {
+        for attempt in 0..ATTEMPTS {
+            last_stale.clear();
+            if attempt > 0 {
+                // A replica on another ring makes this node pull it; give
+                // that a moment before asking again.
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
             let ring = self.current_ring()?;
             let r = if req.consistent {
                 ring.replication().r
@@ -100,10 +115,21 @@ impl Coordinator {
                     out = Some(page);
                     break;
                 }
-                Err(failed) => failures.extend(failed),
+                Err(failed) => {
+                    for (failure, stale) in failed {
+                        // A replica on another ring is asked again under
+                        // the newer one, not left out.
+                        if stale {
+                            last_stale.push(failure);
+                        } else {
+                            failures.push(failure);
+                        }
+                    }
+                }
             }
         }
         let Some((replies, nodes, r)) = out else {
+            failures.append(&mut last_stale);
             return Err(Error::ReadQuorum {
                 answered: 0,
                 needed: 1,
@@ -122,7 +148,7 @@ impl Coordinator {
         r: usize,
         req: &ScanRequest,
         deadline: Instant,
-    ) -> std::result::Result<(Vec<ReplicaScanReply>, Vec<NodeId>, usize), Vec<ReplicaFailure>> {
+    ) -> std::result::Result<Page, Vec<(ReplicaFailure, bool)>> {
         let ask = ReplicaScan {
             epoch: ring.epoch(),
             covering: covering.to_vec(),
@@ -166,10 +192,12 @@ impl Coordinator {
                 }
                 Err(e) => {
                     self.note_failure(&e);
-                    failed.push(ReplicaFailure {
+                    let stale = matches!(e, CallError::Remote(Error::StaleRing { .. }));
+                    let failure = ReplicaFailure {
                         reason: e.reason(),
                         node,
-                    });
+                    };
+                    failed.push((failure, stale));
                 }
             }
         }
@@ -186,6 +214,13 @@ impl Coordinator {
     /// their values.
     pub async fn scan_replica(&self, to: &Addressee, req: ReplicaScan) -> Result<ReplicaScanReply> {
         self.check_addressee(to)?;
+        if self.storage.restoring() {
+            // Refilling after losing its data directory: what it holds is
+            // not yet all it should, so another replica lists its ranges.
+            return Err(Error::Restoring {
+                node: self.me.clone(),
+            });
+        }
         let ring = self.ring.get();
         let current = ring.as_ref().map_or(0, |r| r.epoch());
         let Some(ring) = ring.filter(|_| req.epoch == current) else {
