@@ -585,6 +585,7 @@ impl Direct {
             key.clone(),
             &merged,
             answers.iter().map(|(n, _)| n.clone()).collect(),
+            crate::runtime::now_ms(),
         );
         // Answers already in need no task to wait for them: under load the
         // last replica's often is, and then a get whose copies agree is done.

@@ -195,7 +195,9 @@ fn check_command(line: &str, command: &Command) {
             context,
             value,
             w,
+            ttl_ms,
         } => {
+            assert!(ttl_ms.is_none_or(|t| t > 0), "{line:?}: ttl of 0 accepted");
             assert!(w.is_none_or(|w| w >= 1), "{line:?}: w of 0 accepted");
             assert!(check_key(key).is_ok(), "{line:?}: bad key accepted");
             assert!(check_value(value).is_ok(), "{line:?}: bad value accepted");

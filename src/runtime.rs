@@ -82,6 +82,16 @@ pub fn new_uuid() -> uuid::Uuid {
     }
 }
 
+/// The wall clock, in milliseconds since the Unix epoch: what decides
+/// whether a version with an expiry ([`crate::vclock::Content::Expiring`]) can
+/// still be read. Nodes' clocks are not assumed to agree (the reaper's essay
+/// says what a skew does).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// A random number for the node's logic (the Raft election timeouts draw
 /// theirs here): from the operating system's generator, seeded under
 /// [`simulate`].

@@ -242,6 +242,32 @@ impl Replication {
     }
 }
 
+/// A duration as people write it (`500ms`, `30s`, `5m`, `12h`, `7d`; a bare
+/// number is seconds), in milliseconds. Zero and overflow are refused.
+pub fn parse_duration(text: &str) -> Result<u64> {
+    let bad = || {
+        Error::invalid(format!(
+            "bad duration {text:?}: write a whole number with a unit, e.g. 500ms, 30s, 5m, 12h, 7d"
+        ))
+    };
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let scale: u64 = match unit {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    match n.checked_mul(scale) {
+        Some(ms) if ms > 0 => Ok(ms),
+        _ => Err(bad()),
+    }
+}
+
 /// Checks a key against [`MAX_KEY_BYTES`]; empty keys are refused too.
 pub fn check_key(key: &str) -> Result<()> {
     if key.is_empty() {
@@ -440,4 +466,23 @@ pub fn check_user_name(name: &str) -> crate::error::Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations_are_read_with_their_units() {
+        assert_eq!(parse_duration("500ms").unwrap(), 500);
+        assert_eq!(parse_duration("30s").unwrap(), 30_000);
+        assert_eq!(parse_duration("30").unwrap(), 30_000);
+        assert_eq!(parse_duration("5m").unwrap(), 300_000);
+        assert_eq!(parse_duration("12h").unwrap(), 43_200_000);
+        assert_eq!(parse_duration("7d").unwrap(), 604_800_000);
+        for bad in ["", "0s", "s", "5x", "-5s", "1.5s", "99999999999999999999d"] {
+            let e = parse_duration(bad).unwrap_err().to_string();
+            assert!(e.contains("bad duration"), "{bad}: {e}");
+        }
+    }
 }

@@ -292,7 +292,7 @@ async fn failures_set_the_exit_status_and_do_not_stop_the_script() {
     // Human form of the same kind of failure.
     let run = client(&["--node", &id, "-c", "get"], None).await;
     assert_eq!(run.code, Some(1));
-    assert_eq!(run.stdout, "error: usage: get [-v] KEY\n");
+    assert_eq!(run.stdout, "error: usage: get [-v] [--r N] KEY\n");
     node.shutdown().await.expect("shutdown");
 }
 

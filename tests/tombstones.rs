@@ -341,3 +341,72 @@ fn a_stalled_leaving_node_brings_no_deleted_key_back() {
         common::writeload::describe_lost(&lost, report.acked.len())
     );
 }
+
+#[test]
+fn expired_keys_read_as_absent_with_a_replica_down_and_leave_every_disk() {
+    let mut c = Cluster::ring_with(3, 3, (3, 2, 2), GRACE);
+    // 200 keys expire in 3 s; 50 more are kept.
+    let expiring: Vec<String> = (0..200).map(|i| format!("ttl-{i}")).collect();
+    let lines: Vec<String> = expiring
+        .iter()
+        .map(|k| format!("put --ttl 3s {k} {{}} soon gone"))
+        .chain((0..50).map(|i| format!("put kept-{i} {{}} stays")))
+        .collect();
+    let out = run_script(c.nodes[0].port, &lines, Duration::from_secs(120));
+    assert!(
+        out.results.iter().all(|r| r["ok"] == true),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        get_all(&c, 1, &expiring[..10])
+            .iter()
+            .all(|(v, _)| v == &["soon gone"]),
+        "readable before the TTL"
+    );
+
+    // Node 2 is down while the keys expire, and comes back after.
+    c.kill(2);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_all_deleted(&c, &[0, 1], &expiring, "after the TTL, a replica down");
+    // With a member down nothing is proven, so nothing leaves a disk.
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(6) {
+        let s = c.status(0).expect("status");
+        for i in [0, 1] {
+            let (keys, _, removed) = counts(&s, &c, i);
+            assert_eq!(
+                (keys, removed),
+                (250, 0),
+                "node {i} removed with a member down: {s}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    c.start(2);
+    assert_all_deleted(&c, &[2], &expiring, "through the replica that was down");
+
+    // They leave every disk; the kept keys stay, and a scan lists only them.
+    let start = Instant::now();
+    loop {
+        if let Some(s) = c.status(0) {
+            if (0..3).all(|i| counts(&s, &c, i).0 == 50) {
+                break;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "expired keys still on disk: {:?}",
+            c.status(0)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    eprintln!(
+        "200 expired keys left all 3 disks {:?} after node 2 returned",
+        start.elapsed()
+    );
+    assert_all_deleted(&c, &[0, 1, 2], &expiring, "after removal");
+    let out = c.client(2, &["scan --limit 1000 --consistent"]);
+    let listed = out.results[0]["keys"].as_array().expect("keys").len();
+    assert_eq!(listed, 50, "{}", out.stdout);
+}

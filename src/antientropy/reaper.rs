@@ -74,6 +74,30 @@
 //! raises its segment's dot floor before it removes its copy (see
 //! [`crate::storage`]).
 //!
+//! # Keys that die by expiry
+//!
+//! A version put with a TTL carries the instant it expires, stamped by the
+//! coordinator of the put from its clock ([`crate::vclock::Content::Expiring`]).
+//! A key whose every version is a tombstone or has expired is dead, and is
+//! removed on the same proof as a deleted one: every owner holds the same
+//! bytes, no hint, no stray copy, twice across the grace. Such a key cannot be
+//! resurrected by a replica that missed the expiry, because there is nothing
+//! to miss: the expiry is part of the version, so every copy of it anywhere,
+//! however late it arrives, expires at the same instant, and a copy merged in
+//! after the removal reads as absent and is removed again.
+//!
+//! Whose clock decides. Reads: the node (or client) that merges the answers
+//! leaves out versions expired by its own clock. Removal: the primary decides
+//! that the copies are dead by its clock; the other owners remove on its proof
+//! whatever their clocks say (the proven bytes are only tombstones and expiring
+//! versions). What a skew of S does: a key reads as absent up to S early
+//! through a node whose clock is ahead, and up to S late through one that is
+//! behind; once every clock has passed the instant it is absent everywhere, and
+//! it never comes back. A primary whose clock is ahead can remove a key up to S
+//! before a slow node would have stopped showing it, which that node's readers
+//! see as an expiry up to S early. Nothing needs synchronised clocks to stay
+//! safe; NTP keeps the early/late window to milliseconds.
+//!
 //! # Who does it
 //!
 //! The *primary* of a key, the first of its owners in the ring, drives its
@@ -379,10 +403,14 @@ impl Reaper {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let storage = self.storage.clone();
-        let graves =
-            crate::runtime::spawn(move || storage.tombstone_keys(after.as_deref(), WALK_KEYS))
-                .await
-                .map_err(|e| Error::internal(e.to_string()))?;
+        let now = crate::runtime::now_ms();
+        let graves = crate::runtime::spawn(move || {
+            // Keys that died by expiry since the last walk join the graves.
+            storage.promote_expired(now);
+            storage.tombstone_keys(after.as_deref(), WALK_KEYS)
+        })
+        .await
+        .map_err(|e| Error::internal(e.to_string()))?;
         let mut out = Vec::new();
         let mut last = None;
         let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
@@ -422,11 +450,13 @@ impl Reaper {
     ) -> Result<(Vec<Option<u64>>, Vec<Vec<NodeId>>)> {
         let storage = self.storage.clone();
         let asked = keys.to_vec();
-        // Mine first: the digest of a copy that is only tombstones, and no hint.
+        let now = crate::runtime::now_ms();
+        // Mine first: the digest of a copy that is dead (only tombstones and
+        // versions expired by this node's clock), and no hint.
         let mut proven: Vec<Option<u64>> = crate::runtime::spawn(move || {
             let mut out = Vec::with_capacity(asked.len());
             for key in &asked {
-                let digest = match storage.grave_digest(key)? {
+                let digest = match storage.grave_digest(key, now)? {
                     Some(d) if !storage.has_hint_for(key)? => Some(d),
                     _ => None,
                 };

@@ -97,6 +97,20 @@ struct Plan<'a> {
     w: usize,
 }
 
+/// The longest TTL a put may ask for (about ten years).
+pub const MAX_TTL_MS: u64 = 10 * 366 * 24 * 3600 * 1000;
+
+/// Refuses a TTL of zero or above [`MAX_TTL_MS`].
+pub fn check_ttl(ttl: Option<u64>) -> Result<()> {
+    match ttl {
+        Some(t) if t == 0 || t > MAX_TTL_MS => Err(Error::invalid(format!(
+            "ttl of {t} ms is out of range: 1 ms to {} days",
+            MAX_TTL_MS / 86_400_000
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Refuses a per-request R or W (`what`) outside 1..=N.
 pub fn check_per_request(what: &str, asked: Option<usize>, ring: &Ring) -> Result<()> {
     let n = ring.replication().n;
@@ -198,16 +212,21 @@ impl Coordinator {
 
     /// Coordinates a put or delete.
     pub async fn write(self: &Arc<Self>, req: WriteRequest) -> Result<WriteReply> {
-        self.write_with(req, None).await
+        self.write_with(req, Vec::new()).await
     }
 
-    /// Coordinates a put or delete that needs `w` acknowledgements (the
-    /// ring's W when None; 1..=N).
+    /// Coordinates a put or delete with per-request settings: the
+    /// acknowledgements it needs (`RequestOption::W`, 1..=N; the ring's W
+    /// without one) and a TTL (`RequestOption::Ttl`: the coordinator stamps the
+    /// value's expiry from its clock).
     pub async fn write_with(
         self: &Arc<Self>,
-        req: WriteRequest,
-        w: Option<usize>,
+        mut req: WriteRequest,
+        opts: Vec<RequestOption>,
     ) -> Result<WriteReply> {
+        let w = RequestOption::w(&opts);
+        let ttl = RequestOption::ttl(&opts);
+        check_ttl(ttl)?;
         check_key(&req.key)?;
         if let Some(v) = req.content.value() {
             check_value(v)?;
@@ -251,13 +270,12 @@ impl Coordinator {
                     .peers
                     .call(node, left, |c, ctx| {
                         let r = fwd.clone();
+                        let opts = opts.clone();
                         async move {
-                            match w {
-                                None => c.write(ctx, r).await,
-                                Some(w) => {
-                                    let w = u32::try_from(w).unwrap_or(u32::MAX);
-                                    c.write_with(ctx, r, vec![RequestOption::W(w)]).await
-                                }
+                            if opts.is_empty() {
+                                c.write(ctx, r).await
+                            } else {
+                                c.write_with(ctx, r, opts).await
                             }
                         }
                     })
@@ -304,6 +322,11 @@ impl Coordinator {
             });
         };
         self.check_actors(&ring, &req)?;
+        if let Some(ttl) = ttl {
+            // This node coordinates: its clock stamps the expiry.
+            let at = crate::runtime::now_ms().saturating_add(ttl);
+            req.content = req.content.expiring(at);
+        }
         let plan = Plan {
             ring: &ring,
             placement: &placement,
@@ -369,7 +392,10 @@ impl Coordinator {
             stand_in_for.as_ref(),
         )?;
         let context = object.context().clone();
-        let values: Vec<crate::types::Value> = object.values().cloned().collect();
+        let values: Vec<crate::types::Value> = object
+            .values_at(crate::runtime::now_ms())
+            .cloned()
+            .collect();
         let local_durable = self.storage.durable();
 
         let object = Arc::new(object);
@@ -602,6 +628,7 @@ impl Coordinator {
             key.clone(),
             &merged,
             answers.iter().map(|a| a.node.clone()).collect(),
+            crate::runtime::now_ms(),
         );
         let consistent = answers
             .iter()

@@ -136,7 +136,13 @@ impl Coordinator {
                 failures,
             });
         };
-        Ok(merge_page(replies, nodes, r, req.limit))
+        Ok(merge_page(
+            replies,
+            nodes,
+            r,
+            req.limit,
+            crate::runtime::now_ms(),
+        ))
     }
 
     /// Asks every node of `covering` for its part of the page. Err: the
@@ -341,6 +347,7 @@ pub fn merge_page(
     nodes: Vec<NodeId>,
     r: usize,
     limit: u32,
+    now: u64,
 ) -> ScanReply {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let frontier: Option<Key> = replies.iter().filter_map(|p| p.resume.clone()).min();
@@ -360,7 +367,7 @@ pub fn merge_page(
     let mut live = merged
         .into_iter()
         .filter(|(k, _)| frontier.as_ref().is_none_or(|f| k <= f))
-        .filter(|(_, o)| o.is_live())
+        .filter(|(_, o)| o.is_live_at(now))
         .map(|(k, _)| k);
     let keys: Vec<Key> = live.by_ref().take(limit).collect();
     let more = live.next().is_some();

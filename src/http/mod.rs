@@ -542,7 +542,8 @@ async fn kv_put(
     let mut w = None;
     let out = async {
         let key = key_of(path)?;
-        w = query::count(&query::params(&uri)?, "w")?;
+        let (opts, asked) = query::write_options(&uri, &headers, true)?;
+        w = asked;
         let context = context_of(&headers)?;
         let value = value_of(&headers, body).await?;
         let media_type = match headers.get(header::CONTENT_TYPE) {
@@ -567,7 +568,7 @@ async fn kv_put(
                     content,
                     forwarded: false,
                 },
-                w,
+                opts,
             )
             .await
     }
@@ -603,7 +604,8 @@ async fn kv_delete(
     let mut w = None;
     let out = async {
         let key = key_of(path)?;
-        w = query::count(&query::params(&uri)?, "w")?;
+        let (opts, asked) = query::write_options(&uri, &headers, false)?;
+        w = asked;
         let context = context_of(&headers)?;
         s.coordinator
             .write_with(
@@ -613,7 +615,7 @@ async fn kv_delete(
                     content: Content::Tombstone,
                     forwarded: false,
                 },
-                w,
+                opts,
             )
             .await
     }

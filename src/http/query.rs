@@ -6,7 +6,7 @@ use axum::http::Uri;
 
 use crate::coordinator::scan::{DEFAULT_SCAN_LIMIT, MAX_SCAN_LIMIT};
 use crate::error::{Error, Result};
-use crate::rpc::ScanRequest;
+use crate::rpc::{RequestOption, ScanRequest};
 
 /// The parameters of a query string, percent-decoded (`+` is a space). A
 /// name given twice keeps its last value; one that is not UTF-8 once decoded
@@ -62,6 +62,33 @@ pub fn count(params: &BTreeMap<String, String>, name: &str) -> Result<Option<usi
         },
     }
 }
+
+/// A put's or delete's per-request settings: `?w=N` and, on a put, the
+/// `X-Dynamo-TTL` header. Also returns the W asked for.
+pub fn write_options(
+    uri: &Uri,
+    headers: &axum::http::HeaderMap,
+    put: bool,
+) -> Result<(Vec<RequestOption>, Option<usize>)> {
+    let w = count(&params(uri)?, "w")?;
+    let mut opts: Vec<RequestOption> = w
+        .map(|w| RequestOption::W(u32::try_from(w).unwrap_or(u32::MAX)))
+        .into_iter()
+        .collect();
+    if let Some(ttl) = headers.get(TTL_HEADER) {
+        if !put {
+            return Err(Error::invalid("X-Dynamo-TTL is for puts only"));
+        }
+        let text = ttl
+            .to_str()
+            .map_err(|_| Error::invalid("X-Dynamo-TTL must be visible ASCII"))?;
+        opts.push(RequestOption::Ttl(crate::types::parse_duration(text)?));
+    }
+    Ok((opts, w))
+}
+
+/// The header a put's TTL travels in (`30s`, `5m`, `7d`).
+pub const TTL_HEADER: &str = "x-dynamo-ttl";
 
 /// `GET /kv?prefix=P&limit=N&after=K&consistent=true` as a scan request.
 pub fn scan_request(params: &BTreeMap<String, String>) -> Result<ScanRequest> {

@@ -229,12 +229,14 @@ impl Session {
                 context,
                 value,
                 w: None,
+                ttl_ms: None,
             } => Outcome::write(client.put(key, context, value).await?, false),
             Command::Put {
                 key,
                 context,
                 value,
-                w: Some(w),
+                w,
+                ttl_ms,
             } => {
                 let req = WriteRequest {
                     key,
@@ -242,8 +244,13 @@ impl Session {
                     content: Content::Value(value),
                     forwarded: false,
                 };
-                let reply = client.write_with(req, vec![RequestOption::W(w)]).await?;
-                Outcome::PutWith(reply, w)
+                let mut opts: Vec<RequestOption> = w.map(RequestOption::W).into_iter().collect();
+                opts.extend(ttl_ms.map(RequestOption::Ttl));
+                let reply = client.write_with(req, opts).await?;
+                match w {
+                    Some(w) => Outcome::PutWith(reply, w),
+                    None => Outcome::write(reply, false),
+                }
             }
             Command::Get { key, r: None } => Outcome::Get(client.get(key).await?),
             Command::GetVerbose { key, r: None } => Outcome::GetVerbose(client.get(key).await?),

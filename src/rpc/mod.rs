@@ -83,13 +83,15 @@ pub struct ReadReply {
 }
 
 impl ReadReply {
-    /// The answer to a get from the merge of the answers of `replicas`.
-    pub fn from_merged(key: Key, merged: &Object, replicas: Vec<NodeId>) -> ReadReply {
+    /// The answer to a get from the merge of the answers of `replicas`, at
+    /// `now` (the reader's clock, milliseconds since the Unix epoch: a version
+    /// that has expired by then is left out).
+    pub fn from_merged(key: Key, merged: &Object, replicas: Vec<NodeId>, now: u64) -> ReadReply {
         ReadReply {
             key,
-            values: merged.values().cloned().collect(),
+            values: merged.values_at(now).cloned().collect(),
             media_types: merged
-                .media_types()
+                .media_types_at(now)
                 .map(|t| t.map(str::to_string))
                 .collect(),
             context: merged.context().clone(),
@@ -130,6 +132,9 @@ pub enum RequestOption {
     R(u32),
     /// Acknowledgements this write needs (1..=N) instead of the ring's W.
     W(u32),
+    /// The put's value expires this many milliseconds after the coordinator
+    /// stamps it (`put --ttl 30s`, `X-Dynamo-TTL`).
+    Ttl(u64),
 }
 
 impl RequestOption {
@@ -137,6 +142,14 @@ impl RequestOption {
     pub fn r(opts: &[RequestOption]) -> Option<usize> {
         opts.iter().rev().find_map(|o| match o {
             RequestOption::R(r) => usize::try_from(*r).ok(),
+            _ => None,
+        })
+    }
+
+    /// The TTL among `opts` (milliseconds), if any.
+    pub fn ttl(opts: &[RequestOption]) -> Option<u64> {
+        opts.iter().rev().find_map(|o| match o {
+            RequestOption::Ttl(t) => Some(*t),
             _ => None,
         })
     }

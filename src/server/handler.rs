@@ -392,9 +392,8 @@ impl rpc::Node for Handler {
         opts: Vec<crate::rpc::RequestOption>,
     ) -> Result<WriteReply> {
         self.allow(Need::write("put or delete"))?;
-        let w = crate::rpc::RequestOption::w(&opts);
         if req.forwarded {
-            return self.state.coordinator.write_with(req, w).await;
+            return self.state.coordinator.write_with(req, opts).await;
         }
         let op = if req.content.value().is_some() {
             Op::Put
@@ -402,7 +401,8 @@ impl rpc::Node for Handler {
             Op::Delete
         };
         let m = &self.state.metrics;
-        m.time(op, self.state.coordinator.write_with(req, w)).await
+        m.time(op, self.state.coordinator.write_with(req, opts))
+            .await
     }
 }
 

@@ -64,6 +64,7 @@
 //! The floor is per segment, not per key, so removing a tombstone leaves
 //! nothing per key behind.
 
+mod expiry;
 mod group_commit;
 mod hints;
 mod meta;
@@ -172,6 +173,8 @@ pub struct Storage {
     /// Stored keys (see [`stored_key`]) whose every version is a tombstone,
     /// sharded by their first byte.
     graves: Box<[Mutex<BTreeSet<Vec<u8>>>]>,
+    /// (death instant, stored key) of keys that die by expiry (see [`expiry`]).
+    expiring: Mutex<BTreeSet<(u64, Vec<u8>)>>,
     quarantine: sled::Tree,
     keys: AtomicU64,
     /// Keys whose every version is a tombstone.
@@ -234,13 +237,18 @@ impl Storage {
         let segments: Box<[AtomicU64]> = (0..SEGMENTS).map(|_| AtomicU64::new(0)).collect();
         let held: Box<[AtomicU64]> = (0..SEGMENTS / 64).map(|_| AtomicU64::new(0)).collect();
         let mut reordered = 0u64;
+        let mut expiring = BTreeSet::new();
         for item in values.iter() {
             let (k, raw) = item?;
             stored += 1;
             if let Some((_, key)) = split_stored_key(&k) {
                 reordered += u64::from(Storage::order_repair(&order, key)?);
             }
-            if decode::<Object>(&raw, "objects").is_ok_and(|o| o.is_deleted()) {
+            let object = decode::<Object>(&raw, "objects");
+            if let Some(at) = object.as_ref().ok().and_then(Object::dies_at) {
+                expiring.insert((at, k.to_vec()));
+            }
+            if object.is_ok_and(|o| o.is_deleted()) {
                 deleted += 1;
                 if let Some(shard) = graves.get(grave_shard(&k)) {
                     shard
@@ -304,6 +312,7 @@ impl Storage {
             segment_floor_tree,
             segment_floors,
             graves,
+            expiring: Mutex::new(expiring),
             quarantine,
             keys,
             tombstones,
@@ -436,6 +445,9 @@ impl Storage {
         };
         self.segment(&stored)
             .fetch_xor(digest ^ old_digest, Ordering::Relaxed);
+        if let Some(at) = obj.dies_at() {
+            self.note_expiry(at, &stored);
+        }
         match (was_deleted, obj.is_deleted()) {
             (false, true) => {
                 self.tombstones.fetch_add(1, Ordering::Relaxed);
@@ -486,13 +498,21 @@ impl Storage {
         out
     }
 
-    /// The digest of this node's copy of `key` if that copy is only tombstones
-    /// (None: no copy, or a live one).
-    pub fn grave_digest(&self, key: &str) -> Result<Option<u64>> {
-        let Some(raw) = self.values.get(stored_key(key))? else {
+    /// The digest of this node's copy of `key` if that copy is dead at `now`
+    /// (ms since the Unix epoch): only tombstones and expired versions (None: no
+    /// copy, or a live one, which then leaves the graves).
+    pub fn grave_digest(&self, key: &str, now: u64) -> Result<Option<u64>> {
+        let _g = self.stripe(key);
+        let at = stored_key(key);
+        let Some(raw) = self.values.get(&at)? else {
             return Ok(None);
         };
-        if !decode::<Object>(&raw, "objects")?.is_deleted() {
+        let object = decode::<Object>(&raw, "objects")?;
+        if !object.is_dead_at(now) {
+            if object.dies_at().is_none() {
+                // Written again since it died or was due to: not a grave.
+                self.graves(&at).remove(&at);
+            }
             return Ok(None);
         }
         Ok(Some(entry_digest(key.as_bytes(), &raw)))
@@ -533,11 +553,13 @@ impl Storage {
             return Ok(false);
         }
         let object = decode::<Object>(&raw, "objects")?;
-        if !object.is_deleted() {
+        // Every version a tombstone or one that expires: the primary's proof
+        // found them dead by its clock (see the reaper's essay on skew).
+        if !object.is_dead_at(u64::MAX) {
             return Ok(false);
         }
         self.raise_segment_floor(segment_of(key), object.counter_of(me))?;
-        self.remove_record(key, &at, &raw, true)
+        self.remove_record(key, &at, &raw, object.is_deleted())
     }
 
     /// Removes the record at `at` if it still holds `raw`, keeping the counts,
@@ -555,8 +577,9 @@ impl Storage {
         self.order_remove(key)?;
         if deleted {
             self.tombstones.fetch_sub(1, Ordering::Relaxed);
-            self.graves(at).remove(at);
         }
+        // A key dead by expiry is in the graves without being counted.
+        self.graves(at).remove(at);
         Ok(true)
     }
 

@@ -177,7 +177,7 @@ mod tests {
             keys(&s.list("", None, 10, 100, true, |_| true).unwrap()),
             ["gone", "live"]
         );
-        let digest = s.grave_digest("gone").unwrap().unwrap();
+        let digest = s.grave_digest("gone", 0).unwrap().unwrap();
         assert!(s.reap(&me(), "gone", digest).unwrap());
         assert_eq!(
             keys(&s.list("", None, 10, 100, true, |_| true).unwrap()),

@@ -412,6 +412,16 @@ pub enum Content {
     /// `Content-Type`), which a `GET` over HTTP answers with. It comes last so
     /// that objects stored before it existed decode unchanged.
     Typed { value: Value, media_type: String },
+    /// A value that expires: from `expires_at` (milliseconds since the Unix
+    /// epoch, stamped by the coordinator of the put from its clock) it reads
+    /// as absent everywhere, and it leaves the disk like a tombstone (see
+    /// [`crate::antientropy::reaper`]). The expiry belongs to the version, so
+    /// every copy of it, late or not, expires at the same instant.
+    Expiring {
+        value: Value,
+        media_type: Option<String>,
+        expires_at: u64,
+    },
 }
 
 impl Content {
@@ -419,6 +429,7 @@ impl Content {
     pub fn value(&self) -> Option<&Value> {
         match self {
             Content::Value(v) | Content::Typed { value: v, .. } => Some(v),
+            Content::Expiring { value, .. } => Some(value),
             Content::Tombstone => None,
         }
     }
@@ -427,7 +438,49 @@ impl Content {
     pub fn media_type(&self) -> Option<&str> {
         match self {
             Content::Typed { media_type, .. } => Some(media_type),
+            Content::Expiring { media_type, .. } => media_type.as_deref(),
             Content::Value(_) | Content::Tombstone => None,
+        }
+    }
+
+    /// When this version expires (milliseconds since the Unix epoch), if it does.
+    pub fn expires_at(&self) -> Option<u64> {
+        match self {
+            Content::Expiring { expires_at, .. } => Some(*expires_at),
+            _ => None,
+        }
+    }
+
+    /// True for a value that can be read at `now` (not a tombstone, not expired).
+    pub fn readable_at(&self, now: u64) -> bool {
+        match self {
+            Content::Tombstone => false,
+            Content::Expiring { expires_at, .. } => now < *expires_at,
+            Content::Value(_) | Content::Typed { .. } => true,
+        }
+    }
+
+    /// The same value, expiring at `expires_at` (a tombstone stays one).
+    pub fn expiring(self, expires_at: u64) -> Content {
+        match self {
+            Content::Value(value) => Content::Expiring {
+                value,
+                media_type: None,
+                expires_at,
+            },
+            Content::Typed { value, media_type } => Content::Expiring {
+                value,
+                media_type: Some(media_type),
+                expires_at,
+            },
+            Content::Expiring {
+                value, media_type, ..
+            } => Content::Expiring {
+                value,
+                media_type,
+                expires_at,
+            },
+            Content::Tombstone => Content::Tombstone,
         }
     }
 }
@@ -495,6 +548,46 @@ impl Object {
     /// Values of the non-tombstone siblings, in dot order.
     pub fn values(&self) -> impl Iterator<Item = &Value> {
         self.siblings.iter().filter_map(|s| s.content.value())
+    }
+
+    /// Values readable at `now` (milliseconds since the Unix epoch): neither
+    /// tombstones nor expired, in dot order.
+    pub fn values_at(&self, now: u64) -> impl Iterator<Item = &Value> {
+        self.siblings
+            .iter()
+            .filter(move |s| s.content.readable_at(now))
+            .filter_map(|s| s.content.value())
+    }
+
+    /// The media type of each value of [`Object::values_at`], in the same order.
+    pub fn media_types_at(&self, now: u64) -> impl Iterator<Item = Option<&str>> {
+        self.siblings
+            .iter()
+            .filter(move |s| s.content.readable_at(now))
+            .map(|s| s.content.media_type())
+    }
+
+    /// True if the object has versions and none can be read at `now`: each
+    /// is a tombstone or has expired. Use `u64::MAX` for "every version is a
+    /// tombstone or expires" (a key that will be dead).
+    pub fn is_dead_at(&self, now: u64) -> bool {
+        !self.siblings.is_empty() && !self.siblings.iter().any(|s| s.content.readable_at(now))
+    }
+
+    /// When the object dies by expiry: the latest expiry of its versions, if
+    /// every version is a tombstone or expires and at least one expires.
+    pub fn dies_at(&self) -> Option<u64> {
+        let mut latest = None;
+        for s in &self.siblings {
+            match &s.content {
+                Content::Tombstone => {}
+                Content::Expiring { expires_at, .. } => {
+                    latest = Some(latest.map_or(*expires_at, |l: u64| l.max(*expires_at)))
+                }
+                Content::Value(_) | Content::Typed { .. } => return None,
+            }
+        }
+        latest
     }
 
     /// The media type of each value of [`Object::values`], in the same order.
@@ -646,6 +739,11 @@ impl Object {
                 dot: s.dot.clone(),
                 content: match s.content {
                     Content::Tombstone => Content::Tombstone,
+                    Content::Expiring { expires_at, .. } => Content::Expiring {
+                        value: Value::new(),
+                        media_type: None,
+                        expires_at,
+                    },
                     _ => Content::Value(Value::new()),
                 },
             })
@@ -656,11 +754,9 @@ impl Object {
         }
     }
 
-    /// True if some version is a value (not a tombstone).
-    pub fn is_live(&self) -> bool {
-        self.siblings
-            .iter()
-            .any(|s| !matches!(s.content, Content::Tombstone))
+    /// True if some version can be read at `now` (neither a tombstone nor expired).
+    pub fn is_live_at(&self, now: u64) -> bool {
+        self.siblings.iter().any(|s| s.content.readable_at(now))
     }
 
     /// Highest counter `actor` has in this object's context (for a coordinator's counter floor).

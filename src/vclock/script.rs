@@ -147,6 +147,12 @@ fn show(object: &Object) -> Vec<String> {
             Content::Value(v) | Content::Typed { value: v, .. } => {
                 String::from_utf8_lossy(v).into_owned()
             }
+            Content::Expiring {
+                value, expires_at, ..
+            } => format!(
+                "{} (expires at {expires_at})",
+                String::from_utf8_lossy(value)
+            ),
             Content::Tombstone => "<tombstone>".into(),
         };
         out.push(format!("sibling {} = {content}", sibling.dot));

@@ -593,3 +593,53 @@ proptest! {
         prop_assert_eq!(vv(&parsed.to_json()), parsed);
     }
 }
+
+#[test]
+fn an_expiring_version_reads_until_its_instant_then_the_object_is_dead() {
+    let mut o = Object::new();
+    let d = o
+        .update(&node("a:1"), &vv("{}"), value("v").expiring(1_000), 0)
+        .unwrap();
+    assert_eq!(d.counter, 1);
+    assert_eq!(o.values_at(999).count(), 1);
+    assert_eq!(o.values_at(1_000).count(), 0, "expired at its instant");
+    assert!(!o.is_dead_at(999) && o.is_dead_at(1_000));
+    assert!(o.is_dead_at(u64::MAX) && !o.is_deleted());
+    assert_eq!(o.dies_at(), Some(1_000));
+    // A sibling without expiry keeps the key alive for good.
+    o.update(&node("b:1"), &vv("{}"), value("w"), 0).unwrap();
+    assert_eq!(o.dies_at(), None);
+    assert!(!o.is_dead_at(u64::MAX));
+    assert_eq!(o.values_at(5_000).count(), 1);
+    // The expiry travels with the version: a replica that merges it in
+    // expires it at the same instant.
+    let mut other = Object::new();
+    other.merge(&o);
+    assert_eq!(other.values_at(5_000).count(), 1);
+    assert_eq!(other.values_at(999).count(), 2);
+    // Without values, for a scan: the expiry is kept.
+    assert!(o.without_values().is_live_at(5_000));
+    let mut gone = Object::new();
+    gone.update(&node("a:1"), &vv("{}"), value("x").expiring(10), 0)
+        .unwrap();
+    assert!(!gone.without_values().is_live_at(10));
+    assert!(gone.without_values().is_live_at(9));
+}
+
+#[test]
+fn an_expiring_version_round_trips_through_bincode() {
+    let c = Content::Typed {
+        value: Value::from("v".to_string()),
+        media_type: "text/plain".into(),
+    }
+    .expiring(42);
+    let bytes = bincode::serialize(&c).unwrap();
+    let back: Content = bincode::deserialize(&bytes).unwrap();
+    assert_eq!(back, c);
+    assert_eq!(back.media_type(), Some("text/plain"));
+    assert_eq!(back.expires_at(), Some(42));
+    // A record written before expiry existed decodes as it did.
+    let old = bincode::serialize(&Content::Value(Value::from("v".to_string()))).unwrap();
+    let back: Content = bincode::deserialize(&old).unwrap();
+    assert_eq!(back.expires_at(), None);
+}

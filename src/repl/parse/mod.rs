@@ -46,13 +46,15 @@ use crate::vclock::VersionVector;
 /// One command, parsed and checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    /// `put [--w N] KEY CONTEXT VALUE`.
+    /// `put [--w N] [--ttl DURATION] KEY CONTEXT VALUE`.
     Put {
         key: Key,
         context: VersionVector,
         value: Value,
         /// A per-request W.
         w: Option<u32>,
+        /// The value expires this many milliseconds after it is stored.
+        ttl_ms: Option<u64>,
     },
     /// `get [--r N] KEY`.
     Get { key: Key, r: Option<u32> },
@@ -119,9 +121,10 @@ pub const MAX_WAIT_SECS: u64 = 86_400;
 pub const COMMANDS: &[CommandInfo] = &[
     CommandInfo {
         name: "put",
-        usage: "put [--w N] KEY CONTEXT VALUE",
+        usage: "put [--w N] [--ttl DURATION] KEY CONTEXT VALUE",
         summary: "store VALUE under KEY; CONTEXT is {} or the context printed by get; --w N \
-                  waits for N acknowledgements instead of the ring's W",
+                  waits for N acknowledgements instead of the ring's W; --ttl 30s (ms, s, m, h, \
+                  d) makes the value expire",
     },
     CommandInfo {
         name: "get",
@@ -409,7 +412,16 @@ pub fn parse(line: &str) -> Result<Command> {
     let name = typed.to_lowercase();
     let command = match name.as_str() {
         "put" => {
-            let w = take_count_option(&mut lexer, &name, "--w")?;
+            let (mut w, mut ttl_ms) = (None, None);
+            loop {
+                if let Some(n) = take_count_option(&mut lexer, &name, "--w")? {
+                    w = Some(n);
+                } else if let Some(t) = take_option(&mut lexer, &name, "--ttl")? {
+                    ttl_ms = Some(crate::types::parse_duration(&t)?);
+                } else {
+                    break;
+                }
+            }
             let key = take_key(&mut lexer, &name)?;
             let context = take_context(&mut lexer, &name)?;
             let value = take_value(&mut lexer)?;
@@ -418,6 +430,7 @@ pub fn parse(line: &str) -> Result<Command> {
                 context,
                 value,
                 w,
+                ttl_ms,
             });
         }
         "get" => {
@@ -550,9 +563,18 @@ fn parse_scan(lexer: &mut Lexer<'_>, name: &str) -> Result<Command> {
 /// An option `flag N` (a count from 1) if the next token is `flag`, unquoted;
 /// else nothing is read.
 fn take_count_option(lexer: &mut Lexer<'_>, name: &str, flag: &str) -> Result<Option<u32>> {
+    match take_option(lexer, name, flag)? {
+        Some(text) => Ok(Some(count(&text, flag)?)),
+        None => Ok(None),
+    }
+}
+
+/// The argument of an option `flag ARG` if the next token is `flag`,
+/// unquoted; else nothing is read.
+fn take_option(lexer: &mut Lexer<'_>, name: &str, flag: &str) -> Result<Option<String>> {
     let at = lexer.pos;
     match lexer.next_token()? {
-        Some(t) if !t.quoted && t.text == flag => Ok(Some(count(&take(lexer, name)?.text, flag)?)),
+        Some(t) if !t.quoted && t.text == flag => Ok(Some(take(lexer, name)?.text)),
         _ => {
             lexer.pos = at;
             Ok(None)

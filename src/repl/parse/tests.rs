@@ -27,6 +27,7 @@ fn put(key: &str, context: &str, value: &str) -> Command {
         context: vv(context),
         value: Value::from(value.to_string()),
         w: None,
+        ttl_ms: None,
     }
 }
 
@@ -99,8 +100,14 @@ fn put_takes_one_quoted_value() {
 
 #[test]
 fn put_errors() {
-    assert_eq!(err("put"), "usage: put [--w N] KEY CONTEXT VALUE");
-    assert_eq!(err("put k"), "usage: put [--w N] KEY CONTEXT VALUE");
+    assert_eq!(
+        err("put"),
+        "usage: put [--w N] [--ttl DURATION] KEY CONTEXT VALUE"
+    );
+    assert_eq!(
+        err("put k"),
+        "usage: put [--w N] [--ttl DURATION] KEY CONTEXT VALUE"
+    );
     assert!(err("put k {}").starts_with("usage: put KEY CONTEXT VALUE (VALUE is missing"));
     assert!(err("put k {}   ").starts_with("usage: put KEY CONTEXT VALUE (VALUE is missing"));
     assert!(err(r#"put k {} "a" b"#).starts_with("text after the quoted VALUE"));
@@ -378,7 +385,8 @@ fn per_request_r_and_w_come_before_the_key() {
             key: "k".into(),
             context: vv("{}"),
             value: Value::from("v w".to_string()),
-            w: Some(1)
+            w: Some(1),
+            ttl_ms: None
         }
     );
     // Quoted, it is a key.
@@ -431,4 +439,22 @@ fn scan_takes_a_prefix_and_options_in_any_order() {
     ] {
         assert!(parse(bad).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn put_takes_a_ttl_with_its_unit() {
+    assert_eq!(
+        parse("put --ttl 30s --w 2 k {} v").unwrap(),
+        Command::Put {
+            key: "k".into(),
+            context: vv("{}"),
+            value: Value::from("v".to_string()),
+            w: Some(2),
+            ttl_ms: Some(30_000)
+        }
+    );
+    let e = parse("put --ttl 0s k {} v").unwrap_err().to_string();
+    assert!(e.contains("bad duration"), "{e}");
+    let e = parse("put --ttl soon k {} v").unwrap_err().to_string();
+    assert!(e.contains("bad duration"), "{e}");
 }
