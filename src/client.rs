@@ -66,9 +66,9 @@ use crate::outbox::{Outboxes, ReadAt, Write};
 use crate::peers::{before, CallError, Expired, Peers};
 use crate::ring::{Quorum, Ring};
 use crate::rpc::{
-    self, Addressee, Connection, LocateReply, MembershipReply, NodeClient, ReadReply, ReplicaRead,
-    RequestOption, ScanReply, ScanRequest, StatusReply, UserEntry, UserReply, WriteReply,
-    WriteRequest,
+    self, Addressee, Connection, ExportPage, ExportRequest, LocateReply, MembershipReply,
+    NodeClient, ReadReply, ReplicaRead, RequestOption, ScanReply, ScanRequest, StatusReply,
+    UserEntry, UserReply, WriteReply, WriteRequest,
 };
 use crate::types::{check_key, Key, NodeId, Value};
 use crate::vclock::{Content, Object, VersionVector};
@@ -282,6 +282,18 @@ impl Client {
             return self.get(key).await;
         }
         self.call(|c, ctx| async move { c.read_with(ctx, key, opts).await })
+            .await
+    }
+
+    /// `client backup`: one page of whole objects.
+    pub async fn export(&self, req: ExportRequest) -> Result<ExportPage> {
+        self.call(|c, ctx| async move { c.export(ctx, req).await })
+            .await
+    }
+
+    /// `client restore`: merges one batch of objects into the ring.
+    pub async fn restore_batch(&self, items: Vec<(Key, Object)>) -> Result<u64> {
+        self.call(|c, ctx| async move { c.restore_batch(ctx, items).await })
             .await
     }
 

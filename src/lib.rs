@@ -44,6 +44,7 @@ pub mod membership;
 pub mod metrics;
 pub mod rebalance;
 
+pub mod backup;
 pub mod client;
 pub mod http;
 pub mod repl;

@@ -3,6 +3,8 @@
 //! ```text
 //! client [--node HOST] [--port PORT] [--json] [-c COMMAND]...
 //!        [--token-file FILE] [--tls [--ca FILE]]
+//! client backup FILE [--prefix P] [--tombstones] [--node HOST] ...
+//! client restore FILE [--node HOST] ...
 //! ```
 //!
 //! This binary only parses its flags and resolves the node's address; the loop,
@@ -17,7 +19,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use dynamo::client::Credentials;
 use dynamo::repl::{self, Options};
 use dynamo::security::{secret, tls::ClientTls};
@@ -38,7 +40,11 @@ const DEFAULT_PORT: u16 = 13337;
 \n\
 Commands (`help COMMAND` at the prompt for details; names are case-insensitive):\n  \
 put KEY CONTEXT VALUE    store VALUE; CONTEXT is {} or one printed by get\n  \
-get [-v] KEY             every current version and the merged context (-v: who answered)\n  \
+                         (--w N: wait for N acks; --ttl 30s: the value expires)\n  \
+get [-v] KEY             every current version and the merged context (-v: who answered;\n  \
+                         --r N: wait for N answers)\n  \
+scan [PREFIX]            keys in key order, a page at a time (--limit N, --after KEY,\n  \
+                         --consistent)\n  \
 delete KEY CONTEXT       a tombstone over what CONTEXT has seen\n  \
 add-node HOST:PORT       (leader) start a ring change that adds the node\n  \
 remove-node HOST:PORT    (leader) start a ring change that removes the node\n  \
@@ -65,26 +71,122 @@ in (default ~/.dynamo_history); DYNAMO_TOKEN_FILE as --token-file."
 )]
 struct Args {
     /// The node to talk to: HOST or HOST:PORT.
-    #[arg(long, visible_alias = "host", value_name = "HOST", default_value = DEFAULT_HOST)]
+    #[arg(long, global = true, visible_alias = "host", value_name = "HOST", default_value = DEFAULT_HOST)]
     node: String,
     /// The node's port (when --node gives only a host).
-    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, global = true, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     port: Option<u16>,
     /// Print each result as one JSON object on one line.
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: bool,
     /// Run COMMAND and exit (repeatable: the commands run in order); stdin is not read.
     #[arg(short = 'c', long = "command", value_name = "COMMAND")]
     commands: Vec<String>,
     /// The file holding this client's token (default: $DYNAMO_TOKEN_FILE).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE")]
     token_file: Option<std::path::PathBuf>,
     /// Connect over TLS (the nodes run with --tls-cert).
-    #[arg(long)]
+    #[arg(long, global = true)]
     tls: bool,
     /// The certificate authority to trust for --tls (PEM; default: the system's roots).
-    #[arg(long, value_name = "FILE", requires = "tls")]
+    #[arg(long, global = true, value_name = "FILE", requires = "tls")]
     ca: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    action: Option<Action>,
+}
+
+/// What the client does instead of the REPL.
+#[derive(Subcommand, Debug)]
+enum Action {
+    /// Write every key of the ring (every version, with its context) to FILE:
+    /// one JSON line per key, a header and a checksummed trailer.
+    Backup {
+        /// Where to write (replaced only once the backup is whole).
+        file: std::path::PathBuf,
+        /// Only keys that start with it.
+        #[arg(long, value_name = "PREFIX", default_value = "")]
+        prefix: String,
+        /// Also keys that were deleted or expired (their tombstones).
+        #[arg(long)]
+        tombstones: bool,
+    },
+    /// Merge the backup in FILE into the ring (never over a newer version;
+    /// restoring twice changes nothing). The file is checked first.
+    Restore {
+        /// A file `client backup` wrote.
+        file: std::path::PathBuf,
+    },
+}
+
+/// Runs a backup or a restore against `node`; prints a summary (one JSON
+/// line under --json, a progress bar and a sentence on a terminal).
+fn run_action(action: Action, node: NodeId, credentials: Credentials, json: bool) -> ExitCode {
+    use dynamo::backup::{self, Bar, Progress, Silent};
+    use std::io::IsTerminal as _;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("client: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+        Bar::new(match action {
+            Action::Backup { .. } => "backup",
+            Action::Restore { .. } => "restore",
+        })
+    });
+    let progress: &dyn Progress = match &bar {
+        Some(b) => b,
+        None => &Silent,
+    };
+    let out = runtime.block_on(async {
+        let client = dynamo::client::Client::connect_via_node_with(node, &credentials).await?;
+        match &action {
+            Action::Backup {
+                file,
+                prefix,
+                tombstones,
+            } => backup::backup(&client, file, prefix, *tombstones, progress).await,
+            Action::Restore { file } => backup::restore(&client, file, progress).await,
+        }
+    });
+    if let Some(b) = &bar {
+        b.finish();
+    }
+    let verb = match action {
+        Action::Backup { .. } => "backed up",
+        Action::Restore { .. } => "restored",
+    };
+    match out {
+        Ok(summary) if json => {
+            println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(s) => {
+            println!(
+                "{verb} {} keys ({} bytes) {} {} in {:.1} s",
+                s.keys,
+                s.bytes,
+                if verb == "restored" { "from" } else { "to" },
+                s.file,
+                s.seconds
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) if json => {
+            let error = serde_json::json!({"ok": false, "error": e.to_string()});
+            println!("{error}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("client: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// The token and TLS the flags and the environment give.
@@ -157,6 +259,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(action) = args.action {
+        return run_action(action, node, credentials, args.json);
+    }
     ExitCode::from(repl::run(Options {
         node,
         json: args.json,

@@ -121,6 +121,7 @@ pub fn check_per_request(what: &str, asked: Option<usize>, ring: &Ring) -> Resul
         _ => Ok(()),
     }
 }
+pub mod restore;
 pub mod scan;
 
 /// The coordinator of one node.

@@ -339,7 +339,7 @@ impl Coordinator {
 
 /// Refuses a copy of `key` above [`MAX_COPY_BYTES`] and warns about one above
 /// [`MAX_OBJECT_BYTES`] (a merge of concurrent versions; see the limits).
-fn check_copy_size(key: &str, object: &Object) -> Result<()> {
+pub(super) fn check_copy_size(key: &str, object: &Object) -> Result<()> {
     let size = object.approx_size();
     if size > MAX_COPY_BYTES {
         return Err(Error::ObjectTooLarge {

@@ -62,7 +62,9 @@ use super::Coordinator;
 use crate::error::{Error, ReplicaFailure, Result};
 use crate::peers::CallError;
 use crate::ring::Ring;
-use crate::rpc::{Addressee, ReplicaScan, ReplicaScanReply, ScanReply, ScanRequest};
+use crate::rpc::{
+    Addressee, ExportPage, ExportRequest, ReplicaScan, ReplicaScanReply, ScanReply, ScanRequest,
+};
 use crate::types::{Key, NodeId, MAX_KEY_BYTES};
 use crate::vclock::Object;
 
@@ -81,10 +83,58 @@ const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 /// The replicas' parts of a page, the nodes that sent them, and r.
 type Page = (Vec<ReplicaScanReply>, Vec<NodeId>, usize);
 
+/// Most bytes of objects one page of a backup carries (replicas' parts are
+/// cut to a share of it), well under the frame limit.
+pub const EXPORT_PAGE_BYTES: usize = 8 << 20;
+/// The least share of [`EXPORT_PAGE_BYTES`] one replica's part may take.
+const MIN_PART_BYTES: usize = 64 << 10;
+
 impl Coordinator {
     /// Coordinates one page of a scan (see the module documentation).
     pub async fn scan(self: &Arc<Self>, req: ScanRequest) -> Result<ScanReply> {
         check_scan(&req)?;
+        let (replies, nodes, r) = self.gather(&req, false).await?;
+        let now = crate::runtime::now_ms();
+        Ok(merge_page(replies, nodes, r, req.limit, now))
+    }
+
+    /// Coordinates one page of a backup: whole objects from R replicas of
+    /// every range, merged, in key order, at most `limit` keys and about
+    /// [`EXPORT_PAGE_BYTES`].
+    pub async fn export(self: &Arc<Self>, req: ExportRequest) -> Result<ExportPage> {
+        let scan = ScanRequest {
+            consistent: true,
+            ..req.scan
+        };
+        check_scan(&scan)?;
+        let (replies, _, _) = self.gather(&scan, true).await?;
+        let now = crate::runtime::now_ms();
+        let (objects, frontier) = merge_parts(replies);
+        let mut kept = objects
+            .into_iter()
+            .filter(|(k, _)| frontier.as_ref().is_none_or(|f| k <= f))
+            .filter(|(_, o)| req.tombstones || !o.is_dead_at(now));
+        let limit = usize::try_from(scan.limit).unwrap_or(usize::MAX);
+        let (mut items, mut bytes, mut full) = (Vec::new(), 0usize, false);
+        for (key, object) in kept.by_ref() {
+            bytes = bytes.saturating_add(object.approx_size() + key.len());
+            items.push((key, object));
+            if items.len() >= limit || bytes >= EXPORT_PAGE_BYTES {
+                full = true;
+                break;
+            }
+        }
+        let more = kept.next().is_some();
+        let last = items.last().map(|(k, _)| k);
+        Ok(ExportPage {
+            next: next_of(last, full, more, frontier),
+            items,
+        })
+    }
+
+    /// Asks a covering set for its parts of one page (objects whole when
+    /// `values`), leaving out replicas that fail, at most [`ATTEMPTS`] times.
+    async fn gather(self: &Arc<Self>, req: &ScanRequest, values: bool) -> Result<Page> {
         let deadline = Instant::now() + self.request_timeout * 2;
         let mut failures: Vec<ReplicaFailure> = Vec::new();
         let mut last_stale: Vec<ReplicaFailure> = Vec::new();
@@ -110,7 +160,10 @@ impl Coordinator {
                 .cloned()
                 .collect();
             check_coverage(&ring, &covering, r, &failures)?;
-            match self.scan_page(&ring, &covering, r, &req, deadline).await {
+            match self
+                .scan_page(&ring, &covering, r, req, values, deadline)
+                .await
+            {
                 Ok(page) => {
                     out = Some(page);
                     break;
@@ -128,21 +181,14 @@ impl Coordinator {
                 }
             }
         }
-        let Some((replies, nodes, r)) = out else {
+        out.ok_or_else(|| {
             failures.append(&mut last_stale);
-            return Err(Error::ReadQuorum {
+            Error::ReadQuorum {
                 answered: 0,
                 needed: 1,
                 failures,
-            });
-        };
-        Ok(merge_page(
-            replies,
-            nodes,
-            r,
-            req.limit,
-            crate::runtime::now_ms(),
-        ))
+            }
+        })
     }
 
     /// Asks every node of `covering` for its part of the page. Err: the
@@ -153,6 +199,7 @@ impl Coordinator {
         covering: &[NodeId],
         r: usize,
         req: &ScanRequest,
+        values: bool,
         deadline: Instant,
     ) -> std::result::Result<Page, Vec<(ReplicaFailure, bool)>> {
         let ask = ReplicaScan {
@@ -162,6 +209,7 @@ impl Coordinator {
             prefix: req.prefix.clone(),
             after: req.after.clone(),
             limit: req.limit,
+            values,
         };
         let mut calls = FuturesUnordered::new();
         for node in covering {
@@ -246,6 +294,8 @@ impl Coordinator {
             consistent: false,
         })?;
         let r = usize::try_from(req.r).unwrap_or(usize::MAX).max(1);
+        let part_bytes = (EXPORT_PAGE_BYTES / req.covering.len().max(1)).max(MIN_PART_BYTES);
+        let values = req.values;
         let me = self.me.clone();
         let storage = self.storage.clone();
         let limit = usize::try_from(req.limit).unwrap_or(usize::MAX);
@@ -261,14 +311,33 @@ impl Coordinator {
         })
         .await
         .map_err(|e| Error::internal(e.to_string()))??;
-        Ok(ReplicaScanReply {
-            items: listing
-                .items
-                .into_iter()
-                .map(|(k, o)| (k, o.without_values()))
-                .collect(),
-            resume: listing.resume,
-        })
+        if !values {
+            return Ok(ReplicaScanReply {
+                items: listing
+                    .items
+                    .into_iter()
+                    .map(|(k, o)| (k, o.without_values()))
+                    .collect(),
+                resume: listing.resume,
+            });
+        }
+        // Whole objects: cut the part at its share of the page's bytes (at
+        // least one object); what was left out is after `resume`.
+        let mut items = Vec::with_capacity(listing.items.len());
+        let mut bytes = 0usize;
+        let mut resume = listing.resume;
+        let mut listed = listing.items.into_iter();
+        for (key, object) in listed.by_ref() {
+            bytes = bytes.saturating_add(object.approx_size() + key.len());
+            items.push((key, object));
+            if bytes >= part_bytes {
+                break;
+            }
+        }
+        if listed.next().is_some() {
+            resume = items.last().map(|(k, _)| k.clone());
+        }
+        Ok(ReplicaScanReply { items, resume })
     }
 }
 
@@ -341,7 +410,19 @@ pub fn check_scan(req: &ScanRequest) -> Result<()> {
     Ok(())
 }
 
-/// One page from the replicas' parts (see the module documentation).
+/// The `next` of a page whose last key is `last`: past it when the page is
+/// full and something may follow, else the lowest place a replica stopped
+/// (`frontier`), else none: the listing is done.
+fn next_of(last: Option<&Key>, full: bool, more: bool, frontier: Option<Key>) -> Option<Key> {
+    if full && (more || frontier.is_some()) {
+        last.cloned()
+    } else {
+        frontier
+    }
+}
+
+/// One page of a scan from the replicas' parts, at `now` (see the module
+/// documentation).
 pub fn merge_page(
     replies: Vec<ReplicaScanReply>,
     nodes: Vec<NodeId>,
@@ -349,7 +430,26 @@ pub fn merge_page(
     limit: u32,
     now: u64,
 ) -> ScanReply {
+    let (objects, frontier) = merge_parts(replies);
+    let mut live = objects
+        .into_iter()
+        .filter(|(k, _)| frontier.as_ref().is_none_or(|f| k <= f))
+        .filter(|(_, o)| o.is_live_at(now))
+        .map(|(k, _)| k);
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let keys: Vec<Key> = live.by_ref().take(limit).collect();
+    let more = live.next().is_some();
+    ScanReply {
+        next: next_of(keys.last(), keys.len() == limit, more, frontier),
+        keys,
+        r: u32::try_from(r).unwrap_or(u32::MAX),
+        nodes,
+    }
+}
+
+/// The replicas' parts merged by key, and the lowest place a replica stopped
+/// (keys past it are not complete yet; see the module documentation).
+pub fn merge_parts(replies: Vec<ReplicaScanReply>) -> (BTreeMap<Key, Object>, Option<Key>) {
     let frontier: Option<Key> = replies.iter().filter_map(|p| p.resume.clone()).min();
     let mut merged: BTreeMap<Key, Object> = BTreeMap::new();
     for reply in replies {
@@ -364,24 +464,7 @@ pub fn merge_page(
             }
         }
     }
-    let mut live = merged
-        .into_iter()
-        .filter(|(k, _)| frontier.as_ref().is_none_or(|f| k <= f))
-        .filter(|(_, o)| o.is_live_at(now))
-        .map(|(k, _)| k);
-    let keys: Vec<Key> = live.by_ref().take(limit).collect();
-    let more = live.next().is_some();
-    let next = if keys.len() == limit && (more || frontier.is_some()) {
-        keys.last().cloned()
-    } else {
-        frontier
-    };
-    ScanReply {
-        keys,
-        next,
-        r: u32::try_from(r).unwrap_or(u32::MAX),
-        nodes,
-    }
+    (merged, frontier)
 }
 
 #[cfg(test)]

@@ -201,6 +201,24 @@ pub struct ReplicaScan {
     pub prefix: String,
     pub after: Option<Key>,
     pub limit: u32,
+    /// Send the objects whole (a backup), not only their versions (a listing).
+    pub values: bool,
+}
+
+/// `client backup`'s request for one page of whole objects.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExportRequest {
+    pub scan: ScanRequest,
+    /// Include keys whose every version is a tombstone or has expired.
+    pub tombstones: bool,
+}
+
+/// One page of a backup: whole objects in key order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExportPage {
+    pub items: Vec<(Key, Object)>,
+    /// Pass it as `after` for the next page; None on the last page.
+    pub next: Option<Key>,
 }
 
 /// One replica's part of a scan page.
@@ -746,4 +764,11 @@ pub trait Node {
     async fn read_with(key: Key, opts: Vec<RequestOption>) -> Result<ReadReply>;
     /// `put` or `delete` with per-request settings (`put --w N`).
     async fn write_with(req: WriteRequest, opts: Vec<RequestOption>) -> Result<WriteReply>;
+    /// `client backup` (read): one page of whole objects, from R replicas of
+    /// every range (see [`crate::coordinator::scan`]).
+    async fn export(req: ExportRequest) -> Result<ExportPage>;
+    /// `client restore` (write): merges each object into the key's replicas
+    /// (a merge never replaces a newer version); answers how many keys a
+    /// write quorum took.
+    async fn restore_batch(items: Vec<(Key, Object)>) -> Result<u64>;
 }

@@ -372,6 +372,24 @@ impl rpc::Node for Handler {
         self.state.coordinator.scan_replica(&to, req).await
     }
 
+    async fn export(
+        self,
+        _: tarpc::context::Context,
+        req: crate::rpc::ExportRequest,
+    ) -> Result<crate::rpc::ExportPage> {
+        self.allow(Need::read("back up"))?;
+        self.state.coordinator.export(req).await
+    }
+
+    async fn restore_batch(
+        self,
+        _: tarpc::context::Context,
+        items: Vec<(Key, crate::vclock::Object)>,
+    ) -> Result<u64> {
+        self.allow(Need::write("restore"))?;
+        self.state.coordinator.restore_batch(items).await
+    }
+
     async fn read_with(
         self,
         _: tarpc::context::Context,

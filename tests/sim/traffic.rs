@@ -119,6 +119,8 @@ pub const METHODS: &[&str] = &[
     "scan_replica",
     "read_with",
     "write_with",
+    "export",
+    "restore_batch",
     // Not methods: a cancelled call, a server error, a frame not understood.
     "(cancel)",
     "(server error)",

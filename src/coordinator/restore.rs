@@ -1,0 +1,116 @@
+//! `client restore`: objects from a backup merged into the ring.
+//!
+//! A restore is a merge, never an overwrite: each object goes to the key's
+//! slots as a replica's copy does in anti-entropy or a ring change's transfer
+//! (`transfer`, [`crate::storage::Storage::merge`]), so a version the ring
+//! already holds or has replaced (its context covers the backup's dot) stays
+//! as the ring has it, and a version concurrent with the ring's becomes a
+//! sibling. Merging is idempotent: restoring the same file twice changes
+//! nothing the second time. The dots of the backup keep their actors (the
+//! nodes of the ring it was taken from); they are ordinary actors to this
+//! ring, and a later put with the context `get` prints replaces them.
+//!
+//! A key counts as restored once a write quorum (W) of its slots merged it
+//! durably; the others catch up by anti-entropy. A batch with a key short of W
+//! fails as a whole with the reasons; sending it again is safe.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use tokio::time::Instant;
+
+use super::replica::check_copy_size;
+use super::Coordinator;
+use crate::error::{Error, ReplicaFailure, Result};
+use crate::rpc::Addressee;
+use crate::types::{check_key, Key, NodeId};
+use crate::vclock::Object;
+
+/// Most objects one `restore_batch` may carry.
+pub const MAX_RESTORE_BATCH: usize = 1024;
+
+impl Coordinator {
+    /// Merges `items` into their keys' slots; answers how many keys a write
+    /// quorum took (all of them, or an error).
+    pub async fn restore_batch(self: &Arc<Self>, items: Vec<(Key, Object)>) -> Result<u64> {
+        if items.len() > MAX_RESTORE_BATCH {
+            return Err(Error::invalid(format!(
+                "{} objects in one restore batch, the limit is {MAX_RESTORE_BATCH}",
+                items.len()
+            )));
+        }
+        for (key, object) in &items {
+            check_key(key)?;
+            check_copy_size(key, object)?;
+        }
+        let ring = self.current_ring()?;
+        let w = ring.replication().w;
+        let deadline = Instant::now() + self.request_timeout * 2;
+        // Each slot's share of the batch, and each key's slots.
+        let mut shares: HashMap<NodeId, Vec<(Key, Arc<Object>)>> = HashMap::new();
+        let mut slots_of: Vec<Vec<NodeId>> = Vec::with_capacity(items.len());
+        for (key, object) in items {
+            let placement = ring.placement(key.as_bytes());
+            let slots: Vec<NodeId> = placement.slots().cloned().collect();
+            let object = Arc::new(object);
+            for slot in &slots {
+                shares
+                    .entry(slot.clone())
+                    .or_default()
+                    .push((key.clone(), object.clone()));
+            }
+            slots_of.push(slots);
+        }
+        let mut calls = FuturesUnordered::new();
+        for (node, share) in shares {
+            let coord = self.clone();
+            let ring = ring.clone();
+            calls.push(async move {
+                let out = if node == coord.me {
+                    let storage = coord.storage.clone();
+                    let merged = crate::runtime::spawn(move || storage.merge_many(&share))
+                        .await
+                        .map_err(|e| Error::internal(e.to_string()))
+                        .and_then(|r| r);
+                    match merged {
+                        Ok(_) => coord.storage.durable().await.map(|()| 0),
+                        Err(e) => Err(e),
+                    }
+                    .map_err(|e| e.to_string())
+                } else {
+                    let to = Addressee::from_me(&ring, &node, &coord.me, coord.storage.uuid());
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    coord
+                        .peers
+                        .call(&node, left, |c, ctx| async move {
+                            c.transfer(ctx, to, share).await
+                        })
+                        .await
+                        .map_err(|e| e.reason())
+                };
+                (node, out)
+            });
+        }
+        let mut took: Vec<NodeId> = Vec::new();
+        let mut failures: Vec<ReplicaFailure> = Vec::new();
+        while let Some((node, out)) = calls.next().await {
+            match out {
+                Ok(_) => took.push(node),
+                Err(reason) => failures.push(ReplicaFailure { node, reason }),
+            }
+        }
+        for slots in &slots_of {
+            let acked = slots.iter().filter(|s| took.contains(s)).count();
+            if acked < w.min(slots.len()) {
+                return Err(Error::WriteQuorum {
+                    acked,
+                    needed: w,
+                    failures,
+                });
+            }
+        }
+        Ok(u64::try_from(slots_of.len()).unwrap_or(u64::MAX))
+    }
+}
