@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/release
 
-.PHONY: build test sim sim-scale chaos lint check fuzz run-db testcase run-client stop clean bench bench-move bench-ae bench-detector bench-failover bench-http bench-security profile bench-ab help
+.PHONY: build test sim sim-scale chaos lint check fuzz run-db testcase run-client stop clean bench bench-move bench-ae bench-detector bench-failover bench-http bench-security bench-scan profile bench-ab help
 
 ## release build of both binaries
 build:
@@ -97,6 +97,10 @@ profile: build
 ## what security costs: a ring with a cluster secret and tokens against one run --insecure, alternating (ROUNDS, 3), and connection set-up time
 bench-security: build
 	@scripts/bench-security.sh $${ROUNDS:-3}
+
+## listing, backup and restore: scan rate (one replica and R per range), backup and restore rates of a KEYS-key ring (1,000,000), YCSB A with a scan beside it against alone
+bench-scan: build
+	@scripts/bench-scan.sh $${KEYS:-1000000}
 
 ## two builds A/B, alternating on fresh rings: scripts/bench-ab.sh DIR_A DIR_B [ROUNDS]
 bench-ab:

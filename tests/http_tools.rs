@@ -123,4 +123,16 @@ fn the_page_shows_the_ring_and_a_stored_value_in_a_real_browser() {
     assert!(bytes.starts_with(b"\x89PNG"), "not a PNG");
     assert!(bytes.len() > 20_000, "a blank page? {} bytes", bytes.len());
     eprintln!("screenshot: {}", png.display());
+
+    // The key browser: ?list=PREFIX lists the keys, each a link that opens it.
+    let url = format!(
+        "http://127.0.0.1:{http}/?list=page#token={}",
+        common::secrets().admin_token
+    );
+    let dom = chromium(&["--dump-dom"], &url);
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom.contains(r#"href="?key=page%20key">page key</a>"#),
+        "the page does not list the key:\n{dom}"
+    );
 }

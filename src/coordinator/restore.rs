@@ -10,8 +10,9 @@
 //! nodes of the ring it was taken from); they are ordinary actors to this
 //! ring, and a later put with the context `get` prints replaces them.
 //!
-//! A key counts as restored once a write quorum (W) of its slots merged it
-//! durably; the others catch up by anti-entropy. A batch with a key short of W
+//! A key counts as restored once a write quorum of its slots merged it
+//! durably, as a put counts ([`Quorum`]: W of its owners, and during a ring
+//! change W of its owners after it too); the others catch up by anti-entropy. A batch with a key short of W
 //! fails as a whole with the reasons; sending it again is safe.
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use tokio::time::Instant;
 use super::replica::check_copy_size;
 use super::Coordinator;
 use crate::error::{Error, ReplicaFailure, Result};
+use crate::ring::Quorum;
 use crate::rpc::Addressee;
 use crate::types::{check_key, Key, NodeId};
 use crate::vclock::Object;
@@ -50,18 +52,17 @@ impl Coordinator {
         let deadline = Instant::now() + self.request_timeout * 2;
         // Each slot's share of the batch, and each key's slots.
         let mut shares: HashMap<NodeId, Vec<(Key, Arc<Object>)>> = HashMap::new();
-        let mut slots_of: Vec<Vec<NodeId>> = Vec::with_capacity(items.len());
+        let mut quorums: Vec<Quorum> = Vec::with_capacity(items.len());
         for (key, object) in items {
             let placement = ring.placement(key.as_bytes());
-            let slots: Vec<NodeId> = placement.slots().cloned().collect();
             let object = Arc::new(object);
-            for slot in &slots {
+            for slot in placement.slots() {
                 shares
                     .entry(slot.clone())
                     .or_default()
                     .push((key.clone(), object.clone()));
             }
-            slots_of.push(slots);
+            quorums.push(Quorum::new(&placement, w));
         }
         let mut calls = FuturesUnordered::new();
         for (node, share) in shares {
@@ -101,16 +102,20 @@ impl Coordinator {
                 Err(reason) => failures.push(ReplicaFailure { node, reason }),
             }
         }
-        for slots in &slots_of {
-            let acked = slots.iter().filter(|s| took.contains(s)).count();
-            if acked < w.min(slots.len()) {
+        // W of the key's owners, and during a ring change W of its owners
+        // after it too: what a put needs.
+        for quorum in &mut quorums {
+            for node in &took {
+                quorum.record(node);
+            }
+            if !quorum.reached() {
                 return Err(Error::WriteQuorum {
-                    acked,
-                    needed: w,
+                    acked: quorum.counted(),
+                    needed: quorum.needed(),
                     failures,
                 });
             }
         }
-        Ok(u64::try_from(slots_of.len()).unwrap_or(u64::MAX))
+        Ok(u64::try_from(quorums.len()).unwrap_or(u64::MAX))
     }
 }
