@@ -59,7 +59,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio::sync::{Notify, Semaphore};
@@ -85,7 +84,9 @@ use crate::vclock::Object;
 /// in-flight requests several times over while bounding memory under a burst.
 pub const MAX_BACKGROUND: usize = 4096;
 
+mod fanout;
 mod replica;
+use fanout::{held_down, Answer, Attempt, Fanout};
 pub use replica::MAX_DIGESTS_PER_CHECK;
 
 /// Where and how a write goes: its ring, its placement under it, and the
@@ -735,117 +736,5 @@ impl Coordinator {
                 async move { c.read_replica(ctx, to, key).await }
             })
             .await
-    }
-}
-
-/// One answer to a read.
-struct Answer {
-    slot: NodeId,
-    node: NodeId,
-    object: Object,
-}
-
-/// The outcome of one attempt: the slot it served, the node that served it, and
-/// what happened.
-struct Outcome<T> {
-    slot: NodeId,
-    node: NodeId,
-    result: std::result::Result<T, CallError>,
-}
-
-/// The failure recorded for a slot skipped because its node is held down.
-fn held_down(node: &NodeId) -> ReplicaFailure {
-    ReplicaFailure {
-        node: node.clone(),
-        reason: format!(
-            "down: no answer to pings for {} ms (failure detector)",
-            crate::peers::DOWN_AFTER.as_millis()
-        ),
-    }
-}
-
-type Attempt<T> = BoxFuture<'static, (NodeId, NodeId, std::result::Result<T, CallError>)>;
-type Launch<T> = Box<dyn Fn(NodeId, NodeId) -> Attempt<T> + Send + Sync>;
-
-/// The calls of one request in flight, one per slot: a failed attempt is
-/// replaced by the next stand-in, which serves the same slot. Polled by the
-/// request until its quorum, then (if attempts remain) in the background. The
-/// same machinery serves writes (`T = ()`) and reads (`T = Object`).
-struct Fanout<T> {
-    /// Stand-ins not yet used, next one last.
-    fallbacks: Vec<NodeId>,
-    pending: FuturesUnordered<Attempt<T>>,
-    launch: Launch<T>,
-    /// The coordinator's own slot: a local failure is not handed to a stand-in.
-    me: NodeId,
-}
-
-impl<T: Send + 'static> Fanout<T> {
-    /// A fan-out over `placement`'s fallbacks; `skip_me` leaves this node out of
-    /// them (a write's coordinator has stored its copy already).
-    /// Stand-ins the failure detector holds down are used last.
-    fn new(
-        placement: &Placement,
-        me: &NodeId,
-        skip_me: bool,
-        peers: &Peers,
-        launch: Launch<T>,
-    ) -> Fanout<T> {
-        let mut fallbacks: Vec<NodeId> = placement
-            .fallbacks
-            .iter()
-            .filter(|n| !skip_me || *n != me)
-            .cloned()
-            .collect();
-        // Stable: the ring's order among the live ones and among the down ones.
-        fallbacks.sort_by_key(|n| n != me && peers.is_down(n));
-        fallbacks.reverse();
-        Fanout {
-            fallbacks,
-            pending: FuturesUnordered::new(),
-            launch,
-            me: me.clone(),
-        }
-    }
-
-    /// Starts an attempt on `node` for `slot` (a hint when they differ).
-    fn push(&mut self, slot: NodeId, node: NodeId) {
-        self.pending.push((self.launch)(slot, node));
-    }
-
-    /// Adds an attempt made elsewhere (the coordinator's own flush).
-    fn push_future(&mut self, attempt: Attempt<T>) {
-        self.pending.push(attempt);
-    }
-
-    /// Sends `slot` to the next stand-in, if any is left.
-    fn push_fallback(&mut self, slot: NodeId) {
-        if let Some(f) = self.fallbacks.pop() {
-            self.push(slot, f);
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.pending.is_empty()
-    }
-
-    /// The next outcome; a failure starts the slot's next stand-in. A refusal
-    /// for a stale ring does not (every node with the newer ring would refuse),
-    /// nor does a failure of the coordinator's own copy of its own slot.
-    async fn next(&mut self) -> Option<Outcome<T>> {
-        let (slot, node, result) = self.pending.next().await?;
-        if let Err(e) = &result {
-            let stale = matches!(e, CallError::Remote(Error::StaleRing { .. }));
-            let own = node == self.me && slot == self.me;
-            if !own && !stale {
-                self.push_fallback(slot.clone());
-            }
-        }
-        Some(Outcome { slot, node, result })
-    }
-
-    /// Drives the remaining attempts to completion.
-    async fn finish(mut self) {
-        while self.next().await.is_some() {}
     }
 }

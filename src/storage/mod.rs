@@ -77,7 +77,7 @@ use hints::{hint_key, split_hint_key};
 use meta::decode_ring;
 pub use order::Listing;
 pub use scan::{RawScan, Scan, ScanCursor, Stored};
-use segments::mark_held;
+use segments::{mark_held, open_objects};
 
 use std::collections::BTreeSet;
 use std::ops::Bound;
@@ -753,40 +753,6 @@ fn grave_shard(stored: &[u8]) -> usize {
 fn split_stored_key(stored: &[u8]) -> Option<(Segment, &[u8])> {
     let (seg, key) = stored.split_first_chunk::<2>()?;
     Some((Segment::from_be_bytes(*seg), key))
-}
-
-/// Opens the `objects` tree, first moving the keys of a data directory written
-/// before segments (tree `values`, keyed by the key alone) into it. The move is
-/// idempotent (same records under the same keys) and `values` is dropped only
-/// once `objects` is durable, so a crash in the middle repeats it at the next open.
-fn open_objects(db: &sled::Db) -> Result<sled::Tree> {
-    let objects = db.open_tree("objects")?;
-    if !db.tree_names().iter().any(|n| &n[..] == b"values") {
-        return Ok(objects);
-    }
-    let old = db.open_tree("values")?;
-    let mut moved = 0u64;
-    let mut batch = sled::Batch::default();
-    for item in old.iter() {
-        let (k, raw) = item?;
-        let Ok(key) = std::str::from_utf8(&k) else {
-            tracing::warn!(key = ?String::from_utf8_lossy(&k), "a stored key is not UTF-8; left behind");
-            continue;
-        };
-        batch.insert(stored_key(key), raw);
-        moved += 1;
-        if moved % 10_000 == 0 {
-            objects.apply_batch(std::mem::take(&mut batch))?;
-        }
-    }
-    objects.apply_batch(batch)?;
-    // A transfer cursor names a position in the old order: start over instead.
-    db.open_tree("meta")?.remove(CURSOR_KEY)?;
-    db.flush()?;
-    db.drop_tree("values")?;
-    db.flush()?;
-    tracing::info!(keys = moved, "moved the stored keys into segment order");
-    Ok(objects)
 }
 
 impl Drop for Storage {

@@ -1,5 +1,6 @@
 use super::*;
 use crate::error::ReplicaFailure;
+use crate::rpc::AeStats;
 use crate::rpc::SenderStatus;
 use crate::types::Replication;
 
