@@ -149,6 +149,15 @@ fn per_request_r_and_w_say_what_was_asked_and_reached() {
     let body: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["r"], 2);
     assert_eq!(body["answered"], 2, "{body}");
+    let context = format!("X-Dynamo-Context: {}", body["context"]);
+    let (status, deleted) = curl(http, "/kv/h?w=3", &["-X", "DELETE", "-H", &context]);
+    assert_eq!(status, 200, "{deleted}");
+    let deleted: Value = serde_json::from_str(&deleted).unwrap();
+    assert_eq!(
+        (deleted["w"].clone(), deleted["acked"].clone()),
+        (3.into(), 3.into()),
+        "{deleted}"
+    );
     let (status, body) = curl(http, "/kv/h?r=0", &[]);
     assert_eq!(status, 400, "{body}");
     let (status, body) = curl(http, "/kv/h?r=9", &[]);

@@ -582,9 +582,10 @@ fn write_answer(out: Result<crate::rpc::WriteReply>, delete: bool, w: Option<usi
     match out {
         Ok(reply) => {
             let ctx = context_header(&reply.context);
-            let outcome = match w {
-                Some(w) if !delete => Outcome::PutWith(reply, u32::try_from(w).unwrap_or(u32::MAX)),
-                _ => Outcome::write(reply, delete),
+            let outcome = match w.map(|w| u32::try_from(w).unwrap_or(u32::MAX)) {
+                Some(w) if delete => Outcome::DeleteWith(reply, w),
+                Some(w) => Outcome::PutWith(reply, w),
+                None => Outcome::write(reply, delete),
             };
             let mut r = json(StatusCode::OK, outcome.to_json());
             r.headers_mut().insert(ctx.0, ctx.1);

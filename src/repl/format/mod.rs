@@ -64,6 +64,8 @@ pub enum Outcome {
     GetVerbose(ReadReply),
     /// `put --w N`: the reply and the W asked for.
     PutWith(WriteReply, u32),
+    /// A delete with a per-request W (`DELETE /kv/KEY?w=N`).
+    DeleteWith(WriteReply, u32),
     /// `get --r N`: the reply and the R asked for.
     GetWith(ReadReply, u32),
     /// `scan`: one page.
@@ -107,7 +109,9 @@ impl Outcome {
     pub fn to_json(&self) -> String {
         let rendered = match self {
             Outcome::Put(reply) | Outcome::Delete(reply) => json_write(reply, None),
-            Outcome::PutWith(reply, w) => json_write(reply, Some(*w)),
+            Outcome::PutWith(reply, w) | Outcome::DeleteWith(reply, w) => {
+                json_write(reply, Some(*w))
+            }
             Outcome::Get(reply) | Outcome::GetVerbose(reply) => json_read(reply, None),
             Outcome::GetWith(reply, r) => json_read(reply, Some(*r)),
             Outcome::Scan(page) => serde_json::to_string(&JsonScan {
@@ -192,6 +196,11 @@ impl Outcome {
                 &format!("ok (w={w} asked, {} acknowledged)", reply.acks.len()),
                 reply,
                 false,
+            ),
+            Outcome::DeleteWith(reply, w) => write_human(
+                &format!("deleted (w={w} asked, {} acknowledged)", reply.acks.len()),
+                reply,
+                true,
             ),
             Outcome::GetWith(reply, r) => format!(
                 "{}\nr={r} asked, {} answered: {}",
