@@ -255,6 +255,18 @@ pub struct Summary {
     pub seconds: f64,
 }
 
+impl Summary {
+    fn of(path: &Path, keys: u64, bytes: u64, started: Instant) -> Summary {
+        Summary {
+            ok: true,
+            file: path.display().to_string(),
+            keys,
+            bytes,
+            seconds: started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
 /// Writes everything the ring holds (keys starting with `prefix`) to `path`.
 pub async fn backup(
     client: &Client,
@@ -323,13 +335,7 @@ pub async fn backup(
     file.sync_all().map_err(io)?;
     drop(file);
     std::fs::rename(&partial, path).map_err(io)?;
-    Ok(Summary {
-        ok: true,
-        file: path.display().to_string(),
-        keys,
-        bytes,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(Summary::of(path, keys, bytes, started))
 }
 
 /// The lines of a backup being written, the digest of those before the
@@ -447,13 +453,7 @@ pub async fn restore(client: &Client, path: &Path, progress: &dyn Progress) -> R
         bytes += batch_bytes;
         progress.advance(last, batch_bytes);
     }
-    Ok(Summary {
-        ok: true,
-        file: path.display().to_string(),
-        keys,
-        bytes,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(Summary::of(path, keys, bytes, started))
 }
 
 /// Sends one batch; answers how many keys the ring took.

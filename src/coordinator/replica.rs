@@ -281,10 +281,7 @@ impl Coordinator {
     /// the merge is durable, so a tombstone check here waits for it.
     pub async fn transfer(&self, to: Addressee, items: Vec<(Key, Arc<Object>)>) -> Result<u64> {
         self.check_addressee(&to)?;
-        for (key, object) in &items {
-            check_key(key)?;
-            check_copy_size(key, object)?;
-        }
+        check_copies(items.iter().map(|(k, o)| (k, &**o)))?;
         let ring = self.ring.get();
         self.check_sender(ring.as_deref(), &to)?;
         let current = ring.as_ref().map_or(0, |r| r.epoch());
@@ -337,9 +334,19 @@ impl Coordinator {
     }
 }
 
+/// Checks each copy a sender asks this node to merge (a transfer, a
+/// restore): its key, and its size ([`check_copy_size`]).
+pub(super) fn check_copies<'a>(items: impl Iterator<Item = (&'a Key, &'a Object)>) -> Result<()> {
+    for (key, object) in items {
+        check_key(key)?;
+        check_copy_size(key, object)?;
+    }
+    Ok(())
+}
+
 /// Refuses a copy of `key` above [`MAX_COPY_BYTES`] and warns about one above
 /// [`MAX_OBJECT_BYTES`] (a merge of concurrent versions; see the limits).
-pub(super) fn check_copy_size(key: &str, object: &Object) -> Result<()> {
+fn check_copy_size(key: &str, object: &Object) -> Result<()> {
     let size = object.approx_size();
     if size > MAX_COPY_BYTES {
         return Err(Error::ObjectTooLarge {

@@ -22,12 +22,12 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio::time::Instant;
 
-use super::replica::check_copy_size;
+use super::replica::check_copies;
 use super::Coordinator;
 use crate::error::{Error, ReplicaFailure, Result};
 use crate::ring::Quorum;
 use crate::rpc::Addressee;
-use crate::types::{check_key, Key, NodeId};
+use crate::types::{Key, NodeId};
 use crate::vclock::Object;
 
 /// Most objects one `restore_batch` may carry.
@@ -43,10 +43,7 @@ impl Coordinator {
                 items.len()
             )));
         }
-        for (key, object) in &items {
-            check_key(key)?;
-            check_copy_size(key, object)?;
-        }
+        check_copies(items.iter().map(|(k, o)| (k, o)))?;
         let ring = self.current_ring()?;
         let w = ring.replication().w;
         let deadline = Instant::now() + self.request_timeout * 2;
@@ -69,19 +66,12 @@ impl Coordinator {
             let coord = self.clone();
             let ring = ring.clone();
             calls.push(async move {
+                let to = Addressee::from_me(&ring, &node, &coord.me, coord.storage.uuid());
+                // This node's share goes through the same replica side a
+                // peer's `transfer` runs.
                 let out = if node == coord.me {
-                    let storage = coord.storage.clone();
-                    let merged = crate::runtime::spawn(move || storage.merge_many(&share))
-                        .await
-                        .map_err(|e| Error::internal(e.to_string()))
-                        .and_then(|r| r);
-                    match merged {
-                        Ok(_) => coord.storage.durable().await.map(|()| 0),
-                        Err(e) => Err(e),
-                    }
-                    .map_err(|e| e.to_string())
+                    coord.transfer(to, share).await.map_err(|e| e.to_string())
                 } else {
-                    let to = Addressee::from_me(&ring, &node, &coord.me, coord.storage.uuid());
                     let left = deadline.saturating_duration_since(Instant::now());
                     coord
                         .peers

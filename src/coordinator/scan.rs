@@ -287,12 +287,7 @@ impl Coordinator {
                 current,
             });
         };
-        check_scan(&ScanRequest {
-            prefix: req.prefix.clone(),
-            after: req.after.clone(),
-            limit: req.limit,
-            consistent: false,
-        })?;
+        check_page(&req.prefix, req.after.as_deref(), req.limit)?;
         let r = usize::try_from(req.r).unwrap_or(usize::MAX).max(1);
         let part_bytes = (EXPORT_PAGE_BYTES / req.covering.len().max(1)).max(MIN_PART_BYTES);
         let values = req.values;
@@ -387,19 +382,23 @@ fn check_coverage(
 
 /// Checks a scan's arguments.
 pub fn check_scan(req: &ScanRequest) -> Result<()> {
-    if req.limit == 0 || req.limit > MAX_SCAN_LIMIT {
+    check_page(&req.prefix, req.after.as_deref(), req.limit)
+}
+
+/// Checks a page's prefix, `after` and limit (a client's scan, a replica's part).
+fn check_page(prefix: &str, after: Option<&str>, limit: u32) -> Result<()> {
+    if limit == 0 || limit > MAX_SCAN_LIMIT {
         return Err(Error::invalid(format!(
-            "scan limit {} is out of range: 1 to {MAX_SCAN_LIMIT}",
-            req.limit
+            "scan limit {limit} is out of range: 1 to {MAX_SCAN_LIMIT}"
         )));
     }
-    if req.prefix.len() > MAX_KEY_BYTES {
+    if prefix.len() > MAX_KEY_BYTES {
         return Err(Error::KeyTooLarge {
-            size: req.prefix.len(),
+            size: prefix.len(),
             limit: MAX_KEY_BYTES,
         });
     }
-    if let Some(after) = &req.after {
+    if let Some(after) = after {
         if after.len() > MAX_KEY_BYTES {
             return Err(Error::KeyTooLarge {
                 size: after.len(),
