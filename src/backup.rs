@@ -1,15 +1,19 @@
 //! `client backup FILE` and `client restore FILE`: everything a ring holds,
 //! into a file and back.
 //!
-//! # The file format (version 1)
+//! # The file format (version 2)
 //!
 //! Text, one JSON object per line (UTF-8, `\n` after each line):
 //!
-//! 1. A header: `{"format":"dynamo-backup","version":1,"created_at_ms":T,
-//!    "node":"HOST:PORT","prefix":"","tombstones":false}`. A reader refuses
-//!    another `format` and a `version` it does not know.
-//! 2. One line per key, in key order: `{"key":K,"context":{NODE:COUNTER,...},
-//!    "siblings":[S,...]}`, each sibling `{"node":NODE,"counter":C, ...}` with
+//! 1. A header: `{"format":"dynamo-backup","version":2,"created_at_ms":T,
+//!    "node":"HOST:PORT","prefix":"","tombstones":false}`, with
+//!    `"bucket":NAME` when the backup holds one bucket (`--bucket`). A reader
+//!    refuses another `format` and a `version` it does not know; version 1
+//!    (before buckets) is read as version 2 without buckets.
+//! 2. One line per key, bucket by bucket (`default` first), in key order:
+//!    `{"key":K,"context":{NODE:COUNTER,...},"siblings":[S,...]}`, with
+//!    `"bucket":NAME` for a key of a bucket other than `default` (the key is
+//!    as the user wrote it), each sibling `{"node":NODE,"counter":C, ...}` with
 //!    either `"value":TEXT` (the value's bytes when they are UTF-8),
 //!    `"value_hex":HEX` (when they are not) or `"tombstone":true`, and
 //!    optionally `"media_type":TYPE` (given at an HTTP put) and
@@ -32,12 +36,15 @@
 //!
 //! # Restoring
 //!
-//! A restore reads the file twice: once to check the trailer, then to send
+//! A restore reads the file twice: once to check the trailer (and that every
+//! bucket it names exists in the target ring: a bucket is created there
+//! first, with the settings wanted there), then to send
 //! the objects, 256 at a time, to a node of the target ring, which merges each
 //! into its key's replicas (see [`crate::coordinator::restore`]). A merge never
 //! replaces a version the ring has replaced or that is newer, and restoring the
 //! same file twice changes nothing. The target ring may have any size.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
@@ -55,8 +62,8 @@ use crate::vclock::{Content, Dot, Object, Sibling, VersionVector};
 
 /// The format name in the header.
 pub const FORMAT: &str = "dynamo-backup";
-/// The format version this build writes and reads.
-pub const VERSION: u32 = 1;
+/// The format version this build writes; it reads this one and version 1.
+pub const VERSION: u32 = 2;
 /// Objects a restore sends in one batch.
 pub const RESTORE_BATCH: usize = 256;
 /// Keys one backup page asks for.
@@ -71,6 +78,9 @@ pub struct Header {
     pub node: String,
     pub prefix: String,
     pub tombstones: bool,
+    /// The one bucket the backup holds (`--bucket`); absent: every bucket.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub bucket: Option<String>,
 }
 
 /// The last line of a backup file.
@@ -84,6 +94,9 @@ pub struct Trailer {
 /// One key's line.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Record {
+    /// The key's bucket; absent for `default`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub bucket: Option<String>,
     pub key: Key,
     pub context: serde_json::Value,
     pub siblings: Vec<RecordSibling>,
@@ -135,6 +148,7 @@ impl Record {
             })
             .collect();
         Ok(Record {
+            bucket: None,
             key: key.to_string(),
             context,
             siblings,
@@ -267,16 +281,35 @@ impl Summary {
     }
 }
 
-/// Writes everything the ring holds (keys starting with `prefix`) to `path`.
+/// Writes everything the ring holds (keys starting with `prefix`; of
+/// `bucket` only, when given) to `path`.
 pub async fn backup(
     client: &Client,
     path: &Path,
+    bucket: Option<&str>,
     prefix: &str,
     tombstones: bool,
     progress: &dyn Progress,
 ) -> Result<Summary> {
     let started = Instant::now();
     let io = |e: std::io::Error| Error::invalid(format!("cannot write {}: {e}", path.display()));
+    // The buckets to read, each with the prefix its keys are stored under.
+    let names: Vec<String> = match bucket {
+        Some(b) => vec![b.to_string()],
+        None => client
+            .bucket_list()
+            .await?
+            .into_iter()
+            .map(|b| b.name)
+            .collect(),
+    };
+    let mut buckets: Vec<(Option<String>, String)> = Vec::with_capacity(names.len());
+    for name in names {
+        match client.bucket_prefix(&name).await? {
+            Some(stored) => buckets.push((Some(name), stored)),
+            None => buckets.push((None, String::new())),
+        }
+    }
     // Written next to the target and renamed at the end: a backup that fails
     // halfway never leaves a file that looks whole.
     let partial = path.with_extension("partial");
@@ -296,32 +329,36 @@ pub async fn backup(
         node: client.node().to_string(),
         prefix: prefix.to_string(),
         tombstones,
+        bucket: bucket.map(str::to_string),
     };
     w.line(&to_json(&header)?, true).map_err(io)?;
     let mut keys = 0u64;
-    let mut after: Option<Key> = None;
-    loop {
-        let page = client
-            .export(ExportRequest {
-                scan: ScanRequest {
-                    prefix: prefix.to_string(),
-                    after: after.clone(),
-                    limit: PAGE_KEYS.min(MAX_SCAN_LIMIT),
-                    consistent: true,
-                },
-                tombstones,
-            })
-            .await?;
-        let before = w.bytes;
-        for (key, object) in &page.items {
-            w.line(&to_json(&Record::of(key, object)?)?, true)
-                .map_err(io)?;
-        }
-        keys += page.items.len() as u64;
-        progress.advance(page.items.len() as u64, w.bytes - before);
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
+    for (name, stored) in &buckets {
+        let mut after: Option<Key> = None;
+        loop {
+            let page = client
+                .export(ExportRequest {
+                    scan: ScanRequest {
+                        prefix: format!("{stored}{prefix}"),
+                        after: after.clone(),
+                        limit: PAGE_KEYS.min(MAX_SCAN_LIMIT),
+                        consistent: true,
+                    },
+                    tombstones,
+                })
+                .await?;
+            let before = w.bytes;
+            for (key, object) in &page.items {
+                let mut record = Record::of(key.strip_prefix(stored.as_str()).unwrap_or(key), object)?;
+                record.bucket = name.clone();
+                w.line(&to_json(&record)?, true).map_err(io)?;
+            }
+            keys += page.items.len() as u64;
+            progress.advance(page.items.len() as u64, w.bytes - before);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
         }
     }
     let trailer = Trailer {
@@ -359,8 +396,9 @@ impl Lines {
 }
 
 /// Checks `path`'s header and trailer (format, version, key count, SHA-256);
-/// returns the header and the number of keys.
-pub fn verify(path: &Path) -> Result<(Header, u64)> {
+/// returns the header, the number of keys and the buckets its keys are in
+/// (`default` left out).
+pub fn verify(path: &Path) -> Result<(Header, u64, BTreeSet<String>)> {
     let bad = |why: String| Error::invalid(format!("{}: {why}", path.display()));
     let file = File::open(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
     let mut reader = BufReader::new(file);
@@ -378,14 +416,16 @@ pub fn verify(path: &Path) -> Result<(Header, u64)> {
     if header.format != FORMAT {
         return Err(bad(format!("format {:?} is not {FORMAT:?}", header.format)));
     }
-    if header.version != VERSION {
+    if !(1..=VERSION).contains(&header.version) {
         return Err(bad(format!(
-            "backup format version {} cannot be read by this client (it reads version {VERSION})",
+            "backup format version {} cannot be read by this client (it reads versions 1 to \
+             {VERSION})",
             header.version
         )));
     }
     hasher.update(&line);
     let mut records = 0u64;
+    let mut buckets = BTreeSet::new();
     loop {
         if read(&mut line)? == 0 {
             return Err(bad(
@@ -395,6 +435,15 @@ pub fn verify(path: &Path) -> Result<(Header, u64)> {
         if !line.starts_with(b"{\"end\":") {
             hasher.update(&line);
             records += 1;
+            if line.starts_with(b"{\"bucket\":") {
+                #[derive(Deserialize)]
+                struct InBucket {
+                    bucket: Option<String>,
+                }
+                if let Ok(InBucket { bucket: Some(b) }) = serde_json::from_slice(&line) {
+                    buckets.insert(b);
+                }
+            }
             continue;
         }
         let t: Trailer = serde_json::from_slice(&line)
@@ -416,14 +465,32 @@ pub fn verify(path: &Path) -> Result<(Header, u64)> {
         if read(&mut line)? > 0 {
             return Err(bad("bytes follow its trailer".into()));
         }
-        return Ok((header, records));
+        return Ok((header, records, buckets));
     }
 }
 
 /// Merges the objects of the backup at `path` into the ring `client` talks to.
 pub async fn restore(client: &Client, path: &Path, progress: &dyn Progress) -> Result<Summary> {
     let started = Instant::now();
-    let (_, total) = verify(path)?;
+    let (_, total, names) = verify(path)?;
+    // Every bucket the file names must exist here before anything is written.
+    let mut prefixes: BTreeMap<String, String> = BTreeMap::new();
+    for name in names {
+        match client.bucket_prefix(&name).await {
+            Ok(Some(p)) => {
+                prefixes.insert(name, p);
+            }
+            Ok(None) => {}
+            Err(Error::NoSuchBucket { .. }) => {
+                return Err(Error::invalid(format!(
+                    "{}: it holds keys of bucket {name}, which this ring does not have; create \
+                     it first (bucket create {name} ...) and restore again; nothing was restored",
+                    path.display()
+                )))
+            }
+            Err(e) => return Err(e),
+        }
+    }
     progress.total(total);
     let bad = |why: String| Error::invalid(format!("{}: {why}", path.display()));
     let file = File::open(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
@@ -439,7 +506,11 @@ pub async fn restore(client: &Client, path: &Path, progress: &dyn Progress) -> R
         let record: Record =
             serde_json::from_str(&line).map_err(|e| bad(format!("line {}: {e}", keys + 2)))?;
         batch_bytes += line.len() as u64 + 1;
-        batch.push((record.key.clone(), record.object()?));
+        let key = match record.bucket.as_ref().and_then(|b| prefixes.get(b)) {
+            Some(p) => format!("{p}{}", record.key),
+            None => record.key.clone(),
+        };
+        batch.push((key, record.object()?));
         if batch.len() >= RESTORE_BATCH {
             keys += send(client, &mut batch).await?;
             bytes += batch_bytes;

@@ -449,6 +449,63 @@ impl Client {
         self.call(|c, ctx| async move { c.user_remove(ctx, name).await })
             .await
     }
+
+    /// `bucket create NAME [settings]` (admin, at the leader).
+    pub async fn bucket_create(
+        &self,
+        name: String,
+        spec: crate::ring::BucketSpec,
+    ) -> Result<crate::rpc::BucketReply> {
+        self.call(|c, ctx| {
+            let (name, spec) = (name.clone(), spec.clone());
+            async move { c.bucket_create(ctx, name, spec).await }
+        })
+        .await
+    }
+
+    /// `bucket drop NAME` (admin, at the leader).
+    pub async fn bucket_drop(&self, name: String) -> Result<crate::rpc::BucketReply> {
+        self.call(|c, ctx| {
+            let name = name.clone();
+            async move { c.bucket_drop(ctx, name).await }
+        })
+        .await
+    }
+
+    /// `bucket list`.
+    pub async fn bucket_list(&self) -> Result<Vec<crate::rpc::BucketEntry>> {
+        self.call(|c, ctx| async move { c.bucket_list(ctx).await })
+            .await
+    }
+
+    /// The prefix the ring stores the keys of `bucket` under (None for
+    /// `default`, whose keys are stored as written): see
+    /// [`crate::types::bucket_key`]. Asks the node for its ring when the
+    /// client's does not have the bucket (it may be new).
+    pub async fn bucket_prefix(&self, bucket: &str) -> Result<Option<String>> {
+        if bucket == crate::ring::DEFAULT_BUCKET {
+            return Ok(None);
+        }
+        let known = |ring: &Ring| ring.bucket(bucket).map(|b| crate::types::bucket_prefix(b.id));
+        if let Some(prefix) = self.ring().await.as_deref().and_then(known) {
+            return Ok(Some(prefix));
+        }
+        let state = self
+            .call(|c, ctx| async move { c.fetch_ring(ctx).await })
+            .await?;
+        let ring = state.map(Ring::new);
+        match ring.as_ref().and_then(known) {
+            Some(prefix) => {
+                if let (Some(direct), Some(ring)) = (&self.direct, ring) {
+                    direct.set_ring(ring);
+                }
+                Ok(Some(prefix))
+            }
+            None => Err(Error::NoSuchBucket {
+                bucket: bucket.to_string(),
+            }),
+        }
+    }
 }
 
 /// Why a client-driven get handed the request to the node.
@@ -545,7 +602,7 @@ impl Direct {
                 .cloned()
                 .unwrap_or_else(|| home.clone())
         };
-        let mut quorum = Quorum::new(&placement, ring.replication().r);
+        let mut quorum = Quorum::new(&placement, ring.replication_of(key.as_bytes()).r);
         let epoch = ring.epoch();
         let mut pending: FuturesUnordered<BoxFuture<'static, Answer>> = FuturesUnordered::new();
         // One deadline and one timer for the whole get (the outbox's answers

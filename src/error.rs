@@ -164,6 +164,15 @@ pub enum Error {
     /// A known credential whose role may not make this request.
     #[error("forbidden: {reason}")]
     Forbidden { reason: String },
+    /// A key addressed in a bucket the ring does not have (never created, or dropped).
+    #[error("no such bucket: {bucket}")]
+    NoSuchBucket { bucket: String },
+    /// A write that would take a bucket past its quota.
+    #[error(
+        "quota exceeded: bucket {bucket} holds about {used} bytes of its {quota}-byte quota; \
+         delete keys or raise the quota (bucket create {bucket} quota=SIZE)"
+    )]
+    QuotaExceeded { bucket: String, used: u64, quota: u64 },
 }
 
 impl Error {
@@ -221,7 +230,9 @@ impl Error {
             | Error::Fenced { .. }
             | Error::Removed { .. }
             | Error::Unauthorized { .. }
-            | Error::Forbidden { .. } => false,
+            | Error::Forbidden { .. }
+            | Error::NoSuchBucket { .. }
+            | Error::QuotaExceeded { .. } => false,
         }
     }
 }

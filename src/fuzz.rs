@@ -239,6 +239,20 @@ fn check_command(line: &str, command: &Command) {
                 "{line:?}"
             );
         }
+        Command::Use { bucket } => {
+            assert!(
+                bucket == crate::ring::DEFAULT_BUCKET
+                    || crate::ring::check_bucket_name(bucket).is_ok(),
+                "{line:?}: bad bucket name accepted"
+            );
+        }
+        Command::BucketCreate { name, .. } | Command::BucketDrop { name } => {
+            assert!(
+                crate::ring::check_bucket_name(name).is_ok(),
+                "{line:?}: bad bucket name accepted"
+            );
+        }
+        Command::BucketList => assert!(command.needs_node()),
         Command::Help { .. } | Command::Quit => assert!(!command.needs_node()),
         Command::AbortChange | Command::Status | Command::UserList => {
             assert!(command.needs_node())

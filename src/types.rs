@@ -268,8 +268,54 @@ pub fn parse_duration(text: &str) -> Result<u64> {
     }
 }
 
-/// Checks a key against [`MAX_KEY_BYTES`]; empty keys are refused too.
+/// The character that starts a key of a bucket other than `default` (see
+/// [`bucket_key`]). A user's key may not begin with it.
+pub const BUCKET_MARK: char = '\0';
+
+/// The key the ring stores `key` of the bucket with id `id` under: the
+/// [`BUCKET_MARK`], the id in decimal, the mark again, then the key. Keys of
+/// the default bucket are stored as they are written, so nothing stored
+/// before buckets existed moves.
+pub fn bucket_key(id: u32, key: &str) -> Key {
+    format!("{BUCKET_MARK}{id}{BUCKET_MARK}{key}")
+}
+
+/// The bucket id and the user's key of a stored key made by [`bucket_key`];
+/// None for a key of the default bucket (or one that is not well formed).
+pub fn split_bucket_key(key: &str) -> Option<(u32, &str)> {
+    let rest = key.strip_prefix(BUCKET_MARK)?;
+    let (id, user) = rest.split_once(BUCKET_MARK)?;
+    if id.is_empty() || id.len() > 10 || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((id.parse().ok()?, user))
+}
+
+/// The part of a stored key the user wrote (the key itself in the default bucket).
+pub fn user_key(key: &str) -> &str {
+    split_bucket_key(key).map_or(key, |(_, k)| k)
+}
+
+/// The prefix every stored key of bucket `id` starts with.
+pub fn bucket_prefix(id: u32) -> String {
+    bucket_key(id, "")
+}
+
+/// Checks a key a user typed: [`check_key`], and not the [`BUCKET_MARK`]
+/// first (that would address a bucket by its internal id).
+pub fn check_user_key(key: &str) -> Result<()> {
+    if key.starts_with(BUCKET_MARK) {
+        return Err(Error::invalid(
+            "a key may not begin with a NUL character (it is reserved for buckets)",
+        ));
+    }
+    check_key(key)
+}
+
+/// Checks a key against [`MAX_KEY_BYTES`]; empty keys are refused too. In a
+/// bucket the limits apply to the user's part of the key.
 pub fn check_key(key: &str) -> Result<()> {
+    let key = user_key(key);
     if key.is_empty() {
         return Err(Error::InvalidInput {
             reason: "empty key".into(),

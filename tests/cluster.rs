@@ -271,6 +271,7 @@ async fn preference_lists_agree_with_the_library_ring() {
         incarnations: Default::default(),
         departed: Default::default(),
         users: Default::default(),
+        buckets: Default::default(),
     };
     let pref = Ring::new(state).preference_list(b"pl");
     assert!(pref.contains(&w.coordinator), "{pref:?} {}", w.coordinator);

@@ -51,6 +51,7 @@ fn ring_of(c: &Cluster, via: usize) -> Ring {
         incarnations: Default::default(),
         departed: Default::default(),
         users: Default::default(),
+        buckets: Default::default(),
     })
 }
 

@@ -7,10 +7,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Duration;
 
-use common::{run_script, Cluster};
+use common::{curl, run_script, Cluster};
 use serde_json::Value;
 
 /// Every page of `scan ARGS --limit LIMIT` at node `via`, following `next`.
@@ -163,20 +162,6 @@ fn per_request_r_and_w_say_what_was_asked_and_reached() {
     let (status, body) = curl(http, "/kv/h?r=9", &[]);
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("out of range"), "{body}");
-}
-
-/// `curl` with the admin token: the status and the body.
-fn curl(port: u16, path: &str, args: &[&str]) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "30", "-w", "\n%{http_code}"])
-        .args(["-H", &common::bearer()])
-        .args(args)
-        .arg(format!("http://127.0.0.1:{port}{path}"))
-        .output()
-        .expect("curl is installed");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (status.trim().parse().unwrap_or(0), body.to_string())
 }
 
 fn http_json(port: u16, path: &str) -> Value {

@@ -6,6 +6,11 @@
 use super::*;
 
 pub(super) const SPLIT: u32 = u32::MAX;
+
+/// True for a key of a bucket other than the default.
+fn is_bucket_key(key: &str) -> bool {
+    key.starts_with(crate::types::BUCKET_MARK)
+}
 pub(super) const NOT_HELD: u32 = u32::MAX - 1;
 
 /// The bits of a position below its segment.
@@ -89,6 +94,10 @@ impl SharedMap {
             last_arc = Some((arc, value));
             segments.push(value);
         }
+        if ring.max_n() > ring.replication().n {
+            // A bucket with a larger N shares keys with more nodes.
+            peers.extend(ring.neighbours(&me));
+        }
         SharedMap {
             ring: ring.clone(),
             me,
@@ -132,13 +141,16 @@ impl SharedMap {
         }
     }
 
-    /// True if both this node and `peer` hold `key`.
+    /// True if both this node and `peer` hold `key` (by the N of its bucket).
     pub fn key_shared(&self, key: &str, peer: &NodeId) -> bool {
-        let holders = self.ring.owners_at(key_position(key.as_bytes()));
+        let holders = self.ring.preference_list(key.as_bytes());
         holders.contains(&self.me) && holders.contains(peer)
     }
 
     /// The digest of what this node holds of `seg` in common with `peer`.
+    /// The shares say how the default bucket's keys are held; the keys of
+    /// other buckets (another N) are compared one by one (see
+    /// `storage::buckets`).
     fn segment_digest(
         &self,
         storage: &Storage,
@@ -146,14 +158,54 @@ impl SharedMap {
         peer: &NodeId,
         with: &[bool],
     ) -> Result<u64> {
+        let xor = |entries: Vec<(Key, u64)>| entries.into_iter().fold(0, |acc, (_, d)| acc ^ d);
         Ok(match self.share_in(seg, with) {
-            Share::None => 0,
-            Share::Whole => storage.segment_digest(seg),
-            Share::Split => storage
-                .segment_entries(seg)?
-                .into_iter()
-                .filter(|(k, _)| self.key_shared(k, peer))
-                .fold(0, |acc, (_, d)| acc ^ d),
+            Share::Split => xor(self.shared_entries(storage, seg, Share::Split, peer)?),
+            share => {
+                let plain = if share == Share::Whole {
+                    storage.segment_digest(seg)
+                } else {
+                    0
+                };
+                plain ^ xor(self.shared_bucket_entries(storage, seg, peer)?)
+            }
+        })
+    }
+
+    /// The keys of other buckets than the default in `seg` that this node
+    /// shares with `peer`, with their entry digests.
+    fn shared_bucket_entries(
+        &self,
+        storage: &Storage,
+        seg: Segment,
+        peer: &NodeId,
+    ) -> Result<Vec<(Key, u64)>> {
+        let mut entries = storage.bucket_entries(seg)?;
+        entries.retain(|(k, _)| self.key_shared(k, peer));
+        Ok(entries)
+    }
+
+    /// Every key of `seg`, shared as `share` says for the default bucket,
+    /// that this node shares with `peer`, in key order.
+    fn shared_entries(
+        &self,
+        storage: &Storage,
+        seg: Segment,
+        share: Share,
+        peer: &NodeId,
+    ) -> Result<Vec<(Key, u64)>> {
+        Ok(match share {
+            Share::None => self.shared_bucket_entries(storage, seg, peer)?,
+            Share::Whole => {
+                let mut entries = storage.segment_entries(seg)?;
+                entries.retain(|(k, _)| !is_bucket_key(k) || self.key_shared(k, peer));
+                entries
+            }
+            Share::Split => {
+                let mut entries = storage.segment_entries(seg)?;
+                entries.retain(|(k, _)| self.key_shared(k, peer));
+                entries
+            }
         })
     }
 
@@ -218,16 +270,7 @@ impl SharedMap {
         let mut out = Vec::new();
         let with = self.lists_with(peer);
         for &seg in segments {
-            match self.share_in(seg, &with) {
-                Share::None => {}
-                Share::Whole => out.extend(storage.segment_entries(seg)?),
-                Share::Split => out.extend(
-                    storage
-                        .segment_entries(seg)?
-                        .into_iter()
-                        .filter(|(k, _)| self.key_shared(k, peer)),
-                ),
-            }
+            out.extend(self.shared_entries(storage, seg, self.share_in(seg, &with), peer)?);
         }
         Ok(out)
     }
@@ -261,16 +304,9 @@ impl SharedMap {
         let mut out: Vec<(Key, u64)> = Vec::new();
         let mut bytes = 0usize;
         for (i, &seg) in segments.iter().enumerate().skip(start) {
-            let split = match self.share_in(seg, &with) {
-                Share::None => continue,
-                Share::Whole => false,
-                Share::Split => true,
-            };
-            for (key, digest) in storage.segment_entries(seg)? {
+            let share = self.share_in(seg, &with);
+            for (key, digest) in self.shared_entries(storage, seg, share, peer)? {
                 if i == start && after.is_some_and(|a| key.as_bytes() <= a.as_bytes()) {
-                    continue;
-                }
-                if split && !self.key_shared(&key, peer) {
                     continue;
                 }
                 let size = key.len().saturating_add(KEY_ENTRY_BYTES);

@@ -119,7 +119,9 @@ use crate::context::NodeContext;
 use crate::error::{Error, Result};
 use crate::peers::{CallError, Peers};
 use crate::rebalance::{batches, item_size, Bucket, BATCH_BYTES, BATCH_KEYS};
-use crate::ring::{key_position, Ring, RingCell};
+#[cfg(test)]
+use crate::ring::key_position;
+use crate::ring::{Ring, RingCell};
 use crate::rpc::{Addressee, AeAnswer, AeQuery, AeStats, LastExchange};
 use crate::storage::{Segment, Storage, SEGMENTS};
 use crate::types::{Key, NodeId};

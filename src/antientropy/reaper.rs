@@ -128,7 +128,7 @@ use tokio::sync::watch;
 use crate::context::NodeContext;
 use crate::error::{Error, Result};
 use crate::peers::Peers;
-use crate::ring::{key_position, Ring, RingCell};
+use crate::ring::{Ring, RingCell};
 use crate::rpc::{Addressee, TombstoneCheck};
 use crate::storage::{Marker, Storage};
 use crate::types::{Key, NodeId};
@@ -422,7 +422,7 @@ impl Reaper {
             if waiting.1.contains_key(key) {
                 continue;
             }
-            let owners = ring.owners_at(key_position(key.as_bytes()));
+            let owners = ring.preference_list(key.as_bytes());
             if owners.first() == Some(&self.me) {
                 out.push(key.clone());
             }
@@ -468,7 +468,7 @@ impl Reaper {
         .map_err(|e| Error::internal(e.to_string()))??;
         let owners: Vec<Vec<NodeId>> = keys
             .iter()
-            .map(|k| ring.owners_at(key_position(k.as_bytes())))
+            .map(|k| ring.preference_list(k.as_bytes()))
             .collect();
         let others: Vec<NodeId> = ring
             .members()

@@ -76,11 +76,15 @@ fn file(dir: &Path, n: usize) -> std::path::PathBuf {
         node: "127.0.0.1:1".into(),
         prefix: String::new(),
         tombstones: false,
+        bucket: None,
     };
     text.push_str(&serde_json::to_string(&header).unwrap());
     text.push('\n');
     for i in 0..n {
-        let line = serde_json::to_string(&Record::of(&format!("k{i}"), &object()).unwrap());
+        let mut record = Record::of(&format!("k{i}"), &object()).unwrap();
+        // Every other key is in a bucket.
+        record.bucket = (i % 2 == 1).then(|| "logs".to_string());
+        let line = serde_json::to_string(&record);
         text.push_str(&line.unwrap());
         text.push('\n');
     }
@@ -100,8 +104,9 @@ fn file(dir: &Path, n: usize) -> std::path::PathBuf {
 fn a_whole_file_verifies_and_a_damaged_one_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = file(dir.path(), 3);
-    let (header, keys) = verify(&path).unwrap();
+    let (header, keys, buckets) = verify(&path).unwrap();
     assert_eq!((header.version, keys), (VERSION, 3));
+    assert_eq!(buckets.into_iter().collect::<Vec<_>>(), ["logs"]);
 
     // One flipped byte in a record.
     let mut bytes = std::fs::read(&path).unwrap();
@@ -122,7 +127,7 @@ fn a_whole_file_verifies_and_a_damaged_one_is_refused() {
     let path = file(dir.path(), 1);
     let text = std::fs::read_to_string(&path)
         .unwrap()
-        .replace("\"version\":1", "\"version\":9");
+        .replace(&format!("\"version\":{VERSION}"), "\"version\":9");
     std::fs::write(&path, text).unwrap();
     assert!(verify(&path).unwrap_err().to_string().contains("version 9"));
 

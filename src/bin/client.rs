@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! client [--node HOST] [--port PORT] [--json] [-c COMMAND]...
-//!        [--token-file FILE] [--tls [--ca FILE]]
-//! client backup FILE [--prefix P] [--tombstones] [--node HOST] ...
+//!        [--token-file FILE] [--bucket BUCKET] [--tls [--ca FILE]]
+//! client backup FILE [--bucket B] [--prefix P] [--tombstones] [--node HOST] ...
 //! client restore FILE [--node HOST] ...
 //! ```
 //!
@@ -51,6 +51,8 @@ remove-node HOST:PORT    (leader) start a ring change that removes the node\n  \
 status                   the ring, each node's state and counters, a running change\n  \
 locate KEY               the key's replicas, pending owners, fallbacks and their states\n  \
 wait-settled [SECONDS]   wait until no ring change runs\n  \
+use BUCKET               later commands address BUCKET's keys (--bucket B at start)\n  \
+bucket create|list|drop  buckets with their own N/W/R, storage, quota, default TTL\n  \
 help [COMMAND], quit\n\
 \n\
 Puts, deletes and ring commands go to the node; a get asks the key's replicas
@@ -85,6 +87,9 @@ struct Args {
     /// The file holding this client's token (default: $DYNAMO_TOKEN_FILE).
     #[arg(long, global = true, value_name = "FILE")]
     token_file: Option<std::path::PathBuf>,
+    /// The bucket key commands address until `use` says otherwise (default: `default`).
+    #[arg(long, value_name = "BUCKET", default_value = "default")]
+    bucket: String,
     /// Connect over TLS (the nodes run with --tls-cert).
     #[arg(long, global = true)]
     tls: bool,
@@ -103,6 +108,9 @@ enum Action {
     Backup {
         /// Where to write (replaced only once the backup is whole).
         file: std::path::PathBuf,
+        /// Only this bucket's keys (default: every bucket).
+        #[arg(long, value_name = "BUCKET")]
+        bucket: Option<String>,
         /// Only keys that start with it.
         #[arg(long, value_name = "PREFIX", default_value = "")]
         prefix: String,
@@ -148,9 +156,13 @@ fn run_action(action: Action, node: NodeId, credentials: Credentials, json: bool
         match &action {
             Action::Backup {
                 file,
+                bucket,
                 prefix,
                 tombstones,
-            } => backup::backup(&client, file, prefix, *tombstones, progress).await,
+            } => {
+                backup::backup(&client, file, bucket.as_deref(), prefix, *tombstones, progress)
+                    .await
+            }
             Action::Restore { file } => backup::restore(&client, file, progress).await,
         }
     });
@@ -262,10 +274,17 @@ fn main() -> ExitCode {
     if let Some(action) = args.action {
         return run_action(action, node, credentials, args.json);
     }
+    if args.bucket != dynamo::ring::DEFAULT_BUCKET {
+        if let Err(e) = dynamo::ring::check_bucket_name(&args.bucket) {
+            eprintln!("client: --bucket: {e}");
+            return ExitCode::from(2);
+        }
+    }
     ExitCode::from(repl::run(Options {
         node,
         json: args.json,
         commands: args.commands,
         credentials,
+        bucket: args.bucket,
     }))
 }

@@ -61,9 +61,12 @@ fn decode<T: for<'de> Deserialize<'de>>(raw: &[u8]) -> Result<T, AnyError> {
 fn decode_entry(raw: &[u8]) -> Result<Entry, AnyError> {
     match bincode::deserialize::<Entry>(raw) {
         Ok(e) => Ok(e),
-        Err(new) => match bincode::deserialize::<legacy::EntryV4>(raw) {
+        Err(new) => match bincode::deserialize::<legacy::EntryV5>(raw) {
             Ok(old) => Ok(old.into()),
-            Err(_) => Err(io(new)),
+            Err(_) => match bincode::deserialize::<legacy::EntryV4>(raw) {
+                Ok(old) => Ok(old.into()),
+                Err(_) => Err(io(new)),
+            },
         },
     }
 }
@@ -72,21 +75,29 @@ fn decode_entry(raw: &[u8]) -> Result<Entry, AnyError> {
 fn decode_machine(raw: &[u8]) -> Result<Machine, AnyError> {
     match bincode::deserialize::<Machine>(raw) {
         Ok(m) => Ok(m),
-        Err(new) => match bincode::deserialize::<legacy::MachineV4>(raw) {
+        Err(new) => match bincode::deserialize::<legacy::MachineV5>(raw) {
             Ok(old) => Ok(Machine {
                 applied: old.applied,
                 membership: old.membership,
                 ring: old.ring.map(RingState::from),
             }),
-            Err(_) => Err(io(new)),
+            Err(_) => match bincode::deserialize::<legacy::MachineV4>(raw) {
+                Ok(old) => Ok(Machine {
+                    applied: old.applied,
+                    membership: old.membership,
+                    ring: old.ring.map(RingState::from),
+                }),
+                Err(_) => Err(io(new)),
+            },
         },
     }
 }
 
-/// The encodings of the version before users were part of the ring.
+/// The encodings of the versions before users (V4) and before buckets (V5)
+/// were part of the ring.
 mod legacy {
     use super::*;
-    use crate::ring::RingStateV4;
+    use crate::ring::{RingStateV4, RingStateV5};
 
     #[derive(Deserialize)]
     pub struct EntryV4 {
@@ -132,6 +143,52 @@ mod legacy {
         pub applied: Option<LogId<u128>>,
         pub membership: Membership,
         pub ring: Option<RingStateV4>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct EntryV5 {
+        log_id: LogId<u128>,
+        payload: PayloadV5,
+    }
+
+    #[derive(Deserialize)]
+    enum PayloadV5 {
+        Blank,
+        Normal(CmdV5),
+        Membership(openraft::Membership<u128, openraft::BasicNode>),
+    }
+
+    #[derive(Deserialize)]
+    enum CmdV5 {
+        Propose {
+            from: Option<u64>,
+            next: RingStateV5,
+        },
+    }
+
+    impl From<EntryV5> for Entry {
+        fn from(e: EntryV5) -> Entry {
+            Entry {
+                log_id: e.log_id,
+                payload: match e.payload {
+                    PayloadV5::Blank => EntryPayload::Blank,
+                    PayloadV5::Normal(CmdV5::Propose { from, next }) => {
+                        EntryPayload::Normal(RingCmd::Propose {
+                            from,
+                            next: next.into(),
+                        })
+                    }
+                    PayloadV5::Membership(m) => EntryPayload::Membership(m),
+                },
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    pub struct MachineV5 {
+        pub applied: Option<LogId<u128>>,
+        pub membership: Membership,
+        pub ring: Option<RingStateV5>,
     }
 }
 

@@ -112,9 +112,10 @@ pub fn check_ttl(ttl: Option<u64>) -> Result<()> {
     }
 }
 
-/// Refuses a per-request R or W (`what`) outside 1..=N.
-pub fn check_per_request(what: &str, asked: Option<usize>, ring: &Ring) -> Result<()> {
-    let n = ring.replication().n;
+/// Refuses a per-request R or W (`what`) outside 1..=N, N being `key`'s
+/// (its bucket's).
+pub fn check_per_request(what: &str, asked: Option<usize>, ring: &Ring, key: &str) -> Result<()> {
+    let n = ring.n_of(key.as_bytes());
     match asked {
         Some(v) if v == 0 || v > n => Err(Error::invalid(format!(
             "{what}={v} is out of range: 1 to N ({n})"
@@ -178,6 +179,20 @@ impl Coordinator {
     /// budget, so a stand-in still has the other half.
     fn replica_timeout(&self) -> Duration {
         self.request_timeout / 2
+    }
+
+    /// The prefix the keys of `bucket` are stored under (None for
+    /// `default`), by the ring this node has; an unknown bucket is refused.
+    pub fn bucket_prefix(&self, bucket: &str) -> Result<Option<String>> {
+        if bucket == crate::ring::DEFAULT_BUCKET {
+            return Ok(None);
+        }
+        match self.current_ring()?.bucket(bucket) {
+            Some(b) => Ok(Some(crate::types::bucket_prefix(b.id))),
+            None => Err(Error::NoSuchBucket {
+                bucket: bucket.to_string(),
+            }),
+        }
     }
 
     fn current_ring(&self) -> Result<Arc<Ring>> {
@@ -247,7 +262,8 @@ impl Coordinator {
         // Held until the write is done: a ring change's transfer on this node
         // waits for requests placed under an older ring (RingCell::older_in_use).
         let ring = self.current_ring()?;
-        check_per_request("w", w, &ring)?;
+        let bucket = ring.bucket_of_key(&req.key)?;
+        check_per_request("w", w, &ring, &req.key)?;
         let placement = ring.placement(req.key.as_bytes());
         let deadline = Instant::now() + self.request_timeout;
         let mut unreachable = Vec::new();
@@ -324,6 +340,14 @@ impl Coordinator {
             });
         };
         self.check_actors(&ring, &req)?;
+        // A bucket's default TTL, for a value put without one.
+        let ttl = match (ttl, bucket) {
+            (None, Some((_, b))) if req.content.value().is_some() => b.ttl_ms,
+            (ttl, _) => ttl,
+        };
+        if let Some((name, b)) = bucket {
+            self.check_quota(&ring, name, b, &req)?;
+        }
         if let Some(ttl) = ttl {
             // This node coordinates: its clock stamps the expiry.
             let at = crate::runtime::now_ms().saturating_add(ttl);
@@ -332,10 +356,32 @@ impl Coordinator {
         let plan = Plan {
             ring: &ring,
             placement: &placement,
-            w: w.unwrap_or(ring.replication().w),
+            w: w.unwrap_or(ring.replication_of(req.key.as_bytes()).w),
         };
         self.coordinate(plan, req, &actor, unreachable, deadline)
             .await
+    }
+
+    /// Refuses a put of a value into bucket `name` that would take it past
+    /// its quota. The bucket's size is estimated from this node's copies
+    /// ([`Storage::bucket_estimate`]): it coordinates, so it is one of the
+    /// key's replicas (or stands in for one).
+    fn check_quota(&self, ring: &Ring, name: &str, b: &crate::ring::Bucket, req: &WriteRequest) -> Result<()> {
+        let (Some(quota), Some(value)) = (b.quota, req.content.value()) else {
+            return Ok(());
+        };
+        let used = self
+            .storage
+            .bucket_estimate(b.id, ring.share_n(&self.me, b.n));
+        let adding = (value.len() + req.key.len()) as u64;
+        if used.saturating_add(adding) > quota {
+            return Err(Error::QuotaExceeded {
+                bucket: name.to_string(),
+                used,
+                quota,
+            });
+        }
+        Ok(())
     }
 
     /// Refuses a context that names a node this ring never had (a typo, or a
@@ -398,7 +444,7 @@ impl Coordinator {
             .values_at(crate::runtime::now_ms())
             .cloned()
             .collect();
-        let local_durable = self.storage.durable();
+        let local_durable = self.storage.durable_for(&req.key);
 
         let object = Arc::new(object);
         let launch = {
@@ -519,7 +565,8 @@ impl Coordinator {
     pub async fn read_with(self: &Arc<Self>, key: Key, r: Option<usize>) -> Result<ReadReply> {
         check_key(&key)?;
         let ring = self.current_ring()?;
-        check_per_request("r", r, &ring)?;
+        ring.bucket_of_key(&key)?;
+        check_per_request("r", r, &ring, &key)?;
         let placement = ring.placement(key.as_bytes());
         let deadline = Instant::now() + self.request_timeout;
         let launch = {
@@ -552,7 +599,10 @@ impl Coordinator {
             }
         }
 
-        let mut quorum = Quorum::new(&placement, r.unwrap_or(ring.replication().r));
+        let mut quorum = Quorum::new(
+            &placement,
+            r.unwrap_or(ring.replication_of(key.as_bytes()).r),
+        );
         let mut answers: Vec<Answer> = Vec::new();
         // A stand-in that holds nothing for the key says little while a slot
         // that may hold it has yet to answer: count such answers only once every

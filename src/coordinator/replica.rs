@@ -135,7 +135,7 @@ impl Coordinator {
             self.check_sender(ring.as_deref(), &to)?;
             self.apply_replica_write(ring.as_deref(), epoch, &key, object, hint_for.as_ref())?;
         }
-        self.storage.durable().await
+        self.storage.durable_for(&key).await
     }
 
     /// Replica side of a batch of writes (see [`crate::outbox`]): each applied
@@ -163,7 +163,12 @@ impl Coordinator {
                 })
                 .collect()
         };
-        if answers.iter().any(|a| a.is_ok()) {
+        // Keys of memory buckets do not wait for the disk.
+        let must_flush = answers
+            .iter()
+            .zip(&writes)
+            .any(|(a, w)| a.is_ok() && !self.storage.is_volatile(&w.key));
+        if must_flush {
             if let Err(e) = self.storage.durable().await {
                 for a in answers.iter_mut().filter(|a| a.is_ok()) {
                     *a = Err(e.clone());

@@ -45,12 +45,14 @@ impl Coordinator {
         }
         check_copies(items.iter().map(|(k, o)| (k, o)))?;
         let ring = self.current_ring()?;
-        let w = ring.replication().w;
         let deadline = Instant::now() + self.request_timeout * 2;
         // Each slot's share of the batch, and each key's slots.
         let mut shares: HashMap<NodeId, Vec<(Key, Arc<Object>)>> = HashMap::new();
         let mut quorums: Vec<Quorum> = Vec::with_capacity(items.len());
         for (key, object) in items {
+            // A key of a bucket this ring does not have is refused with the batch.
+            ring.bucket_of_key(&key)?;
+            let w = ring.replication_of(key.as_bytes()).w;
             let placement = ring.placement(key.as_bytes());
             let object = Arc::new(object);
             for slot in placement.slots() {

@@ -147,11 +147,10 @@ impl Coordinator {
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
             let ring = self.current_ring()?;
-            let r = if req.consistent {
-                ring.replication().r
-            } else {
-                1
-            };
+            // A bucket's scan (its prefix is the bucket's) takes its N and R.
+            ring.bucket_of_key(&req.prefix)?;
+            let replication = ring.replication_of(req.prefix.as_bytes());
+            let r = if req.consistent { replication.r } else { 1 };
             let covering: Vec<NodeId> = ring
                 .members()
                 .iter()
@@ -159,7 +158,7 @@ impl Coordinator {
                 .filter(|n| !failures.iter().any(|f| &f.node == *n))
                 .cloned()
                 .collect();
-            check_coverage(&ring, &covering, r, &failures)?;
+            check_coverage(&ring, &covering, replication.n, r, &failures)?;
             match self
                 .scan_page(&ring, &covering, r, req, values, deadline)
                 .await
@@ -346,15 +345,16 @@ pub fn assigned(ring: &Ring, covering: &[NodeId], r: usize, me: &NodeId, key: &s
         .any(|n| n == me)
 }
 
-/// Fails unless every arc of the ring keeps at least `r` of its owners (all of
-/// them when it has fewer) in `covering`.
+/// Fails unless every arc of the ring keeps at least `r` of its `n` owners
+/// (all of them when it has fewer) in `covering`.
 fn check_coverage(
     ring: &Ring,
     covering: &[NodeId],
+    n: usize,
     r: usize,
     failures: &[ReplicaFailure],
 ) -> Result<()> {
-    for owners in ring.owner_lists_in(0, u64::MAX) {
+    for owners in ring.owner_lists_in_n(0, u64::MAX, n) {
         let needed = r.min(owners.len());
         let reached = owners.iter().filter(|n| covering.contains(n)).count();
         if reached < needed {

@@ -53,6 +53,7 @@
 
 mod query;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -112,6 +113,11 @@ pub fn router(state: HttpState) -> Router {
         .route("/locate/{*key}", get(locate))
         .route("/kv", get(kv_scan))
         .route("/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
+        .route("/b/{bucket}/kv", get(bucket_scan))
+        .route(
+            "/b/{bucket}/kv/{*key}",
+            get(kv_get).put(kv_put).delete(kv_delete),
+        )
         .route("/ring/nodes/{node}", post(add_node).delete(remove_node))
         .route("/ring/transition", axum::routing::delete(abort_change))
         .fallback(no_route)
@@ -178,6 +184,8 @@ pub fn status_of(e: &Error) -> StatusCode {
         | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         Error::Fenced { .. } | Error::Forbidden { .. } => StatusCode::FORBIDDEN,
         Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+        Error::NoSuchBucket { .. } => StatusCode::NOT_FOUND,
+        Error::QuotaExceeded { .. } => StatusCode::INSUFFICIENT_STORAGE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -388,6 +396,35 @@ fn key_of(path: std::result::Result<Path<String>, PathRejection>) -> Result<Stri
     }
 }
 
+/// The path of a `/kv/KEY` or `/b/BUCKET/kv/KEY` route.
+type KeyPath = std::result::Result<Path<HashMap<String, String>>, PathRejection>;
+
+/// The key a `/kv/KEY` or `/b/BUCKET/kv/KEY` path addresses, as the ring
+/// stores it, and the bucket's prefix to show keys without (None for the
+/// default bucket).
+fn key_in(s: &HttpState, path: KeyPath) -> Result<(String, Option<String>)> {
+    let Path(mut params) = path.map_err(|e| Error::InvalidInput {
+        reason: format!("bad key in the path: {}", e.body_text()),
+    })?;
+    let key = params.remove("key").unwrap_or_default();
+    crate::types::check_user_key(&key)?;
+    match params.get("bucket") {
+        None => Ok((key, None)),
+        Some(bucket) => match s.coordinator.bucket_prefix(bucket)? {
+            Some(prefix) => Ok((format!("{prefix}{key}"), Some(prefix))),
+            None => Ok((key, None)),
+        },
+    }
+}
+
+/// `outcome` with its keys shown without `prefix`.
+fn shown(outcome: Outcome, prefix: Option<&str>) -> Outcome {
+    match prefix {
+        Some(p) => outcome.strip_prefix(p),
+        None => outcome,
+    }
+}
+
 async fn locate(
     State(s): State<HttpState>,
     path: std::result::Result<Path<String>, PathRejection>,
@@ -428,25 +465,54 @@ fn wants_json(headers: &HeaderMap) -> bool {
 
 /// `GET /kv?prefix=&limit=&after=&consistent=`: one page of `scan`.
 async fn kv_scan(State(s): State<HttpState>, uri: Uri) -> Response {
+    scan_in(&s, &uri, None).await
+}
+
+/// `GET /b/BUCKET/kv?prefix=&limit=&after=&consistent=`: `scan` in BUCKET.
+async fn bucket_scan(
+    State(s): State<HttpState>,
+    uri: Uri,
+    path: std::result::Result<Path<String>, PathRejection>,
+) -> Response {
+    match path {
+        Ok(Path(bucket)) => scan_in(&s, &uri, Some(&bucket)).await,
+        Err(e) => error(Error::invalid(format!(
+            "bad bucket in the path: {}",
+            e.body_text()
+        ))),
+    }
+}
+
+async fn scan_in(s: &HttpState, uri: &Uri, bucket: Option<&str>) -> Response {
+    let mut prefix = None;
     let out = async {
-        let req = query::scan_request(&query::params(&uri)?)?;
+        let mut req = query::scan_request(&query::params(uri)?)?;
+        prefix = match bucket {
+            Some(b) => s.coordinator.bucket_prefix(b)?,
+            None => None,
+        };
+        if let Some(p) = &prefix {
+            req.prefix = format!("{p}{}", req.prefix);
+            req.after = req.after.map(|a| format!("{p}{a}"));
+        }
         s.coordinator.scan(req).await
     }
     .await;
-    answer(out.map(Outcome::Scan))
+    answer(out.map(|page| shown(Outcome::Scan(page), prefix.as_deref())))
 }
 
 async fn kv_get(
     State(s): State<HttpState>,
     headers: HeaderMap,
     uri: Uri,
-    path: std::result::Result<Path<String>, PathRejection>,
+    path: KeyPath,
 ) -> Response {
-    let (key, r) =
-        match key_of(path).and_then(|k| Ok((k, query::count(&query::params(&uri)?, "r")?))) {
-            Ok(k) => k,
-            Err(e) => return error(e),
-        };
+    let (key, r, prefix) = match key_in(&s, path)
+        .and_then(|(k, p)| Ok((k, query::count(&query::params(&uri)?, "r")?, p)))
+    {
+        Ok(k) => k,
+        Err(e) => return error(e),
+    };
     let reply = match s
         .metrics
         .time(Op::Get, s.coordinator.read_with(key, r))
@@ -463,7 +529,8 @@ async fn kv_get(
             } else {
                 "deleted"
             };
-            let mut r = fail(StatusCode::NOT_FOUND, format!("{what}: {}", reply.key));
+            let key = crate::types::user_key(&reply.key);
+            let mut r = fail(StatusCode::NOT_FOUND, format!("{what}: {key}"));
             r.headers_mut().insert(ctx.0, ctx.1);
             r
         }
@@ -492,7 +559,7 @@ async fn kv_get(
                 Some(r) => Outcome::GetWith(reply, u32::try_from(r).unwrap_or(u32::MAX)),
                 None => Outcome::Get(reply),
             };
-            let mut r = json(status, outcome.to_json());
+            let mut r = json(status, shown(outcome, prefix.as_deref()).to_json());
             r.headers_mut().insert(ctx.0, ctx.1);
             r
         }
@@ -535,13 +602,15 @@ async fn kv_put(
     State(s): State<HttpState>,
     headers: HeaderMap,
     uri: Uri,
-    path: std::result::Result<Path<String>, PathRejection>,
+    path: KeyPath,
     body: Body,
 ) -> Response {
     let start = Instant::now();
     let mut w = None;
+    let mut prefix = None;
     let out = async {
-        let key = key_of(path)?;
+        let (key, p) = key_in(&s, path)?;
+        prefix = p;
         let (opts, asked) = query::write_options(&uri, &headers, true)?;
         w = asked;
         let context = context_of(&headers)?;
@@ -575,10 +644,15 @@ async fn kv_put(
     .await;
     s.metrics
         .record(Op::Put, crate::metrics::Outcome::of(&out), start.elapsed());
-    write_answer(out, false, w)
+    write_answer(out, false, w, prefix.as_deref())
 }
 
-fn write_answer(out: Result<crate::rpc::WriteReply>, delete: bool, w: Option<usize>) -> Response {
+fn write_answer(
+    out: Result<crate::rpc::WriteReply>,
+    delete: bool,
+    w: Option<usize>,
+    prefix: Option<&str>,
+) -> Response {
     match out {
         Ok(reply) => {
             let ctx = context_header(&reply.context);
@@ -587,7 +661,7 @@ fn write_answer(out: Result<crate::rpc::WriteReply>, delete: bool, w: Option<usi
                 Some(w) => Outcome::PutWith(reply, w),
                 None => Outcome::write(reply, delete),
             };
-            let mut r = json(StatusCode::OK, outcome.to_json());
+            let mut r = json(StatusCode::OK, shown(outcome, prefix).to_json());
             r.headers_mut().insert(ctx.0, ctx.1);
             r
         }
@@ -599,12 +673,14 @@ async fn kv_delete(
     State(s): State<HttpState>,
     headers: HeaderMap,
     uri: Uri,
-    path: std::result::Result<Path<String>, PathRejection>,
+    path: KeyPath,
 ) -> Response {
     let start = Instant::now();
     let mut w = None;
+    let mut prefix = None;
     let out = async {
-        let key = key_of(path)?;
+        let (key, p) = key_in(&s, path)?;
+        prefix = p;
         let (opts, asked) = query::write_options(&uri, &headers, false)?;
         w = asked;
         let context = context_of(&headers)?;
@@ -626,7 +702,7 @@ async fn kv_delete(
         crate::metrics::Outcome::of(&out),
         start.elapsed(),
     );
-    write_answer(out, true, w)
+    write_answer(out, true, w, prefix.as_deref())
 }
 
 fn node_of(path: std::result::Result<Path<String>, PathRejection>) -> Result<NodeId> {

@@ -89,6 +89,7 @@ pub struct Reports {
 mod leadership;
 mod status;
 mod sync;
+mod buckets;
 mod users;
 
 /// How often the leader polls the nodes of a running change. A quarter second
@@ -216,6 +217,7 @@ impl Membership {
                 );
                 let removed = state.removed_at(&self.me, self.storage.uuid());
                 let leads = state.leader == self.me;
+                self.storage.learn_buckets(&state);
                 self.ring.install(state.clone());
                 if let Some(at) = removed {
                     self.warn_removed(at);

@@ -94,6 +94,7 @@ impl Membership {
         self.check_replication(&state);
         let epoch = state.epoch;
         let removed = state.removed_at(&self.me, self.storage.uuid());
+        self.storage.learn_buckets(&state);
         if self.ring.install(state) {
             tracing::info!(epoch, "installed ring from the leader");
             if let Some(at) = removed {

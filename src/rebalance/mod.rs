@@ -136,6 +136,10 @@ pub const BATCH_BYTES: usize = 4 * 1024 * 1024;
 pub const TRANSFER_CONCURRENCY: usize = 4;
 /// How often the task looks for a new ring when idle.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Keys of a dropped bucket removed per blocking job.
+pub const PURGE_CHUNK: usize = 1000;
+/// How often a node looks again for keys of dropped buckets on one epoch.
+const PURGE_RECHECK: Duration = Duration::from_secs(30);
 /// Backoff between retries of a batch whose receiver failed.
 pub const RETRY_BACKOFF: Duration = Duration::from_millis(500);
 
@@ -239,9 +243,21 @@ impl Rebalance {
     /// node has not finished, a clean-up whenever a settled ring has not been
     /// cleaned up.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut purged: Option<(u64, std::time::Instant)> = None;
         loop {
             if *stop.borrow() {
                 return;
+            }
+            // The keys of dropped buckets: looked for at each new epoch and
+            // every half minute (a copy sent by a node that learned the drop
+            // late may land after a purge).
+            let epoch = self.ring.epoch();
+            if purged.is_none_or(|(e, at)| e != epoch || at.elapsed() > PURGE_RECHECK) {
+                purged = Some((epoch, std::time::Instant::now()));
+                if let Err(e) = self.purge_dropped(&stop).await {
+                    tracing::warn!(error = %e, "removing a dropped bucket's keys failed; retrying");
+                    purged = None;
+                }
             }
             let pass = match self.ring.get() {
                 Some(ring) => self.pass(ring, &stop).await,
@@ -265,6 +281,35 @@ impl Rebalance {
                 _ = stop.changed() => return,
             }
         }
+    }
+
+    /// Removes the keys of every bucket the ring dropped that this node still
+    /// holds, [`PURGE_CHUNK`] keys at a time.
+    async fn purge_dropped(&self, stop: &watch::Receiver<bool>) -> Result<(), String> {
+        let storage = self.storage.clone();
+        let ids = crate::runtime::spawn(move || storage.dropped_ids_held())
+            .await
+            .map_err(|e| e.to_string())?;
+        for id in ids {
+            let mut total = 0usize;
+            loop {
+                if *stop.borrow() {
+                    return Ok(());
+                }
+                let storage = self.storage.clone();
+                let n = crate::runtime::spawn(move || storage.purge_bucket(id, PURGE_CHUNK))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+                total += n;
+                if n == 0 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            tracing::info!(bucket_id = id, keys = total, "removed the keys of a dropped bucket");
+        }
+        Ok(())
     }
 
     /// Does whatever the current ring asks of this node. Ok(true) if it did

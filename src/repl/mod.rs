@@ -145,6 +145,8 @@ pub struct Options {
     pub commands: Vec<String>,
     /// The token and TLS the client connects with.
     pub credentials: Credentials,
+    /// The bucket commands address until `use` says otherwise (`--bucket`).
+    pub bucket: String,
 }
 
 /// What the loop should do after a line.
@@ -164,6 +166,8 @@ pub struct Session {
     json: bool,
     client: Option<Client>,
     credentials: Credentials,
+    /// The bucket key commands address (`use BUCKET`).
+    bucket: String,
 }
 
 impl Session {
@@ -186,7 +190,19 @@ impl Session {
             json,
             client: None,
             credentials,
+            bucket: crate::ring::DEFAULT_BUCKET.to_string(),
         }
+    }
+
+    /// The same session addressing `bucket` (the client's `--bucket`).
+    pub fn in_bucket(mut self, bucket: String) -> Self {
+        self.bucket = bucket;
+        self
+    }
+
+    /// The bucket key commands address.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
     }
 
     /// The node this session talks to.
@@ -222,6 +238,27 @@ impl Session {
                 _ => Outcome::Help(String::new()),
             });
         }
+        let bucket = self.bucket.clone();
+        let client = self.client().await?;
+        // A bucket's keys are addressed under its prefix, and shown without it.
+        let prefix = if command.addresses_keys() {
+            client.bucket_prefix(&bucket).await?
+        } else {
+            None
+        };
+        let command = match &prefix {
+            Some(p) => command.in_bucket(p),
+            None => command,
+        };
+        let outcome = self.run_on_node(command).await?;
+        Ok(match &prefix {
+            Some(p) => outcome.strip_prefix(p),
+            None => outcome,
+        })
+    }
+
+    /// Runs a command that needs the node.
+    async fn run_on_node(&mut self, command: Command) -> Result<Outcome> {
         let client = self.client().await?;
         Ok(match command {
             Command::Put {
@@ -280,6 +317,17 @@ impl Session {
             Command::AbortChange => Outcome::Aborted(client.abort_change().await?),
             Command::Status => Outcome::Status(client.status().await?),
             Command::Locate { key } => Outcome::Locate(client.locate(key).await?),
+            Command::Use { bucket } => {
+                // Checks that the bucket exists.
+                client.bucket_prefix(&bucket).await?;
+                self.bucket = bucket.clone();
+                Outcome::Using(bucket)
+            }
+            Command::BucketCreate { name, spec } => {
+                Outcome::Bucket(client.bucket_create(name, spec).await?)
+            }
+            Command::BucketDrop { name } => Outcome::Bucket(client.bucket_drop(name).await?),
+            Command::BucketList => Outcome::Buckets(client.bucket_list().await?),
             Command::UserAdd { name, role } => {
                 Outcome::UserAdded(client.user_add(name, role).await?)
             }
@@ -338,7 +386,8 @@ pub fn run(options: Options) -> u8 {
         options.node.clone(),
         options.json,
         options.credentials.clone(),
-    );
+    )
+    .in_bucket(options.bucket.clone());
     if !options.commands.is_empty() {
         let lines = options.commands.into_iter().map(Ok);
         return run_script(&runtime, &mut session, lines);
@@ -514,9 +563,12 @@ fn run_interactive(runtime: &tokio::runtime::Runtime, session: &mut Session) {
         "dynamo client for {}; type help for the commands",
         session.node()
     );
-    let prompt = format!("dynamo {}> ", session.node());
+    let prompt = |session: &Session| match session.bucket() {
+        crate::ring::DEFAULT_BUCKET => format!("dynamo {}> ", session.node()),
+        bucket => format!("dynamo {}/{bucket}> ", session.node()),
+    };
     loop {
-        let read = editor.readline(&prompt);
+        let read = editor.readline(&prompt(session));
         let spilled = spill.take();
         match read {
             Ok(mut line) => {

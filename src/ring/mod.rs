@@ -168,13 +168,19 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::error::{Error, Result};
 use crate::types::{NodeId, Replication};
 
+mod bucket;
 mod cell;
 mod placement;
 mod state;
+pub use bucket::{
+    check_bucket_name, parse_size, Bucket, BucketSpec, Buckets, StorageKind, DEFAULT_BUCKET,
+    MAX_BUCKETS,
+};
 pub use cell::RingCell;
 pub use placement::{Placement, Quorum};
 pub use state::{
-    actor_name, Departure, DepartureKind, Incarnation, RingState, RingStateV4, Transition,
+    actor_name, Departure, DepartureKind, Incarnation, RingState, RingStateV4, RingStateV5,
+    Transition,
 };
 
 #[cfg(test)]
@@ -352,6 +358,11 @@ pub struct Ring {
     current: Table,
     /// The target membership's table while a change runs.
     target: Option<Table>,
+    /// Each bucket's N/W/R by id (see [`bucket`]); empty without buckets, so
+    /// a key of the default bucket never looks here.
+    buckets: std::collections::HashMap<u32, Replication>,
+    /// The largest N of the ring and its buckets.
+    max_n: usize,
 }
 
 impl Ring {
@@ -375,10 +386,22 @@ impl Ring {
             .transition
             .as_ref()
             .map(|t| Table::new(t.target.clone(), state.tokens_per_node));
+        let buckets: std::collections::HashMap<u32, Replication> = state
+            .buckets
+            .by_name
+            .values()
+            .map(|b| (b.id, b.replication()))
+            .collect();
+        let max_n = buckets
+            .values()
+            .map(|r| r.n)
+            .fold(state.replication.n, usize::max);
         Ring {
             state,
             current,
             target,
+            buckets,
+            max_n,
         }
     }
 
@@ -426,18 +449,102 @@ impl Ring {
         self.state.identities.get(node).copied()
     }
 
+    /// The N/W/R of `key`: its bucket's ([`bucket`]), or the ring's for a
+    /// key of the default bucket or of a bucket this ring does not have.
+    pub fn replication_of(&self, key: &[u8]) -> Replication {
+        if self.buckets.is_empty() || key.first() != Some(&0) {
+            return self.state.replication;
+        }
+        std::str::from_utf8(key)
+            .ok()
+            .and_then(crate::types::split_bucket_key)
+            .and_then(|(id, _)| self.buckets.get(&id).copied())
+            .unwrap_or(self.state.replication)
+    }
+
+    /// How many replicas `key` has: its bucket's N ([`Ring::replication_of`]).
+    pub fn n_of(&self, key: &[u8]) -> usize {
+        self.replication_of(key).n
+    }
+
+    /// The largest N of the ring and its buckets.
+    pub fn max_n(&self) -> usize {
+        self.max_n
+    }
+
+    /// The bucket called `name` (None for `default` and for a name the ring
+    /// does not have).
+    pub fn bucket(&self, name: &str) -> Option<&Bucket> {
+        self.state.buckets.by_name.get(name)
+    }
+
+    /// The key the ring stores `key` of bucket `bucket` under (see
+    /// [`bucket`]): `key` itself in the default bucket. Checks the key as a
+    /// user's key and that the bucket exists.
+    pub fn address(&self, bucket: &str, key: &str) -> Result<crate::types::Key> {
+        crate::types::check_user_key(key)?;
+        if bucket == DEFAULT_BUCKET {
+            return Ok(key.to_string());
+        }
+        match self.bucket(bucket) {
+            Some(b) => Ok(crate::types::bucket_key(b.id, key)),
+            None => Err(Error::NoSuchBucket {
+                bucket: bucket.to_string(),
+            }),
+        }
+    }
+
+    /// The bucket `key` is stored in (None: the default bucket), by name.
+    /// A key marked as a bucket's whose bucket this ring does not have (never
+    /// created, or dropped) is refused with [`Error::NoSuchBucket`].
+    pub fn bucket_of_key(&self, key: &str) -> Result<Option<(&str, &Bucket)>> {
+        if !key.starts_with(crate::types::BUCKET_MARK) {
+            return Ok(None);
+        }
+        let missing = |what: String| Error::NoSuchBucket { bucket: what };
+        let (id, _) = crate::types::split_bucket_key(key)
+            .ok_or_else(|| missing("(a malformed bucket key)".into()))?;
+        match self.state.buckets.by_id(id) {
+            Some(found) => Ok(Some(found)),
+            None => Err(missing(format!("#{id} (dropped, or not yet known here)"))),
+        }
+    }
+
+    /// The fraction of the hash space whose keys `node` keeps a replica of,
+    /// for keys with `n` replicas ([`Ring::share`] for the ring's N).
+    pub fn share_n(&self, node: &NodeId, n: usize) -> f64 {
+        let tokens = &self.current.tokens;
+        let mut owned: u128 = 0;
+        for (i, token) in tokens.iter().enumerate() {
+            // The range ending at this token, from the previous one (the last
+            // token for the first, across the wrap).
+            let prev = match i.checked_sub(1).and_then(|j| tokens.get(j)) {
+                Some(p) => p.position,
+                None => tokens.last().map_or(0, |l| l.position),
+            };
+            let len = u128::from(token.position.wrapping_sub(prev));
+            // One token alone owns the whole ring.
+            let len = if tokens.len() == 1 { 1u128 << 64 } else { len };
+            if self.current.clockwise_at(token.position, n).contains(node) {
+                owned += len;
+            }
+        }
+        owned as f64 / (1u128 << 64) as f64
+    }
+
     /// The key's preference list in the current ring: the first N distinct
     /// physical nodes clockwise from the key's position (every member, in ring
-    /// order, when there are fewer than N). N is `replication.n`.
+    /// order, when there are fewer than N). N is the key's
+    /// ([`Ring::n_of`]).
     pub fn preference_list(&self, key: &[u8]) -> Vec<NodeId> {
-        self.current.clockwise(key, self.state.replication.n)
+        self.current.clockwise(key, self.n_of(key))
     }
 
     /// The key's owners once the running change settles (the preference list
     /// when none runs).
     pub fn owners_after(&self, key: &[u8]) -> Vec<NodeId> {
         match &self.target {
-            Some(t) => t.clockwise(key, self.state.replication.n),
+            Some(t) => t.clockwise(key, self.n_of(key)),
             None => self.preference_list(key),
         }
     }
@@ -460,7 +567,7 @@ impl Ring {
         let Some(target) = &self.target else {
             return Vec::new();
         };
-        let n = self.state.replication.n;
+        let n = self.n_of(key);
         let now = self.current.clockwise(key, n);
         let mut next = target.clockwise(key, n);
         next.retain(|node| !now.contains(node));
@@ -478,24 +585,7 @@ impl Ring {
     /// The fraction of the hash space whose keys `node` keeps a replica of in
     /// the current ring: about N / members with enough tokens, 0 outside it.
     pub fn share(&self, node: &NodeId) -> f64 {
-        let n = self.state.replication.n;
-        let tokens = &self.current.tokens;
-        let mut owned: u128 = 0;
-        for (i, token) in tokens.iter().enumerate() {
-            // The range ending at this token, from the previous one (the last
-            // token for the first, across the wrap).
-            let prev = match i.checked_sub(1).and_then(|j| tokens.get(j)) {
-                Some(p) => p.position,
-                None => tokens.last().map_or(0, |l| l.position),
-            };
-            let len = u128::from(token.position.wrapping_sub(prev));
-            // One token alone owns the whole ring.
-            let len = if tokens.len() == 1 { 1u128 << 64 } else { len };
-            if self.current.clockwise_at(token.position, n).contains(node) {
-                owned += len;
-            }
-        }
-        owned as f64 / (1u128 << 64) as f64
+        self.share_n(node, self.state.replication.n)
     }
 
     /// The nodes that share a preference list with `node` in the current ring
@@ -503,7 +593,7 @@ impl Ring {
     /// replicas are compared and its requests are sent to. Each token starts
     /// one range, so this is one walk of N nodes per token of each table.
     pub fn neighbours(&self, node: &NodeId) -> Vec<NodeId> {
-        let n = self.state.replication.n;
+        let n = self.max_n;
         let mut out = std::collections::BTreeSet::new();
         for table in std::iter::once(&self.current).chain(&self.target) {
             for token in &table.tokens {
@@ -562,7 +652,11 @@ impl Ring {
     /// owners change only there). A range may hold several tokens, and a
     /// node may own only a part between two of them.
     pub fn owner_lists_in(&self, lo: u64, hi: u64) -> Vec<Vec<NodeId>> {
-        let n = self.state.replication.n;
+        self.owner_lists_in_n(lo, hi, self.state.replication.n)
+    }
+
+    /// [`Ring::owner_lists_in`] for keys with `n` replicas.
+    pub fn owner_lists_in_n(&self, lo: u64, hi: u64, n: usize) -> Vec<Vec<NodeId>> {
         let mut out = vec![self.current.clockwise_at(lo, n)];
         if lo < hi {
             out.extend(
@@ -578,7 +672,7 @@ impl Ring {
     /// running change is moving it to, and the stand-ins (see the module
     /// documentation).
     pub fn placement(&self, key: &[u8]) -> Placement {
-        let n = self.state.replication.n;
+        let n = self.n_of(key);
         match &self.target {
             None => {
                 let mut walk = self.walk(key);

@@ -50,6 +50,45 @@ pub struct RingState {
     /// this field would begin.
     #[serde(default)]
     pub users: BTreeMap<String, crate::types::User>,
+    /// The buckets (see [`super::bucket`]). Kept last: a ring encoded before
+    /// buckets existed ([`RingStateV5`]) ends where this field would begin.
+    #[serde(default)]
+    pub buckets: super::Buckets,
+}
+
+/// The ring state as encoded before it held buckets (ring record format 5,
+/// and the Raft log and state machine written by that version): read, then
+/// converted with no buckets.
+#[derive(Clone, Debug, Deserialize)]
+pub struct RingStateV5 {
+    pub epoch: u64,
+    pub leader: NodeId,
+    pub members: Vec<NodeId>,
+    pub replication: Replication,
+    pub tokens_per_node: u32,
+    pub identities: BTreeMap<NodeId, Uuid>,
+    pub transition: Option<Transition>,
+    pub incarnations: BTreeMap<NodeId, Incarnation>,
+    pub departed: BTreeMap<NodeId, Departure>,
+    pub users: BTreeMap<String, crate::types::User>,
+}
+
+impl From<RingStateV5> for RingState {
+    fn from(v: RingStateV5) -> RingState {
+        RingState {
+            epoch: v.epoch,
+            leader: v.leader,
+            members: v.members,
+            replication: v.replication,
+            tokens_per_node: v.tokens_per_node,
+            identities: v.identities,
+            transition: v.transition,
+            incarnations: v.incarnations,
+            departed: v.departed,
+            users: v.users,
+            buckets: Default::default(),
+        }
+    }
 }
 
 /// The ring state as encoded before it held users (ring record format 4,
@@ -81,6 +120,7 @@ impl From<RingStateV4> for RingState {
             incarnations: v.incarnations,
             departed: v.departed,
             users: BTreeMap::new(),
+            buckets: Default::default(),
         }
     }
 }
@@ -170,6 +210,7 @@ impl RingState {
             incarnations: BTreeMap::new(),
             departed: BTreeMap::new(),
             users: BTreeMap::new(),
+            buckets: Default::default(),
         }
     }
 
@@ -702,13 +743,28 @@ impl RingState {
                 self.tokens_per_node
             )));
         }
+        for (name, b) in &self.buckets.by_name {
+            super::check_bucket_name(name).map_err(|e| bad(e.to_string()))?;
+            if b.id >= self.buckets.next_id {
+                return Err(bad(format!("bucket {name} has id {}, not yet given", b.id)));
+            }
+            if b.n == 0 || b.w == 0 || b.r == 0 || b.w > b.n || b.r > b.n {
+                return Err(bad(format!(
+                    "bucket {name}: n={} w={} r={} is not 1 <= w, r <= n",
+                    b.n, b.w, b.r
+                )));
+            }
+        }
+        if self.buckets.by_name.len() > super::MAX_BUCKETS {
+            return Err(bad("too many buckets".into()));
+        }
         self.replication
             .validate()
             .map_err(|e| bad(format!("replication: {e}")))
     }
 
     /// A copy with the epoch advanced by one.
-    fn next_epoch(&self) -> Result<RingState> {
+    pub(super) fn next_epoch(&self) -> Result<RingState> {
         let epoch = self
             .epoch
             .checked_add(1)

@@ -243,6 +243,32 @@ pub struct UserReply {
     pub epoch: u64,
 }
 
+/// A bucket as `bucket list` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketEntry {
+    pub name: String,
+    pub n: usize,
+    pub w: usize,
+    pub r: usize,
+    pub storage: crate::ring::StorageKind,
+    pub quota: Option<u64>,
+    pub ttl_ms: Option<u64>,
+    /// About how many bytes the bucket's keys take (one copy each), as the
+    /// answering node estimates it from the copies it holds (not counted for
+    /// `default`, nor in the answer to `bucket create` and `bucket drop`).
+    pub bytes: Option<u64>,
+}
+
+/// The answer to `bucket create` and `bucket drop`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BucketReply {
+    pub bucket: BucketEntry,
+    /// `created`, `changed`, `unchanged` or `dropped`.
+    pub action: String,
+    /// The ring epoch that holds the change.
+    pub epoch: u64,
+}
+
 /// One user, as `user list` shows it (never its token).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserEntry {
@@ -771,4 +797,12 @@ pub trait Node {
     /// (a merge never replaces a newer version); answers how many keys a
     /// write quorum took.
     async fn restore_batch(items: Vec<(Key, Object)>) -> Result<u64>;
+    /// `bucket create NAME [settings]` (admin, at the leader): creates the
+    /// bucket, or changes the settings of an existing one.
+    async fn bucket_create(name: String, spec: crate::ring::BucketSpec) -> Result<BucketReply>;
+    /// `bucket drop NAME` (admin, at the leader): the bucket goes, and every
+    /// node removes its keys in the background.
+    async fn bucket_drop(name: String) -> Result<BucketReply>;
+    /// `bucket list` (read): every bucket of the ring this node has.
+    async fn bucket_list() -> Result<Vec<BucketEntry>>;
 }

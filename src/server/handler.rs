@@ -390,6 +390,30 @@ impl rpc::Node for Handler {
         self.state.coordinator.restore_batch(items).await
     }
 
+    async fn bucket_create(
+        self,
+        _: tarpc::context::Context,
+        name: String,
+        spec: crate::ring::BucketSpec,
+    ) -> Result<crate::rpc::BucketReply> {
+        self.allow(Need::admin("manage buckets"))?;
+        self.state.membership.bucket_create(name, spec).await
+    }
+
+    async fn bucket_drop(
+        self,
+        _: tarpc::context::Context,
+        name: String,
+    ) -> Result<crate::rpc::BucketReply> {
+        self.allow(Need::admin("manage buckets"))?;
+        self.state.membership.bucket_drop(name).await
+    }
+
+    async fn bucket_list(self, _: tarpc::context::Context) -> Result<Vec<crate::rpc::BucketEntry>> {
+        self.allow(Need::read("list buckets"))?;
+        self.state.membership.bucket_list()
+    }
+
     async fn read_with(
         self,
         _: tarpc::context::Context,

@@ -94,6 +94,9 @@ impl Storage {
 
     /// Merges a write held for `target` (hinted handoff).
     pub fn merge_hint(&self, target: &NodeId, key: &str, incoming: &Object) -> Result<()> {
+        if self.is_dropped(key) {
+            return Ok(()); // a dropped bucket's key is never stored again
+        }
         let _g = self.stripe(key);
         let hkey = hint_key(key, target)?;
         let mut obj = self.hint_or_new(&hkey)?;

@@ -142,6 +142,11 @@ pub(super) fn decode_ring(raw: &[u8]) -> Result<RingState> {
     // added left empty, until it is the current one.
     let v3 = match raw.split_first() {
         Some((&RING_FORMAT, body)) => return bincode::deserialize(body).map_err(corrupt),
+        Some((5, body)) => {
+            return Ok(RingState::from(
+                bincode::deserialize::<crate::ring::RingStateV5>(body).map_err(corrupt)?,
+            ))
+        }
         Some((4, body)) => {
             return Ok(RingState::from(
                 bincode::deserialize::<RingStateV4>(body).map_err(corrupt)?,

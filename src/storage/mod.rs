@@ -64,6 +64,7 @@
 //! The floor is per segment, not per key, so removing a tombstone leaves
 //! nothing per key behind.
 
+mod buckets;
 mod expiry;
 mod group_commit;
 mod hints;
@@ -103,8 +104,8 @@ pub use group_commit::GroupCommit;
 pub const RECORD_FORMAT: u8 = 1;
 /// Format version of the ring record: 2 added node identities and the
 /// transition, 3 the incarnations of each address, 4 the departed nodes, 5
-/// the users.
-pub const RING_FORMAT: u8 = 5;
+/// the users, 6 the buckets.
+pub const RING_FORMAT: u8 = 6;
 /// How many mutexes guard per-key read-modify-write. 1024 makes two hot keys share a
 /// stripe rarely while costing 1024 small mutexes per node.
 pub const LOCK_STRIPES: usize = 1024;
@@ -159,8 +160,13 @@ pub struct Storage {
     values: sled::Tree,
     /// The keys of `values` in key order (see [`order`]).
     order: sled::Tree,
-    /// One digest per segment: the XOR of [`entry_digest`] over its keys.
+    /// One digest per segment: the XOR of [`entry_digest`] over its keys of
+    /// the default bucket.
     segments: Box<[AtomicU64]>,
+    /// The same over each segment's keys of other buckets (see [`buckets`]).
+    bucket_segments: Box<[AtomicU64]>,
+    /// Bytes per bucket, memory buckets, the boot's counter floor.
+    buckets: buckets::BucketBook,
     /// One bit per segment, set once the segment has held a key since the
     /// store opened (see [`Storage::segments_held`]).
     held: Box<[AtomicU64]>,
@@ -235,11 +241,26 @@ impl Storage {
         // and drop.
         let (mut stored, mut deleted) = (0u64, 0u64);
         let segments: Box<[AtomicU64]> = (0..SEGMENTS).map(|_| AtomicU64::new(0)).collect();
+        let bucket_segments: Box<[AtomicU64]> =
+            (0..SEGMENTS).map(|_| AtomicU64::new(0)).collect();
+        let last_ring = meta.get(RING_KEY)?.and_then(|raw| meta::decode_ring(&raw).ok());
+        let book = buckets::BucketBook::open(&db, &meta, last_ring.as_ref())?;
+        let mut forgotten = 0u64;
         let held: Box<[AtomicU64]> = (0..SEGMENTS / 64).map(|_| AtomicU64::new(0)).collect();
         let mut reordered = 0u64;
         let mut expiring = BTreeSet::new();
         for item in values.iter() {
             let (k, raw) = item?;
+            if let Some((_, key)) = split_stored_key(&k) {
+                if book.forget_at_open(key) {
+                    // A memory bucket's key, or a dropped bucket's.
+                    values.remove(&k)?;
+                    order.remove(key)?;
+                    forgotten += 1;
+                    continue;
+                }
+                book.account(key, buckets::len_of(&raw));
+            }
             stored += 1;
             if let Some((_, key)) = split_stored_key(&k) {
                 reordered += u64::from(Storage::order_repair(&order, key)?);
@@ -258,9 +279,20 @@ impl Storage {
                 }
             }
             if let Some((seg, key)) = split_stored_key(&k) {
-                segments[usize::from(seg)].fetch_xor(entry_digest(key, &raw), Ordering::Relaxed);
+                let digests = if key.first() == Some(&0) {
+                    &bucket_segments
+                } else {
+                    &segments
+                };
+                digests[usize::from(seg)].fetch_xor(entry_digest(key, &raw), Ordering::Relaxed);
                 mark_held(&held, seg);
             }
+        }
+        if forgotten > 0 {
+            tracing::info!(
+                keys = forgotten,
+                "forgot the keys of memory buckets and of dropped buckets"
+            );
         }
         if reordered > 0 {
             tracing::info!(
@@ -305,6 +337,8 @@ impl Storage {
             values,
             order,
             segments,
+            bucket_segments,
+            buckets: book,
             held,
             hints,
             meta,
@@ -418,6 +452,9 @@ impl Storage {
     /// Merges a replica write into this node's copy of `key`. Returns true if the
     /// stored object changed. Call [`Storage::durable`] before acknowledging.
     pub fn merge(&self, key: &str, incoming: &Object) -> Result<bool> {
+        if self.is_dropped(key) {
+            return Ok(false);
+        }
         let _g = self.stripe(key);
         let mut obj = self.get_value(key)?;
         let was_deleted = obj.is_deleted();
@@ -434,6 +471,7 @@ impl Storage {
         let raw = encode(obj)?;
         let digest = entry_digest(key.as_bytes(), &raw);
         let stored = stored_key(key);
+        let new_len = buckets::len_of(&raw);
         let old = self.values.insert(stored.as_slice(), raw)?;
         let old_digest = match &old {
             Some(old) => entry_digest(key.as_bytes(), old),
@@ -443,6 +481,10 @@ impl Storage {
                 0
             }
         };
+        self.buckets.account(
+            key.as_bytes(),
+            new_len - old.as_deref().map_or(0, buckets::len_of),
+        );
         self.segment(&stored)
             .fetch_xor(digest ^ old_digest, Ordering::Relaxed);
         if let Some(at) = obj.dies_at() {
@@ -573,6 +615,7 @@ impl Storage {
         }
         self.segment(at)
             .fetch_xor(entry_digest(key.as_bytes(), raw), Ordering::Relaxed);
+        self.buckets.account(key.as_bytes(), -buckets::len_of(raw));
         self.keys.fetch_sub(1, Ordering::Relaxed);
         self.order_remove(key)?;
         if deleted {
@@ -596,6 +639,11 @@ impl Storage {
         content: Content,
         hint_for: Option<&NodeId>,
     ) -> Result<(Object, Dot)> {
+        if self.is_dropped(key) {
+            return Err(Error::NoSuchBucket {
+                bucket: "(dropped)".into(),
+            });
+        }
         let _g = self.stripe(key);
         let mut obj = self.get_value(key)?;
         let was_deleted = obj.is_deleted();
@@ -604,7 +652,8 @@ impl Storage {
             Some(raw) => decode::<u64>(&raw, "floors")?,
             None => 0,
         }
-        .max(self.segment_floor(segment_of(key)));
+        .max(self.segment_floor(segment_of(key)))
+        .max(self.boot_floor(key));
         let dot = obj.update(actor, seen, content, floor)?;
         let size = obj.approx_size();
         if size > crate::types::MAX_OBJECT_BYTES {

@@ -64,6 +64,14 @@ impl Storage {
             Some(a) if a >= prefix => Bound::Excluded(a.as_bytes()),
             _ => Bound::Included(prefix.as_bytes()),
         };
+        // A listing of the default bucket starts past every other bucket's
+        // keys, which begin with NUL and sort first.
+        let from = match from {
+            Bound::Included(b) | Bound::Excluded(b) if b < b"\x01".as_slice() && !prefix.starts_with('\0') => {
+                Bound::Included(b"\x01".as_slice())
+            }
+            other => other,
+        };
         let mut out = Listing::default();
         let entries = self.order.range::<&[u8], _>((from, Bound::Unbounded));
         for (examined, entry) in entries.enumerate() {

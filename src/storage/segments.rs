@@ -8,9 +8,15 @@ impl Storage {
     /// The digest cell of the segment a stored key (from [`stored_key`]) is
     /// in, for a write to update; the segment counts as held from now on.
     pub(super) fn segment(&self, stored: &[u8]) -> &AtomicU64 {
-        let seg = split_stored_key(stored).map_or(0, |(seg, _)| seg);
+        let (seg, key) = split_stored_key(stored).unwrap_or((0, &[]));
         mark_held(&self.held, seg);
-        &self.segments[usize::from(seg)]
+        // A bucket's key (it begins with NUL) goes to the second digest: see
+        // the `buckets` module.
+        if key.first() == Some(&0) {
+            &self.bucket_segments[usize::from(seg)]
+        } else {
+            &self.segments[usize::from(seg)]
+        }
     }
 
     /// Every segment that has held a key since the store opened, in order: a
@@ -35,7 +41,8 @@ impl Storage {
     }
 
     /// The digest of segment `seg`: the XOR of the [`entry_digest`]s of its keys
-    /// (0 when it holds none). Kept up to date by every write, never recomputed.
+    /// of the default bucket (0 when it holds none; a bucket's keys are in
+    /// [`Storage::bucket_digest`]). Kept up to date by every write, never recomputed.
     pub fn segment_digest(&self, seg: Segment) -> u64 {
         self.segments[usize::from(seg)].load(Ordering::Relaxed)
     }

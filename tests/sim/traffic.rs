@@ -121,6 +121,9 @@ pub const METHODS: &[&str] = &[
     "write_with",
     "export",
     "restore_batch",
+    "bucket_create",
+    "bucket_drop",
+    "bucket_list",
     // Not methods: a cancelled call, a server error, a frame not understood.
     "(cancel)",
     "(server error)",

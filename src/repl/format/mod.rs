@@ -47,6 +47,7 @@ use crate::vclock::VersionVector;
 
 use super::parse::COMMANDS;
 
+mod buckets;
 mod status;
 #[cfg(test)]
 use status::{bytes_human, duration_human, percent};
@@ -85,6 +86,12 @@ pub enum Outcome {
     UserRemoved(UserReply),
     /// `user list`.
     Users(Vec<UserEntry>),
+    /// `use BUCKET`.
+    Using(String),
+    /// `bucket create` or `bucket drop`.
+    Bucket(crate::rpc::BucketReply),
+    /// `bucket list`.
+    Buckets(Vec<crate::rpc::BucketEntry>),
     /// The text `help` shows.
     Help(String),
     Error(Error),
@@ -181,6 +188,9 @@ impl Outcome {
                 epoch: reply.epoch,
             }),
             Outcome::Users(users) => serde_json::to_string(&JsonUsers { ok: true, users }),
+            Outcome::Using(bucket) => buckets::using_json(bucket),
+            Outcome::Bucket(reply) => buckets::bucket_json(reply),
+            Outcome::Buckets(list) => buckets::buckets_json(list),
             Outcome::Error(e) => return error_json(&e.to_string()),
         };
         rendered.unwrap_or_else(|e| {
@@ -258,6 +268,9 @@ impl Outcome {
                 );
                 lines.join("\n")
             }
+            Outcome::Using(bucket) => format!("using bucket {bucket}"),
+            Outcome::Bucket(reply) => buckets::bucket_human(reply),
+            Outcome::Buckets(list) => buckets::buckets_human(list),
             Outcome::Help(text) => text.clone(),
             Outcome::Error(e) => format!("error: {e}"),
         }

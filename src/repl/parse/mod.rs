@@ -40,7 +40,7 @@
 
 use crate::coordinator::scan::{DEFAULT_SCAN_LIMIT, MAX_SCAN_LIMIT};
 use crate::error::{Error, Result};
-use crate::types::{check_key, check_value, Key, NodeId, Value};
+use crate::types::{check_user_key as check_key, check_value, Key, NodeId, Value};
 use crate::vclock::VersionVector;
 
 /// One command, parsed and checked.
@@ -90,6 +90,17 @@ pub enum Command {
     UserList,
     /// `user remove NAME`.
     UserRemove { name: String },
+    /// `use BUCKET`: later commands address BUCKET.
+    Use { bucket: String },
+    /// `bucket create NAME [n=N] [w=W] [r=R] [storage=disk|memory] [quota=SIZE] [ttl=DURATION]`.
+    BucketCreate {
+        name: String,
+        spec: crate::ring::BucketSpec,
+    },
+    /// `bucket list`.
+    BucketList,
+    /// `bucket drop NAME`.
+    BucketDrop { name: String },
     /// `help [COMMAND]`.
     Help { topic: Option<String> },
     /// `quit` or `exit`.
@@ -100,6 +111,59 @@ impl Command {
     /// True if running the command needs a connection to the node.
     pub fn needs_node(&self) -> bool {
         !matches!(self, Command::Help { .. } | Command::Quit)
+    }
+
+    /// The command with its keys (and a scan's prefix and `after`) under
+    /// `prefix`, a bucket's (see [`crate::types::bucket_key`]).
+    pub fn in_bucket(self, prefix: &str) -> Command {
+        let under = |key: Key| format!("{prefix}{key}");
+        match self {
+            Command::Put {
+                key,
+                context,
+                value,
+                w,
+                ttl_ms,
+            } => Command::Put {
+                key: under(key),
+                context,
+                value,
+                w,
+                ttl_ms,
+            },
+            Command::Get { key, r } => Command::Get { key: under(key), r },
+            Command::GetVerbose { key, r } => Command::GetVerbose { key: under(key), r },
+            Command::Scan {
+                prefix: p,
+                after,
+                limit,
+                consistent,
+            } => Command::Scan {
+                prefix: under(p),
+                after: after.map(under),
+                limit,
+                consistent,
+            },
+            Command::Delete { key, context } => Command::Delete {
+                key: under(key),
+                context,
+            },
+            Command::Locate { key } => Command::Locate { key: under(key) },
+            other => other,
+        }
+    }
+
+    /// True if the command addresses keys (of the bucket in use).
+    pub fn addresses_keys(&self) -> bool {
+        matches!(
+            self,
+            Command::Put { .. }
+                | Command::Get { .. }
+                | Command::GetVerbose { .. }
+                | Command::Scan { .. }
+                | Command::Delete { .. }
+                | Command::Locate { .. }
+        )
     }
 }
 
@@ -182,6 +246,20 @@ pub const COMMANDS: &[CommandInfo] = &[
         usage: "user add NAME ROLE | user list | user remove NAME",
         summary: "the ring's users (admin): add one with a role (admin, readwrite or readonly; its \
                   token is printed once), list them, or remove one (its token stops working)",
+    },
+    CommandInfo {
+        name: "use",
+        usage: "use BUCKET",
+        summary: "later commands address the keys of BUCKET (use default returns to the keys \
+                  written without one)",
+    },
+    CommandInfo {
+        name: "bucket",
+        usage: "bucket create NAME [n=N] [w=W] [r=R] [storage=disk|memory] [quota=SIZE] \
+                [ttl=DURATION] | bucket list | bucket drop NAME",
+        summary: "buckets: namespaces with their own N/W/R, storage, size quota and default TTL; \
+                  create (or change W, R, quota, TTL of) and drop at the leader (admin); drop \
+                  removes the bucket's keys from every node in the background",
     },
     CommandInfo {
         name: "help",
@@ -502,6 +580,35 @@ pub fn parse(line: &str) -> Result<Command> {
                     let user = take(&mut lexer, &name)?.text;
                     crate::types::check_user_name(&user)?;
                     Command::UserRemove { name: user }
+                }
+                _ => return Err(usage(&name)),
+            }
+        }
+        "use" => {
+            let bucket = take(&mut lexer, &name)?.text;
+            if bucket != crate::ring::DEFAULT_BUCKET {
+                crate::ring::check_bucket_name(&bucket)?;
+            }
+            Command::Use { bucket }
+        }
+        "bucket" => {
+            let sub = take(&mut lexer, &name)?.text.to_lowercase();
+            match sub.as_str() {
+                "create" => {
+                    let bucket = take(&mut lexer, &name)?.text;
+                    crate::ring::check_bucket_name(&bucket)?;
+                    let mut words = Vec::new();
+                    while let Some(t) = lexer.next_token()? {
+                        words.push(t.text);
+                    }
+                    let spec = crate::ring::BucketSpec::parse(words.iter().map(String::as_str))?;
+                    Command::BucketCreate { name: bucket, spec }
+                }
+                "list" => Command::BucketList,
+                "drop" => {
+                    let bucket = take(&mut lexer, &name)?.text;
+                    crate::ring::check_bucket_name(&bucket)?;
+                    Command::BucketDrop { name: bucket }
                 }
                 _ => return Err(usage(&name)),
             }

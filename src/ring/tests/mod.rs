@@ -43,6 +43,7 @@ fn state_of(members: Vec<NodeId>, replication: Replication) -> RingState {
         incarnations: Default::default(),
         departed: Default::default(),
         users: Default::default(),
+        buckets: Default::default(),
     }
 }
 
@@ -220,6 +221,7 @@ fn empty_and_unvalidated_states_never_panic() {
         incarnations: Default::default(),
         departed: Default::default(),
         users: Default::default(),
+        buckets: Default::default(),
     });
     assert!(empty.preference_list(b"k").is_empty());
     assert!(empty.walk(b"k").is_empty());
@@ -237,6 +239,7 @@ fn empty_and_unvalidated_states_never_panic() {
         incarnations: Default::default(),
         departed: Default::default(),
         users: Default::default(),
+        buckets: Default::default(),
     });
     assert_eq!(messy.members(), [node("a:1"), node("b:1"), node("c:1")]);
     let mut walk = messy.walk(b"k");
