@@ -349,7 +349,8 @@ pub async fn backup(
                 .await?;
             let before = w.bytes;
             for (key, object) in &page.items {
-                let mut record = Record::of(key.strip_prefix(stored.as_str()).unwrap_or(key), object)?;
+                let mut record =
+                    Record::of(key.strip_prefix(stored.as_str()).unwrap_or(key), object)?;
                 record.bucket = name.clone();
                 w.line(&to_json(&record)?, true).map_err(io)?;
             }

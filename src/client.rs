@@ -486,7 +486,10 @@ impl Client {
         if bucket == crate::ring::DEFAULT_BUCKET {
             return Ok(None);
         }
-        let known = |ring: &Ring| ring.bucket(bucket).map(|b| crate::types::bucket_prefix(b.id));
+        let known = |ring: &Ring| {
+            ring.bucket(bucket)
+                .map(|b| crate::types::bucket_prefix(b.id))
+        };
         if let Some(prefix) = self.ring().await.as_deref().and_then(known) {
             return Ok(Some(prefix));
         }

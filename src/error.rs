@@ -172,7 +172,11 @@ pub enum Error {
         "quota exceeded: bucket {bucket} holds about {used} bytes of its {quota}-byte quota; \
          delete keys or raise the quota (bucket create {bucket} quota=SIZE)"
     )]
-    QuotaExceeded { bucket: String, used: u64, quota: u64 },
+    QuotaExceeded {
+        bucket: String,
+        used: u64,
+        quota: u64,
+    },
 }
 
 impl Error {

@@ -58,7 +58,13 @@ fn held(rt: &tokio::runtime::Runtime, port: u16, key: &str) -> Option<Vec<String
 }
 
 /// The members (indices) that hold `value` for the stored key `key`.
-fn holders(rt: &tokio::runtime::Runtime, c: &Cluster, members: &[usize], key: &str, value: &str) -> BTreeSet<usize> {
+fn holders(
+    rt: &tokio::runtime::Runtime,
+    c: &Cluster,
+    members: &[usize],
+    key: &str,
+    value: &str,
+) -> BTreeSet<usize> {
     members
         .iter()
         .copied()
@@ -74,12 +80,21 @@ fn located(c: &Cluster, bucket: &str, keys: &[String]) -> Vec<BTreeSet<usize>> {
         .zip(keys)
         .map(|(r, k)| {
             assert_eq!(r["ok"], true, "{r}");
-            assert_eq!(r["key"], k.as_str(), "locate shows the key as the user wrote it");
+            assert_eq!(
+                r["key"],
+                k.as_str(),
+                "locate shows the key as the user wrote it"
+            );
             r["replicas"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|id| c.nodes.iter().position(|n| n.id == id.as_str().unwrap()).unwrap())
+                .map(|id| {
+                    c.nodes
+                        .iter()
+                        .position(|n| n.id == id.as_str().unwrap())
+                        .unwrap()
+                })
                 .collect()
         })
         .collect()
@@ -124,7 +139,10 @@ fn each_bucket_keeps_its_own_n_through_handoff_anti_entropy_and_a_ring_change() 
     assert_eq!(out.results[0]["action"], "created", "{out:?}");
     let out = c.at_leader("bucket create all n=5");
     assert_eq!(
-        (out.results[0]["bucket"]["w"].clone(), out.results[0]["bucket"]["r"].clone()),
+        (
+            out.results[0]["bucket"]["w"].clone(),
+            out.results[0]["bucket"]["r"].clone()
+        ),
         (3.into(), 3.into()),
         "a majority of N by default: {out:?}"
     );
@@ -137,7 +155,11 @@ fn each_bucket_keeps_its_own_n_through_handoff_anti_entropy_and_a_ring_change() 
         .iter()
         .map(|b| b["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["default", "all", "one"], "every node knows the buckets: {list:?}");
+    assert_eq!(
+        names,
+        ["default", "all", "one"],
+        "every node knows the buckets: {list:?}"
+    );
 
     // Placement: a key of `one` lives on exactly its one replica, a key of
     // `all` on every member; the same name in the default bucket is another key.
@@ -153,11 +175,22 @@ fn each_bucket_keeps_its_own_n_through_handoff_anti_entropy_and_a_ring_change() 
     assert!(ones.iter().all(|r| r.len() == 1), "{ones:?}");
     let alls = located(&c, "all", &keys);
     assert!(alls.iter().all(|r| r.len() == 5), "{alls:?}");
-    let one_keys: Vec<(String, BTreeSet<usize>)> =
-        keys.iter().zip(&ones).map(|(k, r)| (stored(0, k), r.clone())).collect();
-    let all_keys: Vec<(String, BTreeSet<usize>)> =
-        keys.iter().map(|k| (stored(1, k), five.iter().copied().collect())).collect();
-    wait_placed(&rt, &c, "N=1 keys on their one replica only", &five, &one_keys);
+    let one_keys: Vec<(String, BTreeSet<usize>)> = keys
+        .iter()
+        .zip(&ones)
+        .map(|(k, r)| (stored(0, k), r.clone()))
+        .collect();
+    let all_keys: Vec<(String, BTreeSet<usize>)> = keys
+        .iter()
+        .map(|k| (stored(1, k), five.iter().copied().collect()))
+        .collect();
+    wait_placed(
+        &rt,
+        &c,
+        "N=1 keys on their one replica only",
+        &five,
+        &one_keys,
+    );
     wait_placed(&rt, &c, "N=5 keys on every member", &five, &all_keys);
 
     // Hinted handoff with N = 1: the owner of some keys is down; their puts
@@ -168,7 +201,11 @@ fn each_bucket_keeps_its_own_n_through_handoff_anti_entropy_and_a_ring_change() 
         .map(|i| format!("h{i}"))
         .collect::<Vec<_>>()
         .into_iter()
-        .zip(located(&c, "one", &(0..200).map(|i| format!("h{i}")).collect::<Vec<_>>()))
+        .zip(located(
+            &c,
+            "one",
+            &(0..200).map(|i| format!("h{i}")).collect::<Vec<_>>(),
+        ))
         .filter(|(_, r)| r.contains(&owner))
         .map(|(k, _)| k)
         .take(10)
@@ -181,12 +218,28 @@ fn each_bucket_keeps_its_own_n_through_handoff_anti_entropy_and_a_ring_change() 
     let late: Vec<String> = (0..20).map(|i| format!("late{i}")).collect();
     put_all(&c, 0, "all", &late);
     c.start(owner);
-    let handed: Vec<(String, BTreeSet<usize>)> =
-        owned.iter().map(|k| (stored(0, k), BTreeSet::from([owner]))).collect();
-    wait_placed(&rt, &c, "hints of N=1 keys handed to their owner, and only there", &five, &handed);
-    let late_keys: Vec<(String, BTreeSet<usize>)> =
-        late.iter().map(|k| (stored(1, k), five.iter().copied().collect())).collect();
-    wait_placed(&rt, &c, "anti-entropy brings N=5 keys to the member that missed them", &five, &late_keys);
+    let handed: Vec<(String, BTreeSet<usize>)> = owned
+        .iter()
+        .map(|k| (stored(0, k), BTreeSet::from([owner])))
+        .collect();
+    wait_placed(
+        &rt,
+        &c,
+        "hints of N=1 keys handed to their owner, and only there",
+        &five,
+        &handed,
+    );
+    let late_keys: Vec<(String, BTreeSet<usize>)> = late
+        .iter()
+        .map(|k| (stored(1, k), five.iter().copied().collect()))
+        .collect();
+    wait_placed(
+        &rt,
+        &c,
+        "anti-entropy brings N=5 keys to the member that missed them",
+        &five,
+        &late_keys,
+    );
 
     // A ring change: a sixth member. Each key ends up on exactly its
     // owners under its bucket's N: one node for `one`, five of six for `all`.
@@ -195,13 +248,34 @@ fn each_bucket_keeps_its_own_n_through_handoff_anti_entropy_and_a_ring_change() 
     let ones = located(&c, "one", &keys);
     let alls = located(&c, "all", &keys);
     assert!(alls.iter().all(|r| r.len() == 5), "{alls:?}");
-    assert!(ones.iter().any(|r| r.contains(&5)), "the new node owns no N=1 key: {ones:?}");
-    let one_keys: Vec<(String, BTreeSet<usize>)> =
-        keys.iter().zip(&ones).map(|(k, r)| (stored(0, k), r.clone())).collect();
-    let all_keys: Vec<(String, BTreeSet<usize>)> =
-        keys.iter().zip(&alls).map(|(k, r)| (stored(1, k), r.clone())).collect();
-    wait_placed(&rt, &c, "N=1 keys moved to their one new owner", &six, &one_keys);
-    wait_placed(&rt, &c, "N=5 keys on their five owners of six", &six, &all_keys);
+    assert!(
+        ones.iter().any(|r| r.contains(&5)),
+        "the new node owns no N=1 key: {ones:?}"
+    );
+    let one_keys: Vec<(String, BTreeSet<usize>)> = keys
+        .iter()
+        .zip(&ones)
+        .map(|(k, r)| (stored(0, k), r.clone()))
+        .collect();
+    let all_keys: Vec<(String, BTreeSet<usize>)> = keys
+        .iter()
+        .zip(&alls)
+        .map(|(k, r)| (stored(1, k), r.clone()))
+        .collect();
+    wait_placed(
+        &rt,
+        &c,
+        "N=1 keys moved to their one new owner",
+        &six,
+        &one_keys,
+    );
+    wait_placed(
+        &rt,
+        &c,
+        "N=5 keys on their five owners of six",
+        &six,
+        &all_keys,
+    );
     // Every key still reads back.
     let gets: Vec<String> = keys.iter().map(|k| format!("get {k}")).collect();
     for bucket in ["one", "all"] {
@@ -237,12 +311,18 @@ fn quotas_default_ttls_memory_buckets_and_drops() {
     // Bad settings are refused with a reason.
     let out = c.at_leader("bucket create big n=4");
     assert!(
-        out.results[0]["error"].as_str().unwrap().contains("more than the ring's 3 members"),
+        out.results[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("more than the ring's 3 members"),
         "{out:?}"
     );
     let out = c.client(1, &["bucket create elsewhere"]);
     assert!(
-        out.results[0]["error"].as_str().unwrap().starts_with("not the leader"),
+        out.results[0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("not the leader"),
         "{out:?}"
     );
     let out = c.client(0, &["use nosuch"]);
@@ -254,10 +334,19 @@ fn quotas_default_ttls_memory_buckets_and_drops() {
     let lines: Vec<String> = (0..40).map(|i| format!("put q{i} {{}} {value}")).collect();
     let results = in_bucket(&c, 0, "q", &lines);
     let taken = results.iter().take_while(|r| r["ok"] == true).count();
-    assert!((15..=20).contains(&taken), "{taken} puts of 1 KB under a 20 KB quota");
+    assert!(
+        (15..=20).contains(&taken),
+        "{taken} puts of 1 KB under a 20 KB quota"
+    );
     let refusal = results[taken]["error"].as_str().unwrap();
-    assert!(refusal.starts_with("quota exceeded: bucket q holds about"), "{refusal}");
-    assert!(results[taken..].iter().all(|r| r["ok"] == false), "{results:?}");
+    assert!(
+        refusal.starts_with("quota exceeded: bucket q holds about"),
+        "{refusal}"
+    );
+    assert!(
+        results[taken..].iter().all(|r| r["ok"] == false),
+        "{results:?}"
+    );
     // Over HTTP: the same bucket, and its refusal as 507.
     let http = c.nodes[0].http;
     let put = |path: &str, body: &str| curl(http, path, &["-X", "PUT", "--data-binary", body]);
@@ -283,11 +372,20 @@ fn quotas_default_ttls_memory_buckets_and_drops() {
     assert!(body.contains("\"keys\":[\"a/b\"]"), "{body}");
 
     // A default TTL.
-    let r = in_bucket(&c, 1, "t", &["put k {} soon gone".to_string(), "get k".to_string()]);
+    let r = in_bucket(
+        &c,
+        1,
+        "t",
+        &["put k {} soon gone".to_string(), "get k".to_string()],
+    );
     assert_eq!(r[1]["values"][0], "soon gone", "{r:?}");
     std::thread::sleep(Duration::from_secs(3));
     let r = in_bucket(&c, 1, "t", &["get k".to_string()]);
-    assert_eq!(r[0]["values"], serde_json::json!([]), "expired by the bucket's TTL: {r:?}");
+    assert_eq!(
+        r[0]["values"],
+        serde_json::json!([]),
+        "expired by the bucket's TTL: {r:?}"
+    );
 
     // Memory and disk: 20 keys each, then every node restarts.
     let keys: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
@@ -310,7 +408,11 @@ fn quotas_default_ttls_memory_buckets_and_drops() {
     });
     let gets: Vec<String> = keys.iter().map(|k| format!("get {k}")).collect();
     for (r, k) in in_bucket(&c, 0, "disk", &gets).iter().zip(&keys) {
-        assert_eq!(r["values"][0], format!("v-{k}").as_str(), "disk keeps {k}: {r}");
+        assert_eq!(
+            r["values"][0],
+            format!("v-{k}").as_str(),
+            "disk keeps {k}: {r}"
+        );
     }
     for r in in_bucket(&c, 0, "mem", &gets) {
         assert_eq!(r["values"], serde_json::json!([]), "memory forgets: {r}");
@@ -329,9 +431,11 @@ fn quotas_default_ttls_memory_buckets_and_drops() {
     let before = total_keys(&c);
     let out = c.at_leader("bucket drop disk");
     assert_eq!(out.results[0]["action"], "dropped", "{out:?}");
-    common::wait_for("the dropped bucket's keys gone", Duration::from_secs(60), || {
-        (total_keys(&c) + 63 == before).then_some(())
-    });
+    common::wait_for(
+        "the dropped bucket's keys gone",
+        Duration::from_secs(60),
+        || (total_keys(&c) + 63 == before).then_some(()),
+    );
     let out = c.client(2, &["use disk"]);
     assert_eq!(out.results[0]["error"], "no such bucket: disk", "{out:?}");
     // A new bucket of the same name starts empty.

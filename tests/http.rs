@@ -386,6 +386,7 @@ fn status_locate_ring_changes_metrics_openapi_and_the_page() {
     assert!(o["openapi"].as_str().unwrap().starts_with("3."));
     for path in [
         "/kv/{key}",
+        "/b/{bucket}/kv/{key}",
         "/locate/{key}",
         "/status",
         "/ring/nodes/{node}",

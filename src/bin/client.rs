@@ -160,8 +160,15 @@ fn run_action(action: Action, node: NodeId, credentials: Credentials, json: bool
                 prefix,
                 tombstones,
             } => {
-                backup::backup(&client, file, bucket.as_deref(), prefix, *tombstones, progress)
-                    .await
+                backup::backup(
+                    &client,
+                    file,
+                    bucket.as_deref(),
+                    prefix,
+                    *tombstones,
+                    progress,
+                )
+                .await
             }
             Action::Restore { file } => backup::restore(&client, file, progress).await,
         }

@@ -366,7 +366,13 @@ impl Coordinator {
     /// its quota. The bucket's size is estimated from this node's copies
     /// ([`Storage::bucket_estimate`]): it coordinates, so it is one of the
     /// key's replicas (or stands in for one).
-    fn check_quota(&self, ring: &Ring, name: &str, b: &crate::ring::Bucket, req: &WriteRequest) -> Result<()> {
+    fn check_quota(
+        &self,
+        ring: &Ring,
+        name: &str,
+        b: &crate::ring::Bucket,
+        req: &WriteRequest,
+    ) -> Result<()> {
         let (Some(quota), Some(value)) = (b.quota, req.content.value()) else {
             return Ok(());
         };

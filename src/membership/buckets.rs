@@ -90,7 +90,14 @@ impl Membership {
         };
         let mut out = vec![entry(DEFAULT_BUCKET, &default, None)];
         for (name, b) in &ring.state().buckets.by_name {
-            out.push(entry(name, b, Some(self.storage.bucket_estimate(b.id, ring.share_n(&self.me, b.n)))));
+            out.push(entry(
+                name,
+                b,
+                Some(
+                    self.storage
+                        .bucket_estimate(b.id, ring.share_n(&self.me, b.n)),
+                ),
+            ));
         }
         Ok(out)
     }

@@ -86,10 +86,10 @@ pub struct Reports {
     pub anti_entropy: AeSource,
 }
 
+mod buckets;
 mod leadership;
 mod status;
 mod sync;
-mod buckets;
 mod users;
 
 /// How often the leader polls the nodes of a running change. A quarter second

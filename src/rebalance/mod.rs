@@ -307,7 +307,11 @@ impl Rebalance {
                 }
                 tokio::task::yield_now().await;
             }
-            tracing::info!(bucket_id = id, keys = total, "removed the keys of a dropped bucket");
+            tracing::info!(
+                bucket_id = id,
+                keys = total,
+                "removed the keys of a dropped bucket"
+            );
         }
         Ok(())
     }

@@ -146,7 +146,9 @@ impl BucketSpec {
                     .parse::<usize>()
                     .ok()
                     .filter(|v| *v >= 1)
-                    .ok_or_else(|| Error::invalid(format!("bad {name}={value}: a whole number from 1")))
+                    .ok_or_else(|| {
+                        Error::invalid(format!("bad {name}={value}: a whole number from 1"))
+                    })
             };
             match name.to_ascii_lowercase().as_str() {
                 "n" => spec.n = Some(count()?),
@@ -237,10 +239,16 @@ impl BucketSpec {
 /// Checks `1 <= W, R <= N` and the TTL's bound.
 fn check_bucket(b: &Bucket) -> Result<()> {
     if b.w == 0 || b.w > b.n {
-        return Err(Error::invalid(format!("w={} is out of range: 1 to n ({})", b.w, b.n)));
+        return Err(Error::invalid(format!(
+            "w={} is out of range: 1 to n ({})",
+            b.w, b.n
+        )));
     }
     if b.r == 0 || b.r > b.n {
-        return Err(Error::invalid(format!("r={} is out of range: 1 to n ({})", b.r, b.n)));
+        return Err(Error::invalid(format!(
+            "r={} is out of range: 1 to n ({})",
+            b.r, b.n
+        )));
     }
     if b.ttl_ms.is_some_and(|t| t > MAX_BUCKET_TTL_MS) {
         return Err(Error::invalid("ttl is above the limit of 10 years"));
@@ -280,9 +288,9 @@ pub fn parse_size(text: &str) -> Result<u64> {
     let scale: u64 = match unit {
         "" => 1,
         "k" => 1000,
-        "m" => 1000_000,
-        "g" => 1000_000_000,
-        "t" => 1000_000_000_000,
+        "m" => 1_000_000,
+        "g" => 1_000_000_000,
+        "t" => 1_000_000_000_000,
         "ki" => 1 << 10,
         "mi" => 1 << 20,
         "gi" => 1 << 30,
@@ -299,7 +307,9 @@ impl RingState {
     /// The next epoch with `buckets` as its bucket table.
     pub fn with_buckets(&self, buckets: Buckets) -> Result<RingState> {
         if buckets.by_name.len() > MAX_BUCKETS {
-            return Err(Error::invalid(format!("a ring holds at most {MAX_BUCKETS} buckets")));
+            return Err(Error::invalid(format!(
+                "a ring holds at most {MAX_BUCKETS} buckets"
+            )));
         }
         let mut next = self.next_epoch()?;
         next.buckets = buckets;
@@ -324,26 +334,65 @@ mod tests {
         assert_eq!(b.storage, StorageKind::Memory);
         assert_eq!(b.quota, Some(100_000_000));
         assert_eq!(b.ttl_ms, Some(7 * 86_400_000));
-        let b = BucketSpec::parse([]).unwrap().resolve(ring(), 5, 2).unwrap();
-        assert_eq!(b.replication(), ring(), "the ring's N/W/R when none is given");
-        let b = BucketSpec::parse(["n=1"]).unwrap().resolve(ring(), 5, 3).unwrap();
+        let b = BucketSpec::parse([])
+            .unwrap()
+            .resolve(ring(), 5, 2)
+            .unwrap();
+        assert_eq!(
+            b.replication(),
+            ring(),
+            "the ring's N/W/R when none is given"
+        );
+        let b = BucketSpec::parse(["n=1"])
+            .unwrap()
+            .resolve(ring(), 5, 3)
+            .unwrap();
         assert_eq!((b.n, b.w, b.r), (1, 1, 1));
-        let e = BucketSpec::parse(["n=6"]).unwrap().resolve(ring(), 5, 4).unwrap_err();
-        assert!(e.to_string().contains("more than the ring's 5 members"), "{e}");
-        let e = BucketSpec::parse(["n=2", "w=3"]).unwrap().resolve(ring(), 5, 4).unwrap_err();
+        let e = BucketSpec::parse(["n=6"])
+            .unwrap()
+            .resolve(ring(), 5, 4)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("more than the ring's 5 members"),
+            "{e}"
+        );
+        let e = BucketSpec::parse(["n=2", "w=3"])
+            .unwrap()
+            .resolve(ring(), 5, 4)
+            .unwrap_err();
         assert!(e.to_string().contains("w=3 is out of range"), "{e}");
-        for bad in ["n", "n=0", "x=1", "storage=tape", "quota=5XB", "ttl=-1", "quota=0"] {
+        for bad in [
+            "n",
+            "n=0",
+            "x=1",
+            "storage=tape",
+            "quota=5XB",
+            "ttl=-1",
+            "quota=0",
+        ] {
             assert!(BucketSpec::parse([bad]).is_err(), "{bad} accepted");
         }
     }
 
     #[test]
     fn a_change_keeps_n_and_storage() {
-        let old = BucketSpec::parse(["n=3"]).unwrap().resolve(ring(), 5, 1).unwrap();
-        let new = BucketSpec::parse(["w=3", "quota=1KiB"]).unwrap().change(&old).unwrap();
-        assert_eq!((new.id, new.n, new.w, new.r, new.quota), (1, 3, 3, 2, Some(1024)));
+        let old = BucketSpec::parse(["n=3"])
+            .unwrap()
+            .resolve(ring(), 5, 1)
+            .unwrap();
+        let new = BucketSpec::parse(["w=3", "quota=1KiB"])
+            .unwrap()
+            .change(&old)
+            .unwrap();
+        assert_eq!(
+            (new.id, new.n, new.w, new.r, new.quota),
+            (1, 3, 3, 2, Some(1024))
+        );
         assert!(BucketSpec::parse(["n=5"]).unwrap().change(&old).is_err());
-        assert!(BucketSpec::parse(["storage=memory"]).unwrap().change(&old).is_err());
+        assert!(BucketSpec::parse(["storage=memory"])
+            .unwrap()
+            .change(&old)
+            .is_err());
     }
 
     #[test]
@@ -358,6 +407,79 @@ mod tests {
         assert_eq!(parse_size("64KiB").unwrap(), 65536);
         assert_eq!(parse_size("2g").unwrap(), 2_000_000_000);
         assert!(parse_size("99999999999TB").is_err());
+    }
+
+    /// Five members (ring N = 3) with buckets `one` (id 0, N = 1) and `all`
+    /// (id 1, N = 5).
+    fn five_with_buckets() -> RingState {
+        let nodes: Vec<NodeId> = (0..5)
+            .map(|i| NodeId::new("127.0.0.1", 13337 + i).unwrap())
+            .collect();
+        let mut state = RingState::bootstrap(nodes[0].clone(), ring());
+        state.members = nodes;
+        for (name, n) in [("one", "n=1"), ("all", "n=5")] {
+            let b = BucketSpec::parse([n])
+                .unwrap()
+                .resolve(ring(), 5, state.buckets.next_id)
+                .unwrap();
+            state.buckets.next_id += 1;
+            state.buckets.by_name.insert(name.into(), b);
+        }
+        state.validate().unwrap();
+        state
+    }
+
+    #[test]
+    fn every_placement_takes_n_from_the_keys_bucket() {
+        use crate::types::bucket_key;
+        let state = five_with_buckets();
+        let ring = Ring::new(state.clone());
+        assert_eq!(ring.max_n(), 5);
+        for i in 0..200 {
+            let k = format!("k{i}");
+            for (key, n) in [
+                (k.clone(), 3),
+                (bucket_key(0, &k), 1),
+                (bucket_key(1, &k), 5),
+            ] {
+                let p = ring.placement(key.as_bytes());
+                assert_eq!(ring.preference_list(key.as_bytes()).len(), n, "{key:?}");
+                assert_eq!(p.replicas.len(), n, "{key:?}");
+                assert_eq!(p.fallbacks.len(), 5 - n, "{key:?}");
+                assert_eq!(ring.replication_of(key.as_bytes()).n, n);
+            }
+        }
+        // Every member shares keys with every other (the N = 5 bucket).
+        let me = &state.members[0];
+        assert_eq!(ring.neighbours(me).len(), 4);
+        assert!((ring.share_n(me, 5) - 1.0).abs() < 1e-9);
+        // A sixth member: each key's owners after the change follow its N.
+        let next = state
+            .begin_add(NodeId::new("127.0.0.1", 13400).unwrap(), None, 0)
+            .unwrap();
+        let moving = Ring::new(next);
+        for i in 0..200 {
+            let k = format!("k{i}");
+            for (key, n) in [(bucket_key(0, &k), 1), (bucket_key(1, &k), 5)] {
+                assert_eq!(moving.owners_after(key.as_bytes()).len(), n);
+                assert!(moving.pending_owners(key.as_bytes()).len() <= 1);
+            }
+        }
+        // Keys of buckets the ring does not have.
+        assert!(ring.bucket_of_key(&bucket_key(0, "x")).unwrap().is_some());
+        assert!(ring.bucket_of_key("x").unwrap().is_none());
+        let e = ring.bucket_of_key(&bucket_key(7, "x")).unwrap_err();
+        assert!(matches!(e, Error::NoSuchBucket { .. }), "{e}");
+        assert_eq!(ring.n_of(bucket_key(7, "x").as_bytes()), 3);
+        assert!(matches!(
+            ring.address("nosuch", "k"),
+            Err(Error::NoSuchBucket { .. })
+        ));
+        assert_eq!(ring.address("one", "k").unwrap(), bucket_key(0, "k"));
+        assert!(
+            ring.address("default", "\0x").is_err(),
+            "a user key may not start with NUL"
+        );
     }
 
     #[test]

@@ -239,7 +239,9 @@ impl Storage {
         let mut out = Vec::new();
         for item in self.values.scan_prefix(prefix) {
             let (stored, raw) = item?;
-            if let Some(key) = split_stored_key(&stored).and_then(|(_, k)| std::str::from_utf8(k).ok()) {
+            if let Some(key) =
+                split_stored_key(&stored).and_then(|(_, k)| std::str::from_utf8(k).ok())
+            {
                 out.push((key.to_string(), entry_digest(key.as_bytes(), &raw)));
             }
         }
@@ -296,3 +298,6 @@ impl Storage {
         ids
     }
 }
+
+#[cfg(test)]
+mod tests;

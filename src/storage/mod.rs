@@ -241,9 +241,10 @@ impl Storage {
         // and drop.
         let (mut stored, mut deleted) = (0u64, 0u64);
         let segments: Box<[AtomicU64]> = (0..SEGMENTS).map(|_| AtomicU64::new(0)).collect();
-        let bucket_segments: Box<[AtomicU64]> =
-            (0..SEGMENTS).map(|_| AtomicU64::new(0)).collect();
-        let last_ring = meta.get(RING_KEY)?.and_then(|raw| meta::decode_ring(&raw).ok());
+        let bucket_segments: Box<[AtomicU64]> = (0..SEGMENTS).map(|_| AtomicU64::new(0)).collect();
+        let last_ring = meta
+            .get(RING_KEY)?
+            .and_then(|raw| meta::decode_ring(&raw).ok());
         let book = buckets::BucketBook::open(&db, &meta, last_ring.as_ref())?;
         let mut forgotten = 0u64;
         let held: Box<[AtomicU64]> = (0..SEGMENTS / 64).map(|_| AtomicU64::new(0)).collect();

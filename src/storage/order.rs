@@ -67,7 +67,9 @@ impl Storage {
         // A listing of the default bucket starts past every other bucket's
         // keys, which begin with NUL and sort first.
         let from = match from {
-            Bound::Included(b) | Bound::Excluded(b) if b < b"\x01".as_slice() && !prefix.starts_with('\0') => {
+            Bound::Included(b) | Bound::Excluded(b)
+                if b < b"\x01".as_slice() && !prefix.starts_with('\0') =>
+            {
                 Bound::Included(b"\x01".as_slice())
             }
             other => other,

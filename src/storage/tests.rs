@@ -1,15 +1,15 @@
 use super::*;
 use crate::vclock::Content;
 
-fn id(s: &str) -> NodeId {
+pub(super) fn id(s: &str) -> NodeId {
     s.parse().unwrap()
 }
 
-fn val(s: &str) -> Content {
+pub(super) fn val(s: &str) -> Content {
     Content::Value(bytes::Bytes::copy_from_slice(s.as_bytes()))
 }
 
-fn values(obj: &Object) -> Vec<String> {
+pub(super) fn values(obj: &Object) -> Vec<String> {
     obj.values()
         .map(|v| String::from_utf8_lossy(v).into_owned())
         .collect()
@@ -18,7 +18,7 @@ fn values(obj: &Object) -> Vec<String> {
 /// Opens the store in `dir`. A store dropped just before in this process may
 /// still hold sled's file lock for a moment (its flusher thread is finishing),
 /// so a reopen waits for it, up to five seconds, as a restarted node would.
-fn open_dir(dir: &std::path::Path, fsync: FsyncMode) -> Storage {
+pub(super) fn open_dir(dir: &std::path::Path, fsync: FsyncMode) -> Storage {
     let started = std::time::Instant::now();
     loop {
         match Storage::open(Some(dir), fsync) {
@@ -31,7 +31,7 @@ fn open_dir(dir: &std::path::Path, fsync: FsyncMode) -> Storage {
     }
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
+pub(super) fn block_on<F: std::future::Future>(f: F) -> F::Output {
     futures::executor::block_on(f)
 }
 

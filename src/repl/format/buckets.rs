@@ -2,8 +2,8 @@
 //! list`) read, for people and as JSON, and the keys of a bucket's replies
 //! shown without the bucket's prefix.
 
-use super::*;
 use super::status::bytes_human;
+use super::*;
 use crate::rpc::{BucketEntry, BucketReply};
 
 impl Outcome {
@@ -101,7 +101,12 @@ fn settings(b: &BucketEntry) -> String {
 
 /// A TTL in the largest unit that divides it.
 fn ttl_human(ms: u64) -> String {
-    for (unit, scale) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+    for (unit, scale) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
         if ms % scale == 0 {
             return format!("{}{unit}", ms / scale);
         }
@@ -131,7 +136,8 @@ pub(super) fn buckets_human(list: &[BucketEntry]) -> String {
             b.storage.to_string(),
             b.quota.map_or("-".into(), bytes_human),
             b.ttl_ms.map_or("-".into(), ttl_human),
-            b.bytes.map_or("-".into(), |s| format!("~{}", bytes_human(s))),
+            b.bytes
+                .map_or("-".into(), |s| format!("~{}", bytes_human(s))),
         ));
     }
     lines.join("\n")

@@ -405,7 +405,7 @@ fn state_json_round_trip() {
     let json = serde_json::to_string(&state).unwrap();
     assert_eq!(
         json,
-        r#"{"epoch":2,"leader":"127.0.0.1:13337","members":["127.0.0.1:13337","127.0.0.1:13338"],"replication":{"n":3,"w":2,"r":2},"tokens_per_node":256,"identities":{},"transition":null,"incarnations":{},"departed":{},"users":{}}"#
+        r#"{"epoch":2,"leader":"127.0.0.1:13337","members":["127.0.0.1:13337","127.0.0.1:13338"],"replication":{"n":3,"w":2,"r":2},"tokens_per_node":256,"identities":{},"transition":null,"incarnations":{},"departed":{},"users":{},"buckets":{"by_name":{},"next_id":0}}"#
     );
     let back: RingState = serde_json::from_str(&json).unwrap();
     assert_eq!(back, state);
