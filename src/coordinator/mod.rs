@@ -195,6 +195,24 @@ impl Coordinator {
         }
     }
 
+    /// The bucket of `key` under `ring` ([`Ring::bucket_of_key`]). A bucket
+    /// id this ring has not given yet was made by a newer ring (a client
+    /// learned it first): this node pulls the ring at once.
+    pub(crate) fn bucket_in<'r>(
+        &self,
+        ring: &'r Ring,
+        key: &str,
+    ) -> Result<Option<(&'r str, &'r crate::ring::Bucket)>> {
+        let found = ring.bucket_of_key(key);
+        if found.is_err()
+            && crate::types::split_bucket_key(key)
+                .is_some_and(|(id, _)| id >= ring.state().buckets.next_id)
+        {
+            self.ring_news.notify_one();
+        }
+        found
+    }
+
     fn current_ring(&self) -> Result<Arc<Ring>> {
         match self.ring.get() {
             Some(r) if !r.members().is_empty() => {
@@ -262,7 +280,7 @@ impl Coordinator {
         // Held until the write is done: a ring change's transfer on this node
         // waits for requests placed under an older ring (RingCell::older_in_use).
         let ring = self.current_ring()?;
-        let bucket = ring.bucket_of_key(&req.key)?;
+        let bucket = self.bucket_in(&ring, &req.key)?;
         check_per_request("w", w, &ring, &req.key)?;
         let placement = ring.placement(req.key.as_bytes());
         let deadline = Instant::now() + self.request_timeout;
@@ -571,7 +589,7 @@ impl Coordinator {
     pub async fn read_with(self: &Arc<Self>, key: Key, r: Option<usize>) -> Result<ReadReply> {
         check_key(&key)?;
         let ring = self.current_ring()?;
-        ring.bucket_of_key(&key)?;
+        self.bucket_in(&ring, &key)?;
         check_per_request("r", r, &ring, &key)?;
         let placement = ring.placement(key.as_bytes());
         let deadline = Instant::now() + self.request_timeout;

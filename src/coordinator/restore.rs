@@ -51,7 +51,7 @@ impl Coordinator {
         let mut quorums: Vec<Quorum> = Vec::with_capacity(items.len());
         for (key, object) in items {
             // A key of a bucket this ring does not have is refused with the batch.
-            ring.bucket_of_key(&key)?;
+            self.bucket_in(&ring, &key)?;
             let w = ring.replication_of(key.as_bytes()).w;
             let placement = ring.placement(key.as_bytes());
             let object = Arc::new(object);

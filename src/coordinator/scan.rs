@@ -148,7 +148,7 @@ impl Coordinator {
             }
             let ring = self.current_ring()?;
             // A bucket's scan (its prefix is the bucket's) takes its N and R.
-            ring.bucket_of_key(&req.prefix)?;
+            self.bucket_in(&ring, &req.prefix)?;
             let replication = ring.replication_of(req.prefix.as_bytes());
             let r = if req.consistent { replication.r } else { 1 };
             let covering: Vec<NodeId> = ring

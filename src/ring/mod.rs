@@ -58,8 +58,9 @@
 //! [`RingState`] is what the leader owns and commits to every member: the
 //! epoch, the leader, the sorted members, the replication settings (the
 //! leader's N/W/R are the cluster's), the token count, each member's
-//! identity (the UUID of its data directory), and the ring change in
-//! progress, if any. The state is persisted and sent as is (serde). A state
+//! identity (the UUID of its data directory), the ring change in
+//! progress, if any, the users and the buckets ([`bucket`]: each key takes
+//! its N from its bucket, [`Ring::n_of`]). The state is persisted and sent as is (serde). A state
 //! read from disk or received from a peer is checked with
 //! [`RingState::validate`] before it is used. [`Ring`] is the immutable,
 //! precomputed form that the request path shares behind an `Arc`, built once

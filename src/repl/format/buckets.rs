@@ -91,12 +91,33 @@ pub(super) fn bucket_human(reply: &BucketReply) -> String {
 fn settings(b: &BucketEntry) -> String {
     let mut out = format!("n={} w={} r={} storage={}", b.n, b.w, b.r, b.storage);
     if let Some(q) = b.quota {
-        out.push_str(&format!(" quota={}", bytes_human(q)));
+        out.push_str(&format!(" quota={}", size_human(q)));
     }
     if let Some(t) = b.ttl_ms {
         out.push_str(&format!(" ttl={}", ttl_human(t)));
     }
     out
+}
+
+/// A quota as it was most likely written: in the largest decimal (`100MB`)
+/// or binary (`64MiB`) unit that divides it, else as [`bytes_human`] shows it.
+fn size_human(bytes: u64) -> String {
+    let units: [(&str, u64); 8] = [
+        ("TiB", 1 << 40),
+        ("TB", 1_000_000_000_000),
+        ("GiB", 1 << 30),
+        ("GB", 1_000_000_000),
+        ("MiB", 1 << 20),
+        ("MB", 1_000_000),
+        ("KiB", 1 << 10),
+        ("KB", 1000),
+    ];
+    for (unit, scale) in units {
+        if bytes >= scale && bytes % scale == 0 {
+            return format!("{}{unit}", bytes / scale);
+        }
+    }
+    bytes_human(bytes)
 }
 
 /// A TTL in the largest unit that divides it.
@@ -134,7 +155,7 @@ pub(super) fn buckets_human(list: &[BucketEntry]) -> String {
             b.w,
             b.r,
             b.storage.to_string(),
-            b.quota.map_or("-".into(), bytes_human),
+            b.quota.map_or("-".into(), size_human),
             b.ttl_ms.map_or("-".into(), ttl_human),
             b.bytes
                 .map_or("-".into(), |s| format!("~{}", bytes_human(s))),
