@@ -13,7 +13,8 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{curl, run_script, Cluster};
+use common::http::curl;
+use common::{run_script, Cluster};
 use serde_json::Value;
 
 /// Runs `lines` through node `via` after `use BUCKET`; the results after the `use`.

@@ -9,7 +9,8 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{curl, run_script, Cluster};
+use common::http::curl;
+use common::{run_script, Cluster};
 use serde_json::Value;
 
 /// Every page of `scan ARGS --limit LIMIT` at node `via`, following `next`.

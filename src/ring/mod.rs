@@ -171,6 +171,7 @@ use crate::types::{NodeId, Replication};
 
 mod bucket;
 mod cell;
+mod legacy;
 mod placement;
 mod state;
 pub use bucket::{
@@ -178,11 +179,9 @@ pub use bucket::{
     MAX_BUCKETS,
 };
 pub use cell::RingCell;
+pub use legacy::{RingStateV4, RingStateV5};
 pub use placement::{Placement, Quorum};
-pub use state::{
-    actor_name, Departure, DepartureKind, Incarnation, RingState, RingStateV4, RingStateV5,
-    Transition,
-};
+pub use state::{actor_name, Departure, DepartureKind, Incarnation, RingState, Transition};
 
 #[cfg(test)]
 mod tests;

@@ -78,7 +78,8 @@ use hints::{hint_key, split_hint_key};
 use meta::decode_ring;
 pub use order::Listing;
 pub use scan::{RawScan, Scan, ScanCursor, Stored};
-use segments::{mark_held, open_objects};
+pub use segments::{entry_digest, segment_of, Segment, SEGMENTS};
+use segments::{grave_shard, mark_held, open_objects, split_stored_key, stored_key};
 
 use std::collections::BTreeSet;
 use std::ops::Bound;
@@ -764,45 +765,6 @@ impl Storage {
         );
         Ok(())
     }
-}
-
-/// A segment: a fixed slice of the hash space, `1/SEGMENTS` of it. A key's segment
-/// is the top 16 bits of its ring position ([`crate::ring::key_position`]), so a
-/// segment is an arc of the ring that never moves: tokens and ring changes decide
-/// who owns it, not what is in it.
-pub type Segment = u16;
-/// How many segments the hash space is cut into.
-pub const SEGMENTS: usize = 1 << 16;
-
-/// The segment of `key`.
-pub fn segment_of(key: &str) -> Segment {
-    // The shift leaves 16 bits, so the conversion cannot fail.
-    Segment::try_from(crate::ring::key_position(key.as_bytes()) >> 48).unwrap_or_default()
-}
-
-/// The digest of one stored key: the 64-bit xxh3 of its record's bytes, seeded
-/// with the hash of the key (two keys holding equal objects differ).
-pub fn entry_digest(key: &[u8], raw: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64_with_seed(raw, xxhash_rust::xxh3::xxh3_64(key))
-}
-
-/// Where `key` is stored in the `objects` tree: its segment, then its bytes.
-fn stored_key(key: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(2 + key.len());
-    out.extend_from_slice(&segment_of(key).to_be_bytes());
-    out.extend_from_slice(key.as_bytes());
-    out
-}
-
-/// The shard of the grave set a stored key is in: its first byte.
-fn grave_shard(stored: &[u8]) -> usize {
-    stored.first().map_or(0, |b| usize::from(*b))
-}
-
-/// The segment and key of a stored key (None for a record shorter than a prefix).
-fn split_stored_key(stored: &[u8]) -> Option<(Segment, &[u8])> {
-    let (seg, key) = stored.split_first_chunk::<2>()?;
-    Some((Segment::from_be_bytes(*seg), key))
 }
 
 impl Drop for Storage {

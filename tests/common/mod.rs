@@ -15,6 +15,7 @@ use dynamo::config::{Flags, NodeConfig};
 use dynamo::server::NodeHandle;
 use dynamo::types::NodeId;
 
+pub mod http;
 pub mod writeload;
 
 /// The cluster secret and admin token every real-process ring of a test run
@@ -626,10 +627,6 @@ pub struct ClientRun {
 
 /// The client's `--json` output: one JSON object per non-empty line.
 pub fn json_lines_of(stdout: &str) -> Vec<serde_json::Value> {
-    json_lines(stdout)
-}
-
-fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
     stdout
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -646,7 +643,7 @@ pub fn run_client(port: u16, commands: &[&str]) -> ClientRun {
     }
     let out = cmd.stdin(Stdio::null()).output().expect("run client");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let results = json_lines(&stdout);
+    let results = json_lines_of(&stdout);
     ClientRun {
         status: out.status.code().unwrap_or(-1),
         results,
@@ -719,7 +716,7 @@ pub fn run_script(port: u16, lines: &[String], limit: Duration) -> ClientRun {
     let _ = feeder.join();
     let stdout = reader.join().unwrap_or_default();
     let stderr = err_reader.join().unwrap_or_default();
-    let results = json_lines(&stdout);
+    let results = json_lines_of(&stdout);
     ClientRun {
         status,
         results,
@@ -797,19 +794,4 @@ impl Drop for Logs {
         }
         eprintln!("node logs of {} kept in {}", self.name, dir.display());
     }
-}
-
-/// `curl` with the admin token against `127.0.0.1:PORT`: the status and the body.
-#[allow(dead_code)]
-pub fn curl(port: u16, path: &str, args: &[&str]) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "30", "-w", "\n%{http_code}"])
-        .args(["-H", &bearer()])
-        .args(args)
-        .arg(format!("http://127.0.0.1:{port}{path}"))
-        .output()
-        .expect("curl is installed");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (status.trim().parse().unwrap_or(0), body.to_string())
 }
