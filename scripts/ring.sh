@@ -10,10 +10,12 @@ set -euo pipefail
 
 BIN=${BIN:-target/release}
 HOST=127.0.0.1
-LEADER_PORT=13337
-MEMBER_PORTS=(13338 13339 13340 13341)
+LEADER_PORT=${LEADER_PORT:-13337}
+# The members' ports, space-separated (tests run a ring on free ports).
+read -r -a MEMBER_PORTS <<<"${MEMBER_PORTS:-13338 13339 13340 13341}"
 NWR=(--qsize 3 --sq-write-n 2 --sq-read-n 2)
-HTTP_OFFSET=5000
+# Each node serves HTTP on its port + HTTP_OFFSET; 0 serves none.
+HTTP_OFFSET=${HTTP_OFFSET:-5000}
 DATA=${DATA:-data}
 LOGS=${LOGS:-logs}
 SECRETS=${SECRETS:-$DATA/secrets}
@@ -53,7 +55,13 @@ start_node() {
     echo "port $port is taken by another program; stop it first" >&2
     exit 1
   fi
-  nohup "$BIN/dynamo" --host "$HOST" --port "$port" --http-port "$((port + HTTP_OFFSET))" "${NWR[@]}" \
+  local http=()
+  ((HTTP_OFFSET == 0)) || http=(--http-port "$((port + HTTP_OFFSET))")
+  # A session of its own: Ctrl-C or Ctrl-Z at the terminal that started the
+  # ring (make testcase's REPL) goes to the terminal's process group, and
+  # must reach the REPL, not stop the nodes. (setsid execs in place here: a
+  # background job of a script is not a group leader, so $! is the node.)
+  setsid nohup "$BIN/dynamo" --host "$HOST" --port "$port" "${http[@]}" "${NWR[@]}" \
     --data-dir "$DATA/${HOST}_$port" --cluster-secret-file "$SECRET_FILE" \
     --admin-token-file "$TOKEN_FILE" "$@" >/dev/null 2>>"$LOGS/$port.log" &
   echo $! >"$LOGS/$port.pid"
@@ -104,18 +112,22 @@ add_members() {
   done
 }
 
+# Every node is asked to stop at once, then each is waited for (up to 10 s,
+# then killed): the nodes flush in parallel, not one after another.
 stop() {
-  local any=0
+  local any=0 pids=() f pid
   for f in "$LOGS"/*.pid; do
     [[ -e $f ]] || continue
-    local pid
     pid=$(cat "$f")
     if kill -TERM "$pid" 2>/dev/null; then
       any=1
-      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+      pids+=("$pid")
     fi
     rm -f "$f"
+  done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
   done
   [[ $any == 1 ]] && echo "ring stopped" || echo "no ring running"
 }
