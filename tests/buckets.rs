@@ -368,6 +368,25 @@ fn quotas_default_ttls_memory_buckets_and_drops() {
     assert_eq!(status, 404, "the default bucket does not see it");
     let (status, _) = curl(http, "/b/nosuch/kv/a", &[]);
     assert_eq!(status, 404);
+    // A read-only token reads a bucket's keys and may not write them.
+    let out = c.at_leader("user add reader readonly");
+    let token = out.results[0]["token"]
+        .as_str()
+        .expect("a token")
+        .to_string();
+    let as_reader = |method: &str, path: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", method])
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .args(["--data-binary", "x"])
+            .arg(format!("http://127.0.0.1:{http}{path}"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(as_reader("GET", "/b/disk/kv/a/b"), "200");
+    assert_eq!(as_reader("PUT", "/b/disk/kv/a/b"), "403");
+    assert_eq!(as_reader("DELETE", "/b/disk/kv/a/b"), "403");
     let (status, body) = curl(http, "/b/disk/kv?prefix=a", &[]);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"keys\":[\"a/b\"]"), "{body}");

@@ -258,6 +258,13 @@ fn bad_input_gets_a_clear_4xx_and_quorum_failures_a_503() {
         "value too large",
     );
     assert_eq!(curl(a, "/kv/big", &[]).status, 404, "nothing was stored");
+    // A client that sends the whole body without waiting (no `Expect:
+    // 100-continue`, as Python's http.client and most libraries do) must
+    // read its 413, not a reset connection, five times out of five.
+    for _ in 0..5 {
+        let status = put_without_expect(a, dynamo::types::MAX_VALUE_BYTES + 1);
+        assert!(status.starts_with("HTTP/1.1 413"), "{status:?}");
+    }
 
     // Headers over the limit.
     let huge = format!("X-Filler: {}", "f".repeat(20_000));
@@ -295,6 +302,33 @@ fn bad_input_gets_a_clear_4xx_and_quorum_failures_a_503() {
 fn status_locate_ring_changes_metrics_openapi_and_the_page() {
     let c = Cluster::ring_with(3, 2, (2, 1, 1), &[]);
     let a = c.nodes[0].http;
+
+    // Probes, without a token: every node is live; a member is ready, the
+    // node not yet added is not.
+    let probe = |port: u16, path: &str| {
+        let out = Command::new("curl")
+            .args(["-sS", "-w", "\n%{http_code}"])
+            .arg(format!("http://127.0.0.1:{port}{path}"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for n in &c.nodes {
+        assert_eq!(
+            probe(n.http, "/health/live"),
+            "{\"ok\":true,\"live\":true}\n\n200"
+        );
+    }
+    let ready = probe(c.nodes[1].http, "/health/ready");
+    assert!(
+        ready.starts_with("{\"ok\":true,\"ready\":true,\"epoch\":") && ready.ends_with("200"),
+        "{ready}"
+    );
+    let outside = probe(c.nodes[2].http, "/health/ready");
+    assert!(
+        outside.contains("not ready: it is not a member") && outside.ends_with("503"),
+        "{outside}"
+    );
 
     let s = curl(a, "/status", &[]);
     assert_eq!(s.status, 200);
@@ -387,6 +421,8 @@ fn status_locate_ring_changes_metrics_openapi_and_the_page() {
     for path in [
         "/kv/{key}",
         "/b/{bucket}/kv/{key}",
+        "/health/live",
+        "/health/ready",
         "/locate/{key}",
         "/status",
         "/ring/nodes/{node}",
@@ -408,5 +444,36 @@ fn status_locate_ring_changes_metrics_openapi_and_the_page() {
                 && !html.contains(&format!("href=\"{remote}")),
             "the page loads {remote} assets"
         );
+    }
+}
+
+/// PUTs `len` bytes to `/kv/big` the way a client that never waits for
+/// `100 Continue` does: headers and the whole body, then the answer. Returns
+/// the status line, or what went wrong.
+fn put_without_expect(port: u16, len: usize) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let head = format!(
+        "PUT /kv/big HTTP/1.1\r\nHost: 127.0.0.1\r\n{}\r\nContent-Length: {len}\r\n\r\n",
+        common::bearer()
+    );
+    if let Err(e) = s.write_all(head.as_bytes()) {
+        return format!("writing the headers failed: {e}");
+    }
+    let body = vec![b'x'; 64 * 1024];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(body.len());
+        if let Err(e) = s.write_all(&body[..n]) {
+            return format!("writing the body failed after {} bytes: {e}", len - left);
+        }
+        left -= n;
+    }
+    let mut line = String::new();
+    match BufReader::new(s).read_line(&mut line) {
+        Ok(_) => line,
+        Err(e) => format!("reading the answer failed: {e}"),
     }
 }

@@ -110,6 +110,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
+        .route("/health/live", get(health_live))
+        .route("/health/ready", get(health_ready))
         .route("/locate/{*key}", get(locate))
         .route("/kv", get(kv_scan))
         .route("/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
@@ -256,11 +258,14 @@ fn context_header(context: &VersionVector) -> (header::HeaderName, HeaderValue) 
 /// open with `--open-metrics`, the rest needs a role.
 fn need_of(method: &Method, path: &str, open_metrics: bool) -> Option<Need> {
     match path {
-        "/" | "/openapi.json" => None,
+        // Probes (a kubelet's) carry no token.
+        "/" | "/openapi.json" | "/health/live" | "/health/ready" => None,
         "/metrics" if open_metrics => None,
         "/metrics" => Some(Need::read("read the metrics")),
         p if p.starts_with("/ring/") => Some(Need::admin("change the ring")),
-        p if p.starts_with("/kv/") && (method == Method::PUT || method == Method::DELETE) => {
+        p if (p.starts_with("/kv/") || p.starts_with("/b/"))
+            && (method == Method::PUT || method == Method::DELETE) =>
+        {
             Some(Need::write("put or delete"))
         }
         _ => Some(Need::read("read")),
@@ -393,6 +398,23 @@ fn key_of(path: std::result::Result<Path<String>, PathRejection>) -> Result<Stri
         Err(e) => Err(Error::InvalidInput {
             reason: format!("bad key in the path: {}", e.body_text()),
         }),
+    }
+}
+
+/// `GET /health/live`: the node's HTTP server answers (a liveness probe).
+async fn health_live() -> Response {
+    json(StatusCode::OK, r#"{"ok":true,"live":true}"#.to_string())
+}
+
+/// `GET /health/ready`: 200 once the node is a member of its ring, not
+/// removed and not refilling (a readiness probe); 503 saying why not.
+async fn health_ready(State(s): State<HttpState>) -> Response {
+    match s.membership.readiness() {
+        Ok(epoch) => json(
+            StatusCode::OK,
+            format!(r#"{{"ok":true,"ready":true,"epoch":{epoch}}}"#),
+        ),
+        Err(why) => fail(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")),
     }
 }
 
@@ -567,35 +589,79 @@ async fn kv_get(
 }
 
 /// Reads the body up to the value limit.
+///
+/// A body over the limit is refused with 413, and the client must be able
+/// to read that answer. A client that sent `Expect: 100-continue` is
+/// answered before it sends the body. One that sends the body at once (most
+/// libraries) is still writing when the answer is ready: closing then would
+/// reset its connection before it reads the 413 (a broken pipe on its side),
+/// so the rest of the body is read and dropped first, up to
+/// [`MAX_DRAIN_BYTES`] and [`DRAIN_TIME`]; past those the connection closes.
 async fn value_of(headers: &HeaderMap, body: Body) -> Result<Bytes> {
+    use futures::StreamExt;
+    let too_large = |size: u64| Error::ValueTooLarge {
+        size: usize::try_from(size).unwrap_or(usize::MAX),
+        limit: MAX_VALUE_BYTES,
+    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let waits_to_send = headers
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    let mut stream = body.into_data_stream();
     if let Some(n) = declared.filter(|&n| n > MAX_VALUE_BYTES as u64) {
-        return Err(Error::ValueTooLarge {
-            size: usize::try_from(n).unwrap_or(usize::MAX),
-            limit: MAX_VALUE_BYTES,
-        });
+        if !waits_to_send {
+            drain(&mut stream).await;
+        }
+        return Err(too_large(n));
     }
-    axum::body::to_bytes(body, MAX_VALUE_BYTES)
-        .await
-        .map_err(|e| {
-            let source = std::error::Error::source(&e).map(|s| s.to_string());
-            if source
-                .as_deref()
-                .is_some_and(|s| s.contains("length limit"))
-            {
-                Error::ValueTooLarge {
-                    size: MAX_VALUE_BYTES + 1,
-                    limit: MAX_VALUE_BYTES,
+    // A body of one chunk (most are) is kept as it came, without a copy.
+    let mut first: Option<Bytes> = None;
+    let mut more = bytes::BytesMut::new();
+    let mut len = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Error::InvalidInput {
+            reason: format!("could not read the body: {e}"),
+        })?;
+        len += chunk.len();
+        if len > MAX_VALUE_BYTES {
+            drain(&mut stream).await;
+            return Err(too_large(len as u64));
+        }
+        match first.take() {
+            None if more.is_empty() => first = Some(chunk),
+            held => {
+                if let Some(h) = held {
+                    more.extend_from_slice(&h);
                 }
-            } else {
-                Error::InvalidInput {
-                    reason: format!("could not read the body: {e}"),
-                }
+                more.extend_from_slice(&chunk);
             }
-        })
+        }
+    }
+    Ok(first.unwrap_or_else(|| more.freeze()))
+}
+
+/// The most of a refused body read (and dropped) so that its sender sees the answer.
+const MAX_DRAIN_BYTES: usize = 64 * 1024 * 1024;
+/// The longest time spent reading a refused body.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads and drops what is left of a refused body (see [`value_of`]).
+async fn drain(stream: &mut axum::body::BodyDataStream) {
+    use futures::StreamExt;
+    let mut read = 0usize;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            read += chunk.len();
+            if read > MAX_DRAIN_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 async fn kv_put(

@@ -76,6 +76,32 @@ impl Membership {
         }
     }
 
+    /// Whether this node is ready to serve as a replica (`GET /health/ready`):
+    /// it has a ring, is a member of it (or joins it in the running change),
+    /// was not removed while away, and is not refilling after losing its
+    /// data directory. Ok: the epoch; Err: why not.
+    pub fn readiness(&self) -> std::result::Result<u64, String> {
+        let Some(ring) = self.ring.get() else {
+            return Err(format!(
+                "no ring yet: it has not learned the ring from the leader {}",
+                self.configured_leader
+            ));
+        };
+        if let Some(epoch) = self.removed_at() {
+            return Err(format!("it was removed from the ring at epoch {epoch}"));
+        }
+        if !ring.is_member(&self.me) {
+            return Err(format!(
+                "it is not a member of the ring (epoch {})",
+                ring.epoch()
+            ));
+        }
+        if self.storage.restoring() {
+            return Err("it is refilling after losing its data directory".into());
+        }
+        Ok(ring.epoch())
+    }
+
     /// The epoch that removed this node while it was away, if it was.
     pub fn removed_at(&self) -> Option<u64> {
         self.ring
