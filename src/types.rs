@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// The longest TTL a put may ask for (about ten years).
+pub const MAX_TTL_MS: u64 = 10 * 366 * 24 * 3600 * 1000;
 /// The longest key accepted, in bytes. Keys are single REPL tokens; 1 KiB is far
 /// beyond any sensible key and keeps the preference-list hash cheap.
 pub const MAX_KEY_BYTES: usize = 1024;

@@ -14,32 +14,7 @@ use serde_json::Value;
 
 /// What node `port` holds for `key` as its own replica and hints, as text.
 fn held(rt: &tokio::runtime::Runtime, port: u16, key: &str) -> Option<Vec<String>> {
-    rt.block_on(async {
-        let node: dynamo::types::NodeId = format!("127.0.0.1:{port}").parse().unwrap();
-        let hello = dynamo::security::Hello::Client(Some(common::secrets().admin_token.clone()));
-        let conn = dynamo::rpc::connect_as(&node, Duration::from_secs(2), hello)
-            .await
-            .ok()?;
-        let obj = conn
-            .client()
-            .read_replica(
-                dynamo::rpc::context(Duration::from_secs(5)),
-                dynamo::rpc::Addressee {
-                    node,
-                    identity: None,
-                    from: None,
-                },
-                key.to_string(),
-            )
-            .await
-            .ok()?
-            .ok()?;
-        Some(
-            obj.values()
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .collect(),
-        )
-    })
+    common::replica::replica_values(rt, port, key)
 }
 
 /// Waits until every node of `nodes` holds `value-of(key)` for every key;

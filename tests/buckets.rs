@@ -30,32 +30,7 @@ fn in_bucket(c: &Cluster, via: usize, bucket: &str, lines: &[String]) -> Vec<Val
 /// The values node `port` holds as its own replica of the stored key `key`
 /// (None: none, or no answer).
 fn held(rt: &tokio::runtime::Runtime, port: u16, key: &str) -> Option<Vec<String>> {
-    rt.block_on(async {
-        let node: dynamo::types::NodeId = format!("127.0.0.1:{port}").parse().unwrap();
-        let hello = dynamo::security::Hello::Client(Some(common::secrets().admin_token.clone()));
-        let conn = dynamo::rpc::connect_as(&node, Duration::from_secs(2), hello)
-            .await
-            .ok()?;
-        let obj = conn
-            .client()
-            .read_replica(
-                dynamo::rpc::context(Duration::from_secs(5)),
-                dynamo::rpc::Addressee {
-                    node,
-                    identity: None,
-                    from: None,
-                },
-                key.to_string(),
-            )
-            .await
-            .ok()?
-            .ok()?;
-        let values: Vec<String> = obj
-            .values()
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .collect();
-        (!values.is_empty()).then_some(values)
-    })
+    common::replica::replica_values(rt, port, key).filter(|values| !values.is_empty())
 }
 
 /// The members (indices) that hold `value` for the stored key `key`.

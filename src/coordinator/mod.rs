@@ -98,8 +98,7 @@ struct Plan<'a> {
     w: usize,
 }
 
-/// The longest TTL a put may ask for (about ten years).
-pub const MAX_TTL_MS: u64 = 10 * 366 * 24 * 3600 * 1000;
+pub use crate::types::MAX_TTL_MS;
 
 /// Refuses a TTL of zero or above [`MAX_TTL_MS`].
 pub fn check_ttl(ttl: Option<u64>) -> Result<()> {

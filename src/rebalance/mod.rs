@@ -118,8 +118,11 @@ use crate::vclock::Object;
 
 mod cleanup;
 mod plan;
+mod purge;
 pub(crate) use plan::{batches, item_size, Bucket};
 use plan::{sending, Batch, Checks, Plan};
+pub use purge::PURGE_CHUNK;
+use purge::PURGE_RECHECK;
 
 /// Keys read from disk per step of a scan; the transfer cursor advances per chunk.
 pub const CHUNK_KEYS: usize = 4096;
@@ -136,10 +139,6 @@ pub const BATCH_BYTES: usize = 4 * 1024 * 1024;
 pub const TRANSFER_CONCURRENCY: usize = 4;
 /// How often the task looks for a new ring when idle.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
-/// Keys of a dropped bucket removed per blocking job.
-pub const PURGE_CHUNK: usize = 1000;
-/// How often a node looks again for keys of dropped buckets on one epoch.
-const PURGE_RECHECK: Duration = Duration::from_secs(30);
 /// Backoff between retries of a batch whose receiver failed.
 pub const RETRY_BACKOFF: Duration = Duration::from_millis(500);
 
@@ -281,39 +280,6 @@ impl Rebalance {
                 _ = stop.changed() => return,
             }
         }
-    }
-
-    /// Removes the keys of every bucket the ring dropped that this node still
-    /// holds, [`PURGE_CHUNK`] keys at a time.
-    async fn purge_dropped(&self, stop: &watch::Receiver<bool>) -> Result<(), String> {
-        let storage = self.storage.clone();
-        let ids = crate::runtime::spawn(move || storage.dropped_ids_held())
-            .await
-            .map_err(|e| e.to_string())?;
-        for id in ids {
-            let mut total = 0usize;
-            loop {
-                if *stop.borrow() {
-                    return Ok(());
-                }
-                let storage = self.storage.clone();
-                let n = crate::runtime::spawn(move || storage.purge_bucket(id, PURGE_CHUNK))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?;
-                total += n;
-                if n == 0 {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
-            tracing::info!(
-                bucket_id = id,
-                keys = total,
-                "removed the keys of a dropped bucket"
-            );
-        }
-        Ok(())
     }
 
     /// Does whatever the current ring asks of this node. Ok(true) if it did

@@ -250,14 +250,11 @@ fn check_bucket(b: &Bucket) -> Result<()> {
             b.r, b.n
         )));
     }
-    if b.ttl_ms.is_some_and(|t| t > MAX_BUCKET_TTL_MS) {
+    if b.ttl_ms.is_some_and(|t| t > crate::types::MAX_TTL_MS) {
         return Err(Error::invalid("ttl is above the limit of 10 years"));
     }
     Ok(())
 }
-
-/// The longest default TTL (as a put's: about ten years).
-pub const MAX_BUCKET_TTL_MS: u64 = 10 * 366 * 24 * 3600 * 1000;
 
 /// Checks a bucket name: 1 to [`MAX_BUCKET_NAME`] bytes of letters, digits,
 /// `-`, `_` and `.`.
